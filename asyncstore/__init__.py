@@ -1,0 +1,97 @@
+"""asyncstore: an anyio-native object-storage SDK.
+
+How it fits together. A :class:`Store` is the user API (put, get, stream,
+list, upload_file, ...); it is opened from a URL with :func:`open_store` or
+built over a :class:`Backend`, the narrow set of primitives a storage service
+really has (head, ranged read, put, multipart upload, list, delete, copy).
+Between the two sits the streaming-chunk core (``asyncstore._stream``): it
+cuts any source into parts, hashes them in order while they stream (off the
+event loop), sends them through a sliding window of bounded concurrency, reads
+downloads as ranges pinned to one ETag and reassembles them in a bounded
+window, retries transport errors with backoff, and verifies sha256 digests.
+Backends never chunk, hash or retry; the core never imports a vendor SDK.
+Everything runs under asyncio and trio alike, and every background task lives
+in a task group owned by the call (or the ``async with``) that started it.
+Errors form one tree rooted at :class:`StoreError`.
+"""
+
+from ._backend import (
+    Backend,
+    Capabilities,
+    CompletedPart,
+    IteratorReadStream,
+    ReadStream,
+    WriteAttributes,
+    WriteResult,
+)
+from ._errors import (
+    AlreadyExistsError,
+    ConfigurationError,
+    ConnectionError,
+    DigestMismatchError,
+    IntegrityError,
+    InvalidArgumentError,
+    InvalidDigestError,
+    InvalidKeyError,
+    InvalidOffsetError,
+    InvalidRangeError,
+    NotFoundError,
+    PermissionDeniedError,
+    PreconditionFailedError,
+    StoreError,
+    TagNotFoundError,
+    TimeoutError,
+    TransportError,
+    UploadNotFoundError,
+)
+from ._registry import known_schemes, open_store, register_backend
+from ._store import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY, Store
+from ._stream._download import ObjectStream
+from ._stream._retry import RetryPolicy
+from ._types import CommonPrefix, ObjectInfo, Progress, PutMode, PutResult, TransferInfo
+from .backends.memory import MemoryBackend
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_MAX_CONCURRENCY",
+    "AlreadyExistsError",
+    "Backend",
+    "Capabilities",
+    "CommonPrefix",
+    "CompletedPart",
+    "ConfigurationError",
+    "ConnectionError",
+    "DigestMismatchError",
+    "IntegrityError",
+    "InvalidArgumentError",
+    "InvalidDigestError",
+    "InvalidKeyError",
+    "InvalidOffsetError",
+    "InvalidRangeError",
+    "IteratorReadStream",
+    "MemoryBackend",
+    "NotFoundError",
+    "ObjectInfo",
+    "ObjectStream",
+    "PermissionDeniedError",
+    "PreconditionFailedError",
+    "Progress",
+    "PutMode",
+    "PutResult",
+    "ReadStream",
+    "RetryPolicy",
+    "Store",
+    "StoreError",
+    "TagNotFoundError",
+    "TimeoutError",
+    "TransferInfo",
+    "TransportError",
+    "UploadNotFoundError",
+    "WriteAttributes",
+    "WriteResult",
+    "known_schemes",
+    "open_store",
+    "register_backend",
+]

@@ -1,0 +1,188 @@
+"""The one exception tree of asyncstore.
+
+Every error raised by the public API is a :class:`StoreError`. Backends
+translate their vendor's exceptions where they call the vendor (with
+:func:`map_exceptions`), so no botocore, azure-core or aiohttp exception
+escapes; the original is kept as ``__cause__``::
+
+    StoreError
+    ├── NotFoundError              (also FileNotFoundError)
+    ├── AlreadyExistsError         (also FileExistsError)
+    ├── PreconditionFailedError
+    ├── IntegrityError
+    │   └── DigestMismatchError    (expected, actual)
+    ├── InvalidArgumentError       (also ValueError)
+    │   ├── InvalidKeyError
+    │   ├── InvalidDigestError
+    │   ├── InvalidRangeError
+    │   └── InvalidOffsetError
+    ├── UploadNotFoundError
+    ├── TagNotFoundError
+    ├── PermissionDeniedError      (also PermissionError)
+    ├── ConfigurationError         (bad URL, unknown scheme, missing extra)
+    └── TransportError             (retried by the Store)
+        ├── TimeoutError           (also builtins.TimeoutError)
+        └── ConnectionError        (also builtins.ConnectionError)
+
+Every message names what was wrong and with which key, URL or option.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+from collections.abc import Iterator, Mapping
+
+__all__ = [
+    "AlreadyExistsError",
+    "ConfigurationError",
+    "ConnectionError",
+    "DigestMismatchError",
+    "IntegrityError",
+    "InvalidArgumentError",
+    "InvalidDigestError",
+    "InvalidKeyError",
+    "InvalidOffsetError",
+    "InvalidRangeError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "PreconditionFailedError",
+    "StoreError",
+    "TagNotFoundError",
+    "TimeoutError",
+    "TransportError",
+    "UploadNotFoundError",
+    "map_exceptions",
+]
+
+
+class StoreError(Exception):
+    """Base class of every error asyncstore raises.
+
+    Attributes:
+        key: The object key (or URL, or option name) the error is about, when
+            there is one.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class NotFoundError(StoreError, FileNotFoundError):
+    """The object, bucket or container does not exist."""
+
+
+class AlreadyExistsError(StoreError, FileExistsError):
+    """A create-if-absent write found the key already present."""
+
+
+class PreconditionFailedError(StoreError):
+    """A conditional request failed: the object's ETag/version is not the one expected.
+
+    Also raised when an object is replaced while it is being downloaded, since
+    every range of a download is pinned to the first ETag.
+    """
+
+
+class IntegrityError(StoreError):
+    """Bytes read or written do not match what was recorded for them."""
+
+
+class DigestMismatchError(IntegrityError):
+    """The digest of the bytes differs from the digest expected.
+
+    Attributes:
+        expected: The digest that was expected (``sha256:<hex>``).
+        actual: The digest of the bytes actually seen.
+    """
+
+    def __init__(self, message: str, *, expected: str, actual: str, key: str | None = None):
+        super().__init__(message, key=key)
+        self.expected = expected
+        self.actual = actual
+
+
+class InvalidArgumentError(StoreError, ValueError):
+    """An argument was rejected before any request was made."""
+
+
+class InvalidKeyError(InvalidArgumentError):
+    """An object key (or list prefix) is not acceptable."""
+
+
+class InvalidDigestError(InvalidArgumentError):
+    """A digest string does not follow the ``algorithm:hex`` grammar."""
+
+
+class InvalidRangeError(InvalidArgumentError):
+    """A byte range is negative, inverted or starts past the end of the object."""
+
+
+class InvalidOffsetError(InvalidArgumentError):
+    """An append offset is not the current size of the upload session."""
+
+
+class UploadNotFoundError(StoreError):
+    """The multipart upload or upload session does not exist (or is finished)."""
+
+
+class TagNotFoundError(StoreError):
+    """The tag does not exist in the repository."""
+
+
+class PermissionDeniedError(StoreError, PermissionError):
+    """The service (or file system) refused the request."""
+
+
+class ConfigurationError(StoreError):
+    """A store URL, option or installation is wrong (unknown scheme, missing extra, ...)."""
+
+
+class TransportError(StoreError):
+    """The request may succeed if tried again: network error, timeout, throttling, 5xx.
+
+    The Store retries these with exponential backoff and jitter; when the
+    attempts are exhausted the last one is raised with ``attempts`` set.
+
+    Attributes:
+        attempts: How many attempts were made before giving up (0 if not retried).
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, attempts: int = 0) -> None:
+        super().__init__(message, key=key)
+        self.attempts = attempts
+
+
+class TimeoutError(TransportError, builtins.TimeoutError):
+    """A connect or read deadline passed."""
+
+
+class ConnectionError(TransportError, builtins.ConnectionError):
+    """The connection could not be made or was lost."""
+
+
+@contextlib.contextmanager
+def map_exceptions(
+    mapping: Mapping[type[BaseException], type[StoreError]], *, key: str | None = None
+) -> Iterator[None]:
+    """Translate foreign exceptions into asyncstore ones, keeping the original as the cause.
+
+    The first entry of ``mapping`` that the exception is an instance of wins;
+    an exception that is already a :class:`StoreError`, or matches nothing,
+    passes through unchanged.
+
+    Args:
+        mapping: Foreign exception type to asyncstore exception type.
+        key: The key the operation was about, set on the translated error.
+    """
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:
+        for source, target in mapping.items():
+            if isinstance(exc, source):
+                where = f" (key {key!r})" if key is not None else ""
+                raise target(f"{exc}{where}", key=key) from exc
+        raise

@@ -1,0 +1,146 @@
+"""Store URLs: the scheme registry and :func:`open_store`.
+
+Schemes resolve through backends registered with :func:`register_backend`
+and the ``asyncstore.backends`` entry-point group (name = scheme, value = a
+callable ``(urllib.parse.SplitResult, **options) -> Backend``). Schemes of
+the optional backends map to the extra that provides them, so a missing
+extra is reported with the ``pip install`` line that fixes it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+from ._backend import Backend
+from ._errors import ConfigurationError
+from ._store import Store
+from ._stream._retry import RetryPolicy
+
+__all__ = ["BackendFactory", "known_schemes", "open_store", "redact_url", "register_backend"]
+
+#: ``(url, **options) -> Backend``: how a scheme's backend is made.
+BackendFactory = Callable[..., Backend]
+
+#: The extra that provides each optional scheme.
+EXTRAS = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "azure": "azure", "abfs": "azure"}
+
+_registered: dict[str, BackendFactory] = {}
+_STORE_OPTIONS = ("chunk_size", "max_concurrency", "retry")
+
+
+def register_backend(scheme: str, factory: BackendFactory) -> None:
+    """Make ``scheme://`` URLs open backends made by ``factory(url, **options)``."""
+    if not scheme or not scheme.isascii() or not scheme.replace("+", "").isalnum():
+        raise ConfigurationError(f"invalid URL scheme {scheme!r}", key=scheme)
+    _registered[scheme.lower()] = factory
+
+
+@functools.cache
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group="asyncstore.backends")}
+
+
+def known_schemes() -> list[str]:
+    """The schemes that can be opened in this installation."""
+    return sorted(set(_registered) | set(_entry_points()))
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password (and query string values) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = (
+        "&".join(
+            f"{item.split('=', 1)[0]}=***" if "=" in item else item
+            for item in parts.query.split("&")
+        )
+        if parts.query
+        else ""
+    )
+    return SplitResult(parts.scheme, netloc, parts.path, query, "").geturl()
+
+
+def _factory(scheme: str, url: str) -> BackendFactory:
+    if scheme in _registered:
+        return _registered[scheme]
+    entry = _entry_points().get(scheme)
+    extra = EXTRAS.get(scheme)
+    if entry is None:
+        if extra is not None:
+            raise ConfigurationError(
+                f"{scheme}:// stores need the '{extra}' extra, which is not installed: "
+                f"pip install 'asyncstore[{extra}]'",
+                key=redact_url(url),
+            )
+        raise ConfigurationError(
+            f"unknown URL scheme {scheme!r} in {redact_url(url)!r}; "
+            f"known schemes: {', '.join(known_schemes())}",
+            key=redact_url(url),
+        )
+    try:
+        factory: BackendFactory = entry.load()
+    except ImportError as exc:
+        hint = f"pip install 'asyncstore[{extra}]'" if extra else f"reinstall {entry.value}"
+        raise ConfigurationError(
+            f"{scheme}:// stores cannot be opened: {exc}; {hint}", key=redact_url(url)
+        ) from exc
+    return factory
+
+
+def open_store(
+    url: str,
+    *,
+    chunk_size: int | None = None,
+    max_concurrency: int | None = None,
+    retry: RetryPolicy | None = None,
+    **options: Any,
+) -> Store:
+    """Open a store from a URL: ``memory://``, ``file:///abs/path``, ``s3://bucket/prefix``, ...
+
+    Use the result as an async context manager::
+
+        async with open_store("file:///srv/data") as store:
+            ...
+
+    Args:
+        url: The store URL; its scheme picks the backend.
+        chunk_size: Default part / range size of the store's transfers.
+        max_concurrency: Default parts / ranges in flight per transfer.
+        retry: Retry policy for TransportErrors.
+        **options: Backend options (see each backend's page).
+
+    Raises:
+        ConfigurationError: unknown scheme (naming the known ones), missing
+            extra (naming the ``pip install`` that fixes it), or a bad URL or option.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigurationError(
+            f"store URL must look like scheme://..., not {redact_url(str(url))!r}; "
+            f"known schemes: {', '.join(known_schemes())}",
+            key=redact_url(str(url)),
+        )
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid store URL: {exc}", key=redact_url(url)) from exc
+    scheme = parts.scheme.lower()
+    backend = _factory(scheme, url)(parts, **options)
+    store_options: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("chunk_size", chunk_size),
+            ("max_concurrency", max_concurrency),
+            ("retry", retry),
+        )
+        if value is not None
+    }
+    return Store(backend, **store_options)

@@ -1,0 +1,517 @@
+"""The Store: the user API over any backend, driving the streaming-chunk core."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from ._backend import Backend, MiB, WriteAttributes
+from ._errors import InvalidArgumentError, NotFoundError
+from ._keys import validate_key, validate_prefix
+from ._meta import MODE, MTIME, check_user_metadata, public_info
+from ._stream._download import Download, ObjectStream, open_download, read_all
+from ._stream._files import AtomicFile
+from ._stream._hashing import Sha256
+from ._stream._retry import RetryPolicy, call_with_retry
+from ._stream._source import open_source
+from ._stream._upload import ProgressReporter, plan_part_size, upload
+from ._types import CommonPrefix, ObjectInfo, Progress, PutMode, PutResult, TransferInfo
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_MAX_CONCURRENCY", "Store"]
+
+#: Default part / range size: large enough that per-request overhead is small,
+#: small enough that ``chunk_size * (max_concurrency + 1)`` stays modest.
+DEFAULT_CHUNK_SIZE = 8 * MiB
+#: Default number of parts or ranges in flight for one transfer.
+DEFAULT_MAX_CONCURRENCY = 8
+
+
+def _positive_int(name: str, value: object, *, key: str | None = None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        where = f" for key {key!r}" if key is not None else ""
+        raise InvalidArgumentError(
+            f"{name}{where} must be an integer >= 1, not {value!r}", key=key or name
+        )
+    return value
+
+
+def _write_attributes(
+    key: str,
+    content_type: str | None,
+    metadata: Mapping[str, str] | None,
+    mode: PutMode,
+    extra: Mapping[str, str] | None = None,
+) -> WriteAttributes:
+    if content_type is not None and (
+        not isinstance(content_type, str)
+        or not content_type
+        or not all(0x20 <= ord(c) < 0x7F for c in content_type)
+    ):
+        raise InvalidArgumentError(
+            f"content_type for key {key!r} must be a non-empty printable ASCII str, "
+            f"not {content_type!r}",
+            key=key,
+        )
+    user = check_user_metadata(metadata, key=key)
+    if extra:
+        user.update(extra)
+    if mode == "overwrite":
+        return WriteAttributes(content_type, user)
+    if mode == "create":
+        return WriteAttributes(content_type, user, if_none_match=True)
+    if (
+        isinstance(mode, Mapping)
+        and set(mode) == {"if_match"}
+        and isinstance(mode["if_match"], str)
+        and mode["if_match"]
+    ):
+        return WriteAttributes(content_type, user, if_match=mode["if_match"])
+    raise InvalidArgumentError(
+        f"mode for key {key!r} must be 'overwrite', 'create' or {{'if_match': etag}}, not {mode!r}",
+        key=key,
+    )
+
+
+class Store:
+    """An object store: the user API over one backend.
+
+    Open one with :func:`~asyncstore.open_store` from a URL, or give it a
+    backend directly, and use it as an async context manager::
+
+        async with Store(MemoryBackend()) as store:
+            await store.put("greeting.txt", b"hello")
+
+    Every transfer goes through the streaming-chunk core: parts of
+    ``chunk_size`` bytes, at most ``max_concurrency`` in flight, the sha256
+    computed while the bytes stream, TransportErrors retried per ``retry``.
+    Peak memory per transfer is about ``chunk_size * (max_concurrency + 1)``.
+
+    Args:
+        backend: Where the bytes go.
+        chunk_size: Default part size for uploads and range size for downloads.
+        max_concurrency: Default number of parts or ranges in flight per transfer.
+        retry: How TransportErrors are retried.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if not isinstance(backend, Backend):
+            raise InvalidArgumentError(
+                f"backend must be an asyncstore Backend, not {type(backend).__name__}",
+                key="backend",
+            )
+        self.backend = backend
+        self.chunk_size = _positive_int("chunk_size", chunk_size)
+        self.max_concurrency = _positive_int("max_concurrency", max_concurrency)
+        self.retry = retry if retry is not None else RetryPolicy()
+
+    def __repr__(self) -> str:
+        return f"<Store {self.backend.describe()}>"
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the backend (its connections, clients, ...)."""
+        await self.backend.aclose()
+
+    def _sizes(
+        self, chunk_size: int | None, max_concurrency: int | None, key: str
+    ) -> tuple[int, int]:
+        return (
+            self.chunk_size
+            if chunk_size is None
+            else _positive_int("chunk_size", chunk_size, key=key),
+            self.max_concurrency
+            if max_concurrency is None
+            else _positive_int("max_concurrency", max_concurrency, key=key),
+        )
+
+    # -- writing -------------------------------------------------------------------------------
+
+    async def _put(
+        self,
+        key: str,
+        data: object,
+        *,
+        content_type: str | None,
+        metadata: Mapping[str, str] | None,
+        mode: PutMode,
+        chunk_size: int | None,
+        max_concurrency: int | None,
+        progress: Progress | None,
+        record_file: bool,
+    ) -> tuple[PutResult, TransferInfo]:
+        validate_key(key)
+        part_size, concurrency = self._sizes(chunk_size, max_concurrency, key)
+        attrs = _write_attributes(key, content_type, metadata, mode)
+        started = time.perf_counter()
+        reader, st = await open_source(data, part_size, key=key)
+        try:
+            planned = plan_part_size(self.backend, part_size, reader.size, key=key)
+            if planned != part_size:
+                await reader.aclose()
+                reader, st = await open_source(data, planned, key=key)
+            if record_file and st is not None:
+                attrs = _write_attributes(
+                    key,
+                    content_type,
+                    metadata,
+                    mode,
+                    {MTIME: repr(st.st_mtime), MODE: format(st.st_mode & 0o7777, "o")},
+                )
+            reporter = ProgressReporter(progress, reader.size)
+            outcome = await upload(
+                self.backend,
+                key,
+                reader,
+                attrs,
+                part_size=planned,
+                concurrency=concurrency,
+                retry=self.retry,
+                progress=reporter,
+            )
+        finally:
+            await reader.aclose()
+        duration = max(time.perf_counter() - started, 1e-9)
+        result = PutResult(key, outcome.size, outcome.etag, outcome.sha256, outcome.part_count)
+        info = TransferInfo(
+            key=key,
+            bytes_transferred=outcome.size,
+            duration=duration,
+            mb_per_s=outcome.size / duration / 1e6,
+            part_count=outcome.part_count,
+            concurrency=outcome.concurrency,
+            request_id=outcome.request_id,
+            sha256=outcome.sha256,
+            peak_buffered=outcome.peak_buffered,
+        )
+        return result, info
+
+    async def put(
+        self,
+        key: str,
+        data: object,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        mode: PutMode = "overwrite",
+        chunk_size: int | None = None,
+        max_concurrency: int | None = None,
+        progress: Progress | None = None,
+    ) -> PutResult:
+        """Write an object from any source of bytes, streaming it in parts.
+
+        Args:
+            key: Where to write.
+            data: bytes or any buffer; a path (``pathlib.Path``, ``anyio.Path``);
+                a binary file object (sync or async ``read``); or a sync or async
+                iterable of bytes. A ``str`` is rejected: encode it first.
+            content_type: MIME type to record.
+            metadata: User metadata (lowercase ASCII names, printable ASCII values, 2 KiB).
+            mode: ``"overwrite"``, ``"create"`` (AlreadyExistsError if the key
+                exists) or ``{"if_match": etag}`` (PreconditionFailedError unless
+                the current ETag matches).
+            chunk_size: Part size for this put (default: the store's).
+            max_concurrency: Parts in flight for this put (default: the store's).
+            progress: Called (or awaited) with ``(bytes_done, bytes_total)`` as parts finish.
+
+        Returns:
+            The size, ETag and sha256 of what was written.
+
+        Raises:
+            InvalidKeyError: the key is not acceptable.
+            InvalidArgumentError: bad data, metadata, mode or option.
+            AlreadyExistsError: ``mode="create"`` and the key exists.
+            PreconditionFailedError: ``if_match`` did not match.
+            TransportError: the service kept failing after the retries.
+        """
+        result, _ = await self._put(
+            key,
+            data,
+            content_type=content_type,
+            metadata=metadata,
+            mode=mode,
+            chunk_size=chunk_size,
+            max_concurrency=max_concurrency,
+            progress=progress,
+            record_file=False,
+        )
+        return result
+
+    async def upload_file(
+        self,
+        path: str | os.PathLike[str],
+        key: str,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        mode: PutMode = "overwrite",
+        chunk_size: int | None = None,
+        max_concurrency: int | None = None,
+        progress: Progress | None = None,
+    ) -> TransferInfo:
+        """Upload a local file, recording its mtime and permission bits with the object.
+
+        Takes the same options as :meth:`put`.
+
+        Returns:
+            A TransferInfo: bytes, duration, MB/s, parts, concurrency, sha256.
+        """
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidArgumentError(
+                f"path for key {key!r} must be a str or os.PathLike, not {type(path).__name__}",
+                key=key,
+            )
+        _, info = await self._put(
+            key,
+            _as_path(path),
+            content_type=content_type,
+            metadata=metadata,
+            mode=mode,
+            chunk_size=chunk_size,
+            max_concurrency=max_concurrency,
+            progress=progress,
+            record_file=True,
+        )
+        return info
+
+    async def copy(self, src: str, dst: str) -> None:
+        """Copy ``src`` to ``dst`` with its metadata, server-side where the backend can.
+
+        Raises:
+            NotFoundError: ``src`` does not exist.
+        """
+        validate_key(src)
+        validate_key(dst)
+        await call_with_retry(self.retry, "copy", src, lambda: self.backend.copy(src, dst))
+
+    async def delete(self, key: str) -> None:
+        """Delete an object. Deleting a key that does not exist is not an error."""
+        validate_key(key)
+        await call_with_retry(self.retry, "delete", key, lambda: self.backend.delete(key))
+
+    async def delete_many(self, keys: Iterable[str]) -> None:
+        """Delete several objects (batched where the backend can).
+
+        Every key is validated before anything is deleted.
+        """
+        if isinstance(keys, str):
+            raise InvalidArgumentError(
+                f"delete_many takes an iterable of keys, not the str {keys!r}", key=keys
+            )
+        checked = [validate_key(k) for k in keys]
+        if checked:
+            await call_with_retry(
+                self.retry, "delete_many", checked[0], lambda: self.backend.delete_many(checked)
+            )
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def head(self, key: str) -> ObjectInfo:
+        """Return an object's size, ETag, timestamps, content type, metadata and sha256.
+
+        Raises:
+            NotFoundError: the key does not exist.
+        """
+        validate_key(key)
+        info = await call_with_retry(self.retry, "head", key, lambda: self.backend.head(key))
+        return public_info(info)
+
+    async def exists(self, key: str) -> bool:
+        """Whether an object exists at ``key``."""
+        try:
+            await self.head(key)
+        except NotFoundError:
+            return False
+        return True
+
+    async def _open(
+        self,
+        key: str,
+        start: int | None,
+        end: int | None,
+        suffix: int | None,
+        chunk_size: int,
+    ) -> Download:
+        return await open_download(
+            self.backend,
+            key,
+            start=start,
+            end=end,
+            suffix=suffix,
+            chunk_size=chunk_size,
+            retry=self.retry,
+        )
+
+    async def get(
+        self,
+        key: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        suffix: int | None = None,
+        chunk_size: int | None = None,
+        max_concurrency: int | None = None,
+        verify: bool = True,
+    ) -> bytes:
+        """Read an object (or the range ``[start, end)``, or its last ``suffix`` bytes).
+
+        Large objects are read as parallel ranges pinned to one ETag. When the
+        whole object is read and a sha256 was recorded at upload, it is verified.
+
+        Raises:
+            NotFoundError: the key does not exist.
+            InvalidRangeError: a negative bound, ``end < start``, or ``start`` past the end.
+            DigestMismatchError: the bytes do not match the recorded sha256.
+            PreconditionFailedError: the object was replaced during the read.
+        """
+        validate_key(key)
+        part, window = self._sizes(chunk_size, max_concurrency, key)
+        download = await self._open(key, start, end, suffix, part)
+        data, _, _ = await read_all(download, window=window, verify=verify)
+        return data
+
+    def stream(
+        self,
+        key: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        suffix: int | None = None,
+        chunk_size: int | None = None,
+        max_concurrency: int | None = None,
+        verify: bool = True,
+    ) -> ObjectStream:
+        """Stream an object's bytes in order, never holding more than a window of ranges.
+
+        Use ``async with store.stream(key) as body: async for chunk in body`` for
+        parallel ranged reads, or a bare ``async for`` for one range at a time.
+        Range arguments are as for :meth:`get`; errors are raised when iteration
+        starts (or on entering the ``async with``).
+        """
+        validate_key(key)
+        part, window = self._sizes(chunk_size, max_concurrency, key)
+        from ._stream._download import check_range
+
+        check_range(key, start, end, suffix)
+        return ObjectStream(
+            lambda: self._open(key, start, end, suffix, part), window=window, verify=verify
+        )
+
+    def list(
+        self, prefix: str = "", *, delimiter: str | None = None
+    ) -> AsyncIterator[ObjectInfo | CommonPrefix]:
+        """Iterate over the objects whose key starts with ``prefix``, in key order.
+
+        With ``delimiter`` (normally ``"/"``), keys that contain it after the
+        prefix are rolled up into one :class:`CommonPrefix` each, like folders.
+
+        Raises:
+            InvalidKeyError: the prefix is not acceptable.
+        """
+        validate_prefix(prefix)
+        if delimiter is not None and (not isinstance(delimiter, str) or delimiter == ""):
+            raise InvalidArgumentError(
+                f"delimiter must be a non-empty str or None, not {delimiter!r}", key=prefix
+            )
+        return self._list(prefix, delimiter)
+
+    async def _list(
+        self, prefix: str, delimiter: str | None
+    ) -> AsyncIterator[ObjectInfo | CommonPrefix]:
+        async for entry in self.backend.list(prefix, delimiter=delimiter):
+            yield public_info(entry) if isinstance(entry, ObjectInfo) else entry
+
+    async def download_file(
+        self,
+        key: str,
+        path: str | os.PathLike[str],
+        *,
+        chunk_size: int | None = None,
+        max_concurrency: int | None = None,
+        progress: Progress | None = None,
+        verify: bool = True,
+    ) -> TransferInfo:
+        """Download an object to a file, atomically and verified.
+
+        Ranges are written at their offsets into a temp file beside ``path``
+        while the sha256 is computed in order; the temp file is fsynced and
+        renamed into place only if the digest matches the one recorded at
+        upload. The source file's mtime and mode are restored when recorded.
+
+        Raises:
+            NotFoundError: the key does not exist.
+            DigestMismatchError: the bytes do not match the recorded sha256;
+                nothing is left at ``path`` (an existing file there is kept).
+        """
+        validate_key(key)
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidArgumentError(
+                f"path for key {key!r} must be a str or os.PathLike, not {type(path).__name__}",
+                key=key,
+            )
+        part, window = self._sizes(chunk_size, max_concurrency, key)
+        started = time.perf_counter()
+        download = await self._open(key, None, None, None, part)
+        target = AtomicFile(path, key=key)
+        hasher = Sha256()
+        reporter = ProgressReporter(progress, download.size)
+
+        async def in_order(offset: int, data: memoryview) -> None:
+            await hasher.update(data)
+            await reporter.advance(len(data))
+
+        try:
+            await target.open()
+            peak = await download.fetch(
+                window=window, on_ordered=in_order, on_ready=_writer(target)
+            )
+            sha = download.verify(hasher) if verify else hasher.digest_string()
+            await target.commit(download.size, mtime=download.info.mtime, mode=download.info.mode)
+        except BaseException:
+            await download.close_first()
+            await target.discard()
+            raise
+        duration = max(time.perf_counter() - started, 1e-9)
+        return TransferInfo(
+            key=key,
+            bytes_transferred=download.size,
+            duration=duration,
+            mb_per_s=download.size / duration / 1e6,
+            part_count=len(download.ranges()),
+            concurrency=peak,
+            request_id=None,
+            sha256=sha,
+            peak_buffered=peak * part,
+        )
+
+
+def _writer(target: AtomicFile) -> Any:
+    async def write(offset: int, data: memoryview) -> None:
+        await target.write_at(offset, data)
+
+    return write
+
+
+def _as_path(path: str | os.PathLike[str]) -> os.PathLike[str]:
+    import pathlib
+
+    return path if isinstance(path, os.PathLike) else pathlib.Path(path)

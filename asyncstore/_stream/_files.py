@@ -1,0 +1,109 @@
+"""Atomic file writes: a temp file beside the destination, pwrite, fsync, rename.
+
+A destination is either fully written and verified, or untouched: the bytes
+go to ``.<name>.asyncstore-<random>.tmp`` in the destination's folder (same
+file system, so the final rename is atomic), and any failure or cancellation
+removes the temp file in a shielded scope.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+
+import anyio
+import anyio.to_thread
+
+from .._errors import InvalidArgumentError, PermissionDeniedError
+
+__all__ = ["AtomicFile"]
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while len(data):
+        n = os.pwrite(fd, data, offset)
+        data = data[n:]
+        offset += n
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AtomicFile:
+    """A file that appears at ``path`` only when :meth:`commit` succeeds."""
+
+    def __init__(self, path: str | os.PathLike[str], *, key: str) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self._key = key
+        directory, name = os.path.split(self.path)
+        self._dir = directory
+        self.temp_path = os.path.join(directory, f".{name}.asyncstore-{secrets.token_hex(6)}.tmp")
+        self._fd: int | None = None
+
+    def _open(self) -> int:
+        if os.path.isdir(self.path):
+            raise InvalidArgumentError(
+                f"cannot download key {self._key!r} to {self.path!r}: it is a directory",
+                key=self._key,
+            )
+        try:
+            os.makedirs(self._dir, exist_ok=True)
+            # 0o666 lets the umask decide the final permissions, as for any new file.
+            return os.open(self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except PermissionError as exc:
+            raise PermissionDeniedError(
+                f"cannot download key {self._key!r} to {self.path!r}: {exc.strerror}",
+                key=self._key,
+            ) from exc
+        except OSError as exc:
+            raise InvalidArgumentError(
+                f"cannot download key {self._key!r} to {self.path!r}: {exc.strerror}",
+                key=self._key,
+            ) from exc
+
+    async def open(self) -> None:
+        """Create the temp file."""
+        self._fd = await anyio.to_thread.run_sync(self._open)
+
+    async def write_at(self, offset: int, data: memoryview) -> None:
+        """Write ``data`` at ``offset`` (in a worker thread)."""
+        assert self._fd is not None
+        await anyio.to_thread.run_sync(_pwrite_all, self._fd, data, offset)
+
+    def _commit(self, size: int, mtime: float | None, mode: int | None) -> None:
+        assert self._fd is not None
+        fd = self._fd
+        os.ftruncate(fd, size)
+        if mode is not None:
+            os.fchmod(fd, mode)
+        os.fsync(fd)
+        os.close(fd)
+        self._fd = None
+        if mtime is not None:
+            os.utime(self.temp_path, (mtime, mtime))
+        os.replace(self.temp_path, self.path)
+        _fsync_dir(self._dir)
+
+    async def commit(
+        self, size: int, *, mtime: float | None = None, mode: int | None = None
+    ) -> None:
+        """fsync, set mode and mtime, and rename into place."""
+        await anyio.to_thread.run_sync(self._commit, size, mtime, mode)
+
+    def _discard(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.temp_path)
+
+    async def discard(self) -> None:
+        """Close and remove the temp file; safe to call after commit and under cancellation."""
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._discard)

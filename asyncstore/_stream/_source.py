@@ -1,0 +1,278 @@
+"""The chunker: any source of bytes, cut into parts of one size.
+
+Accepted sources: a buffer (bytes, bytearray, memoryview, array, mmap ...),
+a path (``str``-free: ``os.PathLike`` such as ``pathlib.Path`` or
+``anyio.Path``), a binary file object (sync ``read`` or async ``read``), and a
+sync or async iterable of buffers. Parts of a buffer, and of ``bytes`` items
+at least one part long, are zero-copy views; everything else is copied into a
+fresh ``bytearray`` per part, which the caller owns until it drops it.
+
+Sync file reads and sync iterators run in worker threads, so a slow source
+never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from typing import Any, Protocol
+
+import anyio.to_thread
+
+from .._errors import InvalidArgumentError
+
+__all__ = ["PartReader", "open_source"]
+
+
+class PartReader(Protocol):
+    """Reads a source one part at a time."""
+
+    #: Total size when known before reading (buffers, files), else None.
+    size: int | None
+
+    async def read_part(self) -> memoryview | None:
+        """The next part: ``part_size`` bytes, fewer only for the last; None at the end."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the source (close a file opened here)."""
+        ...
+
+
+class _BufferReader:
+    def __init__(self, data: memoryview, part_size: int) -> None:
+        self._data = data.cast("B") if data.format != "B" or data.ndim != 1 else data
+        self._part_size = part_size
+        self._pos = 0
+        self.size: int | None = len(self._data)
+
+    async def read_part(self) -> memoryview | None:
+        if self._pos >= len(self._data):
+            return None
+        part = self._data[self._pos : self._pos + self._part_size]
+        self._pos += len(part)
+        return part
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _FileReader:
+    """A sync binary file: ``readinto`` in a worker thread, one call per part."""
+
+    def __init__(self, file: Any, part_size: int, *, size: int | None, owned: bool) -> None:
+        self._file = file
+        self._part_size = part_size
+        self._owned = owned
+        self._eof = False
+        self.size = size
+
+    def _read(self) -> memoryview | None:
+        buf = bytearray(self._part_size)
+        view = memoryview(buf)
+        filled = 0
+        readinto = getattr(self._file, "readinto", None)
+        while filled < self._part_size:
+            if readinto is not None:
+                n = readinto(view[filled:])
+            else:
+                chunk = self._file.read(self._part_size - filled)
+                n = len(chunk) if chunk else 0
+                view[filled : filled + n] = chunk if chunk else b""
+            if not n:
+                self._eof = True
+                break
+            filled += n
+        return view[:filled] if filled else None
+
+    async def read_part(self) -> memoryview | None:
+        if self._eof:
+            return None
+        return await anyio.to_thread.run_sync(self._read)
+
+    async def aclose(self) -> None:
+        if self._owned:
+            await anyio.to_thread.run_sync(self._file.close)
+
+
+class _Assembler:
+    """Cuts a stream of buffers of any sizes into parts of exactly ``part_size``."""
+
+    def __init__(self, part_size: int, key: str) -> None:
+        self._part_size = part_size
+        self._key = key
+        self._buf = bytearray()
+
+    def feed(self, item: object) -> Iterator[memoryview]:
+        if isinstance(item, str) or not isinstance(item, (bytes, bytearray, memoryview)):
+            try:
+                item = memoryview(item)  # type: ignore[arg-type]
+            except TypeError:
+                raise InvalidArgumentError(
+                    f"the data for key {self._key!r} yielded a {type(item).__name__}; "
+                    "expected bytes-like chunks",
+                    key=self._key,
+                ) from None
+        zero_copy = isinstance(item, bytes)
+        view = memoryview(item).cast("B")
+        size = self._part_size
+        if self._buf:
+            need = size - len(self._buf)
+            self._buf += view[:need]
+            view = view[need:]
+            if len(self._buf) < size:
+                return
+            yield memoryview(self._buf)
+            self._buf = bytearray()
+        while len(view) >= size:
+            yield view[:size] if zero_copy else memoryview(bytearray(view[:size]))
+            view = view[size:]
+        if len(view):
+            self._buf += view
+
+    def flush(self) -> memoryview | None:
+        if not self._buf:
+            return None
+        part, self._buf = memoryview(self._buf), bytearray()
+        return part
+
+
+class _AsyncIterableReader:
+    def __init__(self, source: AsyncIterable[Any], part_size: int, key: str) -> None:
+        self._it = source.__aiter__()
+        self._assembler = _Assembler(part_size, key)
+        self._ready: list[memoryview] = []
+        self._done = False
+        self.size: int | None = None
+
+    async def _next_item(self) -> tuple[bool, object]:
+        try:
+            return True, await self._it.__anext__()
+        except StopAsyncIteration:
+            return False, None
+
+    async def read_part(self) -> memoryview | None:
+        while not self._ready:
+            if self._done:
+                return None
+            more, item = await self._next_item()
+            if more:
+                self._ready.extend(self._assembler.feed(item))
+            else:
+                self._done = True
+                last = self._assembler.flush()
+                if last is not None:
+                    self._ready.append(last)
+        return self._ready.pop(0)
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._it, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+class _SyncIterableReader(_AsyncIterableReader):
+    """A sync iterable: items are pulled in a worker thread, one part's worth per call."""
+
+    def __init__(self, source: Iterable[Any], part_size: int, key: str) -> None:
+        self._sync_it: Iterator[Any] = iter(source)
+        self._assembler = _Assembler(part_size, key)
+        self._ready = []
+        self._done = False
+        self.size = None
+        # Lists and tuples are already in memory: no need for a thread.
+        self._inline = isinstance(source, (list, tuple))
+
+    def _pull(self) -> tuple[list[memoryview], bool]:
+        ready: list[memoryview] = []
+        for item in self._sync_it:
+            ready.extend(self._assembler.feed(item))
+            if ready:
+                return ready, False
+        last = self._assembler.flush()
+        return ([last] if last is not None else []), True
+
+    async def read_part(self) -> memoryview | None:
+        while not self._ready:
+            if self._done:
+                return None
+            if self._inline:
+                ready, self._done = self._pull()
+            else:
+                ready, self._done = await anyio.to_thread.run_sync(self._pull)
+            self._ready.extend(ready)
+        return self._ready.pop(0)
+
+    async def aclose(self) -> None:
+        close = getattr(self._sync_it, "close", None)
+        if close is not None:
+            await anyio.to_thread.run_sync(close)
+
+
+class _AsyncFileReader(_AsyncIterableReader):
+    """An async binary file (``await f.read(n)``), e.g. ``anyio.AsyncFile``."""
+
+    def __init__(self, file: Any, part_size: int, key: str) -> None:
+        async def chunks() -> AsyncIterator[bytes]:
+            while True:
+                chunk = await file.read(part_size)
+                if not chunk:
+                    return
+                yield chunk
+
+        super().__init__(chunks(), part_size, key)
+
+
+def _open_path(path: os.PathLike[str], key: str) -> tuple[Any, int, os.stat_result]:
+    try:
+        file = open(path, "rb")  # noqa: SIM115 - closed by _FileReader.aclose
+    except FileNotFoundError as exc:
+        raise InvalidArgumentError(
+            f"cannot upload {os.fspath(path)!r} to key {key!r}: no such file", key=key
+        ) from exc
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"cannot upload {os.fspath(path)!r} to key {key!r}: {exc.strerror}", key=key
+        ) from exc
+    st = os.fstat(file.fileno())
+    return file, st.st_size, st
+
+
+async def open_source(
+    data: object, part_size: int, *, key: str
+) -> tuple[PartReader, os.stat_result | None]:
+    """Wrap ``data`` in a PartReader; for a path, also return its ``stat``.
+
+    Raises:
+        InvalidArgumentError: ``data`` is a str or not a source of bytes, naming the key.
+    """
+    if isinstance(data, str):
+        raise InvalidArgumentError(
+            f"data for key {key!r} is a str; encode it (data.encode()) or pass a pathlib.Path",
+            key=key,
+        )
+    if isinstance(data, os.PathLike):
+        file, size, st = await anyio.to_thread.run_sync(_open_path, data, key)
+        return _FileReader(file, part_size, size=size, owned=True), st
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        pass
+    else:
+        return _BufferReader(view, part_size), None
+    read = getattr(data, "read", None)
+    if read is not None:
+        import inspect
+
+        if inspect.iscoroutinefunction(read):
+            return _AsyncFileReader(data, part_size, key), None
+        return _FileReader(data, part_size, size=None, owned=False), None
+    if isinstance(data, AsyncIterable):
+        return _AsyncIterableReader(data, part_size, key), None
+    if isinstance(data, Iterable):
+        return _SyncIterableReader(data, part_size, key), None
+    raise InvalidArgumentError(
+        f"cannot upload a {type(data).__name__} to key {key!r}: expected bytes, a buffer, "
+        "a path, a binary file, or a sync or async iterable of bytes",
+        key=key,
+    )

@@ -1,0 +1,232 @@
+"""The upload engine: parts through a sliding window, hashed in order, aborted on failure.
+
+The reader (the calling task) cuts the source into parts, hashes each one in
+stream order (in a worker thread when large) and hands it to one of
+``concurrency`` worker tasks through an unbuffered memory object stream. When
+every worker is busy the reader waits: that wait is the backpressure, and it
+bounds the memory held to ``part_size * (concurrency + 1)`` whatever the
+object's size. Any failure or cancellation aborts the multipart upload in a
+shielded scope, so nothing is left half-written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from .._backend import Backend, CompletedPart, MiB, WriteAttributes, WriteResult
+from .._errors import InvalidArgumentError
+from .._meta import SHA256
+from ._hashing import Sha256
+from ._retry import RetryPolicy, call_with_retry
+from ._source import PartReader
+from ._tasks import task_group
+
+__all__ = ["ProgressReporter", "UploadOutcome", "plan_part_size", "upload"]
+
+#: How long an abort may take after a failure or cancellation before it is given up.
+ABORT_TIMEOUT = 30.0
+
+
+class ProgressReporter:
+    """Calls (or awaits) a user progress callback with ``(bytes_done, bytes_total)``."""
+
+    def __init__(
+        self,
+        callback: Callable[[int, int | None], Awaitable[None] | None] | None,
+        total: int | None,
+    ) -> None:
+        self._callback = callback
+        self.total = total
+        self.done = 0
+
+    async def advance(self, n: int) -> None:
+        self.done += n
+        if self._callback is not None:
+            result = self._callback(self.done, self.total)
+            if isinstance(result, Awaitable):
+                await result
+
+
+@dataclasses.dataclass(slots=True)
+class _Window:
+    """Accounting for the bytes and requests the engine holds at once."""
+
+    held: int = 0
+    peak_held: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+
+    def take(self, n: int) -> None:
+        self.held += n
+        self.peak_held = max(self.peak_held, self.held)
+
+    def start(self) -> None:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UploadOutcome:
+    """What the engine did, for PutResult and TransferInfo."""
+
+    size: int
+    etag: str
+    sha256: str
+    part_count: int
+    concurrency: int
+    peak_buffered: int
+    request_id: str | None
+
+
+def plan_part_size(backend: Backend, requested: int, size: int | None, *, key: str) -> int:
+    """The part size to use: the requested one, raised to fit the backend's limits.
+
+    Raises:
+        InvalidArgumentError: the object cannot fit the backend's part limits.
+    """
+    caps = backend.capabilities
+    part_size = max(requested, caps.min_part_size)
+    if size is not None and math.ceil(size / part_size) > caps.max_parts:
+        part_size = math.ceil(size / caps.max_parts / MiB) * MiB
+    if part_size > caps.max_part_size:
+        raise InvalidArgumentError(
+            f"key {key!r}: part size {part_size} exceeds the backend's limit of "
+            f"{caps.max_part_size} bytes (object of {size} bytes)",
+            key=key,
+        )
+    return part_size
+
+
+def _with_sha(attrs: WriteAttributes, sha: str) -> WriteAttributes:
+    return dataclasses.replace(attrs, metadata={**attrs.metadata, SHA256: sha})
+
+
+async def _abort(backend: Backend, key: str, upload_id: str) -> None:
+    with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT):
+        try:
+            await backend.abort_upload(key, upload_id)
+        except Exception:
+            pass
+
+
+async def upload(
+    backend: Backend,
+    key: str,
+    reader: PartReader,
+    attrs: WriteAttributes,
+    *,
+    part_size: int,
+    concurrency: int,
+    retry: RetryPolicy,
+    progress: ProgressReporter,
+) -> UploadOutcome:
+    """Stream ``reader`` to ``key``: one put if it fits in one part, else a multipart upload."""
+    caps = backend.capabilities
+    checks = caps.part_checksums
+    hasher = Sha256()
+    window = _Window()
+    first = await reader.read_part()
+    first = first if first is not None else memoryview(b"")
+    window.take(len(first))
+    second = None
+    if len(first) == part_size and (reader.size is None or reader.size > part_size):
+        second = await reader.read_part()
+    if second is None:
+        sums = await hasher.update(first, part=checks)
+        sha = hasher.digest_string()
+        final = _with_sha(attrs, sha)
+        window.start()
+
+        async def put_once() -> WriteResult:
+            return await backend.put(key, first, final, sums)
+
+        result = await call_with_retry(retry, "put", key, put_once)
+        await progress.advance(len(first))
+        return UploadOutcome(
+            len(first), result.etag, sha, 1, 1, window.peak_held, result.request_id
+        )
+
+    window.take(len(second))
+    if not caps.parallel_parts:
+        concurrency = 1
+
+    async def create() -> str:
+        return await backend.create_upload(key, attrs)
+
+    upload_id = await call_with_retry(retry, "create upload", key, create)
+    parts: list[CompletedPart] = []
+    try:
+        send, receive = anyio.create_memory_object_stream[tuple[int, int, memoryview, Any]](0)
+
+        async def worker(inbox: anyio.abc.ObjectReceiveStream[Any]) -> None:
+            async with inbox:
+                async for number, offset, data, sums in inbox:
+                    window.start()
+
+                    async def send_part(
+                        number: int = number,
+                        offset: int = offset,
+                        data: memoryview = data,
+                        sums: Any = sums,
+                    ) -> CompletedPart:
+                        return await backend.upload_part(key, upload_id, number, offset, data, sums)
+
+                    part = await call_with_retry(retry, f"upload part {number}", key, send_part)
+                    parts.append(part)
+                    window.in_flight -= 1
+                    window.held -= len(data)
+                    del data
+                    await progress.advance(part.size)
+
+        async with task_group() as tg:
+            for _ in range(concurrency):
+                tg.start_soon(worker, receive.clone())
+            receive.close()
+            async with send:
+                number, offset = 1, 0
+                pending: list[memoryview] = [first, second]
+                while True:
+                    if pending:
+                        part_data = pending.pop(0)
+                    else:
+                        next_part = await reader.read_part()
+                        if next_part is None:
+                            break
+                        part_data = next_part
+                        window.take(len(part_data))
+                    if number > caps.max_parts:
+                        raise InvalidArgumentError(
+                            f"key {key!r}: more than {caps.max_parts} parts of {part_size} bytes; "
+                            "pass a larger chunk_size for this stream",
+                            key=key,
+                        )
+                    sums = await hasher.update(part_data, part=checks)
+                    await send.send((number, offset, part_data, sums))
+                    number += 1
+                    offset += len(part_data)
+                    del part_data
+        sha = hasher.digest_string()
+        ordered = sorted(parts, key=lambda p: p.number)
+
+        async def complete() -> WriteResult:
+            return await backend.complete_upload(key, upload_id, ordered, _with_sha(attrs, sha))
+
+        result = await call_with_retry(retry, "complete upload", key, complete)
+    except BaseException:
+        await _abort(backend, key, upload_id)
+        raise
+    return UploadOutcome(
+        hasher.size,
+        result.etag,
+        sha,
+        len(ordered),
+        window.peak_in_flight,
+        window.peak_held,
+        result.request_id,
+    )
