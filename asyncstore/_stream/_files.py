@@ -39,14 +39,17 @@ class AtomicFile:
     """A file that appears at ``path`` only when :meth:`commit` succeeds."""
 
     def __init__(self, path: str | os.PathLike[str], *, key: str) -> None:
-        self.path = os.path.abspath(os.fspath(path))
+        self.path = os.fspath(path)
         self._key = key
-        directory, name = os.path.split(self.path)
-        self._dir = directory
-        self.temp_path = os.path.join(directory, f".{name}.asyncstore-{secrets.token_hex(6)}.tmp")
+        self._dir = self.temp_path = ""
         self._fd: int | None = None
 
     def _open(self) -> int:
+        # abspath may call getcwd(): a syscall, so it runs here, in the worker thread.
+        self.path = os.path.abspath(self.path)
+        directory, name = os.path.split(self.path)
+        self._dir = directory
+        self.temp_path = os.path.join(directory, f".{name}.asyncstore-{secrets.token_hex(6)}.tmp")
         if os.path.isdir(self.path):
             raise InvalidArgumentError(
                 f"cannot download key {self._key!r} to {self.path!r}: it is a directory",
@@ -100,8 +103,9 @@ class AtomicFile:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.temp_path)
+        if self.temp_path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.temp_path)
 
     async def discard(self) -> None:
         """Close and remove the temp file; safe to call after commit and under cancellation."""

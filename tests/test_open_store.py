@@ -1,0 +1,170 @@
+"""open_store, the scheme registry and its errors; the public names; key rules as properties."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import asyncstore
+from asyncstore import ConfigurationError, InvalidKeyError, MemoryBackend, Store, open_store
+from asyncstore import _registry
+from asyncstore._keys import MAX_KEY_BYTES, validate_key, validate_prefix
+
+
+def test_memory_urls_open_fresh_or_named_stores() -> None:
+    assert isinstance(open_store("memory://").backend, MemoryBackend)
+    assert open_store("memory://").backend is not open_store("memory://").backend
+    assert open_store("memory://shared").backend is open_store("memory://shared").backend
+
+
+def test_store_options_reach_the_store() -> None:
+    store = open_store("memory://", chunk_size=1024, max_concurrency=3)
+    assert (store.chunk_size, store.max_concurrency) == (1024, 3)
+
+
+def test_unknown_scheme_names_the_known_ones() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        open_store("ftp://host/path")
+    message = str(info.value)
+    assert "'ftp'" in message
+    assert "file" in message
+    assert "memory" in message
+
+
+@pytest.mark.parametrize("url", ["", "no-scheme", "/abs/path", 42])
+def test_urls_without_a_scheme_are_rejected(url: Any) -> None:
+    with pytest.raises(ConfigurationError, match="scheme://"):
+        open_store(url)
+
+
+@pytest.mark.parametrize(("scheme", "extra"), [("s3", "s3"), ("gs", "gcs"), ("az", "azure")])
+def test_missing_extra_names_the_pip_install(
+    monkeypatch: pytest.MonkeyPatch, scheme: str, extra: str
+) -> None:
+    monkeypatch.setattr(_registry, "_entry_points", dict)
+    with pytest.raises(ConfigurationError) as info:
+        open_store(f"{scheme}://bucket/prefix")
+    assert f"pip install 'asyncstore[{extra}]'" in str(info.value)
+
+
+def test_entry_point_whose_vendor_sdk_is_missing_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "aiobotocore", None)  # an import of it now fails
+    entry = importlib.metadata.EntryPoint(
+        name="s3", value="aiobotocore.session:get_session", group="asyncstore.backends"
+    )
+    monkeypatch.setattr(_registry, "_entry_points", lambda: {"s3": entry})
+    with pytest.raises(ConfigurationError, match=r"pip install 'asyncstore\[s3\]'"):
+        open_store("s3://bucket")
+
+
+def test_register_backend_adds_a_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_registry, "_registered", {})
+    seen: list[Any] = []
+
+    def factory(url: Any, **options: Any) -> MemoryBackend:
+        seen.append((url.netloc, options))
+        return MemoryBackend()
+
+    asyncstore.register_backend("mine", factory)
+    assert "mine" in asyncstore.known_schemes()
+    store = open_store("mine://host", flavour="x")
+    assert isinstance(store, Store)
+    assert seen == [("host", {"flavour": "x"})]
+    with pytest.raises(ConfigurationError, match="invalid URL scheme"):
+        asyncstore.register_backend("bad scheme", factory)
+
+
+def test_backend_options_are_checked_by_the_backend() -> None:
+    with pytest.raises(ConfigurationError, match="colour"):
+        open_store("memory://", colour="red")
+    with pytest.raises(ConfigurationError, match="takes only a name"):
+        open_store("memory://name/path?x=1")
+
+
+def test_credentials_never_appear_in_url_errors() -> None:
+    secret = "s3cr3t-Pa55"
+    with pytest.raises(ConfigurationError) as info:
+        open_store(f"ftp://user:{secret}@host/path?token={secret}")
+    assert secret not in str(info.value)
+    assert secret not in repr(info.value)
+    assert secret not in str(info.value.key)
+    assert _registry.redact_url(f"s3://a:{secret}@b/c?k={secret}") == "s3://***@b/c?k=***"
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    public = {
+        name
+        for name, value in vars(asyncstore).items()
+        if not name.startswith("_") and not isinstance(value, type(sys)) and name != "annotations"
+    }
+    assert set(asyncstore.__all__) == public
+    for name in asyncstore.__all__:
+        value = getattr(asyncstore, name)
+        if isinstance(value, type) or callable(value) and hasattr(value, "__module__"):
+            assert value.__module__.startswith("asyncstore"), name
+
+
+def test_every_error_is_a_store_error_and_the_builtin_it_resembles() -> None:
+    assert issubclass(asyncstore.NotFoundError, FileNotFoundError)
+    assert issubclass(asyncstore.AlreadyExistsError, FileExistsError)
+    assert issubclass(asyncstore.PermissionDeniedError, PermissionError)
+    assert issubclass(asyncstore.TimeoutError, TimeoutError)
+    assert issubclass(asyncstore.ConnectionError, ConnectionError)
+    assert issubclass(asyncstore.InvalidKeyError, ValueError)
+    assert issubclass(asyncstore.DigestMismatchError, asyncstore.IntegrityError)
+    for name in asyncstore.__all__:
+        value = getattr(asyncstore, name)
+        if isinstance(value, type) and issubclass(value, Exception):
+            assert issubclass(value, asyncstore.StoreError)
+
+
+def test_map_exceptions_translates_and_keeps_the_cause() -> None:
+    from asyncstore._errors import map_exceptions
+
+    with pytest.raises(asyncstore.NotFoundError) as info:  # noqa: PT012
+        with map_exceptions({KeyError: asyncstore.NotFoundError}, key="k"):
+            raise KeyError("boom")
+    assert isinstance(info.value.__cause__, KeyError)
+    assert info.value.key == "k"
+    with pytest.raises(ZeroDivisionError), map_exceptions({KeyError: asyncstore.NotFoundError}):
+        1 / 0  # noqa: B018
+
+
+# -- key rules as properties ------------------------------------------------------------------
+
+
+@given(st.text(max_size=300))
+def test_validate_key_accepts_or_raises_invalid_key_only(key: str) -> None:
+    try:
+        validate_key(key)
+    except InvalidKeyError as exc:
+        assert exc.key == key or exc.key is None
+    else:
+        segments = key.split("/")
+        assert key and "" not in segments
+        assert "." not in segments and ".." not in segments
+        assert all(ord(c) >= 0x20 and ord(c) != 0x7F for c in key)
+        assert len(key.encode("utf-8")) <= MAX_KEY_BYTES
+
+
+@given(st.text(max_size=100))
+def test_validate_prefix_accepts_or_raises_invalid_key_only(prefix: str) -> None:
+    try:
+        validate_prefix(prefix)
+    except InvalidKeyError:
+        pass
+    else:
+        assert ".." not in prefix.rstrip("/").split("/") or prefix == ""
+
+
+@given(st.one_of(st.binary(), st.integers(), st.none(), st.lists(st.text())))
+def test_non_str_keys_raise_invalid_key(key: Any) -> None:
+    with pytest.raises(InvalidKeyError, match="must be a str"):
+        validate_key(key)

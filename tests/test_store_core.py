@@ -1,0 +1,440 @@
+"""The Store and the streaming core, on the memory backend and a fault-injecting subclass."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import anyio
+import pytest
+
+import asyncstore
+from asyncstore import (
+    CompletedPart,
+    InvalidArgumentError,
+    MemoryBackend,
+    NotFoundError,
+    PermissionDeniedError,
+    ReadStream,
+    RetryPolicy,
+    Store,
+    TransportError,
+    WriteAttributes,
+    WriteResult,
+)
+from asyncstore._backend import IteratorReadStream, MiB
+from asyncstore.testing import pattern
+
+pytestmark = pytest.mark.anyio
+
+FAST_RETRY = RetryPolicy(attempts=3, backoff_base=0.001, backoff_cap=0.002)
+
+
+class FlakyBackend(MemoryBackend):
+    """A memory backend that fails on demand, to exercise the core's retries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.part_failures: dict[int, int] = {}  # part number -> failures left
+        self.part_error: type[Exception] = TransportError
+        self.put_failures = 0
+        self.read_cut_after: int | None = None  # bytes a read yields before the connection drops
+        self.read_cuts_left = 0
+        self.reads: list[tuple[int, int | None, str | None]] = []
+        self.aborted: list[str] = []
+
+    async def upload_part(
+        self,
+        key: str,
+        upload_id: str,
+        number: int,
+        offset: int,
+        data: memoryview,
+        checksums: Mapping[str, bytes],
+    ) -> CompletedPart:
+        if self.part_failures.get(number, 0) > 0:
+            self.part_failures[number] -= 1
+            raise self.part_error(f"injected failure of part {number}", key=key)
+        return await super().upload_part(key, upload_id, number, offset, data, checksums)
+
+    async def put(
+        self, key: str, data: memoryview, attrs: WriteAttributes, checksums: Mapping[str, bytes]
+    ) -> WriteResult:
+        if self.put_failures > 0:
+            self.put_failures -= 1
+            raise asyncstore.ConnectionError("injected reset", key=key)
+        return await super().put(key, data, attrs, checksums)
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        self.aborted.append(upload_id)
+        await super().abort_upload(key, upload_id)
+
+    async def read(
+        self, key: str, start: int = 0, end: int | None = None, *, if_match: str | None = None
+    ) -> ReadStream:
+        self.reads.append((start, end, if_match))
+        stream = await super().read(key, start, end, if_match=if_match)
+        if self.read_cut_after is None or self.read_cuts_left <= 0:
+            return stream
+        self.read_cuts_left -= 1
+        limit = self.read_cut_after
+
+        async def cut() -> AsyncIterator[bytes]:
+            sent = 0
+            async for chunk in stream:
+                room = limit - sent
+                if room <= 0:
+                    break
+                yield chunk[:room]
+                sent += min(room, len(chunk))
+            raise asyncstore.ConnectionError("injected: connection reset mid-body", key=key)
+
+        return IteratorReadStream(stream.info, cut(), stream.aclose)
+
+
+@pytest.fixture
+def flaky() -> FlakyBackend:
+    return FlakyBackend()
+
+
+# -- retries ---------------------------------------------------------------------------------
+
+
+async def test_failed_parts_are_retried_and_the_upload_completes(flaky: FlakyBackend) -> None:
+    flaky.part_failures = {2: 2, 3: 1}
+    store = Store(flaky, retry=FAST_RETRY)
+    data = pattern(4 * MiB)
+    result = await store.put("k", data, chunk_size=MiB)
+    assert result.part_count == 4
+    assert await store.get("k") == data
+    assert flaky.aborted == []
+
+
+async def test_exhausted_retries_name_key_and_attempts_and_abort_the_upload(
+    flaky: FlakyBackend,
+) -> None:
+    flaky.part_failures = {2: 10}
+    store = Store(flaky, retry=FAST_RETRY)
+    with pytest.raises(TransportError) as info:
+        await store.put("the/key", pattern(4 * MiB), chunk_size=MiB)
+    assert info.value.attempts == 3
+    assert "'the/key'" in str(info.value)
+    assert "3 attempt" in str(info.value)
+    assert not isinstance(info.value, BaseExceptionGroup)
+    assert len(flaky.aborted) == 1
+    assert flaky.pending_uploads() == []
+    assert not await store.exists("the/key")
+
+
+async def test_non_transport_errors_are_not_retried_and_surface_unwrapped(
+    flaky: FlakyBackend,
+) -> None:
+    flaky.part_failures = {3: 1}
+    flaky.part_error = PermissionDeniedError
+    store = Store(flaky, retry=FAST_RETRY)
+    with pytest.raises(PermissionDeniedError, match="part 3"):
+        await store.put("k", pattern(4 * MiB), chunk_size=MiB)
+    assert flaky.part_failures[3] == 0
+    assert flaky.pending_uploads() == []
+
+
+async def test_single_put_is_retried(flaky: FlakyBackend) -> None:
+    flaky.put_failures = 2
+    store = Store(flaky, retry=FAST_RETRY)
+    await store.put("k", b"small")
+    assert await store.get("k") == b"small"
+
+
+async def test_download_resumes_from_the_last_byte_pinned_to_the_etag(flaky: FlakyBackend) -> None:
+    store = Store(flaky, retry=FAST_RETRY)
+    data = pattern(3 * MiB)
+    etag = (await store.put("k", data)).etag
+    flaky.read_cut_after = 300_000
+    flaky.read_cuts_left = 2
+    flaky.reads.clear()
+    assert await store.get("k", chunk_size=MiB, max_concurrency=1) == data
+    # two cuts of 300000 bytes each: the first range resumes twice, then the rest go whole
+    assert flaky.reads == [
+        (0, MiB, None),
+        (300_000, MiB, etag),
+        (600_000, MiB, etag),
+        (MiB, 2 * MiB, etag),
+        (2 * MiB, 3 * MiB, etag),
+    ]
+
+
+async def test_download_gives_up_after_the_retries(flaky: FlakyBackend) -> None:
+    store = Store(flaky, retry=FAST_RETRY)
+    await store.put("k", pattern(3 * MiB))
+    flaky.read_cut_after = 10
+    flaky.read_cuts_left = 100
+    with pytest.raises(asyncstore.ConnectionError) as info:
+        await store.get("k", chunk_size=MiB)
+    assert info.value.attempts == 3
+    assert "'k'" in str(info.value)
+
+
+def test_retry_policy_rejects_nonsense() -> None:
+    with pytest.raises(asyncstore.ConfigurationError, match="attempts"):
+        RetryPolicy(attempts=0)
+    with pytest.raises(asyncstore.ConfigurationError):
+        RetryPolicy(backoff_base=-1)
+
+
+def test_retry_delay_is_capped_and_jittered() -> None:
+    policy = RetryPolicy(backoff_base=1.0, backoff_cap=4.0)
+    delays = [policy.delay(10) for _ in range(200)]
+    assert all(0 <= d <= 4.0 for d in delays)
+    assert len(set(delays)) > 100
+    assert RetryPolicy(backoff_base=1.0, backoff_cap=4.0, jitter=False).delay(2) == 2.0
+
+
+# -- backpressure and memory -----------------------------------------------------------------
+
+
+class SlowPartsBackend(MemoryBackend):
+    """Parts take a while, so the reader has to wait for the window."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.peak = 0
+
+    async def upload_part(
+        self,
+        key: str,
+        upload_id: str,
+        number: int,
+        offset: int,
+        data: memoryview,
+        checksums: Mapping[str, bytes],
+    ) -> CompletedPart:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        await anyio.sleep(0.01)
+        self.in_flight -= 1
+        return await super().upload_part(key, upload_id, number, offset, data, checksums)
+
+
+async def test_window_bounds_parts_in_flight_and_memory_for_an_unsized_stream() -> None:
+    backend = SlowPartsBackend()
+    store = Store(backend)
+    pulled = 0
+
+    async def source() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        for i in range(40):
+            pulled += 1
+            yield pattern(256 * 1024, seed=i)
+
+    result, info = await store._put(
+        "k",
+        source(),
+        content_type=None,
+        metadata=None,
+        mode="overwrite",
+        chunk_size=MiB,
+        max_concurrency=3,
+        progress=None,
+        record_file=False,
+    )
+    assert result.part_count == 10
+    assert backend.peak == 3
+    assert info.concurrency == 3
+    assert info.peak_buffered <= MiB * (3 + 1)
+
+
+class NoParallelBackend(SlowPartsBackend):
+    capabilities = asyncstore.Capabilities(parallel_parts=False)
+
+
+async def test_backends_without_parallel_parts_get_one_at_a_time() -> None:
+    backend = NoParallelBackend()
+    await Store(backend).put("k", pattern(4 * MiB), chunk_size=MiB, max_concurrency=8)
+    assert backend.peak == 1
+
+
+class TinyPartLimits(MemoryBackend):
+    capabilities = asyncstore.Capabilities(min_part_size=2 * MiB, max_parts=4)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    async def upload_part(
+        self,
+        key: str,
+        upload_id: str,
+        number: int,
+        offset: int,
+        data: memoryview,
+        checksums: Mapping[str, bytes],
+    ) -> CompletedPart:
+        self.sizes.append(len(data))
+        return await super().upload_part(key, upload_id, number, offset, data, checksums)
+
+
+async def test_part_size_is_raised_to_fit_backend_limits() -> None:
+    backend = TinyPartLimits()
+    data = pattern(10 * MiB)
+    result = await Store(backend).put("k", data, chunk_size=MiB)
+    assert result.part_count <= 4
+    assert min(backend.sizes[:-1]) >= 2 * MiB
+    assert await Store(backend).get("k") == data
+
+
+async def test_unsized_stream_past_max_parts_fails_clearly_and_aborts() -> None:
+    backend = TinyPartLimits()
+
+    async def source() -> AsyncIterator[bytes]:
+        for _ in range(6):
+            yield bytes(2 * MiB)
+
+    with pytest.raises(InvalidArgumentError, match="more than 4 parts"):
+        await Store(backend).put("k", source(), chunk_size=2 * MiB)
+    assert backend.pending_uploads() == []
+
+
+class PartChecksumBackend(MemoryBackend):
+    capabilities = asyncstore.Capabilities(part_checksums=frozenset({"md5", "sha256"}))
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[Mapping[str, bytes]] = []
+
+    async def upload_part(
+        self,
+        key: str,
+        upload_id: str,
+        number: int,
+        offset: int,
+        data: memoryview,
+        checksums: Mapping[str, bytes],
+    ) -> CompletedPart:
+        assert checksums["md5"] == hashlib.md5(data).digest()
+        assert checksums["sha256"] == hashlib.sha256(data).digest()
+        self.seen.append(checksums)
+        return await super().upload_part(key, upload_id, number, offset, data, checksums)
+
+    async def complete_upload(
+        self, key: str, upload_id: str, parts: Sequence[CompletedPart], attrs: WriteAttributes
+    ) -> WriteResult:
+        assert [p.number for p in parts] == list(range(1, len(parts) + 1))
+        assert [p.offset for p in parts] == [i * MiB for i in range(len(parts))]
+        return await super().complete_upload(key, upload_id, parts, attrs)
+
+
+async def test_part_checksums_are_computed_for_backends_that_ask() -> None:
+    backend = PartChecksumBackend()
+    await Store(backend).put("k", pattern(3 * MiB + 5), chunk_size=MiB)
+    assert len(backend.seen) == 4
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[Store]:
+    async with Store(MemoryBackend()) as store:
+        yield store
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("text", "is a str"),
+        (12, "cannot upload a int"),
+        (["ok", "str"], "yielded a str"),
+        ([b"ok", 3], "yielded a int"),
+    ],
+)
+async def test_bad_data_raises_invalid_argument_naming_the_key(
+    store: Store, data: Any, message: str
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=message) as info:
+        await store.put("my/key", data)
+    assert "'my/key'" in str(info.value)
+    assert not await store.exists("my/key")
+
+
+async def test_missing_source_file_is_named(store: Store, tmp_path: Any) -> None:
+    missing = tmp_path / "nope.bin"
+    with pytest.raises(InvalidArgumentError, match="no such file") as info:
+        await store.upload_file(missing, "k")
+    assert str(missing) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"Upper": "x"}, "lowercase"),
+        ({"has space": "x"}, "lowercase"),
+        ({"asyncstore-sha256": "x"}, "reserved"),
+        ({"ok": "caf\u00e9"}, "printable ASCII"),
+        ({"ok": 1}, "printable ASCII"),
+        ({"big": "x" * 3000}, "limit"),
+        ("not-a-mapping", "mapping"),
+    ],
+)
+async def test_bad_metadata_is_rejected_before_writing(
+    store: Store, metadata: Any, message: str
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        await store.put("k", b"x", metadata=metadata)
+    assert not await store.exists("k")
+
+
+@pytest.mark.parametrize(
+    "mode", ["append", {"if_match": ""}, {"if_none_match": "*"}, {"if_match": 3}, None]
+)
+async def test_bad_mode_is_rejected(store: Store, mode: Any) -> None:
+    with pytest.raises(InvalidArgumentError, match="mode for key 'k'"):
+        await store.put("k", b"x", mode=mode)
+
+
+@pytest.mark.parametrize("content_type", ["", "bad\nheader", 5])
+async def test_bad_content_type_is_rejected(store: Store, content_type: Any) -> None:
+    with pytest.raises(InvalidArgumentError, match="content_type"):
+        await store.put("k", b"x", content_type=content_type)
+
+
+@pytest.mark.parametrize("option", ["chunk_size", "max_concurrency"])
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "8"])
+async def test_bad_transfer_options_are_named(store: Store, option: str, value: Any) -> None:
+    with pytest.raises(InvalidArgumentError, match=option):
+        await store.put("k", b"x", **{option: value})
+    with pytest.raises(InvalidArgumentError, match=option):
+        await store.get("k", **{option: value})
+    with pytest.raises(InvalidArgumentError, match=option):
+        Store(MemoryBackend(), **{option: value})
+
+
+async def test_bad_delimiter_and_delete_many_of_a_str(store: Store) -> None:
+    with pytest.raises(InvalidArgumentError, match="delimiter"):
+        store.list("", delimiter="")
+    with pytest.raises(InvalidArgumentError, match="iterable of keys"):
+        await store.delete_many("abc")
+
+
+def test_store_needs_a_backend() -> None:
+    with pytest.raises(InvalidArgumentError, match="Backend"):
+        Store("memory://")  # type: ignore[arg-type]
+
+
+async def test_sync_progress_callbacks_work(store: Store) -> None:
+    seen: list[int] = []
+    await store.put("k", pattern(3 * MiB), chunk_size=MiB, progress=lambda d, t: seen.append(d))
+    assert seen == [MiB, 2 * MiB, 3 * MiB]
+
+
+async def test_progress_callback_errors_abort_the_upload() -> None:
+    backend = MemoryBackend()
+
+    def explode(done: int, total: int | None) -> None:
+        raise RuntimeError("callback failed")
+
+    with pytest.raises(RuntimeError, match="callback failed"):
+        await Store(backend).put("k", pattern(3 * MiB), chunk_size=MiB, progress=explode)
+    assert backend.pending_uploads() == []
+    assert not await Store(backend).exists("k")
