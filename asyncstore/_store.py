@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
-from typing import Any
 
 from ._backend import Backend, MiB, WriteAttributes
 from ._errors import InvalidArgumentError, NotFoundError
 from ._keys import validate_key, validate_prefix
 from ._meta import MODE, MTIME, check_user_metadata, public_info
-from ._stream._download import Download, ObjectStream, open_download, read_all
+from ._stream._download import Download, ObjectStream, check_range, open_download, read_all
 from ._stream._files import AtomicFile
 from ._stream._hashing import Sha256
 from ._stream._retry import RetryPolicy, call_with_retry
@@ -409,8 +409,6 @@ class Store:
         """
         validate_key(key)
         part, window = self._sizes(chunk_size, max_concurrency, key)
-        from ._stream._download import check_range
-
         check_range(key, start, end, suffix)
         return ObjectStream(
             lambda: self._open(key, start, end, suffix, part), window=window, verify=verify
@@ -482,7 +480,7 @@ class Store:
         try:
             await target.open()
             peak = await download.fetch(
-                window=window, on_ordered=in_order, on_ready=_writer(target)
+                window=window, on_ordered=in_order, on_ready=target.write_at
             )
             sha = download.verify(hasher) if verify else hasher.digest_string()
             await target.commit(download.size, mtime=download.info.mtime, mode=download.info.mode)
@@ -504,14 +502,5 @@ class Store:
         )
 
 
-def _writer(target: AtomicFile) -> Any:
-    async def write(offset: int, data: memoryview) -> None:
-        await target.write_at(offset, data)
-
-    return write
-
-
 def _as_path(path: str | os.PathLike[str]) -> os.PathLike[str]:
-    import pathlib
-
     return path if isinstance(path, os.PathLike) else pathlib.Path(path)

@@ -11,8 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import asyncstore
-from asyncstore import ConfigurationError, InvalidKeyError, MemoryBackend, Store, open_store
-from asyncstore import _registry
+from asyncstore import (
+    ConfigurationError,
+    InvalidKeyError,
+    MemoryBackend,
+    Store,
+    _registry,
+    open_store,
+)
 from asyncstore._keys import MAX_KEY_BYTES, validate_key, validate_prefix
 
 
@@ -107,7 +113,7 @@ def test_all_lists_exactly_the_public_names() -> None:
     assert set(asyncstore.__all__) == public
     for name in asyncstore.__all__:
         value = getattr(asyncstore, name)
-        if isinstance(value, type) or callable(value) and hasattr(value, "__module__"):
+        if isinstance(value, type) or (callable(value) and hasattr(value, "__module__")):
             assert value.__module__.startswith("asyncstore"), name
 
 
@@ -128,9 +134,11 @@ def test_every_error_is_a_store_error_and_the_builtin_it_resembles() -> None:
 def test_map_exceptions_translates_and_keeps_the_cause() -> None:
     from asyncstore._errors import map_exceptions
 
-    with pytest.raises(asyncstore.NotFoundError) as info:  # noqa: PT012
-        with map_exceptions({KeyError: asyncstore.NotFoundError}, key="k"):
-            raise KeyError("boom")
+    with (
+        pytest.raises(asyncstore.NotFoundError) as info,
+        map_exceptions({KeyError: asyncstore.NotFoundError}, key="k"),
+    ):
+        raise KeyError("boom")
     assert isinstance(info.value.__cause__, KeyError)
     assert info.value.key == "k"
     with pytest.raises(ZeroDivisionError), map_exceptions({KeyError: asyncstore.NotFoundError}):

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
 import anyio
 import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .._backend import Backend, ReadStream
 from .._errors import (
@@ -121,7 +122,7 @@ class Download:
             )
         return actual
 
-    async def chunks(self, start: int, end: int) -> AsyncIterator[memoryview]:
+    async def chunks(self, start: int, end: int) -> AsyncGenerator[memoryview, None]:
         """The bytes ``[start, end)`` as they arrive, resuming after transport errors."""
         stream, self.first = (self.first, None) if start == self.start else (None, None)
         pos, attempt = start, 1
@@ -305,8 +306,8 @@ class ObjectStream:
         self._download: Download | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._tg_cm: contextlib.AbstractAsyncContextManager[anyio.abc.TaskGroup] | None = None
-        self._inbox: anyio.abc.ObjectReceiveStream[Any] | None = None
-        self._sequential: AsyncIterator[memoryview] | None = None
+        self._inbox: MemoryObjectReceiveStream[Any] | None = None
+        self._sequential: AsyncGenerator[memoryview, None] | None = None
         self.info: ObjectInfo | None = None
 
     async def _open(self) -> Download:
@@ -356,9 +357,7 @@ class ObjectStream:
         if self._inbox is not None:
             self._inbox.close()
         if self._sequential is not None:
-            aclose = getattr(self._sequential, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await self._sequential.aclose()
         if self._download is not None:
             await self._download.close_first()
 
@@ -378,7 +377,7 @@ class ObjectStream:
             self._sequential = self._iterate_sequentially()
         return bytes(await self._sequential.__anext__())
 
-    async def _iterate_sequentially(self) -> AsyncIterator[memoryview]:
+    async def _iterate_sequentially(self) -> AsyncGenerator[memoryview, None]:
         download = await self._open()
         hasher = Sha256()
         for start, end in download.ranges():

@@ -21,8 +21,10 @@ THREAD_THRESHOLD = 256 * 1024
 def _crc32c() -> Callable[[bytes | memoryview], bytes]:
     try:
         import google_crc32c  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # pragma: no cover - only with the gcs extra
-        raise ImportError("crc32c part checksums need google-crc32c: pip install asyncstore[gcs]")
+    except ImportError as exc:  # pragma: no cover - only with the gcs extra
+        raise ImportError(
+            "crc32c part checksums need google-crc32c: pip install 'asyncstore[gcs]'"
+        ) from exc
 
     def crc(data: bytes | memoryview) -> bytes:
         value: int = google_crc32c.value(bytes(data))
@@ -56,7 +58,7 @@ class Sha256:
     async def update(
         self, data: bytes | memoryview, *, part: Iterable[str] = ()
     ) -> dict[str, bytes]:
-        """Feed ``data`` (in a worker thread if large); also return per-part digests named in ``part``.
+        """Feed ``data`` (in a thread if large); return the per-part digests named in ``part``.
 
         The whole-object hash and the per-part checksums are computed in the
         same thread call, from the same memory: one pass over the bytes.

@@ -11,6 +11,7 @@ shielded scope, so nothing is left half-written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Awaitable, Callable
@@ -103,16 +104,26 @@ def plan_part_size(backend: Backend, requested: int, size: int | None, *, key: s
     return part_size
 
 
+def _too_many_parts(key: str, max_parts: int, part_size: int) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"key {key!r}: more than {max_parts} parts of {part_size} bytes; "
+        "pass a larger chunk_size for this stream",
+        key=key,
+    )
+
+
 def _with_sha(attrs: WriteAttributes, sha: str) -> WriteAttributes:
     return dataclasses.replace(attrs, metadata={**attrs.metadata, SHA256: sha})
 
 
 async def _abort(backend: Backend, key: str, upload_id: str) -> None:
-    with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT):
-        try:
-            await backend.abort_upload(key, upload_id)
-        except Exception:
-            pass
+    # The error that caused the abort matters more than a failed abort: suppress the latter.
+    with (
+        anyio.CancelScope(shield=True),
+        anyio.move_on_after(ABORT_TIMEOUT),
+        contextlib.suppress(Exception),
+    ):
+        await backend.abort_upload(key, upload_id)
 
 
 async def upload(
@@ -201,11 +212,7 @@ async def upload(
                         part_data = next_part
                         window.take(len(part_data))
                     if number > caps.max_parts:
-                        raise InvalidArgumentError(
-                            f"key {key!r}: more than {caps.max_parts} parts of {part_size} bytes; "
-                            "pass a larger chunk_size for this stream",
-                            key=key,
-                        )
+                        raise _too_many_parts(key, caps.max_parts, part_size)
                     sums = await hasher.update(part_data, part=checks)
                     await send.send((number, offset, part_data, sums))
                     number += 1

@@ -1,0 +1,5 @@
+"""``python -m asyncstore._cli``: the same as the ``asyncstore`` command."""
+
+from . import main
+
+raise SystemExit(main())
