@@ -173,9 +173,15 @@ class Backend(abc.ABC):
 
     Attributes:
         capabilities: The multipart limits the core plans parts by.
+        default_chunk_size: The part / range size a Store over this backend uses
+            unless told otherwise (None: the Store's own default). Backends set it
+            from URL options such as S3's ``part_size_mb``.
+        default_max_concurrency: Likewise for parts / ranges in flight.
     """
 
     capabilities: Capabilities = Capabilities()
+    default_chunk_size: int | None = None
+    default_max_concurrency: int | None = None
 
     @abc.abstractmethod
     async def head(self, key: str) -> ObjectInfo:

@@ -29,7 +29,6 @@ BackendFactory = Callable[..., Backend]
 EXTRAS = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "azure": "azure", "abfs": "azure"}
 
 _registered: dict[str, BackendFactory] = {}
-_STORE_OPTIONS = ("chunk_size", "max_concurrency", "retry")
 
 
 def register_backend(scheme: str, factory: BackendFactory) -> None:
@@ -134,13 +133,4 @@ def open_store(
         raise ConfigurationError(f"invalid store URL: {exc}", key=redact_url(url)) from exc
     scheme = parts.scheme.lower()
     backend = _factory(scheme, url)(parts, **options)
-    store_options: dict[str, Any] = {
-        name: value
-        for name, value in (
-            ("chunk_size", chunk_size),
-            ("max_concurrency", max_concurrency),
-            ("retry", retry),
-        )
-        if value is not None
-    }
-    return Store(backend, **store_options)
+    return Store(backend, chunk_size=chunk_size, max_concurrency=max_concurrency, retry=retry)

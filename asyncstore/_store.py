@@ -91,8 +91,10 @@ class Store:
 
     Args:
         backend: Where the bytes go.
-        chunk_size: Default part size for uploads and range size for downloads.
-        max_concurrency: Default number of parts or ranges in flight per transfer.
+        chunk_size: Default part size for uploads and range size for downloads
+            (default: the backend's ``default_chunk_size``, else 8 MiB).
+        max_concurrency: Default number of parts or ranges in flight per transfer
+            (default: the backend's ``default_max_concurrency``, else 8).
         retry: How TransportErrors are retried.
     """
 
@@ -100,8 +102,8 @@ class Store:
         self,
         backend: Backend,
         *,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        chunk_size: int | None = None,
+        max_concurrency: int | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
         if not isinstance(backend, Backend):
@@ -110,6 +112,10 @@ class Store:
                 key="backend",
             )
         self.backend = backend
+        if chunk_size is None:
+            chunk_size = backend.default_chunk_size or DEFAULT_CHUNK_SIZE
+        if max_concurrency is None:
+            max_concurrency = backend.default_max_concurrency or DEFAULT_MAX_CONCURRENCY
         self.chunk_size = _positive_int("chunk_size", chunk_size)
         self.max_concurrency = _positive_int("max_concurrency", max_concurrency)
         self.retry = retry if retry is not None else RetryPolicy()

@@ -176,3 +176,12 @@ def test_validate_prefix_accepts_or_raises_invalid_key_only(prefix: str) -> None
 def test_non_str_keys_raise_invalid_key(key: Any) -> None:
     with pytest.raises(InvalidKeyError, match="must be a str"):
         validate_key(key)
+
+
+def test_backend_defaults_apply_unless_the_store_is_told_otherwise() -> None:
+    backend = MemoryBackend()
+    backend.default_chunk_size = 16 * 1024 * 1024
+    backend.default_max_concurrency = 3
+    assert (Store(backend).chunk_size, Store(backend).max_concurrency) == (16 * 1024 * 1024, 3)
+    assert Store(backend, chunk_size=1024, max_concurrency=2).chunk_size == 1024
+    assert Store(MemoryBackend()).chunk_size == asyncstore.DEFAULT_CHUNK_SIZE
