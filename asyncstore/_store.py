@@ -169,12 +169,10 @@ class Store:
         part_size, concurrency = self._sizes(chunk_size, max_concurrency, key)
         attrs = _write_attributes(key, content_type, metadata, mode)
         started = time.perf_counter()
-        reader, st = await open_source(data, part_size, key=key)
+        reader, st = await open_source(
+            data, lambda size: plan_part_size(self.backend, part_size, size, key=key), key=key
+        )
         try:
-            planned = plan_part_size(self.backend, part_size, reader.size, key=key)
-            if planned != part_size:
-                await reader.aclose()
-                reader, st = await open_source(data, planned, key=key)
             if record_file and st is not None:
                 attrs = _write_attributes(
                     key,
@@ -189,7 +187,7 @@ class Store:
                 key,
                 reader,
                 attrs,
-                part_size=planned,
+                part_size=reader.part_size,
                 concurrency=concurrency,
                 retry=self.retry,
                 progress=reporter,

@@ -13,8 +13,9 @@ never blocks the event loop.
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import anyio.to_thread
@@ -29,6 +30,8 @@ class PartReader(Protocol):
 
     #: Total size when known before reading (buffers, files), else None.
     size: int | None
+    #: Bytes in every part but the last.
+    part_size: int
 
     async def read_part(self) -> memoryview | None:
         """The next part: ``part_size`` bytes, fewer only for the last; None at the end."""
@@ -42,14 +45,14 @@ class PartReader(Protocol):
 class _BufferReader:
     def __init__(self, data: memoryview, part_size: int) -> None:
         self._data = data.cast("B") if data.format != "B" or data.ndim != 1 else data
-        self._part_size = part_size
+        self.part_size = part_size
         self._pos = 0
         self.size: int | None = len(self._data)
 
     async def read_part(self) -> memoryview | None:
         if self._pos >= len(self._data):
             return None
-        part = self._data[self._pos : self._pos + self._part_size]
+        part = self._data[self._pos : self._pos + self.part_size]
         self._pos += len(part)
         return part
 
@@ -62,21 +65,21 @@ class _FileReader:
 
     def __init__(self, file: Any, part_size: int, *, size: int | None, owned: bool) -> None:
         self._file = file
-        self._part_size = part_size
+        self.part_size = part_size
         self._owned = owned
         self._eof = False
         self.size = size
 
     def _read(self) -> memoryview | None:
-        buf = bytearray(self._part_size)
+        buf = bytearray(self.part_size)
         view = memoryview(buf)
         filled = 0
         readinto = getattr(self._file, "readinto", None)
-        while filled < self._part_size:
+        while filled < self.part_size:
             if readinto is not None:
                 n = readinto(view[filled:])
             else:
-                chunk = self._file.read(self._part_size - filled)
+                chunk = self._file.read(self.part_size - filled)
                 n = len(chunk) if chunk else 0
                 view[filled : filled + n] = chunk if chunk else b""
             if not n:
@@ -139,6 +142,7 @@ class _Assembler:
 
 class _AsyncIterableReader:
     def __init__(self, source: AsyncIterable[Any], part_size: int, key: str) -> None:
+        self.part_size = part_size
         self._it = source.__aiter__()
         self._assembler = _Assembler(part_size, key)
         self._ready: list[memoryview] = []
@@ -175,6 +179,7 @@ class _SyncIterableReader(_AsyncIterableReader):
     """A sync iterable: items are pulled in a worker thread, one part's worth per call."""
 
     def __init__(self, source: Iterable[Any], part_size: int, key: str) -> None:
+        self.part_size = part_size
         self._sync_it: Iterator[Any] = iter(source)
         self._assembler = _Assembler(part_size, key)
         self._ready = []
@@ -239,9 +244,14 @@ def _open_path(path: os.PathLike[str], key: str) -> tuple[Any, int, os.stat_resu
 
 
 async def open_source(
-    data: object, part_size: int, *, key: str
+    data: object, plan: Callable[[int | None], int], *, key: str
 ) -> tuple[PartReader, os.stat_result | None]:
     """Wrap ``data`` in a PartReader; for a path, also return its ``stat``.
+
+    Args:
+        data: The source.
+        plan: Given the source's size (None if unknown), returns the part size.
+        key: The key being written, for error messages.
 
     Raises:
         InvalidArgumentError: ``data`` is a str or not a source of bytes, naming the key.
@@ -253,17 +263,21 @@ async def open_source(
         )
     if isinstance(data, os.PathLike):
         file, size, st = await anyio.to_thread.run_sync(_open_path, data, key)
+        try:
+            part_size = plan(size)
+        except BaseException:
+            await anyio.to_thread.run_sync(file.close)
+            raise
         return _FileReader(file, part_size, size=size, owned=True), st
     try:
         view = memoryview(data)  # type: ignore[arg-type]
     except TypeError:
         pass
     else:
-        return _BufferReader(view, part_size), None
+        return _BufferReader(view, plan(view.nbytes)), None
+    part_size = plan(None)
     read = getattr(data, "read", None)
     if read is not None:
-        import inspect
-
         if inspect.iscoroutinefunction(read):
             return _AsyncFileReader(data, part_size, key), None
         return _FileReader(data, part_size, size=None, owned=False), None
