@@ -336,12 +336,19 @@ class StoreConformance:
         assert _keys(under_a) == ["a/1", "a/2", "a/sub/"]
 
     async def test_list_prefix_keeps_a_and_ab_apart(self, store: Store) -> None:
-        for key in ["a/x", "ab/y", "abc", "a"]:
+        for key in ["a/x", "ab/y", "abc", "a-b"]:
             await store.put(key, b"x")
         assert _keys(await _collect(store, "a/")) == ["a/x"]
         assert _keys(await _collect(store, "ab")) == ["ab/y", "abc"]
-        assert _keys(await _collect(store, "a")) == ["a", "a/x", "ab/y", "abc"]
+        assert _keys(await _collect(store, "a")) == ["a-b", "a/x", "ab/y", "abc"]
         assert _keys(await _collect(store, "zzz")) == []
+
+    async def test_a_key_can_also_be_a_prefix(self, store: Store) -> None:
+        await store.put("a", b"object")
+        await store.put("a/b", b"below")
+        assert _keys(await _collect(store, "a")) == ["a", "a/b"]
+        await store.delete("a")
+        assert await store.get("a/b") == b"below"
 
     async def test_list_paginates_past_1000_keys(self, store: Store) -> None:
         keys = [f"many/{i:05d}" for i in range(1100)]
@@ -372,11 +379,11 @@ class StoreConformance:
     # -- delete and copy -----------------------------------------------------------------------
 
     async def test_delete_leaves_prefix_sharing_siblings(self, store: Store) -> None:
-        for key in ["a", "ab", "a/b", "a-b"]:
+        for key in ["a", "ab", "abc/d", "a-b"]:
             await store.put(key, key.encode())
         await store.delete("a")
         assert not await store.exists("a")
-        for key in ["ab", "a/b", "a-b"]:
+        for key in ["ab", "abc/d", "a-b"]:
             assert await store.get(key) == key.encode()
 
     async def test_delete_many(self, store: Store) -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import anyio
 import pytest
 
-from asyncstore._backend import MiB, CompletedPart, WriteAttributes
+from asyncstore._backend import CompletedPart, MiB, WriteAttributes
 from asyncstore._errors import (
     AlreadyExistsError,
     ConfigurationError,
@@ -49,13 +48,20 @@ async def put(
     backend: LocalBackend | MemoryBackend,
     key: str,
     data: bytes,
-    **attrs: object,
+    *,
+    content_type: str | None = None,
+    metadata: dict[str, str] | None = None,
+    if_none_match: bool = False,
+    if_match: str | None = None,
 ) -> str:
-    result = await backend.put(key, memoryview(data), WriteAttributes(**attrs), {})  # type: ignore[arg-type]
+    attrs = WriteAttributes(content_type, metadata or {}, if_none_match, if_match)
+    result = await backend.put(key, memoryview(data), attrs, {})
     return result.etag
 
 
-async def read_all(backend: LocalBackend, key: str, start: int = 0, end: int | None = None) -> bytes:
+async def read_all(
+    backend: LocalBackend, key: str, start: int = 0, end: int | None = None
+) -> bytes:
     async with await backend.read(key, start, end) as stream:
         return b"".join([chunk async for chunk in stream])
 
@@ -70,7 +76,7 @@ async def listing(
 
 
 def temp_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob(".asyncstore-*.part")]
+    return list(root.rglob(".asyncstore-*.part"))
 
 
 # --------------------------------------------------------------------------- URLs
@@ -127,8 +133,9 @@ async def test_root_created_lazily_or_required(tmp_path: Path) -> None:
 
 async def test_round_trip(backend: LocalBackend, root: Path) -> None:
     meta = {"colour": "blue", "asyncstore-sha256": "sha256:" + "0" * 64}
-    etag = await put(backend, "dir/sub/obj.txt", b"hello world", content_type="text/plain",
-                     metadata=meta)  # fmt: skip
+    etag = await put(
+        backend, "dir/sub/obj.txt", b"hello world", content_type="text/plain", metadata=meta
+    )
     assert (root / "dir" / "sub" / "obj.txt").read_bytes() == b"hello world"
     st = os.stat(root / "dir" / "sub" / "obj.txt")
     assert etag == f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
@@ -152,9 +159,9 @@ async def test_round_trip(backend: LocalBackend, root: Path) -> None:
     assert new_etag != etag
     info = await backend.head("dir/sub/obj.txt")
     assert (info.size, info.content_type, info.metadata) == (3, None, {})
-    assert json.loads((root / ".asyncstore/meta/dir.d/sub.d/obj.txt.json").read_text())[
-        "version"
-    ] == 2
+    assert (
+        json.loads((root / ".asyncstore/meta/dir.d/sub.d/obj.txt.json").read_text())["version"] == 2
+    )
     assert temp_files(root) == []
 
 
@@ -239,8 +246,8 @@ async def test_create_if_absent_race(backend: LocalBackend) -> None:
 
     async def writer(i: int) -> None:
         try:
-            await put(backend, "once", f"writer {i}".encode() * 1000, if_none_match=True,
-                      metadata={"writer": str(i)})  # fmt: skip
+            body = f"writer {i}".encode() * 1000
+            await put(backend, "once", body, if_none_match=True, metadata={"writer": str(i)})
         except AlreadyExistsError:
             outcomes.append("lost")
         else:
@@ -366,9 +373,7 @@ async def test_complete_checks_parts(backend: LocalBackend) -> None:
     # A failed conditional commit leaves the upload for abort.
     await put(backend, "c/obj", b"taken")
     with pytest.raises(AlreadyExistsError):
-        await backend.complete_upload(
-            "c/obj", upload_id, [p1], WriteAttributes(if_none_match=True)
-        )
+        await backend.complete_upload("c/obj", upload_id, [p1], WriteAttributes(if_none_match=True))
     await backend.upload_part("c/obj", upload_id, 2, 3, memoryview(b"def"), {})
     await backend.complete_upload("c/obj", upload_id, [p1], WriteAttributes())
     assert await read_all(backend, "c/obj") == b"abc"  # truncated to the parts given
@@ -447,10 +452,11 @@ async def test_list_hides_own_files(backend: LocalBackend, root: Path) -> None:
     assert await listing(backend) == ["k"]
     assert await listing(backend, "", "/") == ["k"]
     assert await listing(backend, ".async") == []
-    listed = [item async for item in backend.list()]
-    assert listed[0] == ObjectInfo(
-        "k", 1, (await backend.head("k")).etag, listed[0].last_modified  # type: ignore[union-attr]
-    )
+    (listed,) = [item async for item in backend.list()]
+    assert isinstance(listed, ObjectInfo)
+    head = await backend.head("k")
+    assert (listed.size, listed.etag, listed.last_modified) == (1, head.etag, head.last_modified)
+    assert (listed.content_type, listed.metadata) == (None, {})  # list skips the sidecars
 
 
 async def test_list_returns_common_prefix_type(backend: LocalBackend) -> None:
@@ -498,7 +504,9 @@ async def test_copy_keeps_metadata(backend: LocalBackend, root: Path) -> None:
 # --------------------------------------------------------------------------- key defences
 
 
-async def test_symlink_escapes_are_rejected(backend: LocalBackend, root: Path, tmp_path: Path) -> None:
+async def test_symlink_escapes_are_rejected(
+    backend: LocalBackend, root: Path, tmp_path: Path
+) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret").write_bytes(b"secret")
@@ -574,6 +582,51 @@ async def test_replaced_data_file_drops_stale_metadata(backend: LocalBackend, ro
         assert b"".join([c async for c in stream]) == b"original"
 
 
+async def test_metadata_always_describes_the_bytes_read(backend: LocalBackend) -> None:
+    await put(backend, "hot", b"0", metadata={"n": "0"})
+    done = anyio.Event()
+    seen_metadata = 0
+
+    async def writer() -> None:
+        for n in range(1, 60):
+            await put(backend, "hot", str(n).encode() * n, metadata={"n": str(n)})
+        done.set()
+
+    async def reader() -> None:
+        nonlocal seen_metadata
+        while not done.is_set():
+            async with await backend.read("hot") as stream:
+                body = b"".join([c async for c in stream])
+                if stream.info.metadata:
+                    n = int(stream.info.metadata["n"])
+                    assert body == (str(n).encode() * n if n else b"0")
+                    seen_metadata += 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer)
+        tg.start_soon(reader)
+        tg.start_soon(reader)
+    assert seen_metadata > 0
+    assert (await backend.head("hot")).metadata == {"n": "59"}
+
+
+async def test_concurrent_puts_and_deletes_in_one_directory(
+    backend: LocalBackend, root: Path
+) -> None:
+    async def churn(i: int) -> None:
+        for _ in range(10):
+            await put(backend, f"shared/sub/{i}", b"x", metadata={"i": str(i)})
+            await backend.delete(f"shared/sub/{i}")
+
+    async with anyio.create_task_group() as tg:
+        for i in range(12):
+            tg.start_soon(churn, i)
+    assert await listing(backend) == []
+    assert not (root / "shared").exists()
+    assert not (root / ".asyncstore" / "meta" / "shared.d").exists()
+    assert temp_files(root) == []
+
+
 async def test_file_placed_by_hand_is_an_object(backend: LocalBackend, root: Path) -> None:
     await put(backend, "seed", b"x")
     (root / "dir").mkdir()
@@ -587,7 +640,3 @@ def test_capabilities() -> None:
     assert LocalBackend.capabilities.parallel_parts is True
     with pytest.raises(ConfigurationError):
         LocalBackend("")
-
-
-if sys.platform == "win32":  # pragma: no cover
-    pytest.skip("the local backend tests assume POSIX file systems", allow_module_level=True)
