@@ -25,7 +25,7 @@ types: $(STAMP)
 	$(BIN)/mypy --strict asyncstore
 
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --site-dir .site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .site
 
 pytest: $(STAMP)
 	$(BIN)/pytest

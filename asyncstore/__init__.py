@@ -1,8 +1,8 @@
 """asyncstore: an anyio-native object-storage SDK.
 
-How it fits together. A :class:`Store` is the user API (put, get, stream,
-list, upload_file, ...); it is opened from a URL with :func:`open_store` or
-built over a :class:`Backend`, the narrow set of primitives a storage service
+How it fits together. A `Store` is the user API (put, get, stream,
+list, upload_file, ...); it is opened from a URL with `open_store` or
+built over a `Backend`, the narrow set of primitives a storage service
 really has (head, ranged read, put, multipart upload, list, delete, copy).
 Between the two sits the streaming-chunk core (``asyncstore._stream``): it
 cuts any source into parts, hashes them in order while they stream (off the
@@ -12,7 +12,7 @@ window, retries transport errors with backoff, and verifies sha256 digests.
 Backends never chunk, hash or retry; the core never imports a vendor SDK.
 Everything runs under asyncio and trio alike, and every background task lives
 in a task group owned by the call (or the ``async with``) that started it.
-Errors form one tree rooted at :class:`StoreError`.
+Errors form one tree rooted at `StoreError`.
 """
 
 from ._backend import (

@@ -1,13 +1,13 @@
 """The backend contract: the few primitives a storage service really has.
 
-A backend implements :class:`Backend`. It never chunks, hashes, retries or
-reports progress: the :class:`~asyncstore.Store` and its streaming core do
+A backend implements `Backend`. It never chunks, hashes, retries or
+reports progress: the `Store` and its streaming core do
 that once for every backend. A backend only moves bytes and classifies its
 errors into the asyncstore tree (a retryable failure is a
-:class:`~asyncstore.TransportError`).
+`TransportError`).
 
 Keys given to a backend have already been validated by the Store
-(:func:`asyncstore._keys.validate_key`) and are relative to the backend's
+(`validate_key`) and are relative to the backend's
 root (bucket + prefix, directory, ...).
 """
 
@@ -248,8 +248,8 @@ class Backend(abc.ABC):
         """Commit the parts, in order, as the object at ``key``, applying ``attrs``.
 
         Raises:
-            AlreadyExistsError / PreconditionFailedError: as for :meth:`put`;
-                the upload is then left for :meth:`abort_upload`.
+            AlreadyExistsError / PreconditionFailedError: as for `put`;
+                the upload is then left for `abort_upload`.
         """
 
     @abc.abstractmethod
@@ -263,7 +263,7 @@ class Backend(abc.ABC):
         """Yield the objects whose key starts with ``prefix``, in key order.
 
         With a delimiter, keys that have it after the prefix are rolled up into
-        one :class:`CommonPrefix` each (``prefix`` + text up to and including
+        one `CommonPrefix` each (``prefix`` + text up to and including
         the delimiter).
         """
 

@@ -1,9 +1,9 @@
 """The one exception tree of asyncstore.
 
-Every error raised by the public API is a :class:`StoreError`. Backends
+Every error raised by the public API is a `StoreError`. Backends
 translate their vendor's exceptions where they call the vendor (with
-:func:`map_exceptions`), so no botocore, azure-core or aiohttp exception
-escapes; the original is kept as ``__cause__``::
+`map_exceptions`), so no botocore, azure-core or aiohttp exception
+escapes; the original is kept as ``__cause__``:
 
     StoreError
     ├── NotFoundError              (also FileNotFoundError)
@@ -169,7 +169,7 @@ def map_exceptions(
     """Translate foreign exceptions into asyncstore ones, keeping the original as the cause.
 
     The first entry of ``mapping`` that the exception is an instance of wins;
-    an exception that is already a :class:`StoreError`, or matches nothing,
+    an exception that is already a `StoreError`, or matches nothing,
     passes through unchanged.
 
     Args:

@@ -4,7 +4,7 @@ The core records a few facts with every object, as metadata entries whose
 names start with ``asyncstore-``: the sha256 computed while the bytes
 streamed, and, for ``upload_file``, the source file's mtime and mode. A
 backend stores them like any other metadata (translating names where its
-service needs to); the Store moves them into :class:`~asyncstore.ObjectInfo`
+service needs to); the Store moves them into `ObjectInfo`
 fields and never shows them in ``ObjectInfo.metadata``.
 """
 

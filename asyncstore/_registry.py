@@ -1,6 +1,6 @@
-"""Store URLs: the scheme registry and :func:`open_store`.
+"""Store URLs: the scheme registry and `open_store`.
 
-Schemes resolve through backends registered with :func:`register_backend`
+Schemes resolve through backends registered with `register_backend`
 and the ``asyncstore.backends`` entry-point group (name = scheme, value = a
 callable ``(urllib.parse.SplitResult, **options) -> Backend``). Schemes of
 the optional backends map to the extra that provides them, so a missing
@@ -105,7 +105,7 @@ def open_store(
 ) -> Store:
     """Open a store from a URL: ``memory://``, ``file:///abs/path``, ``s3://bucket/prefix``, ...
 
-    Use the result as an async context manager::
+    Use the result as an async context manager:
 
         async with open_store("file:///srv/data") as store:
             ...

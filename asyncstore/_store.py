@@ -78,8 +78,8 @@ def _write_attributes(
 class Store:
     """An object store: the user API over one backend.
 
-    Open one with :func:`~asyncstore.open_store` from a URL, or give it a
-    backend directly, and use it as an async context manager::
+    Open one with `open_store` from a URL, or give it a
+    backend directly, and use it as an async context manager:
 
         async with Store(MemoryBackend()) as store:
             await store.put("greeting.txt", b"hello")
@@ -274,7 +274,7 @@ class Store:
     ) -> TransferInfo:
         """Upload a local file, recording its mtime and permission bits with the object.
 
-        Takes the same options as :meth:`put`.
+        Takes the same options as `put`.
 
         Returns:
             A TransferInfo: bytes, duration, MB/s, parts, concurrency, sha256.
@@ -408,7 +408,7 @@ class Store:
 
         Use ``async with store.stream(key) as body: async for chunk in body`` for
         parallel ranged reads, or a bare ``async for`` for one range at a time.
-        Range arguments are as for :meth:`get`; errors are raised when iteration
+        Range arguments are as for `get`; errors are raised when iteration
         starts (or on entering the ``async with``).
         """
         validate_key(key)
@@ -424,7 +424,7 @@ class Store:
         """Iterate over the objects whose key starts with ``prefix``, in key order.
 
         With ``delimiter`` (normally ``"/"``), keys that contain it after the
-        prefix are rolled up into one :class:`CommonPrefix` each, like folders.
+        prefix are rolled up into one `CommonPrefix` each, like folders.
 
         Raises:
             InvalidKeyError: the prefix is not acceptable.

@@ -1,9 +1,9 @@
 """One behaviour suite for every backend: ``StoreConformance``.
 
 Like ``trio.testing.check_one_way_stream``, this lets any backend prove it
-honours the contract. Subclass :class:`StoreConformance` in a pytest module,
-provide a ``store`` fixture that yields a fresh :class:`~asyncstore.Store`
-over your backend, and implement :meth:`StoreConformance.leftovers`::
+honours the contract. Subclass `StoreConformance` in a pytest module,
+provide a ``store`` fixture that yields a fresh `Store`
+over your backend, and implement `leftovers`:
 
     import pytest
     from asyncstore import Store
@@ -21,7 +21,7 @@ over your backend, and implement :meth:`StoreConformance.leftovers`::
 Every test is an anyio test: give your test session an ``anyio_backend``
 fixture parametrised over ``"asyncio"`` and ``"trio"`` to run each under both.
 A backend that cannot show a behaviour (an emulator gap) names the test in
-:attr:`StoreConformance.skip` with the reason.
+`skip` with the reason.
 
 The suite needs pytest (``pip install asyncstore[dev]``).
 """

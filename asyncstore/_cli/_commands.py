@@ -22,8 +22,20 @@ from ._digest import sha256_file, sha256_object
 from ._parser import ENV_URL, UsageError
 from ._ui import UI, transfer_line
 
-__all__ = ["cat", "cp", "digest", "is_remote", "ls", "remote_key", "rm", "stat"]
+__all__ = [
+    "cat",
+    "cp",
+    "digest",
+    "is_remote",
+    "ls",
+    "open_store_async",
+    "remote_key",
+    "rm",
+    "stat",
+]
 
+#: Listing lines printed per write (one worker-thread call each).
+LS_BATCH = 1000
 #: Exit status after a broken pipe, as for a process killed by SIGPIPE.
 EXIT_BROKEN_PIPE = 128 + 13
 
@@ -38,11 +50,20 @@ def remote_key(text: str) -> str:
     return text[1:] if is_remote(text) else text
 
 
-def _open(args: argparse.Namespace) -> Store:
+async def open_store_async(url: str) -> Store:
+    """``open_store(url)`` in a worker thread.
+
+    Opening a store may scan installed entry points and import the backend's
+    module: file-system work that must not run on the event loop.
+    """
+    return await anyio.to_thread.run_sync(open_store, url)
+
+
+async def _open(args: argparse.Namespace) -> Store:
     url: str | None = args.store
     if not url:
         raise UsageError(f"no store given: pass -s/--store URL or set ${ENV_URL}")
-    return open_store(url)
+    return await open_store_async(url)
 
 
 def _timestamp(value: datetime.datetime | None) -> str:
@@ -77,42 +98,47 @@ async def cp(args: argparse.Namespace, ui: UI) -> int:
         raise UsageError(
             f"cp: neither {src!r} nor {dst!r} is a store key; write keys as :path/to/key"
         )
-    async with _open(args) as store:
+    async with await _open(args) as store:
         if is_remote(src) and is_remote(dst):
             src_key = remote_key(src)
             dst_key = _key_target(remote_key(dst), src_key.rsplit("/", 1)[-1])
             await store.copy(src_key, dst_key)
-            ui.out.print(f"copied :{src_key} -> :{dst_key}", markup=False)
+            await ui.emit(f"copied :{src_key} -> :{dst_key}")
             return 0
         if is_remote(dst):
             if await anyio.to_thread.run_sync(os.path.isdir, src):
                 raise IsADirectoryError(21, "cp copies one file; this is a folder", src)
             key = _key_target(remote_key(dst), os.path.basename(src))
             content_type = await anyio.to_thread.run_sync(_guess_type, src)
-            with ui.bars() as bars:
+            async with ui.bars() as bars:
                 info = await store.upload_file(
                     src, key, content_type=content_type, progress=bars.track(f":{key}")
                 )
-            ui.out.print(transfer_line("uploaded", src, f":{key}", info), markup=False)
+            await ui.emit(transfer_line("uploaded", src, f":{key}", info))
             return 0
         key = remote_key(src)
         path = await anyio.to_thread.run_sync(_local_target, dst, key)
-        with ui.bars() as bars:
+        async with ui.bars() as bars:
             info = await store.download_file(key, path, progress=bars.track(path))
-        ui.out.print(transfer_line("downloaded", f":{key}", path, info), markup=False)
+        await ui.emit(transfer_line("downloaded", f":{key}", path, info))
         return 0
 
 
 async def ls(args: argparse.Namespace, ui: UI) -> int:
     """List keys under a prefix: size, last modified (UTC), key; folders as ``PRE``."""
     prefix = remote_key(args.prefix)
-    async with _open(args) as store:
+    lines: list[str] = []
+    async with await _open(args) as store:
         async for entry in store.list(prefix, delimiter=None if args.recursive else "/"):
             if isinstance(entry, CommonPrefix):
-                line = f"{'PRE':>12}  {'':19}  {entry.prefix}"
+                lines.append(f"{'PRE':>12}  {'':19}  {entry.prefix}")
             else:
-                line = f"{entry.size:>12}  {_timestamp(entry.last_modified):19}  {entry.key}"
-            ui.out.print(line, markup=False)
+                lines.append(f"{entry.size:>12}  {_timestamp(entry.last_modified):19}  {entry.key}")
+            if len(lines) == LS_BATCH:
+                await ui.emit("\n".join(lines))
+                lines.clear()
+    if lines:
+        await ui.emit("\n".join(lines))
     return 0
 
 
@@ -136,10 +162,10 @@ def _stat_lines(info: ObjectInfo) -> list[tuple[str, str]]:
 
 async def stat(args: argparse.Namespace, ui: UI) -> int:
     """Show an object's size, ETag, timestamps, content type, sha256 and metadata."""
-    async with _open(args) as store:
+    async with await _open(args) as store:
         info = await store.head(remote_key(args.key))
     for name, value in _stat_lines(info):
-        ui.out.print(f"{name:<16}{value}", markup=False)
+        await ui.emit(f"{name:<16}{value}")
     return 0
 
 
@@ -153,7 +179,7 @@ async def cat(args: argparse.Namespace, ui: UI) -> int:
     out = _stdout_binary()
     await anyio.to_thread.run_sync(sys.stdout.flush)
     try:
-        async with _open(args) as store, store.stream(remote_key(args.key)) as body:
+        async with await _open(args) as store, store.stream(remote_key(args.key)) as body:
             async for chunk in body:
                 await anyio.to_thread.run_sync(out.write, chunk)
         await anyio.to_thread.run_sync(out.flush)
@@ -177,7 +203,7 @@ def _silence_stdout() -> None:
 async def rm(args: argparse.Namespace, ui: UI) -> int:
     """Delete one or more objects."""
     keys = [remote_key(key) for key in args.keys]
-    async with _open(args) as store:
+    async with await _open(args) as store:
         if len(keys) == 1:
             await store.delete(keys[0])
         else:
@@ -189,12 +215,14 @@ async def digest(args: argparse.Namespace, ui: UI) -> int:
     """Print ``sha256:<hex>  NAME`` for a local file or an object (verified when recorded)."""
     target: str = args.target
     if not is_remote(target):
-        ui.out.print(f"{await sha256_file(target)}  {target}", markup=False)
+        await ui.emit(f"{await sha256_file(target)}  {target}")
         return 0
     key = remote_key(target)
-    async with _open(args) as store:
+    async with await _open(args) as store:
         actual, recorded = await sha256_object(store, key)
-    ui.out.print(f"{actual}  :{key}", markup=False)
+    await ui.emit(f"{actual}  :{key}")
     if recorded is None:
-        ui.note(f"note: no sha256 was recorded for :{key} at upload; nothing to verify against")
+        await ui.note(
+            f"note: no sha256 was recorded for :{key} at upload; nothing to verify against"
+        )
     return 0

@@ -30,10 +30,10 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from .._registry import open_store
 from .._store import Store
 from .._stream._tasks import task_group
 from .._types import ObjectInfo, TransferInfo
+from ._commands import open_store_async
 from ._digest import sha256_file
 from ._samples import generate_samples, list_files, sample_plan
 from ._ui import UI, human_bytes
@@ -92,16 +92,16 @@ async def _each(
 
 async def _generate(source: str, big_mib: int, ui: UI) -> None:
     total = sum(sample.size for sample in sample_plan(big_mib))
-    ui.note(f"generating sample files in {source} ({human_bytes(total)}) ...")
+    await ui.note(f"generating sample files in {source} ({human_bytes(total)}) ...")
     started = time.perf_counter()
-    with ui.bars(overall=total, label="generate") as bars:
+    async with ui.bars(overall=total, label="generate") as bars:
         await generate_samples(source, big_mib, bars.advance_overall)
-    ui.note(f"generated in {time.perf_counter() - started:.2f} s")
+    await ui.note(f"generated in {time.perf_counter() - started:.2f} s")
 
 
 async def _upload_all(store: Store, source: str, entries: Sequence[_Entry], ui: UI) -> float:
     started = time.perf_counter()
-    with ui.bars(overall=sum(e.size for e in entries), label="upload") as bars:
+    async with ui.bars(overall=sum(e.size for e in entries), label="upload") as bars:
 
         async def upload(entry: _Entry) -> None:
             entry.upload = await store.upload_file(
@@ -116,7 +116,7 @@ async def _upload_all(store: Store, source: str, entries: Sequence[_Entry], ui: 
 
 async def _download_all(store: Store, restored: str, entries: Sequence[_Entry], ui: UI) -> float:
     started = time.perf_counter()
-    with ui.bars(overall=sum(e.size for e in entries), label="download") as bars:
+    async with ui.bars(overall=sum(e.size for e in entries), label="download") as bars:
 
         async def download(entry: _Entry) -> None:
             entry.download = await store.download_file(
@@ -150,10 +150,10 @@ async def _list(store: Store, entries: Sequence[_Entry], ui: UI) -> None:
         table.add_row(*row)
         entry = by_key.get(item.key)
         if entry is None:
-            ui.note(f"note: unexpected object in the store: {item.key}")
+            await ui.note(f"note: unexpected object in the store: {item.key}")
         else:
             entry.listed = item
-    ui.out.print(table)
+    await ui.emit(table)
     for entry in entries:
         if entry.listed is None:
             entry.problems.append("missing from the listing")
@@ -183,7 +183,7 @@ async def _verify(source: str, restored: str, entries: Sequence[_Entry]) -> None
     await _each(entries, os.cpu_count() or 2, check)
 
 
-def _report(entries: Sequence[_Entry], up_wall: float, down_wall: float, ui: UI) -> None:
+async def _report(entries: Sequence[_Entry], up_wall: float, down_wall: float, ui: UI) -> None:
     table = Table(title="transfers", title_justify="left", box=box.SIMPLE_HEAD)
     for name in ("dir", "key", "bytes", "MB/s", "seconds", "parts", "conc.", "sha256", "ok"):
         left = name in ("dir", "key", "sha256")
@@ -214,7 +214,7 @@ def _report(entries: Sequence[_Entry], up_wall: float, down_wall: float, ui: UI)
             f"[bold]{wall:.3f}[/bold]",
             end_section=True,
         )
-    ui.out.print(table)
+    await ui.emit(table)
 
 
 async def demo(args: argparse.Namespace, ui: UI) -> int:
@@ -227,28 +227,30 @@ async def demo(args: argparse.Namespace, ui: UI) -> int:
     if not await anyio.to_thread.run_sync(os.path.isdir, source):
         await _generate(source, args.big_mib, ui)
     else:
-        ui.note(f"using the files already in {source}")
+        await ui.note(f"using the files already in {source}")
     entries = [_Entry(relative, size) for relative, size in await list_files(source)]
     await anyio.to_thread.run_sync(_clear, store_dir, restored)
     url = args.store_url or pathlib.Path(store_dir).as_uri()
-    ui.note(f"store: {url}  ({len(entries)} files, {human_bytes(sum(e.size for e in entries))})")
-    async with open_store(url) as store:
+    await ui.note(
+        f"store: {url}  ({len(entries)} files, {human_bytes(sum(e.size for e in entries))})"
+    )
+    async with await open_store_async(url) as store:
         up_wall = await _upload_all(store, source, entries, ui)
         await _list(store, entries, ui)
         down_wall = await _download_all(store, restored, entries, ui)
     await _verify(source, restored, entries)
-    _report(entries, up_wall, down_wall, ui)
+    await _report(entries, up_wall, down_wall, ui)
     failed = [entry for entry in entries if entry.problems]
     for entry in failed:
         for problem in entry.problems:
-            ui.error(f"demo: {entry.key}: {problem}")
+            await ui.error(f"demo: {entry.key}: {problem}")
     if failed:
-        ui.error(f"demo: {len(failed)} of {len(entries)} files did not round-trip intact")
+        await ui.error(f"demo: {len(failed)} of {len(entries)} files did not round-trip intact")
         return 1
-    ui.out.print(
+    await ui.emit(
         f"[green]all {len(entries)} files restored to {escape(restored)} byte-identical[/green] "
         f"(sha256 checked against the source, the restored file and every TransferInfo); "
         f"demo took {time.perf_counter() - started:.1f} s",
-        highlight=False,
+        markup=True,
     )
     return 0

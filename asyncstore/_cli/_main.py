@@ -55,23 +55,23 @@ def run(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     command = _command(args.command)
     if args.async_backend == "trio" and importlib.util.find_spec("trio") is None:
-        ui.error("--async-backend trio needs trio, which is not installed: pip install trio")
+        ui.error_nowait("--async-backend trio needs trio, which is not installed: pip install trio")
         return 2
     try:
         return anyio.run(functools.partial(command, args, ui), backend=args.async_backend)
     except UsageError as exc:
         parser.print_usage(sys.stderr)
-        ui.error(str(exc))
+        ui.error_nowait(str(exc))
         return 2
     except KeyboardInterrupt:
-        ui.error("interrupted")
+        ui.error_nowait("interrupted")
         return 130
     except Exception as exc:
         error = _first_error(exc)
         if isinstance(error, StoreError):
-            ui.error(str(error))
+            ui.error_nowait(str(error))
             return 1
         if isinstance(error, OSError):
-            ui.error(_describe_os_error(error))
+            ui.error_nowait(_describe_os_error(error))
             return 1
         raise

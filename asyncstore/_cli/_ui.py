@@ -7,7 +7,8 @@ import os
 import sys
 from types import TracebackType
 
-from rich.console import Console
+import anyio.to_thread
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -52,7 +53,9 @@ class UI:
     """Where a command writes: ``out`` for results, ``err`` for progress and errors.
 
     The consoles are made on first use, so they write to whatever ``sys.stdout``
-    and ``sys.stderr`` are then (tests replace them).
+    and ``sys.stderr`` are then (tests replace them). Inside the event loop,
+    write through the async methods: a terminal (or a pipe) can be slow to take
+    output, so the writes happen in a worker thread.
     """
 
     @functools.cached_property
@@ -69,13 +72,21 @@ class UI:
         """Progress bars and notes."""
         return Console(stderr=True, highlight=False, soft_wrap=True)
 
-    def error(self, message: str) -> None:
-        """Print ``asyncstore: error: <message>`` on stderr."""
-        print(f"asyncstore: error: {message}", file=sys.stderr, flush=True)
+    async def emit(self, renderable: RenderableType, *, markup: bool = False) -> None:
+        """Print a result (a line of text, or a rich table) on stdout."""
+        await anyio.to_thread.run_sync(functools.partial(self.out.print, renderable, markup=markup))
 
-    def note(self, message: str) -> None:
+    async def note(self, message: str) -> None:
         """Print an informational line on stderr (no markup)."""
-        self.err.print(message, markup=False)
+        await anyio.to_thread.run_sync(functools.partial(self.err.print, message, markup=False))
+
+    async def error(self, message: str) -> None:
+        """Print ``asyncstore: error: <message>`` on stderr."""
+        await anyio.to_thread.run_sync(self.error_nowait, message)
+
+    def error_nowait(self, message: str) -> None:
+        """:meth:`error`, on the calling thread (outside the event loop)."""
+        print(f"asyncstore: error: {message}", file=sys.stderr, flush=True)
 
     def bars(self, *, overall: int | None = None, label: str = "total") -> Bars:
         """Progress bars on stderr; with ``overall``, also a bar for the sum of all transfers."""
@@ -85,8 +96,11 @@ class UI:
 class Bars:
     """Rich progress bars driven by asyncstore progress callbacks.
 
-    Use as a context manager; :meth:`track` adds a bar and returns the
-    ``(bytes_done, bytes_total)`` callback to give to a transfer.
+    Use as ``async with ui.bars() as bars``; :meth:`track` adds a bar and
+    returns the ``(bytes_done, bytes_total)`` callback to give to a transfer.
+    The callbacks only update memory; rich's own thread draws the bars. When
+    the block fails, the bars are erased so that only the error remains. When
+    stderr is not a terminal, nothing is drawn.
     """
 
     def __init__(self, console: Console, *, overall: int | None, label: str) -> None:
@@ -102,17 +116,23 @@ class Bars:
         if overall is not None:
             self._overall = self._progress.add_task(label, total=overall)
 
-    def __enter__(self) -> Bars:
-        self._progress.start()
+    async def __aenter__(self) -> Bars:
+        if self._progress.console.is_terminal:
+            await anyio.to_thread.run_sync(self._progress.start)
         return self
 
-    def __exit__(
+    async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._progress.stop()
+        if not self._progress.live.is_started:
+            return
+        if exc is not None:
+            self._progress.live.transient = True
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._progress.stop)
 
     def track(self, label: str, total: int | None = None) -> ProgressCallback:
         """Add a bar for one transfer and return its progress callback."""

@@ -277,7 +277,7 @@ class _Failure:
 class ObjectStream:
     """The bytes of an object (or a range of it), as an async iterator.
 
-    Two ways to use it::
+    Two ways to use it:
 
         async with store.stream("big.bin") as body:   # parallel ranged reads
             async for chunk in body:

@@ -36,7 +36,7 @@ def _fsync_dir(path: str) -> None:
 
 
 class AtomicFile:
-    """A file that appears at ``path`` only when :meth:`commit` succeeds."""
+    """A file that appears at ``path`` only when `commit` succeeds."""
 
     def __init__(self, path: str | os.PathLike[str], *, key: str) -> None:
         self.path = os.fspath(path)

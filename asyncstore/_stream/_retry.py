@@ -18,7 +18,7 @@ T = TypeVar("T")
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How the Store retries a request that failed with a :class:`~asyncstore.TransportError`.
+    """How the Store retries a request that failed with a `TransportError`.
 
     Each part of an upload and each range of a download is retried on its own;
     a download range resumes from the last byte received.

@@ -1,6 +1,6 @@
 """The local-filesystem backend: objects are plain files under a root directory.
 
-Layout under the root (``file:///srv/data`` or ``LocalBackend("/srv/data")``)::
+Layout under the root (``file:///srv/data`` or ``LocalBackend("/srv/data")``):
 
     <root>/<key>                                  the object's bytes, as a plain file
     <root>/<dir>/.asyncstore-<32 hex>.part        a write (or multipart upload) in progress
@@ -9,7 +9,7 @@ Layout under the root (``file:///srv/data`` or ``LocalBackend("/srv/data")``)::
 * **Data files** live at ``<root>/<key>``, so a user can look at them; the
   ``/`` of a key is a directory separator. A key may therefore not be both an
   object and a "directory" (``a`` and ``a/b``): such a write raises
-  :class:`~asyncstore.InvalidKeyError`. Path segments starting with
+  `InvalidKeyError`. Path segments starting with
   ``.asyncstore`` are reserved, and no key may resolve outside the root, not
   even through a symbolic link.
 * **Temp files** are created *beside* their target (same directory, so the
@@ -535,7 +535,7 @@ def _commit_files(p: _Paths, temp: _Temp, st: os.stat_result, attrs: WriteAttrib
 
 
 class _FileHandle:
-    """An fd opened in a worker thread; closed by :meth:`aclose`, or at garbage collection."""
+    """An fd opened in a worker thread; closed by `aclose`, or at garbage collection."""
 
     __slots__ = ("__weakref__", "_fd", "_finalizer")
 
@@ -712,7 +712,7 @@ class LocalBackend(Backend):
     Args:
         root: The directory holding the objects.
         create: Create ``root`` (with its parents) if it does not exist; otherwise
-            a missing root raises :class:`~asyncstore.ConfigurationError` at the
+            a missing root raises `ConfigurationError` at the
             first operation.
 
     The directory is prepared lazily, in a worker thread, by the first
@@ -876,8 +876,8 @@ class LocalBackend(Backend):
     async def create_upload(self, key: str, attrs: WriteAttributes) -> str:
         """Create the (empty) temp file beside the target; its name is the upload id.
 
-        The id stays valid for any :class:`LocalBackend` on the same root (another
-        process may resume the upload). ``attrs`` are applied by :meth:`complete_upload`.
+        The id stays valid for any `LocalBackend` on the same root (another
+        process may resume the upload). ``attrs`` are applied by `complete_upload`.
         """
         p = await self._paths(key)
         temp = _Temp()
@@ -924,13 +924,13 @@ class LocalBackend(Backend):
     async def complete_upload(
         self, key: str, upload_id: str, parts: Sequence[CompletedPart], attrs: WriteAttributes
     ) -> WriteResult:
-        """Commit the upload's temp file as the object, like :meth:`put` does.
+        """Commit the upload's temp file as the object, like `put` does.
 
         Raises:
             InvalidArgumentError: The parts are not contiguous from offset 0.
             UploadNotFoundError: The upload does not exist, or a part is missing.
-            AlreadyExistsError / PreconditionFailedError: as for :meth:`put`;
-                the upload is then left for :meth:`abort_upload`.
+            AlreadyExistsError / PreconditionFailedError: as for `put`;
+                the upload is then left for `abort_upload`.
         """
         expected = 0
         for part in parts:
@@ -1019,7 +1019,7 @@ class LocalBackend(Backend):
         directory per worker-thread call, and orders each directory's entries
         so that the whole walk is in key order. Temp files, the ``.asyncstore``
         directory and symbolic links leading outside the root are skipped.
-        Entries carry no content type or metadata (use :meth:`head`).
+        Entries carry no content type or metadata (use `head`).
         """
         validate_prefix(prefix)
         cut = prefix.rfind("/")
