@@ -17,22 +17,28 @@ import anyio.to_thread
 
 from .._errors import InvalidArgumentError, PermissionDeniedError
 
-__all__ = ["AtomicFile"]
+__all__ = ["AtomicFile", "fsync_dir", "pwrite_all"]
 
 
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    while len(data):
-        n = os.pwrite(fd, data, offset)
-        data = data[n:]
-        offset += n
+def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (``os.pwrite`` may write less than asked)."""
+    while data.nbytes:
+        written = os.pwrite(fd, data, offset)
+        data = data[written:]
+        offset += written
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def fsync_dir(path: str) -> None:
+    """fsync a directory, so a rename in it is durable.
+
+    A durability hint only: the rename is already visible, so a failure here is not an error.
+    """
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class AtomicFile:
@@ -77,7 +83,7 @@ class AtomicFile:
     async def write_at(self, offset: int, data: memoryview) -> None:
         """Write ``data`` at ``offset`` (in a worker thread)."""
         assert self._fd is not None
-        await anyio.to_thread.run_sync(_pwrite_all, self._fd, data, offset)
+        await anyio.to_thread.run_sync(pwrite_all, self._fd, data, offset)
 
     def _commit(self, size: int, mtime: float | None, mode: int | None) -> None:
         assert self._fd is not None
@@ -91,7 +97,7 @@ class AtomicFile:
         if mtime is not None:
             os.utime(self.temp_path, (mtime, mtime))
         os.replace(self.temp_path, self.path)
-        _fsync_dir(self._dir)
+        fsync_dir(self._dir)
 
     async def commit(
         self, size: int, *, mtime: float | None = None, mode: int | None = None

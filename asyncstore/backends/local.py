@@ -89,6 +89,7 @@ from .._errors import (
     UploadNotFoundError,
 )
 from .._keys import MAX_KEY_BYTES, validate_key, validate_prefix
+from .._stream._files import fsync_dir, pwrite_all
 from .._types import CommonPrefix, ObjectInfo
 
 __all__ = ["LocalBackend", "from_url"]
@@ -114,7 +115,6 @@ _MKDIR_ATTEMPTS = 10
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _COPY_FALLBACK_ERRNOS = frozenset(
     {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM, errno.EBADF}
 )
@@ -326,23 +326,6 @@ def _byte_view(data: memoryview) -> memoryview:
     return data.cast("B")
 
 
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    while data.nbytes:
-        written = os.pwrite(fd, data, offset)
-        data = data[written:]
-        offset += written
-
-
-def _fsync_dir(path: str) -> None:
-    # Durability hint only: the rename is already visible, so a failure here is not an error.
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY | _O_CLOEXEC | _O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _prune_dirs(path: str, stop: str) -> None:
     """Remove empty directories from ``path`` up to (not including) ``stop``."""
     while path != stop and _inside(stop, path):
@@ -401,7 +384,7 @@ def _finish_temp(temp: _Temp) -> os.stat_result:
 def _write_temp(p: _Paths, temp: _Temp, data: memoryview) -> os.stat_result:
     _open_temp(p, temp)
     assert temp.fd is not None
-    _pwrite_all(temp.fd, data, 0)
+    pwrite_all(temp.fd, data, 0)
     return _finish_temp(temp)
 
 
@@ -475,7 +458,7 @@ def _write_sidecar(p: _Paths, st: os.stat_result, attrs: WriteAttributes) -> Non
     )
     try:
         try:
-            _pwrite_all(fd, memoryview(payload), 0)
+            pwrite_all(fd, memoryview(payload), 0)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -531,7 +514,7 @@ def _commit_files(p: _Paths, temp: _Temp, st: os.stat_result, attrs: WriteAttrib
         except IsADirectoryError:
             raise _directory_conflict(p.key) from None
         temp.path = None
-    _fsync_dir(parent)
+    fsync_dir(parent)
 
 
 class _FileHandle:
@@ -624,7 +607,7 @@ def _create_upload(p: _Paths, temp: _Temp) -> None:
 def _write_part(p: _Paths, upload_id: str, offset: int, data: memoryview) -> None:
     _, fd = _open_upload(p, upload_id, os.O_WRONLY)
     try:
-        _pwrite_all(fd, data, offset)
+        pwrite_all(fd, data, offset)
     finally:
         os.close(fd)
 
@@ -690,7 +673,7 @@ def _copy_range(src: int, dst: int, offset: int, count: int, key: str) -> None:
                 continue
         else:
             chunk = os.pread(src, min(count - done, _READ_CHUNK * 4), position)
-            _pwrite_all(dst, memoryview(chunk), position)
+            pwrite_all(dst, memoryview(chunk), position)
             copied = len(chunk)
         if copied == 0:
             raise PreconditionFailedError(f"key {key!r} was truncated while being copied", key=key)
@@ -866,7 +849,7 @@ class LocalBackend(Backend):
                     for offset in range(0, view.nbytes, _WRITE_SLICE):
                         assert temp.fd is not None
                         piece = view[offset : offset + _WRITE_SLICE]
-                        await _run(_pwrite_all, temp.fd, piece, offset)
+                        await _run(pwrite_all, temp.fd, piece, offset)
                     st = await _run(_finish_temp, temp)
             return await self._commit(p, temp, st, attrs)
         except BaseException:
