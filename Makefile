@@ -3,14 +3,20 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 
 .PHONY: demo test lint types docs pytest bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,cli,s3]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,all]'
 	touch $(STAMP)
+
+# Azurite (the Azure Storage emulator) comes from npm, into ./node_modules, never globally.
+$(NODE_STAMP): package.json
+	npm install --no-audit --no-fund --no-package-lock --loglevel=error
+	touch $(NODE_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/asyncstore demo --dir demo
@@ -27,7 +33,7 @@ types: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .site
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
