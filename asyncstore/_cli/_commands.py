@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import mimetypes
 import os
 import sys
@@ -107,7 +108,7 @@ async def cp(args: argparse.Namespace, ui: UI) -> int:
             return 0
         if is_remote(dst):
             if await anyio.to_thread.run_sync(os.path.isdir, src):
-                raise IsADirectoryError(21, "cp copies one file; this is a folder", src)
+                raise IsADirectoryError(errno.EISDIR, "cp copies one file; this is a folder", src)
             key = _key_target(remote_key(dst), os.path.basename(src))
             content_type = await anyio.to_thread.run_sync(_guess_type, src)
             async with ui.bars() as bars:

@@ -73,8 +73,12 @@ class UI:
         return Console(stderr=True, highlight=False, soft_wrap=True)
 
     async def emit(self, renderable: RenderableType, *, markup: bool = False) -> None:
-        """Print a result (a line of text, or a rich table) on stdout."""
-        await anyio.to_thread.run_sync(functools.partial(self.out.print, renderable, markup=markup))
+        """Print a result on stdout: text (markup only if asked), or a rich table."""
+        # A table's cells carry their own markup: only plain text may turn it off.
+        use_markup = markup if isinstance(renderable, str) else None
+        await anyio.to_thread.run_sync(
+            functools.partial(self.out.print, renderable, markup=use_markup)
+        )
 
     async def note(self, message: str) -> None:
         """Print an informational line on stderr (no markup)."""
