@@ -483,6 +483,7 @@ class Store:
 
         try:
             await target.open()
+            await reporter.advance(0)
             peak = await download.fetch(
                 window=window, on_ordered=in_order, on_ready=target.write_at
             )

@@ -437,3 +437,84 @@ async def test_progress_callback_errors_abort_the_upload() -> None:
         await Store(backend).put("k", pattern(3 * MiB), chunk_size=MiB, progress=explode)
     assert backend.pending_uploads() == []
     assert not await Store(backend).exists("k")
+
+
+# -- buffer reuse ----------------------------------------------------------------------------
+
+
+async def test_part_buffers_are_recycled_within_the_window(tmp_path: Any) -> None:
+    from asyncstore._stream._source import open_source
+    from asyncstore._stream._upload import ProgressReporter, upload
+
+    path = tmp_path / "src.bin"
+    path.write_bytes(pattern(20 * MiB))
+    reader, _ = await open_source(path, lambda size: MiB, key="k")
+    backend = SlowPartsBackend()
+    outcome = await upload(
+        backend,
+        "k",
+        reader,
+        WriteAttributes(),
+        part_size=MiB,
+        concurrency=2,
+        retry=FAST_RETRY,
+        progress=ProgressReporter(None, None),
+    )
+    await reader.aclose()
+    assert outcome.part_count == 20
+    # two in flight, one being read, one handed over: never one buffer per part
+    assert reader._pool.allocated <= 2 + 2  # type: ignore[attr-defined]
+    assert await Store(backend).get("k") == pattern(20 * MiB)
+
+
+async def test_iterable_sources_recycle_their_buffers_too() -> None:
+    from asyncstore._stream._source import open_source
+    from asyncstore._stream._upload import ProgressReporter, upload
+
+    async def source() -> AsyncIterator[bytearray]:
+        for i in range(80):
+            yield bytearray(pattern(256 * 1024, seed=i))
+
+    reader, _ = await open_source(source(), lambda size: MiB, key="k")
+    backend = SlowPartsBackend()
+    await upload(
+        backend,
+        "k",
+        reader,
+        WriteAttributes(),
+        part_size=MiB,
+        concurrency=2,
+        retry=FAST_RETRY,
+        progress=ProgressReporter(None, None),
+    )
+    assert reader._assembler.pool.allocated <= 2 + 2  # type: ignore[attr-defined]
+    expected = b"".join(pattern(256 * 1024, seed=i) for i in range(80))
+    assert await Store(backend).get("k") == expected
+
+
+async def test_download_progress_starts_at_zero_with_the_total(tmp_path: Any) -> None:
+    store = Store(MemoryBackend())
+    await store.put("k", pattern(3 * MiB))
+    await store.put("empty", b"")
+    seen: list[tuple[int, int | None]] = []
+    await store.download_file(
+        "k", tmp_path / "k", chunk_size=MiB, progress=lambda d, t: seen.append((d, t))
+    )
+    assert seen == [(0, 3 * MiB), (MiB, 3 * MiB), (2 * MiB, 3 * MiB), (3 * MiB, 3 * MiB)]
+    seen.clear()
+    await store.download_file("empty", tmp_path / "e", progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(0, 0)]
+
+
+async def test_object_stream_exposes_the_digest_it_verified() -> None:
+    store = Store(MemoryBackend())
+    result = await store.put("k", pattern(3 * MiB))
+    body = store.stream("k", chunk_size=MiB)
+    assert body.sha256 is None
+    async for _ in body:
+        pass
+    assert body.sha256 == result.sha256
+    async with store.stream("k", chunk_size=MiB) as parallel:
+        async for _ in parallel:
+            pass
+    assert parallel.sha256 == result.sha256

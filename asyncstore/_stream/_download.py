@@ -37,6 +37,7 @@ from .._errors import (
 )
 from .._meta import public_info
 from .._types import ObjectInfo
+from ._buffers import BufferPool
 from ._hashing import Sha256
 from ._retry import RetryPolicy, call_with_retry, exhausted
 from ._tasks import task_group
@@ -194,6 +195,7 @@ class Download:
             await self.close_first()
             return 0
         slots = anyio.Semaphore(window)
+        pool = BufferPool(self.chunk_size)
         ready = [anyio.Event() for _ in ranges]
         results: dict[int, memoryview] = {}
         in_flight = peak = 0
@@ -202,7 +204,10 @@ class Download:
             nonlocal in_flight, peak
             in_flight += 1
             peak = max(peak, in_flight)
-            target = into[start - self.start : end - self.start] if into is not None else None
+            if into is not None:
+                target = into[start - self.start : end - self.start]
+            else:
+                target = memoryview(pool.take())[: end - start]
             data = await self.read_range(start, end, target)
             if on_ready is not None:
                 await on_ready(start, data)
@@ -222,6 +227,7 @@ class Download:
                     await ready[index].wait()
                     data = results.pop(index)
                     await on_ordered(start, data)
+                    pool.give(data)
                     del data
                     slots.release()
         finally:
@@ -295,6 +301,8 @@ class ObjectStream:
 
     Attributes:
         info: The object's info, once the first read is made (else None).
+        sha256: ``sha256:<hex>`` of the bytes streamed, once the last chunk is read
+            (else None).
     """
 
     def __init__(
@@ -309,6 +317,7 @@ class ObjectStream:
         self._inbox: MemoryObjectReceiveStream[Any] | None = None
         self._sequential: AsyncGenerator[memoryview, None] | None = None
         self.info: ObjectInfo | None = None
+        self.sha256: str | None = None
 
     async def _open(self) -> Download:
         if self._download is None:
@@ -334,8 +343,7 @@ class ObjectStream:
         async with send:
             try:
                 await download.fetch(window=self._window, on_ordered=deliver)
-                if self._verify:
-                    download.verify(hasher)
+                self.sha256 = download.verify(hasher) if self._verify else hasher.digest_string()
             except Exception as exc:  # handed to the consumer, raised from __anext__
                 await send.send(_Failure(exc))
 
@@ -386,8 +394,7 @@ class ObjectStream:
                     await hasher.update(chunk)
                     yield chunk
         await download.close_first()
-        if self._verify:
-            download.verify(hasher)
+        self.sha256 = download.verify(hasher) if self._verify else hasher.digest_string()
 
 
 async def read_all(download: Download, *, window: int, verify: bool) -> tuple[bytes, str, int]:

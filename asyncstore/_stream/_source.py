@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import anyio.to_thread
 
 from .._errors import InvalidArgumentError
+from ._buffers import BufferPool
 
 __all__ = ["PartReader", "open_source"]
 
@@ -41,6 +42,10 @@ class PartReader(Protocol):
         """Release the source (close a file opened here)."""
         ...
 
+    def release(self, part: memoryview) -> None:
+        """The caller is done with ``part``: its buffer may be reused for a later part."""
+        ...
+
 
 class _BufferReader:
     def __init__(self, data: memoryview, part_size: int) -> None:
@@ -48,6 +53,9 @@ class _BufferReader:
         self.part_size = part_size
         self._pos = 0
         self.size: int | None = len(self._data)
+
+    def release(self, part: memoryview) -> None:
+        return None  # parts are views of the caller's buffer: never recycled
 
     async def read_part(self) -> memoryview | None:
         if self._pos >= len(self._data):
@@ -66,12 +74,13 @@ class _FileReader:
     def __init__(self, file: Any, part_size: int, *, size: int | None, owned: bool) -> None:
         self._file = file
         self.part_size = part_size
+        self._pool = BufferPool(part_size)
         self._owned = owned
         self._eof = False
         self.size = size
 
     def _read(self) -> memoryview | None:
-        buf = bytearray(self.part_size)
+        buf = self._pool.take()
         view = memoryview(buf)
         filled = 0
         readinto = getattr(self._file, "readinto", None)
@@ -86,7 +95,13 @@ class _FileReader:
                 self._eof = True
                 break
             filled += n
-        return view[:filled] if filled else None
+        if not filled:
+            self._pool.give(buf)
+            return None
+        return view[:filled]
+
+    def release(self, part: memoryview) -> None:
+        self._pool.give(part)
 
     async def read_part(self) -> memoryview | None:
         if self._eof:
@@ -99,12 +114,18 @@ class _FileReader:
 
 
 class _Assembler:
-    """Cuts a stream of buffers of any sizes into parts of exactly ``part_size``."""
+    """Cuts a stream of buffers of any sizes into parts of exactly ``part_size``.
+
+    Parts are filled into pooled buffers; a ``bytes`` item holding one or more
+    whole parts is sliced instead (zero-copy: bytes cannot change under us,
+    unlike a bytearray the caller may reuse).
+    """
 
     def __init__(self, part_size: int, key: str) -> None:
-        self._part_size = part_size
+        self.pool = BufferPool(part_size)
         self._key = key
-        self._buf = bytearray()
+        self._buf: bytearray | None = None
+        self._fill = 0
 
     def feed(self, item: object) -> Iterator[memoryview]:
         if isinstance(item, str) or not isinstance(item, (bytes, bytearray, memoryview)):
@@ -118,25 +139,34 @@ class _Assembler:
                 ) from None
         zero_copy = isinstance(item, bytes)
         view = memoryview(item).cast("B")
-        size = self._part_size
-        if self._buf:
-            need = size - len(self._buf)
-            self._buf += view[:need]
-            view = view[need:]
-            if len(self._buf) < size:
+        size = self.pool.size
+        if self._buf is not None:
+            take = view[: size - self._fill]
+            self._buf[self._fill : self._fill + len(take)] = take
+            self._fill += len(take)
+            view = view[len(take) :]
+            if self._fill < size:
                 return
-            yield memoryview(self._buf)
-            self._buf = bytearray()
+            part, self._buf, self._fill = memoryview(self._buf), None, 0
+            yield part
         while len(view) >= size:
-            yield view[:size] if zero_copy else memoryview(bytearray(view[:size]))
+            if zero_copy:
+                yield view[:size]
+            else:
+                buf = self.pool.take()
+                buf[:] = view[:size]
+                yield memoryview(buf)
             view = view[size:]
         if len(view):
-            self._buf += view
+            self._buf = self.pool.take()
+            self._buf[: len(view)] = view
+            self._fill = len(view)
 
     def flush(self) -> memoryview | None:
-        if not self._buf:
+        if self._buf is None:
             return None
-        part, self._buf = memoryview(self._buf), bytearray()
+        part = memoryview(self._buf)[: self._fill]
+        self._buf, self._fill = None, 0
         return part
 
 
@@ -148,6 +178,9 @@ class _AsyncIterableReader:
         self._ready: list[memoryview] = []
         self._done = False
         self.size: int | None = None
+
+    def release(self, part: memoryview) -> None:
+        self._assembler.pool.give(part)
 
     async def _next_item(self) -> tuple[bool, object]:
         try:

@@ -175,25 +175,24 @@ async def upload(
     try:
         send, receive = anyio.create_memory_object_stream[tuple[int, int, memoryview, Any]](0)
 
+        async def send_one(number: int, offset: int, data: memoryview, sums: Any) -> None:
+            window.start()
+
+            async def attempt() -> CompletedPart:
+                return await backend.upload_part(key, upload_id, number, offset, data, sums)
+
+            part = await call_with_retry(retry, f"upload part {number}", key, attempt)
+            parts.append(part)
+            window.in_flight -= 1
+            window.held -= len(data)
+            reader.release(data)
+            await progress.advance(part.size)
+
         async def worker(inbox: anyio.abc.ObjectReceiveStream[Any]) -> None:
             async with inbox:
-                async for number, offset, data, sums in inbox:
-                    window.start()
-
-                    async def send_part(
-                        number: int = number,
-                        offset: int = offset,
-                        data: memoryview = data,
-                        sums: Any = sums,
-                    ) -> CompletedPart:
-                        return await backend.upload_part(key, upload_id, number, offset, data, sums)
-
-                    part = await call_with_retry(retry, f"upload part {number}", key, send_part)
-                    parts.append(part)
-                    window.in_flight -= 1
-                    window.held -= len(data)
-                    del data
-                    await progress.advance(part.size)
+                async for item in inbox:
+                    await send_one(*item)
+                    del item  # drop the part now, not when the next one arrives
 
         async with task_group() as tg:
             for _ in range(concurrency):

@@ -1,0 +1,46 @@
+"""A pool of part buffers, recycled within one transfer.
+
+Allocating a fresh 8 MiB ``bytearray`` per part looks harmless, but glibc's
+malloc raises its mmap threshold after the first large free, so later parts
+come from the heap and freed ones stay resident: peak RSS grows far past the
+window's ``chunk_size * (max_concurrency + 1)``. Reusing the few buffers a
+window needs keeps RSS at the formula. Only buffers the pool allocated are
+ever recycled (never a caller's own buffer).
+"""
+
+from __future__ import annotations
+
+__all__ = ["BufferPool"]
+
+
+class BufferPool:
+    """Buffers of one size: ``take`` one, ``give`` it back when its bytes are no longer needed.
+
+    ``take`` may run in a worker thread and ``give`` on the event loop: list
+    append/pop are atomic under the GIL.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._free: list[bytearray] = []
+        self._owned: set[int] = set()
+
+    def take(self) -> bytearray:
+        """A buffer of ``size`` bytes (contents undefined)."""
+        try:
+            return self._free.pop()
+        except IndexError:
+            buf = bytearray(self.size)
+            self._owned.add(id(buf))
+            return buf
+
+    def give(self, view: memoryview | bytearray) -> None:
+        """Return the buffer behind ``view`` to the pool, if the pool allocated it."""
+        buf = view.obj if isinstance(view, memoryview) else view
+        if isinstance(buf, bytearray) and id(buf) in self._owned:
+            self._free.append(buf)
+
+    @property
+    def allocated(self) -> int:
+        """How many buffers the pool has allocated in all."""
+        return len(self._owned)
