@@ -75,6 +75,11 @@ def check_user_metadata(metadata: Mapping[str, str] | None, *, key: str) -> dict
     return out
 
 
+def is_sha256_digest(value: object) -> bool:
+    """Whether ``value`` is ``sha256:`` followed by 64 lowercase hex digits."""
+    return isinstance(value, str) and _SHA256_VALUE.match(value) is not None
+
+
 def public_info(info: ObjectInfo) -> ObjectInfo:
     """Move the reserved entries of ``info.metadata`` into their ObjectInfo fields."""
     raw = info.metadata
@@ -87,7 +92,7 @@ def public_info(info: ObjectInfo) -> ObjectInfo:
     return dataclasses.replace(
         info,
         metadata=user,
-        sha256=sha if sha is not None and _SHA256_VALUE.match(sha) else info.sha256,
+        sha256=sha if is_sha256_digest(sha) else info.sha256,
         mtime=_parse_float(mtime) if mtime is not None else info.mtime,
         mode=_parse_mode(mode) if mode is not None else info.mode,
     )

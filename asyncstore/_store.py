@@ -8,13 +8,13 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 
-from ._backend import Backend, MiB, WriteAttributes
+from ._backend import Backend, Capabilities, CompletedPart, MiB, WriteAttributes
 from ._errors import InvalidArgumentError, NotFoundError
 from ._keys import validate_key, validate_prefix
-from ._meta import MODE, MTIME, check_user_metadata, public_info
+from ._meta import MODE, MTIME, SHA256, check_user_metadata, is_sha256_digest, public_info
 from ._stream._download import Download, ObjectStream, check_range, open_download, read_all
 from ._stream._files import AtomicFile
-from ._stream._hashing import Sha256
+from ._stream._hashing import Sha256, part_checksums_async
 from ._stream._retry import RetryPolicy, call_with_retry
 from ._stream._source import open_source
 from ._stream._upload import ProgressReporter, plan_part_size, upload
@@ -326,6 +326,131 @@ class Store:
             await call_with_retry(
                 self.retry, "delete_many", checked[0], lambda: self.backend.delete_many(checked)
             )
+
+    # -- resumable multipart uploads -------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The backend's multipart limits (part sizes, part count, parallel parts)."""
+        return self.backend.capabilities
+
+    async def create_upload(
+        self,
+        key: str,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        mode: PutMode = "overwrite",
+    ) -> str:
+        """Start a multipart upload driven by the caller; return its id.
+
+        For uploads whose parts arrive over time (resumable sessions, chunked
+        pushes): the id is a plain string that any process can resume with
+        `upload_part`, and nothing is visible at ``key`` until
+        `complete_upload`. For a whole source at once, use `put`.
+        """
+        validate_key(key)
+        attrs = _write_attributes(key, content_type, metadata, mode)
+        return await call_with_retry(
+            self.retry, "create upload", key, lambda: self.backend.create_upload(key, attrs)
+        )
+
+    async def upload_part(
+        self, key: str, upload_id: str, number: int, data: object, *, offset: int
+    ) -> CompletedPart:
+        """Upload part ``number`` (1-based) of an upload, holding the bytes at ``offset``.
+
+        The per-part checksums the backend verifies are computed here. Every
+        part but the last must be at least ``capabilities.min_part_size`` bytes.
+
+        Raises:
+            UploadNotFoundError: the upload does not exist (or was completed or aborted).
+        """
+        validate_key(key)
+        number = _positive_int("number", number, key=key)
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise InvalidArgumentError(
+                f"offset for key {key!r} must be an integer >= 0, not {offset!r}", key=key
+            )
+        try:
+            view = memoryview(data).cast("B")  # type: ignore[arg-type]
+        except TypeError:
+            raise InvalidArgumentError(
+                f"part data for key {key!r} must be bytes-like, not {type(data).__name__}",
+                key=key,
+            ) from None
+        if view.nbytes > self.capabilities.max_part_size:
+            raise InvalidArgumentError(
+                f"part {number} of key {key!r} is {view.nbytes} bytes; "
+                f"the backend's limit is {self.capabilities.max_part_size}",
+                key=key,
+            )
+        sums = await part_checksums_async(view, self.capabilities.part_checksums)
+        return await call_with_retry(
+            self.retry,
+            f"upload part {number}",
+            key,
+            lambda: self.backend.upload_part(key, upload_id, number, offset, view, sums),
+        )
+
+    async def complete_upload(
+        self,
+        key: str,
+        upload_id: str,
+        parts: Iterable[CompletedPart],
+        *,
+        sha256: str,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        mode: PutMode = "overwrite",
+    ) -> PutResult:
+        """Commit the parts, in part-number order, as the object at ``key``.
+
+        Args:
+            key: The upload's key.
+            upload_id: The id `create_upload` returned.
+            parts: Every part, as `upload_part` returned them.
+            sha256: ``sha256:<hex>`` of the whole object, recorded with it so
+                that later reads are verified. The caller vouches for it.
+            content_type: As given to `create_upload`.
+            metadata: As given to `create_upload`.
+            mode: As given to `create_upload`.
+
+        Raises:
+            InvalidArgumentError: the parts are not numbered 1..n without gaps,
+                or ``sha256`` is not a sha256 digest.
+            AlreadyExistsError / PreconditionFailedError: per ``mode``; the upload
+                is then still open (abort it).
+        """
+        validate_key(key)
+        ordered = sorted(parts, key=lambda part: part.number)
+        if [part.number for part in ordered] != list(range(1, len(ordered) + 1)):
+            raise InvalidArgumentError(
+                f"parts of key {key!r} must be numbered 1..n without gaps; "
+                f"got {[part.number for part in ordered]}",
+                key=key,
+            )
+        if not is_sha256_digest(sha256):
+            raise InvalidArgumentError(
+                f"sha256 for key {key!r} must be 'sha256:' and 64 lowercase hex digits, "
+                f"not {sha256!r}",
+                key=key,
+            )
+        attrs = _write_attributes(key, content_type, metadata, mode, {SHA256: sha256})
+        result = await call_with_retry(
+            self.retry,
+            "complete upload",
+            key,
+            lambda: self.backend.complete_upload(key, upload_id, ordered, attrs),
+        )
+        return PutResult(key, sum(part.size for part in ordered), result.etag, sha256, len(ordered))
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        """Discard an upload and its parts. Aborting twice is not an error."""
+        validate_key(key)
+        await call_with_retry(
+            self.retry, "abort upload", key, lambda: self.backend.abort_upload(key, upload_id)
+        )
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from ._backend import MiB, WriteAttributes
 from ._errors import (
     AlreadyExistsError,
     DigestMismatchError,
+    InvalidArgumentError,
     InvalidKeyError,
     InvalidRangeError,
     NotFoundError,
@@ -652,6 +653,63 @@ class StoreConformance:
                 assert len(chunk) == MiB
                 break
         assert await store.get("obj") == pattern(6 * MiB)
+
+    # -- caller-driven multipart uploads ---------------------------------------------------------
+
+    async def test_caller_driven_multipart_upload(self, store: Store) -> None:
+        size = max(self.part_size, store.capabilities.min_part_size)
+        pieces = [pattern(size, seed=1), pattern(size, seed=2), pattern(1234, seed=3)]
+        data = b"".join(pieces)
+        upload_id = await store.create_upload("mp", content_type="x/y", metadata={"a": "1"})
+        assert isinstance(upload_id, str)
+        assert not await store.exists("mp")
+        offsets = [0, size, 2 * size]
+        parts = [
+            await store.upload_part(
+                "mp", upload_id, number, pieces[number - 1], offset=offsets[number - 1]
+            )
+            for number in (3, 1, 2)
+        ]
+        result = await store.complete_upload(
+            "mp", upload_id, parts, sha256=_digest(data), content_type="x/y", metadata={"a": "1"}
+        )
+        assert (result.size, result.part_count, result.sha256) == (len(data), 3, _digest(data))
+        assert await store.get("mp") == data
+        info = await store.head("mp")
+        assert (info.sha256, info.content_type, dict(info.metadata)) == (
+            _digest(data),
+            "x/y",
+            {"a": "1"},
+        )
+        assert await self.leftovers(store) == []
+
+    async def test_caller_driven_upload_abort_and_bad_input(self, store: Store) -> None:
+        upload_id = await store.create_upload("mp")
+        part = await store.upload_part("mp", upload_id, 1, b"only part", offset=0)
+        with pytest.raises(InvalidArgumentError, match="without gaps"):
+            await store.complete_upload("mp", upload_id, [part, part], sha256=_digest(b""))
+        with pytest.raises(InvalidArgumentError, match="sha256"):
+            await store.complete_upload("mp", upload_id, [part], sha256="md5:abc")
+        with pytest.raises(InvalidArgumentError, match="bytes-like"):
+            await store.upload_part("mp", upload_id, 2, "text", offset=9)
+        with pytest.raises(InvalidArgumentError, match="offset"):
+            await store.upload_part("mp", upload_id, 2, b"x", offset=-1)
+        await store.abort_upload("mp", upload_id)
+        await store.abort_upload("mp", upload_id)
+        assert not await store.exists("mp")
+        assert await self.leftovers(store) == []
+
+    async def test_caller_driven_upload_respects_create_mode(self, store: Store) -> None:
+        await store.put("taken", b"first")
+        upload_id = await store.create_upload("taken", mode="create")
+        part = await store.upload_part("taken", upload_id, 1, b"second", offset=0)
+        with pytest.raises(AlreadyExistsError):
+            await store.complete_upload(
+                "taken", upload_id, [part], sha256=_digest(b"second"), mode="create"
+            )
+        await store.abort_upload("taken", upload_id)
+        assert await store.get("taken") == b"first"
+        assert await self.leftovers(store) == []
 
     # -- bad input -----------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 import anyio.to_thread
 
-__all__ = ["THREAD_THRESHOLD", "Sha256", "part_checksums"]
+__all__ = ["THREAD_THRESHOLD", "Sha256", "part_checksums_async"]
 
 #: Updates at least this large run in a worker thread; smaller ones inline
 #: (hashing 256 KiB takes ~0.2 ms, less than a thread hop is worth).
@@ -86,6 +86,11 @@ class Sha256:
         return "sha256:" + self._hash.hexdigest()
 
 
-def part_checksums(data: memoryview, names: Iterable[str]) -> dict[str, bytes]:
-    """Per-part checksums without a whole-object hash (for callers that have one already)."""
-    return _digest_part(data, names)
+async def part_checksums_async(data: memoryview, names: Iterable[str]) -> dict[str, bytes]:
+    """Per-part checksums alone, in a worker thread if the part is large."""
+    names = tuple(names)
+    if not names:
+        return {}
+    if data.nbytes < THREAD_THRESHOLD:
+        return _digest_part(data, names)
+    return await anyio.to_thread.run_sync(_digest_part, data, names)
