@@ -12,7 +12,10 @@ window, retries transport errors with backoff, and verifies sha256 digests.
 Backends never chunk, hash or retry; the core never imports a vendor SDK.
 Everything runs under asyncio and trio alike, and every background task lives
 in a task group owned by the call (or the ``async with``) that started it.
-Errors form one tree rooted at `StoreError`.
+Errors form one tree rooted at `StoreError`. On top of any Store,
+`asyncstore.cas` keeps content-addressed blobs (digest while streaming,
+dedupe, verified reads, resumable upload sessions, artifacts) and
+`asyncstore.oci` stores an OCI registry's blobs, manifests and tags over it.
 """
 
 from ._backend import (
@@ -50,6 +53,8 @@ from ._stream._download import ObjectStream
 from ._stream._retry import RetryPolicy
 from ._types import CommonPrefix, ObjectInfo, Progress, PutMode, PutResult, TransferInfo
 from .backends.memory import MemoryBackend
+from .cas import ContentStore, Descriptor, Digest
+from .oci import RegistryStorage
 
 __version__ = "0.1.0"
 
@@ -61,8 +66,11 @@ __all__ = [
     "Capabilities",
     "CommonPrefix",
     "CompletedPart",
+    "ContentStore",
     "ConfigurationError",
     "ConnectionError",
+    "Descriptor",
+    "Digest",
     "DigestMismatchError",
     "IntegrityError",
     "InvalidArgumentError",
@@ -81,6 +89,7 @@ __all__ = [
     "PutMode",
     "PutResult",
     "ReadStream",
+    "RegistryStorage",
     "RetryPolicy",
     "Store",
     "StoreError",

@@ -1,0 +1,710 @@
+"""Resumable upload sessions: state in the store, bytes in the backend's multipart upload.
+
+A session is the folder ``<prefix>uploads/<id>/``:
+
+* ``state.json`` is the source of truth: size, the multipart upload id and its
+  parts, the tail, a lease. Every change is a conditional write
+  (``if_match`` on the ETag read), so of two racing writers one wins and the
+  other sees a precondition failure.
+* ``data`` is the key of the multipart upload (created at the first part);
+  once complete, it holds the assembled content until it is copied to its
+  blob key.
+* ``tail-<end>`` holds the last bytes of the session when they are fewer than
+  the backend's minimum part size (S3: 5 MiB), until more arrive or the
+  session finishes (the last part may be small).
+
+An append or a finish first takes the session's *lease* (a conditional write
+of the state), so a second append at the same offset fails with
+InvalidOffsetError before it uploads anything: two appenders never write the
+same part number. The holder renews the lease with every part it commits; a
+lease older than ``session_lease`` seconds (a crashed holder) may be taken
+over.
+
+The running sha256 cannot be stored (hashlib state does not serialise), so a
+copy of it at each committed size is kept in this process, keyed by session
+id. A finish that finds the hash at the session's current size does not read
+the content again; otherwise (the session was appended to by another process,
+or the digest is not sha256) the assembled content is read once to hash it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import contextlib
+import dataclasses
+import json
+import re
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .._backend import CompletedPart
+from .._errors import (
+    AlreadyExistsError,
+    DigestMismatchError,
+    IntegrityError,
+    InvalidArgumentError,
+    InvalidOffsetError,
+    NotFoundError,
+    PreconditionFailedError,
+    StoreError,
+    UploadNotFoundError,
+)
+from .._store import Store
+from .._stream._source import PartReader, open_source
+from .._stream._tasks import task_group
+from .._types import CommonPrefix, ObjectInfo
+from ._digest import Digest, Hasher, hash_bytes
+from ._types import Descriptor, UploadStatus
+
+if TYPE_CHECKING:
+    from ._store import ContentStore
+
+__all__ = ["Sessions", "read_with_etag"]
+
+_ID = re.compile(r"[0-9a-f]{32}")
+_FORMAT = 1
+#: Recorded on the assembled content when its sha256 is not known at completion
+#: (a sha512 session finished in another process); such content is rewritten, never copied.
+_UNKNOWN_SHA256 = "sha256:" + "0" * 64
+#: Sessions whose running hash is kept in memory, most recently used last.
+_CACHE_SIZE = 1024
+_CLAIM_ATTEMPTS = 5
+#: Most seconds between two commits of the state during one append.
+_COMMIT_INTERVAL = 1.0
+
+
+async def read_with_etag(store: Store, key: str) -> tuple[bytes, str]:
+    """Read a small object and the ETag of exactly the version read.
+
+    Raises:
+        NotFoundError: no object at ``key``.
+    """
+    stream = store.stream(key)
+    try:
+        data = b"".join([chunk async for chunk in stream])
+    finally:
+        await stream.aclose()
+    assert stream.info is not None
+    return data, stream.info.etag
+
+
+@dataclasses.dataclass
+class _Tail:
+    key: str
+    size: int
+
+
+@dataclasses.dataclass
+class _Lease:
+    owner: str
+    expires: float
+    action: str
+
+
+@dataclasses.dataclass
+class _State:
+    id: str
+    created: float
+    updated: float
+    scope: str | None = None
+    size: int = 0
+    upload_id: str | None = None
+    parts: list[CompletedPart] = dataclasses.field(default_factory=list)
+    tail: _Tail | None = None
+    lease: _Lease | None = None
+    completed: str | None = None  # the sha256 recorded when the multipart upload was completed
+
+    def to_bytes(self) -> bytes:
+        doc: dict[str, Any] = {
+            "format": _FORMAT,
+            "id": self.id,
+            "created": self.created,
+            "updated": self.updated,
+            "scope": self.scope,
+            "size": self.size,
+            "upload_id": self.upload_id,
+            "parts": [
+                {
+                    "number": p.number,
+                    "offset": p.offset,
+                    "size": p.size,
+                    "etag": p.etag,
+                    "checksums": {
+                        k: base64.b64encode(v).decode("ascii") for k, v in p.checksums.items()
+                    },
+                }
+                for p in self.parts
+            ],
+            "tail": dataclasses.asdict(self.tail) if self.tail else None,
+            "lease": dataclasses.asdict(self.lease) if self.lease else None,
+            "completed": self.completed,
+        }
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, session_id: str) -> _State:
+        try:
+            doc = json.loads(raw)
+            if doc["format"] != _FORMAT or doc["id"] != session_id:
+                raise ValueError("format or id")
+            return cls(
+                id=doc["id"],
+                created=float(doc["created"]),
+                updated=float(doc["updated"]),
+                scope=doc["scope"],
+                size=int(doc["size"]),
+                upload_id=doc["upload_id"],
+                parts=[
+                    CompletedPart(
+                        int(p["number"]),
+                        int(p["offset"]),
+                        int(p["size"]),
+                        str(p["etag"]),
+                        {k: base64.b64decode(v) for k, v in p["checksums"].items()},
+                    )
+                    for p in doc["parts"]
+                ],
+                tail=_Tail(**doc["tail"]) if doc["tail"] else None,
+                lease=_Lease(**doc["lease"]) if doc["lease"] else None,
+                completed=doc["completed"],
+            )
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+            raise IntegrityError(
+                f"upload session {session_id}: its state.json is not a valid session state "
+                f"({type(exc).__name__}: {exc})",
+                key=session_id,
+            ) from exc
+
+
+@dataclasses.dataclass
+class _Held:
+    """A session whose lease this task holds: its state and the ETag of the last write.
+
+    Also what must follow the next successful commit: the running hash to
+    remember (when it covers exactly the committed bytes) and tail objects the
+    state no longer names, to delete.
+    """
+
+    state: _State
+    etag: str
+    hasher: Hasher | None = None
+    stale: list[str] = dataclasses.field(default_factory=list)
+    next_commit: float = 0.0
+
+
+def _check_id(session_id: object) -> str:
+    if not isinstance(session_id, str) or not _ID.fullmatch(session_id):
+        raise UploadNotFoundError(
+            f"upload session {session_id!r} does not exist (session ids are 32 hex digits)",
+            key=str(session_id)[:80],
+        )
+    return session_id
+
+
+def _check_scope(scope: object) -> str | None:
+    if scope is not None and not isinstance(scope, str):
+        raise InvalidArgumentError(
+            f"scope must be a str or None, not {type(scope).__name__}", key="scope"
+        )
+    return scope
+
+
+class Sessions:
+    """The upload sessions of one ContentStore (see the module documentation)."""
+
+    def __init__(self, cas: ContentStore, lease: float) -> None:
+        self._cas = cas
+        self._lease = lease
+        self._hashers: collections.OrderedDict[str, tuple[int, Hasher]] = collections.OrderedDict()
+
+    # -- keys, state ----------------------------------------------------------------------------
+
+    @property
+    def _store(self) -> Store:
+        return self._cas.store
+
+    def _folder(self, sid: str) -> str:
+        return f"{self._cas.prefix}uploads/{sid}/"
+
+    def _state_key(self, sid: str) -> str:
+        return f"{self._folder(sid)}state.json"
+
+    def _data_key(self, sid: str) -> str:
+        return f"{self._folder(sid)}data"
+
+    def _part_size(self) -> int:
+        caps = self._store.capabilities
+        return min(max(self._store.chunk_size, caps.min_part_size), caps.max_part_size)
+
+    async def _read(self, sid: str) -> tuple[_State, str] | None:
+        try:
+            raw, etag = await read_with_etag(self._store, self._state_key(sid))
+        except NotFoundError:
+            return None
+        return _State.from_bytes(raw, sid), etag
+
+    async def _load(self, sid: str, scope: str | None) -> tuple[_State, str]:
+        found = await self._read(sid)
+        if found is None or found[0].scope != scope:
+            where = f" in scope {scope!r}" if scope is not None else ""
+            raise UploadNotFoundError(
+                f"upload session {sid}{where} does not exist (never started, finished or aborted)",
+                key=sid,
+            )
+        return found
+
+    async def _save(self, state: _State, etag: str | None) -> str:
+        """Write the state (conditionally on ``etag``); return the new ETag.
+
+        Shielded: a cancellation must not land between the write reaching the
+        store and its ETag reaching the caller, or the lease it holds could not
+        be given back.
+        """
+        state.updated = time.time()
+        mode: Any = "create" if etag is None else {"if_match": etag}
+        with anyio.CancelScope(shield=True):
+            result = await self._store.put(
+                self._state_key(state.id),
+                state.to_bytes(),
+                content_type="application/json",
+                mode=mode,
+            )
+        return result.etag
+
+    async def _commit(self, held: _Held, *, renew: bool = True) -> None:
+        """Write the held state; raise if the lease was lost meanwhile."""
+        if held.state.lease is not None and renew:
+            held.state.lease.expires = time.time() + self._lease
+        try:
+            held.etag = await self._save(held.state, held.etag)
+        except PreconditionFailedError:
+            raise await self._lost(held.state.id) from None
+
+    async def _lost(self, sid: str) -> StoreError:
+        if await self._read(sid) is None:
+            return UploadNotFoundError(
+                f"upload session {sid} was aborted or finished by another caller", key=sid
+            )
+        return InvalidOffsetError(
+            f"upload session {sid} was taken over by another caller (this one's lease expired)",
+            key=sid,
+        )
+
+    async def _claim(
+        self, sid: str, scope: str | None, action: str, offset: int | None = None
+    ) -> _Held:
+        for _ in range(_CLAIM_ATTEMPTS):
+            state, etag = await self._load(sid, scope)
+            if offset is not None and offset != state.size:
+                raise InvalidOffsetError(
+                    f"upload session {sid}: a chunk at offset {offset} does not follow the "
+                    f"{state.size} bytes already received; resume at offset {state.size}",
+                    key=sid,
+                )
+            now = time.time()
+            if state.lease is not None and state.lease.expires > now:
+                raise InvalidOffsetError(
+                    f"upload session {sid}: another {state.lease.action} is in progress "
+                    f"(at offset {state.size}); retry once it is done",
+                    key=sid,
+                )
+            state.lease = _Lease(uuid.uuid4().hex, now + self._lease, action)
+            try:
+                etag = await self._save(state, etag)
+            except PreconditionFailedError:
+                continue  # changed meanwhile: look again (and report why)
+            return _Held(state, etag)
+        raise InvalidOffsetError(
+            f"upload session {sid} kept changing while an {action} tried to claim it", key=sid
+        )
+
+    async def _release(self, held: _Held) -> None:
+        """Give the lease back after a failure (best effort: it expires anyway)."""
+        with anyio.CancelScope(shield=True):
+            held.state.lease = None
+            try:
+                await self._commit(held, renew=False)
+            except StoreError:
+                return
+            await self._committed(held)
+
+    async def _committed(self, held: _Held) -> None:
+        """After a successful commit: remember the hash, drop tails no longer named."""
+        hasher = held.hasher
+        if hasher is not None and hasher.size == held.state.size:
+            self._remember(held.state.id, hasher)
+        await self._delete_quietly(held.stale)
+
+    # -- the running hashes -------------------------------------------------------------------
+
+    def _cached(self, sid: str, size: int) -> Hasher | None:
+        entry = self._hashers.get(sid)
+        if entry is None or entry[0] != size:
+            return None
+        return entry[1].copy()
+
+    def _remember(self, sid: str, hasher: Hasher | None) -> None:
+        if hasher is None:
+            self._hashers.pop(sid, None)
+            return
+        self._hashers[sid] = (hasher.size, hasher.copy())
+        self._hashers.move_to_end(sid)
+        while len(self._hashers) > _CACHE_SIZE:
+            self._hashers.popitem(last=False)
+
+    # -- operations -----------------------------------------------------------------------------
+
+    async def start(self, scope: str | None) -> str:
+        _check_scope(scope)
+        sid = uuid.uuid4().hex
+        now = time.time()
+        await self._save(_State(sid, now, now, scope), None)
+        self._remember(sid, Hasher())
+        return sid
+
+    async def status(self, session_id: str, scope: str | None) -> UploadStatus:
+        sid = _check_id(session_id)
+        state, _ = await self._load(sid, _check_scope(scope))
+        return UploadStatus(sid, state.size, state.scope, state.created, state.updated)
+
+    async def append(self, session_id: str, offset: int, chunk: object, scope: str | None) -> int:
+        sid = _check_id(session_id)
+        _check_scope(scope)
+        if not isinstance(offset, int) or isinstance(offset, bool):
+            raise InvalidOffsetError(
+                f"upload session {sid}: offset must be an int, not {type(offset).__name__}",
+                key=sid,
+            )
+        if offset < 0:
+            raise InvalidOffsetError(f"upload session {sid}: offset {offset} is negative", key=sid)
+        part_size = self._part_size()
+        reader, _ = await open_source(chunk, lambda size: part_size, key=self._data_key(sid))
+        try:
+            held = await self._claim(sid, scope, "append", offset)
+            try:
+                await self._append(held, reader, part_size)
+            except UploadNotFoundError as exc:
+                # The multipart upload vanished under us: the session was aborted or finished.
+                await self._release(held)
+                if await self._read(sid) is None:
+                    raise await self._lost(sid) from exc
+                raise
+            except BaseException:
+                await self._release(held)
+                raise
+            return held.state.size
+        finally:
+            await reader.aclose()
+
+    async def _append(self, held: _Held, reader: PartReader, part_size: int) -> None:
+        state = held.state
+        sid = state.id
+        store = self._store
+        min_part = store.capabilities.min_part_size
+        hasher = self._cached(sid, state.size) or (Hasher() if state.size == 0 else None)
+        held.hasher = hasher
+        base = state.size - (state.tail.size if state.tail else 0)  # where `pending` starts
+        hashed = state.size  # the hasher covers [0, hashed)
+        pending = bytearray()
+        stale = held.stale  # tail objects to delete once the state no longer names them
+        # The state is committed after a part at most once a second (each commit is a
+        # durable write), and always at the end of the append.
+        interval = min(_COMMIT_INTERVAL, self._lease / 4)
+        held.next_commit = time.monotonic() + interval
+        if state.tail is not None:
+            pending += await self._read_tail(state)
+
+        async def commit_part(data: bytes | memoryview) -> None:
+            nonlocal base, hashed, hasher
+            size = len(data)
+            if state.upload_id is None:
+                state.upload_id = await store.create_upload(self._data_key(sid))
+                await self._commit(held)
+            number = len(state.parts) + 1
+            if number > store.capabilities.max_parts:
+                raise InvalidArgumentError(
+                    f"upload session {sid} would need more than "
+                    f"{store.capabilities.max_parts} parts",
+                    key=sid,
+                )
+            # Hash (a copy, kept only if the part is stored) while the part uploads.
+            trial = hasher.copy() if hasher is not None else None
+            async with task_group() as tg:
+                if trial is not None and base + size > hashed:
+                    tg.start_soon(trial.update, memoryview(data)[hashed - base :])
+                part = await store.upload_part(
+                    self._data_key(sid), state.upload_id, number, data, offset=base
+                )
+            hasher = held.hasher = trial
+            state.parts.append(part)
+            base += size
+            hashed = max(hashed, base)
+            if state.tail is not None:
+                stale.append(state.tail.key)
+                state.tail = None
+            state.size = base
+            if time.monotonic() >= held.next_commit:
+                await self._commit(held)
+                await self._committed(held)
+                held.next_commit = time.monotonic() + interval
+
+        received = 0
+        while (piece := await reader.read_part()) is not None:
+            received += len(piece)
+            if not pending and len(piece) == part_size:
+                await commit_part(piece)
+            else:
+                pending += piece
+                while len(pending) >= part_size:
+                    await commit_part(bytes(pending[:part_size]))
+                    del pending[:part_size]
+            reader.release(piece)
+        if received and pending:
+            if len(pending) >= min_part:
+                await commit_part(bytes(pending))
+            else:
+                end = base + len(pending)
+                if hasher is not None:
+                    await hasher.update(memoryview(pending)[hashed - base :])
+                tail_key = f"{self._folder(sid)}tail-{end}"
+                await store.put(tail_key, bytes(pending))
+                if state.tail is not None:
+                    stale.append(state.tail.key)
+                state.tail = _Tail(tail_key, len(pending))
+                state.size = end
+        state.lease = None
+        try:
+            await self._commit(held, renew=False)
+        except BaseException:
+            if state.tail is not None and state.tail.key not in stale:
+                await self._delete_quietly([state.tail.key])
+            raise
+        await self._committed(held)
+
+    async def _read_tail(self, state: _State) -> bytes:
+        assert state.tail is not None
+        data = await self._store.get(state.tail.key)
+        if len(data) != state.tail.size:
+            raise IntegrityError(
+                f"upload session {state.id}: tail {state.tail.key!r} holds {len(data)} bytes, "
+                f"not {state.tail.size}",
+                key=state.tail.key,
+            )
+        return data
+
+    async def _delete_quietly(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        with anyio.CancelScope(shield=True):
+            with contextlib.suppress(StoreError):  # what is left is for purge
+                await self._store.delete_many(keys)
+        keys.clear()
+
+    async def finish(
+        self, session_id: str, want: Digest, scope: str | None, ctype: str | None = None
+    ) -> Descriptor:
+        sid = _check_id(session_id)
+        held = await self._claim(sid, _check_scope(scope), "finish")
+        try:
+            return await self._finish(held, want, ctype)
+        except DigestMismatchError:
+            with anyio.CancelScope(shield=True):
+                await self._discard(held.state)
+            raise
+        except BaseException:
+            await self._release(held)
+            raise
+
+    def _mismatch(self, sid: str, want: Digest, actual: Digest) -> DigestMismatchError:
+        self._cas._count(digest_mismatches=1)
+        return DigestMismatchError(
+            f"upload session {sid}: the content hashes to {actual}, not to {want}; "
+            "the session is discarded and nothing was stored",
+            expected=str(want),
+            actual=str(actual),
+            key=self._cas.blob_key(want),
+        )
+
+    async def _finish(self, held: _Held, want: Digest, ctype: str | None) -> Descriptor:
+        state = held.state
+        sid = state.id
+        store = self._store
+        data_key = self._data_key(sid)
+        hasher = self._cached(sid, state.size)
+        known = hasher.digest("sha256") if hasher is not None else None
+        if state.completed is None:
+            if not state.parts:
+                # Everything is in the tail (or nothing was sent): small, hash it here.
+                data = await self._read_tail(state) if state.tail is not None else b""
+                actual = await hash_bytes(data, want.algorithm)
+                if actual != want:
+                    raise self._mismatch(sid, want, actual)
+                descriptor = await self._cas._write_known(memoryview(data), want, ctype)
+                if state.upload_id is not None:
+                    with anyio.CancelScope(shield=True):
+                        with contextlib.suppress(StoreError):
+                            await store.abort_upload(data_key, state.upload_id)
+                await self._remove(state)
+                return descriptor
+            if want.algorithm == "sha256" and known is not None and known != want:
+                raise self._mismatch(sid, want, known)
+            if state.tail is not None:
+                tail = await self._read_tail(state)
+                assert state.upload_id is not None
+                part = await store.upload_part(
+                    data_key,
+                    state.upload_id,
+                    len(state.parts) + 1,
+                    tail,
+                    offset=state.size - len(tail),
+                )
+                state.parts.append(part)
+                stale = [state.tail.key]
+                state.tail = None
+                await self._commit(held)
+                await self._delete_quietly(stale)
+            record = known or (want if want.algorithm == "sha256" else _UNKNOWN_SHA256)
+            assert state.upload_id is not None
+            try:
+                await store.complete_upload(data_key, state.upload_id, state.parts, sha256=record)
+            except UploadNotFoundError:
+                # A finish that crashed after completing, before recording it: the
+                # assembled object is there, with the sha256 recorded then.
+                info = await self._assembled(data_key, state.size)
+                if info is None:
+                    raise
+                record = info.sha256 or _UNKNOWN_SHA256
+            state.completed = record
+            await self._commit(held)
+        recorded_ok = known is not None and known == state.completed
+        if not (want.algorithm == "sha256" and recorded_ok):
+            self._cas._count(finishes_reread=1)
+            algorithms = ("sha256",) if want.algorithm == "sha256" else ("sha256", want.algorithm)
+            check = Hasher(algorithms)
+            stream = store.stream(data_key, verify=False)
+            async with stream:
+                async for chunk in stream:
+                    await check.update(chunk)
+            actual = check.digest(want.algorithm)
+            if actual != want:
+                raise self._mismatch(sid, want, actual)
+            recorded_ok = check.digest("sha256") == state.completed
+        if recorded_ok:
+            written = await self._cas._promote(data_key, want, state.size)
+        else:
+            written = await self._rewrite(data_key, want, state.size)
+        descriptor = self._cas._stored(want, state.size, ctype, written=written)
+        await self._remove(state)
+        return descriptor
+
+    async def _assembled(self, data_key: str, size: int) -> ObjectInfo | None:
+        try:
+            info = await self._store.head(data_key)
+        except NotFoundError:
+            return None
+        return info if info.size == size else None
+
+    async def _rewrite(self, data_key: str, want: Digest, size: int) -> bool:
+        """Write the blob anew from the assembled content (whose recorded sha256 is unknown)."""
+        if await self._cas._usable(want, size):
+            return False
+        stream = self._store.stream(data_key, verify=False)
+        try:
+            async with stream:
+                await self._store.put(self._cas.blob_key(want), stream, mode="create")
+        except AlreadyExistsError:
+            return False
+        return True
+
+    async def _remove(self, state: _State) -> None:
+        """Drop a finished session: the state first (the session is gone), then the rest."""
+        with anyio.CancelScope(shield=True):
+            self._hashers.pop(state.id, None)
+            await self._store.delete(self._state_key(state.id))
+            await self._delete_folder(state.id)
+
+    async def _discard(self, state: _State) -> None:
+        """Drop an unfinished session: its multipart upload and objects, the state last."""
+        self._hashers.pop(state.id, None)
+        if state.upload_id is not None and state.completed is None:
+            with contextlib.suppress(StoreError):
+                await self._store.abort_upload(self._data_key(state.id), state.upload_id)
+        await self._delete_folder(state.id)
+        await self._store.delete(self._state_key(state.id))
+
+    async def _delete_folder(self, sid: str) -> None:
+        state_key = self._state_key(sid)
+        keys = [
+            entry.key
+            async for entry in self._store.list(self._folder(sid))
+            if isinstance(entry, ObjectInfo) and entry.key != state_key
+        ]
+        await self._delete_quietly(keys)
+
+    async def abort(self, session_id: str, scope: str | None) -> None:
+        sid = _check_id(session_id)
+        _check_scope(scope)
+        found = await self._read(sid)
+        if found is not None and found[0].scope != scope:
+            raise UploadNotFoundError(
+                f"upload session {sid} does not exist in scope {scope!r}", key=sid
+            )
+        with anyio.CancelScope(shield=True):
+            if found is not None:
+                await self._discard(found[0])
+            else:
+                self._hashers.pop(sid, None)
+                await self._delete_folder(sid)
+
+    async def purge(self, older_than: float) -> int:
+        if (
+            not isinstance(older_than, (int, float))
+            or isinstance(older_than, bool)
+            or older_than < 0
+        ):
+            raise InvalidArgumentError(
+                f"older_than must be a number of seconds >= 0, not {older_than!r}",
+                key="older_than",
+            )
+        now = time.time()
+        cutoff = now - older_than
+        removed = 0
+        prefix = self._cas.prefix
+        folders = [
+            entry.prefix
+            async for entry in self._store.list(f"{prefix}uploads/", delimiter="/")
+            if isinstance(entry, CommonPrefix)
+        ]
+        for folder in folders:
+            sid = folder[len(prefix) + len("uploads/") : -1]
+            if not _ID.fullmatch(sid):
+                continue
+            try:
+                found = await self._read(sid)
+            except IntegrityError:
+                found = None
+            if found is not None:
+                state = found[0]
+                leased = state.lease is not None and state.lease.expires > now
+                if state.updated < cutoff and not leased:
+                    await self._discard(state)
+                    removed += 1
+                continue
+            entries = [e async for e in self._store.list(folder) if isinstance(e, ObjectInfo)]
+            if entries and all(_older(e, cutoff) for e in entries):
+                await self._delete_quietly([e.key for e in entries])
+                removed += 1
+        async for entry in self._store.list(f"{prefix}staging/"):
+            if isinstance(entry, ObjectInfo) and _older(entry, cutoff):
+                await self._store.delete(entry.key)
+                removed += 1
+        return removed
+
+
+def _older(info: ObjectInfo, cutoff: float) -> bool:
+    return info.last_modified is not None and info.last_modified.timestamp() < cutoff

@@ -1,0 +1,655 @@
+"""ContentStore: blobs stored by digest over any Store, verified on every read."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from .._errors import (
+    AlreadyExistsError,
+    DigestMismatchError,
+    InvalidArgumentError,
+    InvalidDigestError,
+    NotFoundError,
+    PreconditionFailedError,
+)
+from .._store import Store
+from .._stream._files import AtomicFile
+from .._stream._source import PartReader, open_source
+from .._types import ObjectInfo
+from . import _artifacts, _sessions, _tree
+from ._digest import ALGORITHMS, Digest, Hasher, hash_bytes
+from ._layout import blob_key, check_prefix, digest_from_key
+from ._read import BlobStream
+from ._types import (
+    DEFAULT_MEDIA_TYPE,
+    ArtifactRecord,
+    ContentStoreStatistics,
+    Descriptor,
+    TreeSyncResult,
+    UploadStatus,
+    check_media_type,
+)
+
+__all__ = ["ContentStore"]
+
+#: Blobs at least this large are looked up (HEAD) before being sent, so an
+#: existing blob costs one small request instead of an upload.
+HEAD_THRESHOLD = 256 * 1024
+
+
+def _as_view(data: object) -> memoryview | None:
+    if isinstance(data, str):
+        return None
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+def _set_mtime(path: str, mtime_ns: int) -> None:
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+class ContentStore:
+    """Content-addressed blobs over any `Store`: the key of a blob is its digest.
+
+    Blobs live at ``<prefix>blobs/<algorithm>/<hex[:2]>/<hex>``. A put
+    computes the digest while the bytes stream (one pass, through the core)
+    and skips the write when the blob is already there; every read checks the
+    bytes against the digest. Resumable upload sessions (the OCI chunked-push
+    model), artifacts (a data blob and a manifest blob committed as one pair)
+    and directory-tree sync are built on the same blobs. The guide
+    "Content-addressed storage" describes the layout and the commit orders.
+
+        async with Store(MemoryBackend()) as store:
+            cas = ContentStore(store)
+            desc = await cas.put(b"hello")
+            assert await cas.get(desc.digest) == b"hello"
+
+    Args:
+        store: Where the blobs go (any backend).
+        prefix: A key prefix for everything this layer writes: ``""`` or ending with ``/``.
+        inline_limit: Sources up to this size (and every in-memory buffer) are
+            hashed first and written straight to their blob key; larger
+            streamed sources go through a staging key (default: the store's
+            ``chunk_size``).
+        session_lease: Seconds an append or finish holds an upload session
+            before another caller may take it over (the holder renews it after
+            every part).
+        max_concurrency: Files transferred at once by `upload_tree` and `download_tree`.
+
+    Raises:
+        InvalidKeyError: the prefix is not acceptable.
+        InvalidArgumentError: a bad option.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        prefix: str = "",
+        *,
+        inline_limit: int | None = None,
+        session_lease: float = 60.0,
+        max_concurrency: int = 8,
+    ) -> None:
+        if not isinstance(store, Store):
+            raise InvalidArgumentError(
+                f"store must be an asyncstore Store, not {type(store).__name__}", key="store"
+            )
+        self.store = store
+        self.prefix = check_prefix(prefix)
+        if inline_limit is None:
+            inline_limit = store.chunk_size
+        for name, value in (("inline_limit", inline_limit), ("max_concurrency", max_concurrency)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidArgumentError(
+                    f"{name} must be an integer >= 1, not {value!r}", key=name
+                )
+        if (
+            not isinstance(session_lease, (int, float))
+            or isinstance(session_lease, bool)
+            or not session_lease > 0
+        ):
+            raise InvalidArgumentError(
+                f"session_lease must be a number of seconds > 0, not {session_lease!r}",
+                key="session_lease",
+            )
+        self.inline_limit = inline_limit
+        self.max_concurrency = max_concurrency
+        self._stats: dict[str, int] = dict.fromkeys(ContentStoreStatistics._fields, 0)
+        self._sessions = _sessions.Sessions(self, float(session_lease))
+
+    def __repr__(self) -> str:
+        return f"<ContentStore prefix={self.prefix!r} over {self.store!r}>"
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def statistics(self) -> ContentStoreStatistics:
+        """Counters since this ContentStore was created (writes, dedupe skips, reads, ...)."""
+        return ContentStoreStatistics(**self._stats)
+
+    def _count(self, **deltas: int) -> None:
+        for name, delta in deltas.items():
+            self._stats[name] += delta
+
+    def blob_key(self, digest: Digest | str) -> str:
+        """The store key of the blob with ``digest``.
+
+        Raises:
+            InvalidDigestError: ``digest`` is malformed or of an unsupported algorithm.
+        """
+        return blob_key(self.prefix, Digest(digest))
+
+    # -- writing ------------------------------------------------------------------------------
+
+    async def put(
+        self,
+        data: object,
+        *,
+        expected: Digest | str | None = None,
+        media_type: str | None = None,
+        algorithm: str | None = None,
+    ) -> Descriptor:
+        """Store a blob from any source of bytes and return its descriptor.
+
+        The digest is computed while the bytes stream. A buffer (``bytes``,
+        ``bytearray``, ``memoryview``, ...) or a source of at most
+        ``inline_limit`` bytes is hashed first and written straight to its
+        blob key with a create-if-absent write; a larger source (a path, a
+        file, an iterable) is streamed to a staging key, which the store's
+        put hashes on the way, and then copied to its blob key. Either way,
+        when the blob already exists nothing is written (for large blobs a
+        HEAD is made first, so not even the bytes are sent), and a stored blob
+        whose recorded size or sha256 contradicts its name is replaced.
+
+        Args:
+            data: bytes or any buffer; a path (``pathlib.Path``, ``anyio.Path``);
+                a binary file object (sync or async ``read``); or a sync or async
+                iterable of bytes, as for `Store.put`.
+            expected: The digest the bytes must have. On a mismatch nothing is
+                stored at the blob key. When the blob is already stored, the
+                source is still read and hashed (so that a wrong claim is caught)
+                but not uploaded.
+            media_type: Recorded as the blob's content type when it is written.
+            algorithm: ``"sha256"`` (default) or ``"sha512"``; defaults to the
+                algorithm of ``expected``.
+
+        Returns:
+            The blob's digest, size and media type.
+
+        Raises:
+            DigestMismatchError: the bytes do not hash to ``expected``.
+            InvalidDigestError: ``expected`` is malformed or unsupported.
+            InvalidArgumentError: bad data, media type or algorithm.
+        """
+        want = Digest(expected) if expected is not None else None
+        alg = self._algorithm(algorithm, want)
+        ctype = check_media_type(media_type) if media_type is not None else None
+        view = _as_view(data)
+        if view is not None:
+            return await self._put_buffer(view, alg, want, ctype)
+        reader, _ = await open_source(
+            data, lambda size: self.inline_limit, key=f"{self.prefix}blobs/"
+        )
+        try:
+            first = await reader.read_part()
+            second = await reader.read_part() if first is not None else None
+            if second is None:
+                whole = first if first is not None else memoryview(b"")
+                return await self._put_buffer(whole, alg, want, ctype)
+            return await self._put_streamed(reader, [first, second], alg, want, ctype)  # type: ignore[list-item]
+        finally:
+            await reader.aclose()
+
+    @staticmethod
+    def _algorithm(algorithm: str | None, want: Digest | None) -> str:
+        if algorithm is None:
+            return want.algorithm if want is not None else "sha256"
+        if algorithm not in ALGORITHMS:
+            raise InvalidDigestError(
+                f"algorithm {algorithm!r} is not supported (supported: {', '.join(ALGORITHMS)})",
+                key=str(algorithm),
+            )
+        if want is not None and want.algorithm != algorithm:
+            raise InvalidArgumentError(
+                f"algorithm {algorithm!r} differs from that of the expected digest {want}",
+                key=str(want),
+            )
+        return algorithm
+
+    def _mismatch(self, want: Digest, actual: Digest, what: str) -> DigestMismatchError:
+        self._count(digest_mismatches=1)
+        return DigestMismatchError(
+            f"{what} hashes to {actual}, not to the expected {want}; nothing was stored",
+            expected=str(want),
+            actual=str(actual),
+            key=self.blob_key(want),
+        )
+
+    async def _usable(self, digest: Digest, size: int | None) -> bool:
+        """Whether a sound blob is stored under ``digest`` (its size and sha256 agree)."""
+        try:
+            info = await self.store.head(self.blob_key(digest))
+        except NotFoundError:
+            return False
+        if size is not None and info.size != size:
+            return False
+        return not (digest.algorithm == "sha256" and info.sha256 not in (None, digest))
+
+    def _stored(self, digest: Digest, size: int, ctype: str | None, *, written: bool) -> Descriptor:
+        if written:
+            self._count(blobs_written=1, bytes_written=size)
+        else:
+            self._count(blobs_deduplicated=1, bytes_deduplicated=size)
+        return Descriptor(digest, size, ctype or DEFAULT_MEDIA_TYPE)
+
+    async def _put_buffer(
+        self, view: memoryview, alg: str, want: Digest | None, ctype: str | None
+    ) -> Descriptor:
+        actual = await hash_bytes(view, alg)
+        if want is not None and actual != want:
+            raise self._mismatch(want, actual, "the data")
+        return await self._write_known(view, actual, ctype)
+
+    async def _write_known(self, view: memoryview, digest: Digest, ctype: str | None) -> Descriptor:
+        """Write bytes whose digest is known (and checked) to their blob key, once."""
+        key = self.blob_key(digest)
+        size = view.nbytes
+        if size >= HEAD_THRESHOLD and await self._usable(digest, size):
+            return self._stored(digest, size, ctype, written=False)
+        try:
+            await self.store.put(key, view, content_type=ctype, mode="create")
+        except AlreadyExistsError:
+            if await self._usable(digest, size):
+                return self._stored(digest, size, ctype, written=False)
+            await self.store.put(key, view, content_type=ctype)  # repair a corrupt blob
+        return self._stored(digest, size, ctype, written=True)
+
+    async def _put_streamed(
+        self,
+        reader: PartReader,
+        first: list[memoryview],
+        alg: str,
+        want: Digest | None,
+        ctype: str | None,
+    ) -> Descriptor:
+        async def chunks(hasher: Hasher | None) -> AsyncIterator[memoryview]:
+            for head in first:
+                if hasher is not None:
+                    await hasher.update(head)
+                yield head
+            while (part := await reader.read_part()) is not None:
+                if hasher is not None:
+                    await hasher.update(part)
+                yield part
+                reader.release(part)  # the consumer copied it before asking for more
+
+        if want is not None and await self._usable(want, None):
+            # Already stored: hash the source to check the claim, but send nothing.
+            check = Hasher((alg,))
+            async for _ in chunks(check):
+                pass
+            actual = check.digest(alg)
+            if actual != want:
+                raise self._mismatch(want, actual, "the data")
+            return self._stored(want, check.size, ctype, written=False)
+
+        hasher = Hasher((alg,)) if alg != "sha256" else None
+        staging = f"{self.prefix}staging/{uuid.uuid4().hex}"
+        try:
+            result = await self.store.put(staging, chunks(hasher), content_type=ctype)
+            actual = Digest(result.sha256) if hasher is None else hasher.digest(alg)
+            if want is not None and actual != want:
+                raise self._mismatch(want, actual, "the data")
+            written = await self._promote(staging, actual, result.size)
+            return self._stored(actual, result.size, ctype, written=written)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.store.delete(staging)
+
+    async def _promote(self, source_key: str, digest: Digest, size: int) -> bool:
+        """Copy a verified object to the blob key of ``digest`` unless a sound blob is there.
+
+        The caller vouches that the object at ``source_key`` hashes to ``digest``.
+        Two writers promoting the same digest at once may both copy (the same
+        bytes): `Store.copy` has no create-if-absent mode.
+
+        Returns:
+            True if the bytes were copied, False if the blob was already stored.
+        """
+        if await self._usable(digest, size):
+            return False
+        await self.store.copy(source_key, self.blob_key(digest))
+        return True
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def stream(self, digest: Digest | str) -> BlobStream:
+        """Stream a blob's bytes, verified against its digest after the last chunk.
+
+        See `BlobStream`. Errors (`NotFoundError`, `DigestMismatchError`) are
+        raised from the iteration or from entering ``async with``.
+
+        Raises:
+            InvalidDigestError: ``digest`` is malformed (raised at once).
+        """
+        return BlobStream(self, Digest(digest))
+
+    async def get(self, digest: Digest | str) -> bytes:
+        """Read a whole blob into memory, verified: no bytes are returned unless they match.
+
+        Raises:
+            InvalidDigestError: ``digest`` is malformed or unsupported.
+            NotFoundError: no blob has this digest.
+            DigestMismatchError: the stored bytes do not hash to ``digest``.
+        """
+        return await self._get(Digest(digest))
+
+    async def _get(self, digest: Digest, before: Any = None) -> bytes:
+        for attempt in (1, 2):
+            try:
+                pieces: list[bytes] = []
+                async with BlobStream(self, digest, before=before) as body:
+                    async for chunk in body:
+                        pieces.append(chunk)
+            except PreconditionFailedError:
+                # The blob was rewritten during the read. Its bytes are the same by
+                # construction (or verification catches it), so reading again is safe.
+                if attempt == 2:
+                    raise
+                continue
+            if len(pieces) == 1:
+                return pieces[0]
+            return await anyio.to_thread.run_sync(b"".join, pieces)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def fetch_to_file(self, digest: Digest | str, path: str | os.PathLike[str]) -> Descriptor:
+        """Download a blob to ``path``, atomically and verified.
+
+        The bytes go to a temp file beside ``path`` while they are hashed; the
+        temp file is renamed into place only if they match ``digest``. On any
+        failure (a mismatch included) the temp file is removed and nothing is
+        left at ``path`` (a file already there is kept as it was).
+
+        Returns:
+            The blob's descriptor.
+
+        Raises:
+            InvalidDigestError: ``digest`` is malformed or unsupported.
+            NotFoundError: no blob has this digest.
+            DigestMismatchError: the stored bytes do not hash to ``digest``.
+        """
+        return await self._fetch(Digest(digest), path)
+
+    async def _fetch(
+        self,
+        digest: Digest,
+        path: str | os.PathLike[str],
+        *,
+        mtime_ns: int | None = None,
+        mode: int | None = None,
+        before: Any = None,
+    ) -> Descriptor:
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidArgumentError(
+                f"path for blob {digest} must be a str or os.PathLike, not {type(path).__name__}",
+                key=str(digest),
+            )
+        for attempt in (1, 2):
+            target = AtomicFile(path, key=self.blob_key(digest))
+            try:
+                await target.open()
+                size = 0
+                async with BlobStream(self, digest, before=before) as body:
+                    async for chunk in body:
+                        await target.write_at(size, memoryview(chunk))
+                        size += len(chunk)
+                    descriptor = body.descriptor
+                await target.commit(size, mode=mode)
+            except BaseException as exc:
+                await target.discard()
+                if isinstance(exc, PreconditionFailedError) and attempt == 1:
+                    continue
+                raise
+            if mtime_ns is not None:
+                await anyio.to_thread.run_sync(_set_mtime, target.path, mtime_ns)
+            assert descriptor is not None
+            return descriptor
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def stat(self, digest: Digest | str) -> Descriptor:
+        """The descriptor of a stored blob (one HEAD; the bytes are not read).
+
+        Raises:
+            InvalidDigestError: ``digest`` is malformed or unsupported.
+            NotFoundError: no blob has this digest.
+        """
+        d = Digest(digest)
+        key = self.blob_key(d)
+        try:
+            info = await self.store.head(key)
+        except NotFoundError as exc:
+            raise NotFoundError(f"blob {d} not found", key=key) from exc
+        return Descriptor(d, info.size, info.content_type or DEFAULT_MEDIA_TYPE)
+
+    async def exists(self, digest: Digest | str) -> bool:
+        """Whether a blob with this digest is stored.
+
+        Raises:
+            InvalidDigestError: ``digest`` is malformed or unsupported.
+        """
+        return await self.store.exists(self.blob_key(digest))
+
+    async def delete(self, digest: Digest | str) -> None:
+        """Delete a blob. Deleting a blob that is not stored is not an error.
+
+        Nothing tracks which artifacts, trees or repositories use a blob:
+        delete only blobs you know to be unreferenced.
+
+        Raises:
+            InvalidDigestError: ``digest`` is malformed or unsupported.
+        """
+        await self.store.delete(self.blob_key(digest))
+
+    async def list_digests(self) -> AsyncIterator[Digest]:
+        """Yield the digest of every stored blob, in key order (by algorithm, then hex)."""
+        async for entry in self.store.list(f"{self.prefix}blobs/"):
+            if isinstance(entry, ObjectInfo):
+                digest = digest_from_key(self.prefix, entry.key)
+                if digest is not None:
+                    yield digest
+
+    # -- resumable upload sessions -------------------------------------------------------------
+
+    async def start(self, *, scope: str | None = None) -> str:
+        """Start a resumable upload session and return its id.
+
+        The session's state lives in the store (``<prefix>uploads/<id>/``), so
+        any process with the same store and prefix can resume it.
+
+        Args:
+            scope: A namespace for the session (the OCI driver passes the
+                repository): every later call must give the same scope, or the
+                session is reported as not found.
+        """
+        return await self._sessions.start(scope)
+
+    async def append(
+        self, session_id: str, offset: int, chunk: object, *, scope: str | None = None
+    ) -> int:
+        """Append ``chunk`` at ``offset``, which must be the session's current size.
+
+        The bytes go into the backend's multipart mechanism (an S3 upload id
+        and parts, a local temp file, ...) without re-reading earlier chunks;
+        on backends with a minimum part size, a remainder smaller than it is
+        kept as a small object in the session until more bytes arrive.
+
+        Args:
+            session_id: The id `start` returned.
+            offset: Where the chunk goes: the session's current size.
+            chunk: bytes or any source `put` accepts.
+            scope: The scope given to `start`.
+
+        Returns:
+            The session's new size.
+
+        Raises:
+            InvalidOffsetError: ``offset`` is not the current size (the session is
+                unchanged), or another append or finish holds the session.
+            UploadNotFoundError: no such session (in this scope).
+        """
+        return await self._sessions.append(session_id, offset, chunk, scope)
+
+    async def progress(self, session_id: str, *, scope: str | None = None) -> int:
+        """The number of bytes appended so far: the offset of the next append.
+
+        Raises:
+            UploadNotFoundError: no such session (in this scope).
+        """
+        return (await self._sessions.status(session_id, scope)).size
+
+    async def status(self, session_id: str, *, scope: str | None = None) -> UploadStatus:
+        """The session's size, scope and timestamps.
+
+        Raises:
+            UploadNotFoundError: no such session (in this scope).
+        """
+        return await self._sessions.status(session_id, scope)
+
+    async def abort(self, session_id: str, *, scope: str | None = None) -> None:
+        """Discard a session and everything it holds. Aborting twice is not an error.
+
+        Raises:
+            UploadNotFoundError: the session exists but in another scope.
+        """
+        await self._sessions.abort(session_id, scope)
+
+    async def finish(
+        self,
+        session_id: str,
+        digest: Digest | str,
+        *,
+        scope: str | None = None,
+        media_type: str | None = None,
+    ) -> Descriptor:
+        """Verify the session's content against ``digest`` and store it as that blob.
+
+        When this ContentStore made the session's appends, the running hash is
+        still in memory and the content is not read again; otherwise (a session
+        resumed from another process, or a digest other than sha256) it is
+        re-read once from the store to compute the digest.
+
+        Returns:
+            The blob's descriptor. The session is gone.
+
+        Raises:
+            InvalidDigestError: ``digest`` is malformed (the session is kept).
+            DigestMismatchError: the content does not hash to ``digest``; the
+                session is discarded and nothing is stored.
+            InvalidOffsetError: an append holds the session.
+            UploadNotFoundError: no such session (in this scope).
+        """
+        want = Digest(digest)
+        ctype = check_media_type(media_type) if media_type is not None else None
+        return await self._sessions.finish(session_id, want, scope, ctype)
+
+    async def purge(self, older_than: float) -> int:
+        """Remove sessions and staging objects untouched for ``older_than`` seconds.
+
+        For crashed writers: a put killed mid-stream leaves a staging object,
+        an abandoned session its state and parts.
+
+        Returns:
+            How many sessions and staging objects were removed.
+        """
+        return await self._sessions.purge(older_than)
+
+    # -- artifacts ----------------------------------------------------------------------------
+
+    async def put_artifact(self, ref: str, data: object, manifest: object) -> ArtifactRecord:
+        """Store ``data`` and ``manifest`` as one artifact at ``ref``.
+
+        Commit order: the data blob, then the manifest blob, then the commit
+        record at ``<prefix>artifacts/<ref>/@artifact.json`` naming both
+        digests (a single small write: the commit point). A reader therefore
+        sees the previous pair or the new one, never data without its
+        manifest. Putting identical content again is an idempotent overwrite.
+
+        Args:
+            ref: A ``/``-separated reference such as ``stacks/t_123/web/42``.
+            data: Any source `put` accepts.
+            manifest: Any source `put` accepts (usually bytes).
+
+        Raises:
+            InvalidArgumentError: a malformed ref.
+        """
+        return await _artifacts.put_artifact(self, ref, data, manifest)
+
+    async def get_artifact(self, ref: str) -> tuple[bytes, bytes]:
+        """Return ``(data, manifest)`` of the artifact at ``ref``, both verified.
+
+        Raises:
+            NotFoundError: no artifact at ``ref``.
+            DigestMismatchError: a blob is corrupt.
+        """
+        return await _artifacts.get_artifact(self, ref)
+
+    async def stat_artifact(self, ref: str) -> ArtifactRecord:
+        """The descriptors of the artifact at ``ref`` (without reading its blobs).
+
+        Raises:
+            NotFoundError: no artifact at ``ref``.
+        """
+        return await _artifacts.read_record(self, ref)
+
+    async def artifact_exists(self, ref: str) -> bool:
+        """Whether an artifact is committed at ``ref``."""
+        return await _artifacts.artifact_exists(self, ref)
+
+    async def delete_artifact(self, ref: str) -> None:
+        """Remove the artifact at ``ref`` (its commit record; the blobs stay).
+
+        Raises:
+            NotFoundError: no artifact at ``ref``.
+        """
+        await _artifacts.delete_artifact(self, ref)
+
+    # -- directory trees ----------------------------------------------------------------------
+
+    async def upload_tree(self, local_dir: str | os.PathLike[str], ref: str) -> TreeSyncResult:
+        """Upload every regular file under ``local_dir`` as the tree ``ref``.
+
+        Each file is hashed locally; files whose blob is already stored are
+        not sent. The tree's index (path, sha256, size, mtime and mode of
+        every file: the sidecar metadata) is written last, as the commit
+        point. Symbolic links and special files are skipped.
+
+        Raises:
+            InvalidArgumentError: ``local_dir`` is not a directory, or a bad ref.
+            DigestMismatchError: a file changed while it was being uploaded.
+        """
+        return await _tree.upload_tree(self, local_dir, ref)
+
+    async def download_tree(self, ref: str, local_dir: str | os.PathLike[str]) -> TreeSyncResult:
+        """Make ``local_dir`` hold the files of the tree ``ref``.
+
+        A local file whose sha256 already matches is not downloaded (only its
+        mtime and mode are restored); every other file is fetched atomically
+        and verified, then given its recorded mtime and mode. Local files the
+        tree does not list are left alone. A file whose download fails
+        verification is not left in place, and neither is a stale local file
+        at its path: after an error every listed path holds its recorded
+        content or nothing.
+
+        Raises:
+            NotFoundError: no tree at ``ref``.
+            DigestMismatchError: a blob is corrupt.
+        """
+        return await _tree.download_tree(self, ref, local_dir)

@@ -1,0 +1,687 @@
+"""RegistryStorage: the storage side of an OCI registry, over a ContentStore."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import anyio
+
+from .._errors import (
+    DigestMismatchError,
+    IntegrityError,
+    InvalidArgumentError,
+    NotFoundError,
+    TagNotFoundError,
+)
+from .._store import Store
+from .._stream._tasks import task_group
+from .._types import CommonPrefix, ObjectInfo
+from ..cas import BlobStream, ContentStore, Descriptor, Digest, UploadStatus
+from ..cas._digest import hash_bytes
+from ..cas._types import check_media_type
+from ._manifest import inspect_manifest
+from ._names import check_repository, check_tag
+
+__all__ = ["RegistryStorage", "TagList"]
+
+_LOOKUP_CONCURRENCY = 16
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TagList:
+    """One page of a repository's tags.
+
+    Attributes:
+        tags: Tags in lexical order.
+        next: When more tags remain, the value to pass as ``last`` for the next
+            page (the last tag of this one); None on the last page.
+    """
+
+    tags: tuple[str, ...]
+    next: str | None = None
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+
+
+class RegistryStorage:
+    """A registry storage driver: the OCI distribution spec's blobs, uploads, manifests and tags.
+
+    Blobs and manifest bodies live once in the content-addressed store
+    (``<prefix>blobs/...``); each repository holds small link objects under
+    ``<prefix>repositories/<name>/``:
+
+        _layers/<alg>/<hex>                        the repository has this blob
+        _manifests/revisions/<alg>/<hex>           it has this manifest (media type, subject)
+        _manifests/tags/<tag>                      tag -> manifest (one object per tag)
+        _referrers/<alg>/<hex>/<alg>/<hex>         subject -> a manifest referring to it
+
+    Repository path components never start with ``_``, so these folders can
+    never collide with a nested repository. One object per tag makes
+    concurrent tagging race-free. The guide "OCI registry storage" has worked examples.
+
+    Args:
+        store: Where everything goes (any backend).
+        prefix: A key prefix: ``""`` or ending with ``/``.
+        check_references: Refuse a manifest that references blobs (config,
+            layers) or manifests (index entries) the repository does not hold.
+        content: Use this ContentStore (sharing its blobs and statistics)
+            instead of creating one over ``store`` and ``prefix``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        prefix: str = "",
+        *,
+        check_references: bool = True,
+        content: ContentStore | None = None,
+    ) -> None:
+        self.cas = content if content is not None else ContentStore(store, prefix)
+        self.store = self.cas.store
+        self.prefix = self.cas.prefix
+        self.check_references = bool(check_references)
+
+    def __repr__(self) -> str:
+        return f"<RegistryStorage prefix={self.prefix!r} over {self.store!r}>"
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def _repo(self, repo: str) -> str:
+        return f"{self.prefix}repositories/{check_repository(repo)}/"
+
+    def _layer_key(self, repo: str, digest: Digest) -> str:
+        return f"{self._repo(repo)}_layers/{digest.algorithm}/{digest.encoded}"
+
+    def _revision_key(self, repo: str, digest: Digest) -> str:
+        return f"{self._repo(repo)}_manifests/revisions/{digest.algorithm}/{digest.encoded}"
+
+    def _tags_prefix(self, repo: str) -> str:
+        return f"{self._repo(repo)}_manifests/tags/"
+
+    def _tag_key(self, repo: str, tag: str) -> str:
+        return f"{self._tags_prefix(repo)}{check_tag(tag)}"
+
+    def _referrers_prefix(self, repo: str, subject: Digest) -> str:
+        return f"{self._repo(repo)}_referrers/{subject.algorithm}/{subject.encoded}/"
+
+    def _referrer_key(self, repo: str, subject: Digest, digest: Digest) -> str:
+        return f"{self._referrers_prefix(repo, subject)}{digest.algorithm}/{digest.encoded}"
+
+    # -- blobs --------------------------------------------------------------------------------
+
+    async def _link(self, repo: str, digest: Digest) -> None:
+        await self.store.put(self._layer_key(repo, digest), str(digest).encode())
+
+    async def _require_blob(self, repo: str, digest: Digest) -> None:
+        if not await self.store.exists(self._layer_key(repo, digest)):
+            raise NotFoundError(
+                f"blob {digest} is not in repository {repo!r}", key=self._layer_key(repo, digest)
+            )
+
+    async def put_blob(
+        self, repo: str, data: object, *, expected: Digest | str | None = None
+    ) -> Descriptor:
+        """Push a blob in one go (the monolithic upload) and link it into ``repo``.
+
+        Args:
+            repo: The repository.
+            data: Any source `ContentStore.put` accepts.
+            expected: The digest the client declared; a mismatch stores and links nothing.
+
+        Raises:
+            InvalidArgumentError: a malformed repository name.
+            InvalidDigestError: ``expected`` is malformed.
+            DigestMismatchError: the bytes do not hash to ``expected``.
+        """
+        self._repo(repo)
+        descriptor = await self.cas.put(data, expected=expected)
+        await self._link(repo, descriptor.digest)
+        return descriptor
+
+    async def get_blob(self, repo: str, digest: Digest | str) -> bytes:
+        """Read a blob of ``repo``, verified against its digest.
+
+        Raises:
+            NotFoundError: the repository does not hold the blob.
+            DigestMismatchError: the stored bytes are corrupt.
+        """
+        d = Digest(digest)
+        self._repo(repo)
+        return await self.cas._get(d, before=lambda: self._require_blob(repo, d))
+
+    def stream_blob(self, repo: str, digest: Digest | str) -> BlobStream:
+        """Stream a blob of ``repo``, verified after the last chunk (see `BlobStream`).
+
+        Raises:
+            InvalidDigestError: ``digest`` is malformed (at once).
+            NotFoundError: the repository does not hold the blob (on iteration).
+        """
+        d = Digest(digest)
+        self._repo(repo)
+        return BlobStream(self.cas, d, before=lambda: self._require_blob(repo, d))
+
+    async def fetch_blob(
+        self, repo: str, digest: Digest | str, path: str | os.PathLike[str]
+    ) -> Descriptor:
+        """Download a blob of ``repo`` to a file, atomically and verified.
+
+        Raises:
+            NotFoundError: the repository does not hold the blob.
+            DigestMismatchError: the stored bytes are corrupt; nothing is left at ``path``.
+        """
+        d = Digest(digest)
+        self._repo(repo)
+        return await self.cas._fetch(d, path, before=lambda: self._require_blob(repo, d))
+
+    async def stat_blob(self, repo: str, digest: Digest | str) -> Descriptor:
+        """The descriptor of a blob of ``repo`` (no bytes are read).
+
+        Raises:
+            NotFoundError: the repository does not hold the blob.
+        """
+        d = Digest(digest)
+        await self._require_blob(repo, d)
+        return await self.cas.stat(d)
+
+    async def blob_exists(self, repo: str, digest: Digest | str) -> bool:
+        """Whether ``repo`` holds the blob (and its bytes are stored)."""
+        d = Digest(digest)
+        return await self.store.exists(self._layer_key(repo, d)) and await self.cas.exists(d)
+
+    async def delete_blob(self, repo: str, digest: Digest | str) -> None:
+        """Remove a blob from ``repo`` (its link; the bytes stay for other repositories).
+
+        Raises:
+            NotFoundError: the repository does not hold the blob.
+        """
+        d = Digest(digest)
+        await self._require_blob(repo, d)
+        await self.store.delete(self._layer_key(repo, d))
+
+    async def mount_blob(self, repo: str, digest: Digest | str, from_repo: str) -> Descriptor:
+        """Make a blob of ``from_repo`` part of ``repo`` without copying any bytes.
+
+        Raises:
+            NotFoundError: ``from_repo`` does not hold the blob (start an upload instead).
+        """
+        d = Digest(digest)
+        self._repo(repo)
+        await self._require_blob(from_repo, d)
+        descriptor = await self.cas.stat(d)
+        await self._link(repo, d)
+        return descriptor
+
+    # -- upload sessions ----------------------------------------------------------------------
+
+    async def start_upload(self, repo: str) -> str:
+        """Start a chunked upload into ``repo``; return its session id.
+
+        Raises:
+            InvalidArgumentError: a malformed repository name.
+        """
+        self._repo(repo)
+        return await self.cas.start(scope=repo)
+
+    async def append_upload(self, repo: str, session_id: str, offset: int, chunk: object) -> int:
+        """Append a chunk at ``offset`` (the current size); return the new size.
+
+        Raises:
+            InvalidOffsetError: out-of-order or stale chunk (the session is unchanged).
+            UploadNotFoundError: no such session in ``repo``.
+        """
+        self._repo(repo)
+        return await self.cas.append(session_id, offset, chunk, scope=repo)
+
+    async def upload_progress(self, repo: str, session_id: str) -> int:
+        """Bytes received so far: the offset of the next chunk.
+
+        Raises:
+            UploadNotFoundError: no such session in ``repo``.
+        """
+        self._repo(repo)
+        return await self.cas.progress(session_id, scope=repo)
+
+    async def upload_status(self, repo: str, session_id: str) -> UploadStatus:
+        """The session's size and timestamps.
+
+        Raises:
+            UploadNotFoundError: no such session in ``repo``.
+        """
+        self._repo(repo)
+        return await self.cas.status(session_id, scope=repo)
+
+    async def abort_upload(self, repo: str, session_id: str) -> None:
+        """Cancel an upload; cancelling twice is not an error.
+
+        Raises:
+            UploadNotFoundError: the session belongs to another repository.
+        """
+        self._repo(repo)
+        await self.cas.abort(session_id, scope=repo)
+
+    async def finish_upload(
+        self,
+        repo: str,
+        session_id: str,
+        digest: Digest | str,
+        *,
+        chunk: object = None,
+        offset: int | None = None,
+    ) -> Descriptor:
+        """Close an upload: append the optional last chunk, verify, store and link the blob.
+
+        Args:
+            repo: The repository.
+            session_id: The id `start_upload` returned.
+            digest: The digest the client declared for the whole blob.
+            chunk: A last chunk to append first (the body of the closing PUT).
+            offset: Where ``chunk`` goes (default: the session's current size).
+
+        Raises:
+            InvalidDigestError: ``digest`` is malformed (the session is kept).
+            DigestMismatchError: the content does not hash to ``digest``; the
+                session is discarded and nothing is stored or linked.
+            InvalidOffsetError: ``offset`` is not the current size.
+            UploadNotFoundError: no such session in ``repo``.
+        """
+        d = Digest(digest)
+        self._repo(repo)
+        if chunk is not None:
+            if offset is None:
+                offset = await self.cas.progress(session_id, scope=repo)
+            await self.cas.append(session_id, offset, chunk, scope=repo)
+        descriptor = await self.cas.finish(session_id, d, scope=repo)
+        await self._link(repo, d)
+        return descriptor
+
+    # -- manifests ----------------------------------------------------------------------------
+
+    async def _revision(self, repo: str, digest: Digest) -> Descriptor:
+        key = self._revision_key(repo, digest)
+        try:
+            raw = await self.store.get(key)
+        except NotFoundError as exc:
+            raise NotFoundError(
+                f"manifest {digest} is not in repository {repo!r}", key=key
+            ) from exc
+        try:
+            return Descriptor.from_dict(json.loads(raw))
+        except (ValueError, InvalidArgumentError) as exc:
+            raise IntegrityError(f"revision link {key!r} is not valid ({exc})", key=key) from exc
+
+    async def _reference(self, repo: str, reference: str) -> Descriptor:
+        """A manifest's descriptor from a digest or a tag."""
+        if not isinstance(reference, str):
+            raise InvalidArgumentError(
+                f"a manifest reference must be a digest or a tag str, "
+                f"not {type(reference).__name__}",
+                key="reference",
+            )
+        if ":" in reference:
+            return await self._revision(repo, Digest(reference))
+        tagged = await self.resolve_tag(repo, reference)
+        try:
+            return await self._revision(repo, tagged.digest)
+        except NotFoundError as exc:
+            # A tag that raced the deletion of its manifest: it points nowhere.
+            raise TagNotFoundError(
+                f"tag {reference!r} of repository {repo!r} points at manifest "
+                f"{tagged.digest}, which was deleted",
+                key=self._tag_key(repo, reference),
+            ) from exc
+
+    async def put_manifest(
+        self,
+        repo: str,
+        body: bytes | bytearray | memoryview,
+        media_type: str,
+        *,
+        digest: Digest | str | None = None,
+        tags: Iterable[str] = (),
+    ) -> Descriptor:
+        """Store a manifest byte-exact, by digest, and optionally tag it.
+
+        Commit order: the body as a blob; the revision link (the manifest is
+        now in the repository); the referrer entry under its ``subject``, if
+        it has one; then each tag.
+
+        Args:
+            repo: The repository.
+            body: The manifest bytes, stored exactly as given.
+            media_type: Its media type (must agree with the body's ``mediaType``).
+            digest: The digest the client declared (a PUT by digest); the body
+                must hash to it (with its algorithm).
+            tags: Tags to point at the manifest once it is stored.
+
+        Returns:
+            The manifest's descriptor (with its artifact type and annotations).
+
+        Raises:
+            InvalidArgumentError: bad repository, tag, media type or manifest body.
+            InvalidDigestError: ``digest`` or a digest inside the body is malformed.
+            DigestMismatchError: the body does not hash to ``digest``.
+            NotFoundError: ``check_references`` is on and a referenced blob or
+                manifest is not in the repository.
+        """
+        self._repo(repo)
+        check_media_type(media_type, what=f"media type of a manifest for {repo!r}")
+        tag_list = [tags] if isinstance(tags, str) else list(tags)
+        for tag in tag_list:
+            check_tag(tag)
+        try:
+            view = memoryview(body).cast("B")
+        except TypeError:
+            raise InvalidArgumentError(
+                f"a manifest body for {repo!r} must be bytes, not {type(body).__name__}",
+                key=repo,
+            ) from None
+        declared = Digest(digest) if digest is not None else None
+        actual = await hash_bytes(view, declared.algorithm if declared else "sha256")
+        if declared is not None and actual != declared:
+            self.cas._count(digest_mismatches=1)
+            raise DigestMismatchError(
+                f"manifest for {repo!r} hashes to {actual}, not to the declared {declared}; "
+                "nothing was stored",
+                expected=str(declared),
+                actual=str(actual),
+                key=self._revision_key(repo, declared),
+            )
+        raw = view.tobytes()
+        info = inspect_manifest(raw, media_type, actual)
+        if self.check_references:
+            await self._check_references(repo, actual, info.blobs, info.manifests)
+        await self.cas.put(raw, expected=actual, media_type=media_type)
+        descriptor = Descriptor(
+            actual, len(raw), media_type, info.artifact_type, dict(info.annotations)
+        )
+        record = descriptor.to_dict()
+        if info.subject is not None:
+            record["subject"] = info.subject.to_dict()
+        await self.store.put(
+            self._revision_key(repo, actual), _json(record), content_type="application/json"
+        )
+        if info.subject is not None:
+            await self.store.put(
+                self._referrer_key(repo, info.subject.digest, actual),
+                _json(descriptor.to_dict()),
+                content_type="application/json",
+            )
+        for tag in tag_list:
+            await self._write_tag(repo, tag, descriptor)
+        return descriptor
+
+    async def _check_references(
+        self,
+        repo: str,
+        digest: Digest,
+        blobs: Iterable[Descriptor],
+        manifests: Iterable[Descriptor],
+    ) -> None:
+        for blob in blobs:
+            if not await self.blob_exists(repo, blob.digest):
+                raise NotFoundError(
+                    f"manifest {digest} references blob {blob.digest}, "
+                    f"which is not in repository {repo!r}",
+                    key=self._layer_key(repo, blob.digest),
+                )
+        for manifest in manifests:
+            if not await self.store.exists(self._revision_key(repo, manifest.digest)):
+                raise NotFoundError(
+                    f"manifest {digest} references manifest {manifest.digest}, "
+                    f"which is not in repository {repo!r}",
+                    key=self._revision_key(repo, manifest.digest),
+                )
+
+    async def get_manifest(self, repo: str, reference: str) -> tuple[bytes, Descriptor]:
+        """Return a manifest's exact bytes and its descriptor, by digest or by tag.
+
+        Raises:
+            NotFoundError: no such manifest in ``repo``.
+            TagNotFoundError: ``reference`` is a tag that does not exist.
+            DigestMismatchError: the stored bytes are corrupt.
+        """
+        descriptor = await self._reference(repo, reference)
+        body = await self.cas.get(descriptor.digest)
+        return body, descriptor
+
+    async def stat_manifest(self, repo: str, reference: str) -> Descriptor:
+        """A manifest's descriptor, by digest or by tag, without reading its body.
+
+        Raises:
+            NotFoundError: no such manifest in ``repo``.
+            TagNotFoundError: ``reference`` is a tag that does not exist.
+        """
+        return await self._reference(repo, reference)
+
+    async def manifest_exists(self, repo: str, reference: str) -> bool:
+        """Whether ``repo`` has the manifest (by digest or by tag)."""
+        try:
+            await self._reference(repo, reference)
+        except NotFoundError:
+            return False
+        except TagNotFoundError:
+            return False
+        return True
+
+    async def delete_manifest(self, repo: str, digest: Digest | str) -> None:
+        """Delete a manifest from ``repo``, with every tag pointing at it.
+
+        Order: the tags, then its entry in its subject's referrers, then the
+        revision link. The body stays in the content store (another
+        repository may hold the same manifest).
+
+        Raises:
+            InvalidDigestError: ``digest`` is not a digest (untag a tag instead).
+            NotFoundError: no such manifest in ``repo``.
+        """
+        d = Digest(digest)
+        key = self._revision_key(repo, d)
+        try:
+            raw = await self.store.get(key)
+        except NotFoundError as exc:
+            raise NotFoundError(f"manifest {d} is not in repository {repo!r}", key=key) from exc
+        for tag in await self.lookup_tags(repo, d):
+            await self.store.delete(self._tag_key(repo, tag))
+        try:
+            subject = json.loads(raw).get("subject")
+            subject_digest = Digest(subject["digest"]) if subject else None
+        except (ValueError, TypeError, KeyError, AttributeError, InvalidArgumentError):
+            subject_digest = None
+        if subject_digest is not None:
+            await self.store.delete(self._referrer_key(repo, subject_digest, d))
+        await self.store.delete(key)
+
+    # -- tags ---------------------------------------------------------------------------------
+
+    async def _write_tag(self, repo: str, tag: str, descriptor: Descriptor) -> None:
+        record = {
+            "digest": str(descriptor.digest),
+            "mediaType": descriptor.media_type,
+            "size": descriptor.size,
+        }
+        await self.store.put(
+            self._tag_key(repo, tag), _json(record), content_type="application/json"
+        )
+
+    async def _read_tag(self, repo: str, tag: str) -> Descriptor | None:
+        key = self._tag_key(repo, tag)
+        try:
+            raw = await self.store.get(key)
+        except NotFoundError:
+            return None
+        try:
+            return Descriptor.from_dict(json.loads(raw))
+        except (ValueError, InvalidArgumentError) as exc:
+            raise IntegrityError(f"tag {tag!r} of {repo!r}: {key!r} is not valid", key=key) from exc
+
+    async def resolve_tag(self, repo: str, tag: str) -> Descriptor:
+        """The descriptor of the manifest ``tag`` points at.
+
+        Raises:
+            TagNotFoundError: ``repo`` has no such tag.
+        """
+        descriptor = await self._read_tag(repo, tag)
+        if descriptor is None:
+            raise TagNotFoundError(
+                f"tag {tag!r} does not exist in repository {repo!r}", key=self._tag_key(repo, tag)
+            )
+        return descriptor
+
+    async def tag_manifest(self, repo: str, tag: str, digest: Digest | str) -> Descriptor:
+        """Point ``tag`` at a manifest of ``repo`` (creating or moving the tag).
+
+        Returns:
+            The manifest's descriptor.
+
+        Raises:
+            NotFoundError: ``repo`` has no such manifest.
+        """
+        d = Digest(digest)
+        check_tag(tag)
+        descriptor = await self._revision(repo, d)
+        await self._write_tag(repo, tag, descriptor)
+        if not await self.store.exists(self._revision_key(repo, d)):
+            # The manifest was deleted while we tagged it: do not leave a dangling tag.
+            await self.store.delete(self._tag_key(repo, tag))
+            raise NotFoundError(
+                f"manifest {d} was deleted from repository {repo!r} while being tagged {tag!r}",
+                key=self._revision_key(repo, d),
+            )
+        return descriptor
+
+    async def untag(self, repo: str, tag: str, *, prune: bool = False) -> None:
+        """Remove a tag. The manifest stays, unless ``prune`` and no other tag points at it.
+
+        Args:
+            repo: The repository.
+            tag: The tag to remove.
+            prune: Also delete the manifest (as `delete_manifest` does) when no
+                other tag of ``repo`` points at it. A manifest another tag still
+                uses is never deleted.
+
+        Raises:
+            TagNotFoundError: ``repo`` has no such tag.
+        """
+        descriptor = await self.resolve_tag(repo, tag)
+        await self.store.delete(self._tag_key(repo, tag))
+        if prune and not await self.lookup_tags(repo, descriptor.digest):
+            with contextlib.suppress(NotFoundError):  # already gone
+                await self.delete_manifest(repo, descriptor.digest)
+
+    async def _tag_names(self, repo: str) -> list[str]:
+        prefix = self._tags_prefix(repo)
+        names = [
+            entry.key[len(prefix) :]
+            async for entry in self.store.list(prefix)
+            if isinstance(entry, ObjectInfo)
+        ]
+        return sorted(names)
+
+    async def list_tags(
+        self, repo: str, *, n: int | None = None, last: str | None = None
+    ) -> TagList:
+        """A page of ``repo``'s tags, in lexical order.
+
+        Args:
+            repo: The repository.
+            n: At most this many tags (None: all). ``n=0`` gives an empty page.
+            last: Start after this tag (exclusive); any string works as a cursor.
+
+        Returns:
+            The tags, and ``next`` (the ``last`` of the next page) when more remain.
+
+        Raises:
+            InvalidArgumentError: ``n`` is negative or not an int, or ``last`` is not a str.
+            NotFoundError: the repository holds nothing at all.
+        """
+        self._repo(repo)
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+            raise InvalidArgumentError(
+                f"n for the tags of {repo!r} must be an integer >= 0 or None, not {n!r}", key=repo
+            )
+        if last is not None and not isinstance(last, str):
+            raise InvalidArgumentError(
+                f"last for the tags of {repo!r} must be a str or None, not {last!r}", key=repo
+            )
+        names = await self._tag_names(repo)
+        if not names and not await self.repository_exists(repo):
+            raise NotFoundError(f"repository {repo!r} does not exist", key=self._repo(repo))
+        if last is not None:
+            names = [name for name in names if name > last]
+        if n is None or n >= len(names):
+            return TagList(tuple(names))
+        page = names[:n]
+        return TagList(tuple(page), page[-1] if page else None)
+
+    async def lookup_tags(self, repo: str, digest: Digest | str) -> list[str]:
+        """Every tag of ``repo`` that points at ``digest``, in lexical order."""
+        d = Digest(digest)
+        names = await self._tag_names(repo)
+        matching: set[str] = set()
+        limiter = anyio.CapacityLimiter(_LOOKUP_CONCURRENCY)
+
+        async def check(name: str) -> None:
+            async with limiter:
+                try:
+                    descriptor = await self._read_tag(repo, name)
+                except IntegrityError:
+                    return  # an unreadable tag object points nowhere
+            if descriptor is not None and descriptor.digest == d:
+                matching.add(name)
+
+        async with task_group() as tg:
+            for name in names:
+                tg.start_soon(check, name)
+        return sorted(matching)
+
+    # -- referrers, repositories ----------------------------------------------------------------
+
+    async def list_referrers(
+        self, repo: str, digest: Digest | str, *, artifact_type: str | None = None
+    ) -> list[Descriptor]:
+        """The manifests of ``repo`` whose ``subject`` is ``digest``.
+
+        The subject itself need not exist. Each descriptor carries the
+        referrer's media type, size, artifact type and annotations.
+
+        Args:
+            repo: The repository.
+            digest: The subject's digest.
+            artifact_type: Only referrers of this artifact type.
+        """
+        d = Digest(digest)
+        prefix = self._referrers_prefix(repo, d)
+        out: list[Descriptor] = []
+        async for entry in self.store.list(prefix):
+            if not isinstance(entry, ObjectInfo):
+                continue
+            try:
+                descriptor = Descriptor.from_dict(json.loads(await self.store.get(entry.key)))
+            except NotFoundError:
+                continue  # deleted since the listing
+            except (ValueError, InvalidArgumentError) as exc:
+                raise IntegrityError(
+                    f"referrer entry {entry.key!r} is not valid", key=entry.key
+                ) from exc
+            if artifact_type is None or descriptor.artifact_type == artifact_type:
+                out.append(descriptor)
+        return out
+
+    async def repository_exists(self, repo: str) -> bool:
+        """Whether ``repo`` holds any blob, manifest or tag."""
+        base = self._repo(repo)
+        # One delimited listing of the repository's folder: a handful of entries
+        # (its _layers/, _manifests/ and _referrers/ folders, and nested repositories).
+        folders = {
+            entry.prefix[len(base) :]
+            async for entry in self.store.list(base, delimiter="/")
+            if isinstance(entry, CommonPrefix)
+        }
+        return bool(folders & {"_layers/", "_manifests/"})
