@@ -564,8 +564,16 @@ class Store:
     async def _list(
         self, prefix: str, delimiter: str | None
     ) -> AsyncIterator[ObjectInfo | CommonPrefix]:
-        async for entry in self.backend.list(prefix, delimiter=delimiter):
-            yield public_info(entry) if isinstance(entry, ObjectInfo) else entry
+        entries = self.backend.list(prefix, delimiter=delimiter)
+        try:
+            async for entry in entries:
+                yield public_info(entry) if isinstance(entry, ObjectInfo) else entry
+        finally:
+            # When the caller stops early, close the backend's listing (and any page
+            # request it has open) with this generator, rather than leaving it to GC.
+            aclose = getattr(entries, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def download_file(
         self,

@@ -518,3 +518,41 @@ async def test_object_stream_exposes_the_digest_it_verified() -> None:
         async for _ in parallel:
             pass
     assert parallel.sha256 == result.sha256
+
+
+class ClosingListBackend(MemoryBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    async def list(
+        self, prefix: str = "", *, delimiter: str | None = None
+    ) -> AsyncIterator[asyncstore.ObjectInfo | asyncstore.CommonPrefix]:
+        inner = super().list(prefix, delimiter=delimiter)
+        try:
+            async for entry in inner:
+                yield entry
+        finally:
+            self.closed = True
+            await inner.aclose()  # type: ignore[attr-defined]
+
+
+async def test_stopping_a_listing_early_closes_the_backend_listing() -> None:
+    backend = ClosingListBackend()
+    store = Store(backend)
+    for i in range(5):
+        await store.put(f"k{i}", b"x")
+    listing = store.list()
+    async for _ in listing:
+        break
+    await listing.aclose()  # type: ignore[attr-defined]
+    assert backend.closed
+
+
+async def test_entering_a_stream_of_one_range_starts_no_tasks() -> None:
+    store = Store(MemoryBackend())
+    await store.put("small", b"tiny object")
+    async with store.stream("small") as body:
+        assert body._tg is None
+        assert b"".join([chunk async for chunk in body]) == b"tiny object"
+    assert body.sha256 is not None

@@ -327,6 +327,8 @@ class ObjectStream:
 
     async def __aenter__(self) -> ObjectStream:
         download = await self._open()
+        if len(download.ranges()) <= 1:
+            return self  # one range: nothing to parallelise, iterate it directly
         send, self._inbox = anyio.create_memory_object_stream[Any](0)
         self._tg_cm = task_group()
         self._tg = await self._tg_cm.__aenter__()
