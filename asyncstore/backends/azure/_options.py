@@ -1,0 +1,578 @@
+"""Where an Azure store lives and how it signs in: URLs, options, credentials.
+
+URLs (``az://`` and ``azure://`` are the same; ``abfs://`` is accepted for
+the names other tools use):
+
+    az://container/prefix?account=NAME
+    az://container/prefix                                  (account from the connection string)
+    abfs://container@NAME.dfs.core.windows.net/prefix     (the Blob endpoint of that account)
+
+Options, in the URL query or as keyword arguments: ``account``,
+``account_url``, ``anonymous``, ``transport``, ``concurrency``,
+``part_size_mb``. Secrets are keyword arguments only (``connection_string``,
+``account_key``, ``sas_token``, ``credential``): in a URL they would end up
+in logs and shell histories, so they are rejected there.
+
+How the store signs in, first match wins:
+
+1. ``connection_string=`` (alone);
+2. ``account_key=``, ``sas_token=`` or ``credential=`` (an azure-core credential
+   object), or ``anonymous=True`` (public containers);
+3. the ``AZURE_STORAGE_CONNECTION_STRING`` environment variable, unless an
+   ``account_url`` is given or the URL names another account;
+4. ``DefaultAzureCredential`` from ``azure-identity`` (an optional install).
+
+No secret is ever part of a message, a repr or `describe`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
+
+from azure.core.pipeline.transport import AsyncHttpTransport
+
+from ..._errors import ConfigurationError, InvalidKeyError
+from ..._keys import validate_key
+
+__all__ = [
+    "AZURITE_ACCOUNT",
+    "AZURITE_KEY",
+    "CONNECTION_STRING_ENV",
+    "KEYWORD_ONLY",
+    "OPTION_NAMES",
+    "AzureConfig",
+    "merge",
+    "parse_connection_string",
+    "parse_url",
+    "resolve",
+]
+
+#: The environment variable read for a connection string.
+CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+#: Options that may appear in the URL query or as keyword arguments.
+OPTION_NAMES = ("account", "account_url", "anonymous", "transport", "concurrency", "part_size_mb")
+#: Options that carry secrets: keyword arguments only.
+KEYWORD_ONLY = ("connection_string", "account_key", "sas_token", "credential")
+#: Azurite's well-known development account (public; the same in every install).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+TRANSPORTS = ("auto", "httpx", "aiohttp")
+
+_SCHEMES = ("az", "azure", "abfs")
+_CONTAINER = re.compile(r"\A[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}\Z")
+_SPECIAL_CONTAINERS = ("$root", "$web", "$logs")
+_ACCOUNT = re.compile(r"\A[a-z0-9]{3,24}\Z")
+_ENDPOINT_HOST = re.compile(
+    r"\A(?P<account>[a-z0-9]{3,24})\.(?:dfs|blob)\.(?P<suffix>[a-z0-9.-]+)\Z"
+)
+_CONCURRENCY = (1, 256)
+_PART_SIZE_MB = (1, 4000)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AzureConfig:
+    """A resolved Azure store: where it is and how to sign in (secrets hidden from repr).
+
+    Attributes:
+        container: The container name.
+        prefix: Key prefix under which the store's keys live ("" for the container's root).
+        account: The storage account name, when known.
+        account_url: The Blob service endpoint (``https://NAME.blob.core.windows.net``,
+            or Azurite's ``http://127.0.0.1:10000/devstoreaccount1``); None when a
+            connection string gives it.
+        auth: How requests are signed: ``"connection-string"``, ``"account-key"``,
+            ``"sas"``, ``"credential"``, ``"anonymous"`` or ``"default-credential"``.
+        transport: ``"auto"``, ``"httpx"``, ``"aiohttp"`` (asyncio only), or an
+            azure-core ``AsyncHttpTransport`` object (which the store then owns and closes).
+        concurrency: The store's default parts / ranges in flight, or None.
+        part_size_mb: The store's default part / range size in MiB, or None.
+    """
+
+    container: str
+    prefix: str = ""
+    account: str | None = None
+    account_url: str | None = None
+    auth: str = "default-credential"
+    transport: str | AsyncHttpTransport[Any, Any] = "auto"
+    concurrency: int | None = None
+    part_size_mb: int | None = None
+    connection_string: str | None = dataclasses.field(default=None, repr=False)
+    account_key: str | None = dataclasses.field(default=None, repr=False)
+    sas_token: str | None = dataclasses.field(default=None, repr=False)
+    credential: Any = dataclasses.field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        """The store's ``az://container/prefix`` location (without options)."""
+        base = f"az://{self.container}"
+        return f"{base}/{self.prefix}" if self.prefix else base
+
+    def secrets(self) -> list[str]:
+        """The secret strings of this configuration (to scrub them from messages)."""
+        found: list[str] = []
+        if self.account_key:
+            found.append(self.account_key)
+        if self.sas_token:
+            found.append(self.sas_token)
+        if self.connection_string:
+            fields = parse_connection_string(self.connection_string, strict=False)
+            found.extend(
+                value
+                for name, value in fields.items()
+                if name.lower() in ("accountkey", "sharedaccesssignature") and value
+            )
+        return found
+
+
+def parse_connection_string(text: str, *, strict: bool = True) -> dict[str, str]:
+    """The ``Name=value`` fields of an Azure Storage connection string.
+
+    Raises:
+        ConfigurationError: a field is not ``Name=value`` (its value is never shown).
+    """
+    fields: dict[str, str] = {}
+    for item in text.split(";"):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            if strict:
+                raise ConfigurationError(
+                    "the Azure connection string is malformed: every field must be "
+                    "Name=value, separated by ';'",
+                    key="connection_string",
+                )
+            continue
+        fields[name.strip()] = value.strip()
+    return fields
+
+
+def _connection_account(fields: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The account name and Blob endpoint a connection string names."""
+    lower = {name.lower(): value for name, value in fields.items()}
+    if lower.get("usedevelopmentstorage", "").lower() == "true":
+        return AZURITE_ACCOUNT, f"http://127.0.0.1:10000/{AZURITE_ACCOUNT}"
+    account = lower.get("accountname") or None
+    endpoint = lower.get("blobendpoint") or None
+    if endpoint is None and account is not None:
+        protocol = lower.get("defaultendpointsprotocol", "https")
+        suffix = lower.get("endpointsuffix", "core.windows.net")
+        endpoint = f"{protocol}://{account}.blob.{suffix}"
+    return account, endpoint
+
+
+def _check_connection_string(text: str) -> tuple[str | None, str]:
+    fields = parse_connection_string(text)
+    account, endpoint = _connection_account(fields)
+    if endpoint is None:
+        raise ConfigurationError(
+            "the Azure connection string names no account: it needs AccountName=... "
+            "(or BlobEndpoint=..., or UseDevelopmentStorage=true)",
+            key="connection_string",
+        )
+    return account, _check_account_url(endpoint, "the connection string's BlobEndpoint")
+
+
+def check_container(container: object) -> str:
+    """Return ``container`` if it is a valid container name.
+
+    Raises:
+        ConfigurationError: naming the container and the rule it breaks.
+    """
+    if not isinstance(container, str) or not container:
+        raise ConfigurationError(
+            f"an Azure store needs a container: az://container/prefix, not {container!r}",
+            key="container",
+        )
+    if container not in _SPECIAL_CONTAINERS and not _CONTAINER.match(container):
+        raise ConfigurationError(
+            f"invalid Azure container name {container!r}: 3 to 63 lowercase letters, digits "
+            "and single '-', starting and ending with a letter or digit",
+            key=container,
+        )
+    return container
+
+
+def check_prefix(prefix: object) -> str:
+    """Return ``prefix`` if it is a valid store prefix ("" or a valid key).
+
+    Raises:
+        ConfigurationError: naming the prefix and the rule it breaks.
+    """
+    if not isinstance(prefix, str):
+        raise ConfigurationError(f"Azure store prefix must be a str, not {prefix!r}", key="prefix")
+    if prefix:
+        try:
+            validate_key(prefix)
+        except InvalidKeyError as exc:
+            raise ConfigurationError(f"invalid Azure store prefix: {exc}", key=prefix) from exc
+    return prefix
+
+
+def _check_account(value: object, where: str) -> str:
+    if not isinstance(value, str) or not _ACCOUNT.match(value):
+        raise ConfigurationError(
+            f"option 'account' of {where} must be a storage account name "
+            f"(3 to 24 lowercase letters and digits), not {value!r}",
+            key="account",
+        )
+    return value
+
+
+def _check_account_url(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"option 'account_url' of {where} must be a URL string, not {type(value).__name__}",
+            key="account_url",
+        )
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - parsed only to reject a bad port
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"option 'account_url' of {where} is not a valid URL ({exc})", key="account_url"
+        ) from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            f"option 'account_url' of {where} must be an http:// or https:// URL with a host",
+            key="account_url",
+        )
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        raise ConfigurationError(
+            f"option 'account_url' of {where} must be scheme://host[:port][/account] only: "
+            "no credentials, query string (pass a SAS token as sas_token=) or fragment",
+            key="account_url",
+        )
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def _account_from_url(account_url: str) -> str | None:
+    parts = urlsplit(account_url)
+    match = _ENDPOINT_HOST.match(parts.hostname or "")
+    if match:
+        return match["account"]
+    segment = parts.path.strip("/").split("/")[0]  # Azurite: http://host:port/account
+    return segment if _ACCOUNT.match(segment) else None
+
+
+def _check_bool(name: str, value: object, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigurationError(
+        f"option {name!r} of {where} must be true or false, not {value!r}", key=name
+    )
+
+
+def _check_int(name: str, value: object, where: str, low: int, high: int) -> int:
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value):
+        number = int(value)
+    if number is None or not low <= number <= high:
+        raise ConfigurationError(
+            f"option {name!r} of {where} must be an integer from {low} to {high}, not {value!r}",
+            key=name,
+        )
+    return number
+
+
+def _check_secret(name: str, value: object, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(
+            f"option {name!r} of {where} must be a non-empty str (not shown here)", key=name
+        )
+    return value.strip()
+
+
+def parse_url(url: SplitResult) -> tuple[str, str, dict[str, str]]:
+    """Read an ``az://``, ``azure://`` or ``abfs://`` URL.
+
+    Returns:
+        The container, the prefix, and the options found in the URL (its query,
+        and ``account`` / ``account_url`` from an ``abfs://container@host`` form).
+
+    Raises:
+        ConfigurationError: a bad scheme, container, host, prefix or query string.
+    """
+    scheme = url.scheme.lower()
+    shown = SplitResult(url.scheme, url.netloc.rpartition("@")[2], url.path, "", "").geturl()
+    if scheme not in _SCHEMES:
+        raise ConfigurationError(
+            f"not an Azure URL (az://, azure://, abfs://): {shown!r}", key=shown
+        )
+    if url.fragment:
+        raise ConfigurationError(f"Azure store URL {shown!r} must not have a #fragment", key=shown)
+    found: dict[str, str] = {}
+    container, at, host = url.netloc.rpartition("@")
+    if not at:
+        container, host = host, ""
+    if ":" in container:
+        raise ConfigurationError(
+            f"Azure store URLs must not carry credentials ({scheme}://user:secret@...): "
+            "pass them as keyword arguments (account_key=, sas_token=, connection_string=)",
+            key=f"{scheme}://***@{host}" if host else f"{scheme}://***",
+        )
+    if host:
+        match = _ENDPOINT_HOST.match(host.lower())
+        if not match:
+            raise ConfigurationError(
+                f"Azure store URL {url.scheme}://{container}@{host}/... must name the account "
+                "as NAME.dfs.core.windows.net or NAME.blob.core.windows.net (or another "
+                "cloud's suffix); for an emulator or custom endpoint use account_url=",
+                key=host,
+            )
+        found["account"] = match["account"]
+        if match["suffix"] != "core.windows.net":  # another cloud: its endpoint, not the default
+            found["account_url"] = f"https://{match['account']}.blob.{match['suffix']}"
+    check_container(container)
+    prefix = check_prefix(unquote(url.path).strip("/"))
+    try:
+        query = parse_qsl(url.query, keep_blank_values=True, strict_parsing=bool(url.query))
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"Azure store URL {shown!r} has a malformed query string", key=shown
+        ) from exc
+    for name, value in query:
+        if name in KEYWORD_ONLY:
+            raise ConfigurationError(
+                f"option {name!r} carries a secret and must not be in the store URL {shown!r} "
+                "(URLs end up in logs); pass it as a keyword argument",
+                key=name,
+            )
+        if name not in OPTION_NAMES:
+            raise ConfigurationError(
+                f"unknown option {name!r} in Azure store URL {shown!r}; the options are "
+                f"{', '.join(OPTION_NAMES + KEYWORD_ONLY)}",
+                key=name,
+            )
+        if name in found:
+            raise ConfigurationError(
+                f"option {name!r} is given twice in Azure store URL {shown!r}", key=name
+            )
+        found[name] = value
+    return container, prefix, found
+
+
+def _identity_available() -> bool:
+    return importlib.util.find_spec("azure.identity") is not None
+
+
+def resolve(
+    container: str,
+    prefix: str,
+    options: Mapping[str, object],
+    *,
+    environ: Mapping[str, str] | None = None,
+    where: str | None = None,
+) -> AzureConfig:
+    """Check every option and decide how the store signs in.
+
+    Args:
+        container: The container name.
+        prefix: The key prefix.
+        options: Options from the URL and keyword arguments, merged.
+        environ: The environment to read ``AZURE_STORAGE_CONNECTION_STRING``
+            from (default: ``os.environ``).
+        where: The store, for messages (default: ``az://container/prefix``).
+
+    Raises:
+        ConfigurationError: an unknown option, a bad value, options that
+            contradict each other, no way to find the account, or
+            ``azure-identity`` missing when DefaultAzureCredential is needed.
+    """
+    check_container(container)
+    check_prefix(prefix)
+    where = where or (f"az://{container}/{prefix}" if prefix else f"az://{container}")
+    unknown = sorted(set(options) - set(OPTION_NAMES) - set(KEYWORD_ONLY))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+            f"for Azure store {where!r}; the options are {', '.join(OPTION_NAMES + KEYWORD_ONLY)}",
+            key=unknown[0],
+        )
+    given = {name: value for name, value in options.items() if value is not None}
+    account = _check_account(given["account"], where) if "account" in given else None
+    account_url = (
+        _check_account_url(given["account_url"], where) if "account_url" in given else None
+    )
+    anonymous = _check_bool("anonymous", given.get("anonymous", False), where)
+    transport = given.get("transport", "auto")
+    if not isinstance(transport, AsyncHttpTransport) and transport not in TRANSPORTS:
+        raise ConfigurationError(
+            f"option 'transport' of {where} must be one of {', '.join(TRANSPORTS)} or an "
+            f"azure-core AsyncHttpTransport object, not {transport!r}",
+            key="transport",
+        )
+    concurrency = (
+        _check_int("concurrency", given["concurrency"], where, *_CONCURRENCY)
+        if "concurrency" in given
+        else None
+    )
+    part_size_mb = (
+        _check_int("part_size_mb", given["part_size_mb"], where, *_PART_SIZE_MB)
+        if "part_size_mb" in given
+        else None
+    )
+    common: dict[str, Any] = {
+        "container": container,
+        "prefix": prefix,
+        "transport": transport,
+        "concurrency": concurrency,
+        "part_size_mb": part_size_mb,
+    }
+    if account_url is not None:
+        url_account = _account_from_url(account_url)
+        if account is not None and url_account is not None and url_account != account:
+            raise ConfigurationError(
+                f"Azure store {where!r} names the account {account!r}, but its account_url "
+                f"is for {url_account!r}",
+                key="account",
+            )
+        account = account or url_account
+    chosen = [name for name in KEYWORD_ONLY if name in given] + (["anonymous"] if anonymous else [])
+    if len(chosen) > 1:
+        raise ConfigurationError(
+            f"Azure store {where!r} takes one way to sign in; got {', '.join(chosen)}",
+            key=chosen[1],
+        )
+
+    if "connection_string" in given:
+        text = _check_secret("connection_string", given["connection_string"], where)
+        if account_url is not None:
+            raise ConfigurationError(
+                f"Azure store {where!r}: give either connection_string or account_url, not both",
+                key="account_url",
+            )
+        cs_account, endpoint = _check_connection_string(text)
+        if account is not None and cs_account is not None and cs_account != account:
+            raise ConfigurationError(
+                f"Azure store {where!r} names the account {account!r}, but the connection "
+                f"string is for {cs_account!r}",
+                key="account",
+            )
+        return AzureConfig(
+            **common,
+            account=cs_account or account,
+            account_url=endpoint,
+            auth="connection-string",
+            connection_string=text,
+        )
+
+    explicit = {
+        name: given[name] for name in ("account_key", "sas_token", "credential") if name in given
+    }
+    if explicit or anonymous:
+        if account_url is None:
+            if account is None:
+                raise ConfigurationError(
+                    f"Azure store {where!r} needs an account: "
+                    "az://container/prefix?account=NAME, or account_url=",
+                    key="account",
+                )
+            account_url = f"https://{account}.blob.core.windows.net"
+        if "account_key" in explicit:
+            key = _check_secret("account_key", explicit["account_key"], where)
+            if account is None:
+                raise ConfigurationError(
+                    f"Azure store {where!r}: an account key needs the account name "
+                    "(option 'account')",
+                    key="account",
+                )
+            return AzureConfig(
+                **common,
+                account=account,
+                account_url=account_url,
+                auth="account-key",
+                account_key=key,
+            )
+        if "sas_token" in explicit:
+            token = _check_secret("sas_token", explicit["sas_token"], where).lstrip("?")
+            return AzureConfig(
+                **common, account=account, account_url=account_url, auth="sas", sas_token=token
+            )
+        if "credential" in explicit:
+            credential = explicit["credential"]
+            if isinstance(credential, str):
+                raise ConfigurationError(
+                    f"option 'credential' of {where} must be a credential object "
+                    "(for a key or SAS token use account_key= or sas_token=)",
+                    key="credential",
+                )
+            return AzureConfig(
+                **common,
+                account=account,
+                account_url=account_url,
+                auth="credential",
+                credential=credential,
+            )
+        return AzureConfig(**common, account=account, account_url=account_url, auth="anonymous")
+
+    env = os.environ if environ is None else environ
+    env_text = env.get(CONNECTION_STRING_ENV, "").strip()
+    if env_text and account_url is None:
+        try:
+            env_account, endpoint = _check_connection_string(env_text)
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"{CONNECTION_STRING_ENV} is set but unusable: {exc}", key=CONNECTION_STRING_ENV
+            ) from exc
+        if account is None or env_account == account:
+            return AzureConfig(
+                **common,
+                account=env_account,
+                account_url=endpoint,
+                auth="connection-string",
+                connection_string=env_text,
+            )
+    if account_url is None:
+        if account is None:
+            raise ConfigurationError(
+                f"Azure store {where!r} needs an account: az://container/prefix?account=NAME, "
+                f"abfs://container@NAME.dfs.core.windows.net/prefix, account_url=, "
+                f"connection_string= or {CONNECTION_STRING_ENV}",
+                key="account",
+            )
+        account_url = f"https://{account}.blob.core.windows.net"
+    if not _identity_available():
+        raise ConfigurationError(
+            f"Azure store {where!r} has no credential (account_key=, sas_token=, credential=, "
+            f"connection_string= or {CONNECTION_STRING_ENV}) and DefaultAzureCredential "
+            "needs azure-identity, which is not installed: pip install azure-identity",
+            key="credential",
+        )
+    return AzureConfig(
+        **common, account=account, account_url=account_url, auth="default-credential"
+    )
+
+
+def merge(
+    url_options: Mapping[str, str], keywords: Mapping[str, object], where: str
+) -> dict[str, object]:
+    """The URL's options and the keyword arguments together (each option given once).
+
+    Raises:
+        ConfigurationError: an option is both in the URL and a keyword argument.
+    """
+    merged: dict[str, object] = dict(url_options)
+    for name, value in keywords.items():
+        if value is None:  # a keyword left at None is an option not given
+            continue
+        if name in merged:
+            raise ConfigurationError(
+                f"option {name!r} is given both in the URL {where!r} and as a keyword argument",
+                key=name,
+            )
+        merged[name] = value
+    return merged
