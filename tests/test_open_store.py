@@ -61,7 +61,9 @@ def test_missing_extra_names_the_pip_install(
 def test_entry_point_whose_vendor_sdk_is_missing_names_the_extra(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(sys.modules, "aiobotocore", None)  # an import of it now fails
+    # an import of either now fails, whether or not another test imported them already
+    monkeypatch.setitem(sys.modules, "aiobotocore", None)
+    monkeypatch.setitem(sys.modules, "aiobotocore.session", None)
     entry = importlib.metadata.EntryPoint(
         name="s3", value="aiobotocore.session:get_session", group="asyncstore.backends"
     )

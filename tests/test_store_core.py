@@ -556,3 +556,58 @@ async def test_entering_a_stream_of_one_range_starts_no_tasks() -> None:
         assert body._tg is None
         assert b"".join([chunk async for chunk in body]) == b"tiny object"
     assert body.sha256 is not None
+
+
+class FlakyAbortBackend(FlakyBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.abort_failures = 2
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        if self.abort_failures > 0:
+            self.abort_failures -= 1
+            raise asyncstore.ConnectionError("injected: abort lost", key=key)
+        await super().abort_upload(key, upload_id)
+
+
+async def test_abort_after_a_failure_is_retried_until_it_lands() -> None:
+    backend = FlakyAbortBackend()
+    backend.part_failures = {2: 10}
+    with pytest.raises(TransportError):
+        await Store(backend, retry=FAST_RETRY).put("k", pattern(4 * MiB), chunk_size=MiB)
+    assert backend.abort_failures == 0
+    assert backend.pending_uploads() == []
+
+
+class TrackingReadsBackend(MemoryBackend):
+    """Counts read streams opened and closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened = 0
+        self.closed = 0
+
+    async def read(
+        self, key: str, start: int = 0, end: int | None = None, *, if_match: str | None = None
+    ) -> ReadStream:
+        stream = await super().read(key, start, end, if_match=if_match)
+        self.opened += 1
+
+        async def on_close() -> None:
+            self.closed += 1
+
+        return IteratorReadStream(stream.info, stream, on_close)
+
+
+async def test_every_read_stream_is_closed_whatever_order_the_range_tasks_start_in() -> None:
+    backend = TrackingReadsBackend()
+    store = Store(backend)
+    await store.put("k", pattern(6 * MiB))
+    for _ in range(5):  # trio starts tasks in random order: try several times
+        assert await store.get("k", chunk_size=MiB, max_concurrency=6) == pattern(6 * MiB)
+        async with store.stream("k", chunk_size=MiB, max_concurrency=6) as body:
+            async for _ in body:
+                pass
+    # one request per range, every one closed: the first range's stream is never dropped
+    assert backend.opened == 5 * 2 * 6
+    assert backend.closed == backend.opened

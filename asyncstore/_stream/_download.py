@@ -125,7 +125,9 @@ class Download:
 
     async def chunks(self, start: int, end: int) -> AsyncGenerator[memoryview, None]:
         """The bytes ``[start, end)`` as they arrive, resuming after transport errors."""
-        stream, self.first = (self.first, None) if start == self.start else (None, None)
+        stream: ReadStream | None = None
+        if start == self.start:  # the first range's stream is already open; take it
+            stream, self.first = self.first, None
         pos, attempt = start, 1
         while pos < end:
             try:
@@ -207,7 +209,7 @@ class Download:
             if into is not None:
                 target = into[start - self.start : end - self.start]
             else:
-                target = memoryview(pool.take())[: end - start]
+                target = memoryview(await pool.take_async())[: end - start]
             data = await self.read_range(start, end, target)
             if on_ready is not None:
                 await on_ready(start, data)

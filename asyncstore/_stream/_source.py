@@ -193,6 +193,7 @@ class _AsyncIterableReader:
             if self._done:
                 return None
             more, item = await self._next_item()
+            await self._assembler.pool.reserve()  # a part buffer, allocated off the loop
             if more:
                 self._ready.extend(self._assembler.feed(item))
             else:

@@ -116,14 +116,19 @@ def _with_sha(attrs: WriteAttributes, sha: str) -> WriteAttributes:
     return dataclasses.replace(attrs, metadata={**attrs.metadata, SHA256: sha})
 
 
-async def _abort(backend: Backend, key: str, upload_id: str) -> None:
-    # The error that caused the abort matters more than a failed abort: suppress the latter.
+async def _abort(backend: Backend, key: str, upload_id: str, retry: RetryPolicy) -> None:
+    # Retried like any request (S3 says an abort racing in-flight parts may need
+    # repeating), shielded from the cancellation that may have caused it, bounded in
+    # time; the error that caused the abort matters more than a failed abort, so the
+    # latter is suppressed.
     with (
         anyio.CancelScope(shield=True),
         anyio.move_on_after(ABORT_TIMEOUT),
         contextlib.suppress(Exception),
     ):
-        await backend.abort_upload(key, upload_id)
+        await call_with_retry(
+            retry, "abort upload", key, lambda: backend.abort_upload(key, upload_id)
+        )
 
 
 async def upload(
@@ -225,7 +230,7 @@ async def upload(
 
         result = await call_with_retry(retry, "complete upload", key, complete)
     except BaseException:
-        await _abort(backend, key, upload_id)
+        await _abort(backend, key, upload_id, retry)
         raise
     return UploadOutcome(
         hasher.size,

@@ -1,0 +1,216 @@
+"""The aiobotocore S3 client: made lazily in the running event loop, closed by ``aclose``.
+
+Constructing an `S3Backend` does no I/O. The
+first operation makes the client, under an ``anyio.Lock`` so concurrent first
+calls share one:
+
+1. In a worker thread: the botocore session is created, the shared AWS config
+   files are read, the region resolved (option, then AWS configuration, then
+   ``us-east-1``) and botocore's JSON service models loaded. All of that is
+   blocking file I/O that must not run on the event loop.
+2. In the event loop: the client is created with an HTTP session for the
+   running library (httpx under trio; under asyncio, aiohttp by default, see
+   `ASYNCIO_DEFAULT`) and entered into an ``AsyncExitStack`` that
+   ``aclose`` unwinds.
+
+The client is configured for S3 and S3-compatible services alike:
+``request_checksum_calculation`` / ``response_checksum_validation`` are
+``"when_required"`` (services that reject the newest default checksums keep
+working; asyncstore sends its own SHA-256 per request), payloads are not
+SHA-256-signed a second time (``UNSIGNED-PAYLOAD``; the ``x-amz-checksum-sha256``
+header, signed, carries the digest the core computed), and botocore's own
+retries are off: the Store retries TransportErrors, once, with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+
+from ..._errors import ConfigurationError
+from ._options import S3Options
+from ._translate import s3_errors
+
+__all__ = ["ASYNCIO_DEFAULT", "HttpClient", "S3ClientFactory", "current_library"]
+
+#: Which HTTP library aiobotocore uses: "auto" picks per event loop.
+HttpClient = Literal["auto", "aiohttp", "httpx"]
+
+#: The HTTP session "auto" picks under asyncio (under trio only httpx runs).
+#: Chosen by measurement: see docs/backends/s3.md and bench/s3.py.
+ASYNCIO_DEFAULT: Literal["aiohttp", "httpx"] = "aiohttp"
+
+#: Default number of requests in flight at once (parts and ranges of concurrent transfers).
+DEFAULT_MAX_CONNECTIONS = 64
+#: Connections kept free of the request limit, for the tag lookups a read makes while it
+#: holds its own connection (so that reads that all hold one never wait for each other).
+RESERVED_CONNECTIONS = 4
+
+
+def current_library() -> str:
+    """The async library running in this thread ("asyncio" or "trio")."""
+    try:
+        import sniffio
+    except ImportError:  # pragma: no cover - trio depends on sniffio, so only asyncio remains
+        return "asyncio"
+    return sniffio.current_async_library()
+
+
+def _running_loop() -> object | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _prepare_session(options: S3Options) -> tuple[Any, str]:
+    """Create the botocore session and do its blocking file I/O (runs in a worker thread)."""
+    from aiobotocore.session import get_session  # type: ignore[import-untyped,unused-ignore]
+
+    session = get_session()
+    session.get_scoped_config()  # parses the shared config / credentials files once
+    region = options.region or session.get_config_variable("region") or "us-east-1"
+    session.warm_up_loader_caches("s3")  # botocore's JSON models for S3, endpoints, partitions
+    session.get_component("data_loader").load_data_with_path("endpoints")
+    return session, region
+
+
+class S3ClientFactory:
+    """Makes (once) and closes the aiobotocore S3 client of one backend.
+
+    Args:
+        options: The store's options (region, endpoint, addressing style).
+        http_client: "auto", "aiohttp" (asyncio only) or "httpx".
+        max_connections: Size of the HTTP connection pool.
+        connect_timeout: Seconds to wait for a connection.
+        read_timeout: Seconds to wait for bytes of a response.
+    """
+
+    def __init__(
+        self,
+        options: S3Options,
+        *,
+        http_client: HttpClient = "auto",
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+    ) -> None:
+        if http_client not in ("auto", "aiohttp", "httpx"):
+            raise ConfigurationError(
+                f"http_client must be 'auto', 'aiohttp' or 'httpx', not {http_client!r}",
+                key="http_client",
+            )
+        if not isinstance(max_connections, int) or max_connections < 1:
+            raise ConfigurationError(
+                f"max_connections must be an integer >= 1, not {max_connections!r}",
+                key="max_connections",
+            )
+        self._options = options
+        self._http_client = http_client
+        self._max_connections = max_connections
+        self._timeouts = (connect_timeout, read_timeout)
+        self._client: Any = None
+        self._lock: anyio.Lock | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._bound: tuple[str, object | None] | None = None
+        #: Limits the requests in flight to ``max_connections``, made with the client.
+        self.slots: anyio.CapacityLimiter | None = None
+        #: The HTTP library of the client made ("aiohttp" or "httpx"), once made.
+        self.http_library: str | None = None
+        #: The region the client signs for, once made.
+        self.region: str | None = None
+
+    def _session_for(self, library: str) -> Literal["aiohttp", "httpx"]:
+        if self._http_client == "auto":
+            return "httpx" if library != "asyncio" else ASYNCIO_DEFAULT
+        if self._http_client == "aiohttp" and library != "asyncio":
+            raise ConfigurationError(
+                f"http_client='aiohttp' runs only under asyncio, not {library}; "
+                "use 'httpx' or 'auto'",
+                key="http_client",
+            )
+        return self._http_client
+
+    async def get(self) -> Any:
+        """The client, made on first use in the running event loop."""
+        library = current_library()
+        where = (library, _running_loop())
+        if self._client is not None and self._bound == where:
+            return self._client
+        if self._bound is not None and self._bound != where:
+            raise ConfigurationError(
+                f"this S3 store was opened in another event loop ({self._bound[0]}); "
+                "a store serves the event loop that first used it: open one per loop",
+                key=self._options.url,
+            )
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:
+            if self._client is None:
+                self._client = await self._create(library)
+                self._bound = where
+        return self._client
+
+    async def _create(self, library: str) -> Any:
+        from aiobotocore.config import AioConfig  # type: ignore[import-untyped,unused-ignore]
+
+        options = self._options
+        name = self._session_for(library)
+        location = options.url
+        with s3_errors("opening the client", key=None, bucket=options.bucket, location=location):
+            session, region = await anyio.to_thread.run_sync(_prepare_session, options)
+            connect_timeout, read_timeout = self._timeouts
+            extra: dict[str, Any] = {}
+            if name == "httpx":
+                from aiobotocore.httpxsession import (  # type: ignore[import-untyped,unused-ignore]
+                    HttpxSession,
+                )
+
+                extra["http_session_cls"] = HttpxSession
+                # Waiting for a free pooled connection is backpressure, not a failure.
+                extra["connector_args"] = {"pool_timeout": None, "write_timeout": read_timeout}
+            s3_config: dict[str, Any] = {"payload_signing_enabled": False}
+            if options.use_path_style is not None:
+                s3_config["addressing_style"] = "path" if options.use_path_style else "virtual"
+            config = AioConfig(
+                region_name=region,
+                signature_version="s3v4",
+                s3=s3_config,
+                retries={"total_max_attempts": 1},
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                max_pool_connections=self._max_connections + RESERVED_CONNECTIONS,
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                tcp_keepalive=True,
+                **extra,
+            )
+            stack = contextlib.AsyncExitStack()
+            try:
+                client = await stack.enter_async_context(
+                    session.create_client("s3", endpoint_url=options.endpoint, config=config)
+                )
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await stack.aclose()
+                raise
+        self.slots = anyio.CapacityLimiter(self._max_connections)
+        self._stack = stack
+        self.http_library = name
+        self.region = region
+        return client
+
+    async def aclose(self) -> None:
+        """Close the client and its connections; the next call makes a new one."""
+        stack, self._stack = self._stack, None
+        self._client = None
+        self._bound = None
+        self._lock = None  # an anyio.Lock belongs to its event loop
+        self.slots = None
+        if stack is not None:
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()

@@ -1,0 +1,270 @@
+"""The options of an S3 store, from an ``s3://`` URL and keyword arguments.
+
+``s3://bucket/prefix?region=...&endpoint=...&use_path_style=true&concurrency=8&part_size_mb=16``
+
+* bucket = the URL's host; prefix = its path without leading or trailing ``/``
+  (percent-decoded, and following the key rules);
+* ``region``: the bucket's region (default: the AWS configuration's, then ``us-east-1``);
+* ``endpoint``: an ``http(s)://host[:port]`` URL for S3-compatible services;
+* ``use_path_style``: ``true`` / ``false`` (default: botocore decides);
+* ``concurrency``: the store's default parts / ranges in flight, 1..100;
+* ``part_size_mb``: the store's default part / range size in MiB, 5..5120.
+
+Anything else is a `ConfigurationError` naming it. Credentials
+never come from the URL: they come from the standard AWS chain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
+
+from ..._errors import ConfigurationError, InvalidKeyError
+from ..._keys import validate_key
+
+__all__ = ["OPTION_NAMES", "S3Options", "parse_options"]
+
+#: Every option of an S3 store, in the URL query or as a keyword argument.
+OPTION_NAMES = ("region", "endpoint", "use_path_style", "concurrency", "part_size_mb")
+
+T = TypeVar("T")
+_CONCURRENCY = (1, 100)
+_PART_SIZE_MB = (5, 5120)
+# S3's bucket naming rules (3-63 of a-z 0-9 . -), plus "_" of older buckets and other services.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class S3Options:
+    """Where an S3 store lives and how it is reached.
+
+    Attributes:
+        bucket: The bucket name.
+        prefix: Key prefix under which the store's keys live ("" for the bucket's root).
+        region: The region, or None to take it from the AWS configuration (then ``us-east-1``).
+        endpoint: An endpoint URL for S3-compatible services, or None for AWS.
+        use_path_style: Path-style addressing (True), virtual-hosted style
+            (False), or None to let botocore choose.
+        concurrency: The store's default transfers in flight, or None.
+        part_size_mb: The store's default part / range size in MiB, or None.
+    """
+
+    bucket: str
+    prefix: str = ""
+    region: str | None = None
+    endpoint: str | None = None
+    use_path_style: bool | None = None
+    concurrency: int | None = None
+    part_size_mb: int | None = None
+
+    def __post_init__(self) -> None:
+        check_bucket(self.bucket)
+        check_prefix(self.prefix)
+        where = f"s3://{self.bucket}"
+        checks = (
+            ("region", _region),
+            ("endpoint", _endpoint),
+            ("use_path_style", _bool),
+            ("concurrency", _concurrency),
+            ("part_size_mb", _part_size_mb),
+        )
+        for name, check in checks:
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, check(value, where))
+
+    @property
+    def url(self) -> str:
+        """The store's ``s3://bucket/prefix`` location (without options)."""
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+def check_bucket(bucket: object) -> str:
+    """Return ``bucket`` if it is a valid bucket name.
+
+    Raises:
+        ConfigurationError: naming the bucket and the rule it breaks.
+    """
+    if not isinstance(bucket, str) or not bucket:
+        raise ConfigurationError(
+            f"an S3 store needs a bucket: s3://bucket/prefix, not {bucket!r}", key="bucket"
+        )
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise ConfigurationError(
+            f"invalid S3 bucket name {bucket!r}: 3 to 63 lowercase letters, digits, "
+            "'.', '-' or '_', starting and ending with a letter or digit",
+            key=bucket,
+        )
+    return bucket
+
+
+def check_prefix(prefix: object) -> str:
+    """Return ``prefix`` if it is a valid store prefix ("" or a valid key).
+
+    Raises:
+        ConfigurationError: naming the prefix and the rule it breaks.
+    """
+    if not isinstance(prefix, str):
+        raise ConfigurationError(f"S3 prefix must be a str, not {prefix!r}", key="prefix")
+    if prefix:
+        try:
+            validate_key(prefix)
+        except InvalidKeyError as exc:
+            raise ConfigurationError(f"invalid S3 store prefix: {exc}", key=prefix) from exc
+    return prefix
+
+
+def _region(value: object, where: str) -> str:
+    if not isinstance(value, str) or not _REGION.match(value):
+        raise ConfigurationError(
+            f"option 'region' of {where} must be a region name like 'eu-west-1', not {value!r}",
+            key="region",
+        )
+    return value
+
+
+def _endpoint(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"option 'endpoint' of {where} must be a URL string, not {value!r}", key="endpoint"
+        )
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"option 'endpoint' of {where} is not a valid URL: {value!r} ({exc})", key="endpoint"
+        ) from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            f"option 'endpoint' of {where} must be an http:// or https:// URL with a host, "
+            f"not {value!r}",
+            key="endpoint",
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ConfigurationError(
+            f"option 'endpoint' of {where} must not carry credentials; "
+            "they come from the AWS credential chain",
+            key="endpoint",
+        )
+    if parts.query or parts.fragment or parts.path not in ("", "/"):
+        raise ConfigurationError(
+            f"option 'endpoint' of {where} must be scheme://host[:port] only, not {value!r}",
+            key="endpoint",
+        )
+    del port  # parsed above only to reject a bad one
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _bool(value: object, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigurationError(
+        f"option 'use_path_style' of {where} must be true or false, not {value!r}",
+        key="use_path_style",
+    )
+
+
+def _bounded_int(name: str, value: object, where: str, low: int, high: int) -> int:
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value):
+        number = int(value)
+    if number is None or not low <= number <= high:
+        raise ConfigurationError(
+            f"option {name!r} of {where} must be an integer from {low} to {high}, not {value!r}",
+            key=name,
+        )
+    return number
+
+
+def _concurrency(value: object, where: str) -> int:
+    return _bounded_int("concurrency", value, where, *_CONCURRENCY)
+
+
+def _part_size_mb(value: object, where: str) -> int:
+    return _bounded_int("part_size_mb", value, where, *_PART_SIZE_MB)
+
+
+def parse_options(url: SplitResult, options: Mapping[str, object]) -> S3Options:
+    """Read an ``s3://`` URL and keyword options into `S3Options`.
+
+    Raises:
+        ConfigurationError: a bad bucket, prefix or option value, an unknown
+            option, an option given twice, or credentials in the URL.
+    """
+    text = SplitResult(url.scheme, url.netloc, url.path, url.query, "").geturl()
+    if url.scheme.lower() != "s3":
+        raise ConfigurationError(f"not an s3:// URL: {text!r}", key=text)
+    if "@" in url.netloc:
+        raise ConfigurationError(
+            "S3 store URLs must not carry credentials (s3://user:password@bucket): they come "
+            "from the AWS credential chain (environment, shared config, instance role)",
+            key="s3://***@" + url.netloc.rsplit("@", 1)[1],
+        )
+    if ":" in url.netloc:
+        raise ConfigurationError(
+            f"S3 store URL {text!r} names a port; give the endpoint with ?endpoint=http://host:port",
+            key=text,
+        )
+    if url.fragment:
+        raise ConfigurationError(f"S3 store URL {text!r} must not have a #fragment", key=text)
+    bucket = check_bucket(url.netloc)
+    prefix = check_prefix(unquote(url.path).strip("/"))
+    values: dict[str, object] = {}
+    try:
+        query = parse_qsl(url.query, keep_blank_values=True, strict_parsing=bool(url.query))
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"S3 store URL {text!r} has a malformed query string", key=text
+        ) from exc
+    for name, value in query:
+        if name not in OPTION_NAMES:
+            raise ConfigurationError(
+                f"unknown option {name!r} in S3 store URL {text!r}; "
+                f"the options are {', '.join(OPTION_NAMES)}",
+                key=name,
+            )
+        if name in values:
+            raise ConfigurationError(
+                f"option {name!r} is given twice in S3 store URL {text!r}", key=name
+            )
+        values[name] = value
+    for name, given in options.items():
+        if name not in OPTION_NAMES:
+            raise ConfigurationError(
+                f"unknown option {name!r} for S3 store {text!r}; "
+                f"the options are {', '.join(OPTION_NAMES)}",
+                key=name,
+            )
+        if given is None:  # a keyword left at None is an option not given
+            continue
+        if name in values:
+            raise ConfigurationError(
+                f"option {name!r} is given both in the URL {text!r} and as a keyword argument",
+                key=name,
+            )
+        values[name] = given
+    return S3Options(
+        bucket,
+        prefix,
+        region=_option(values, "region", _region, text),
+        endpoint=_option(values, "endpoint", _endpoint, text),
+        use_path_style=_option(values, "use_path_style", _bool, text),
+        concurrency=_option(values, "concurrency", _concurrency, text),
+        part_size_mb=_option(values, "part_size_mb", _part_size_mb, text),
+    )
+
+
+def _option(
+    values: Mapping[str, object], name: str, check: Callable[[object, str], T], where: str
+) -> T | None:
+    value = values.get(name)
+    return None if value is None else check(value, where)
