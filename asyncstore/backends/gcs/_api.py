@@ -1,0 +1,332 @@
+"""A small typed surface over the GCS JSON API: URLs, auth, requests, error translation.
+
+`GCSApi` is made once per backend, inside the running event loop (see
+``GCSBackend._ready``). It holds the httpx client, gcloud-aio's ``Storage``
+(over the same client, through `CompatSession`) and the token source.
+gcloud-aio's public calls serve the JSON requests they cover (listing,
+delete, rewrite, compose without metadata, metadata patch); the requests it
+cannot make without holding a whole body in memory, or without the
+preconditions asyncstore needs, are made here with the httpx client.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, cast
+from urllib.parse import quote
+
+import anyio
+import httpx
+from gcloud.aio.auth import Token
+from gcloud.aio.storage import Storage
+
+from ..._backend import WriteAttributes
+from ..._errors import PreconditionFailedError, StoreError
+from ..._types import ObjectInfo
+from ._http import CompatSession, TokenSource
+from ._translate import Where, gcs_errors, raise_for_status
+
+__all__ = [
+    "JSON",
+    "GCSApi",
+    "BodyPieces",
+    "check_generation",
+    "conditions",
+    "decode_json",
+    "object_info",
+    "parse_time",
+]
+
+JSON = dict[str, Any]
+#: Body bytes handed to httpx per write (memoryview slices: no copy of a part).
+_PIECE = 1024 * 1024
+#: Seconds allowed for one JSON call made through gcloud-aio (per phase of the request).
+JSON_TIMEOUT = 60
+_GENERATION = re.compile(r"^[0-9]{1,20}$")
+
+
+def parse_time(value: object) -> datetime.datetime | None:
+    """A datetime from GCS's RFC 3339 timestamps (``2024-05-01T12:00:00.123Z``)."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.replace("Z", "+00:00").replace("z", "+00:00")
+    date, sep, rest = text.partition(".")
+    if sep:  # Python 3.10's fromisoformat wants 0, 3 or 6 fraction digits
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        zone = rest[len(digits) :]
+        text = f"{date}.{(digits + '000000')[:6]}{zone}"
+    try:
+        parsed = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
+
+
+class BodyPieces(httpx.AsyncByteStream):
+    """A request body made of byte pieces, sent in slices of at most 1 MiB without copying them.
+
+    A class rather than an async generator: httpx may stop iterating a body
+    half-way (a dropped connection), and an abandoned generator makes trio warn.
+    """
+
+    def __init__(self, *pieces: bytes | memoryview) -> None:
+        self._pieces = [memoryview(piece).cast("B") for piece in pieces]
+        self.size = sum(piece.nbytes for piece in self._pieces)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _Slices(self._pieces)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+class _Slices:
+    def __init__(self, pieces: Sequence[memoryview]) -> None:
+        self._slices = iter(
+            [piece[i : i + _PIECE] for piece in pieces for i in range(0, piece.nbytes, _PIECE)]
+        )
+
+    def __aiter__(self) -> _Slices:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            piece = next(self._slices)
+        except StopIteration:
+            raise StopAsyncIteration from None
+        return piece  # type: ignore[return-value]  # h11 takes any bytes-like object
+
+
+def check_generation(value: str, key: str) -> str:
+    """``value`` if it can be a generation; else no object can match it."""
+    if not _GENERATION.match(value):
+        raise PreconditionFailedError(
+            f"key {key!r} cannot have the ETag {value!r}: GCS ETags are object generations "
+            "(decimal numbers)",
+            key=key,
+        )
+    return value
+
+
+def conditions(attrs: WriteAttributes, key: str) -> dict[str, str]:
+    """The ``ifGenerationMatch`` query parameter of a conditional write."""
+    if attrs.if_none_match:
+        return {"ifGenerationMatch": "0"}
+    if attrs.if_match is not None:
+        return {"ifGenerationMatch": check_generation(attrs.if_match, key)}
+    return {}
+
+
+class GCSApi:
+    """The requests of one backend: one bucket, one prefix, one client.
+
+    Attributes:
+        bucket: The bucket.
+        root: The store's prefix with a trailing ``/`` ("" for the bucket's root).
+        api_root: Scheme and host of the JSON API.
+        storage: gcloud-aio's Storage, over `client`.
+        client: The httpx client every request goes through.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: httpx.AsyncClient,
+        bucket: str,
+        root: str,
+        api_root: str,
+        anonymous: bool,
+        project: str | None,
+        service_file: str | None,
+        max_connections: int = 64,
+    ) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.root = root
+        self.api_root = api_root
+        self.project = project
+        # Requests wait for a connection here, in FIFO order and before any work on them,
+        # rather than in httpcore's pool (which scans every waiting request each time a
+        # connection frees up). Token refreshes bypass it: a request waiting for its
+        # token must not hold the slot the refresh needs.
+        self.limiter = anyio.CapacityLimiter(max_connections)
+        self.session = CompatSession(client, self.limiter)
+        self.tokens: TokenSource | None = (
+            None if anonymous else TokenSource(service_file, CompatSession(client))
+        )
+        # Storage asks its token for ``await token.get()`` only; TokenSource provides that
+        # under trio as well. Anonymous (emulator) storages never ask.
+        self.storage = Storage(
+            session=self.session,  # type: ignore[arg-type]
+            token=cast(Token, self.tokens),
+            api_root=api_root,
+            api_is_dev=anonymous,
+        )
+        b = quote(bucket, safe="")
+        self.objects_url = f"{api_root}/storage/v1/b/{b}/o"
+        self.upload_url = f"{api_root}/upload/storage/v1/b/{b}/o"
+        self.batch_url = f"{api_root}/batch/storage/v1"
+
+    # -- names and URLs
+
+    def object_url(self, name: str) -> str:
+        """The JSON API URL of the object called ``name``."""
+        return f"{self.objects_url}/{quote(name, safe='')}"
+
+    def object_path(self, name: str) -> str:
+        """The path of `object_url` (for batch requests)."""
+        return f"/storage/v1/b/{quote(self.bucket, safe='')}/o/{quote(name, safe='')}"
+
+    def params(self, **extra: str | None) -> dict[str, str]:
+        """Query parameters with ``userProject`` added when a project is configured."""
+        out = {k: v for k, v in extra.items() if v is not None}
+        if self.project is not None:
+            out["userProject"] = self.project
+        return out
+
+    async def headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Request headers, with ``Authorization`` unless the backend is anonymous."""
+        out = dict(extra or {})
+        if self.tokens is not None:
+            with gcs_errors(Where(self.bucket, None)):
+                out.update(await self.tokens.headers())
+        return out
+
+    # -- requests
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        where: Where,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | BodyPieces | None = None,
+        ok: Sequence[int] = (),
+        raw: bool = False,
+    ) -> tuple[httpx.Response, bytes]:
+        """Send a request, read the whole answer; raise the translated error for an error status.
+
+        Statuses in ``ok`` are returned like successes. With ``raw`` the body is
+        returned as sent (no ``Content-Encoding`` decoding: the stored bytes of
+        a gzip-encoded object). The body is always read to its end, so that no
+        half-read httpx stream is left for the garbage collector (trio warns).
+        """
+        async with self.limiter:
+            sent = await self.headers(headers)
+            with gcs_errors(where):
+                if isinstance(content, BodyPieces):
+                    sent["Content-Length"] = str(content.size)
+                    request = self.client.build_request(method, url, params=params, headers=sent)
+                    request.stream = content
+                else:
+                    request = self.client.build_request(
+                        method, url, params=params, headers=sent, content=content
+                    )
+                response = await self.client.send(request, stream=True)
+                try:
+                    if response.status_code >= 400 and response.status_code not in ok:
+                        await raise_for_status(response, where)
+                    if raw:
+                        body = b"".join([chunk async for chunk in response.aiter_raw()])
+                    else:
+                        body = await response.aread()
+                finally:
+                    await response.aclose()
+        return response, body
+
+    async def send_json(
+        self,
+        method: str,
+        url: str,
+        where: Where,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | BodyPieces | None = None,
+        json_body: object = None,
+    ) -> JSON:
+        """Send a request and return its JSON object body."""
+        extra = dict(headers or {})
+        if json_body is not None:
+            content = json.dumps(json_body).encode("utf-8")
+            extra["Content-Type"] = "application/json; charset=UTF-8"
+        _, body = await self.send(method, url, where, params=params, headers=extra, content=content)
+        return decode_json(body, where)
+
+    async def resource(self, name: str, where: Where, *, generation: str | None = None) -> JSON:
+        """The object resource (metadata) of ``name``."""
+        return await self.send_json(
+            "GET", self.object_url(name), where, params=self.params(ifGenerationMatch=generation)
+        )
+
+    async def upload_multipart(
+        self,
+        resource: JSON,
+        data: memoryview,
+        where: Where,
+        *,
+        params: Mapping[str, str] | None = None,
+    ) -> JSON:
+        """One-request upload of ``data`` with its resource (``uploadType=multipart``).
+
+        The body (resource JSON + bytes) is streamed from ``data`` without a copy.
+        """
+        boundary = "asyncstore-" + uuid.uuid4().hex
+        media_type = resource.get("contentType") or "application/octet-stream"
+        head = (
+            f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n"
+            f"{json.dumps(resource)}\r\n"
+            f"--{boundary}\r\nContent-Type: {media_type}\r\n\r\n"
+        ).encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        headers = {"Content-Type": f'multipart/related; boundary="{boundary}"'}
+        return await self.send_json(
+            "POST",
+            self.upload_url,
+            where,
+            params={**self.params(uploadType="multipart"), **(params or {})},
+            headers=headers,
+            content=BodyPieces(head, data, tail),
+        )
+
+
+def decode_json(body: bytes, where: Where) -> JSON:
+    """The JSON object of a response body.
+
+    Raises:
+        StoreError: the body is not a JSON object.
+    """
+    try:
+        data = json.loads(body) if body else {}
+    except ValueError as exc:
+        raise StoreError(
+            f"GCS sent a response that is not JSON for {where.key or where.bucket!r}: "
+            f"{body[:100]!r}",
+            key=where.key,
+        ) from exc
+    if not isinstance(data, dict):
+        raise StoreError(f"GCS sent unexpected JSON: {body[:100]!r}", key=where.key)
+    return data
+
+
+def object_info(resource: Mapping[str, Any], key: str) -> ObjectInfo:
+    """ObjectInfo from an object resource; the ETag is the generation."""
+    raw = resource.get("metadata") or {}
+    metadata = (
+        {str(k): str(v) for k, v in raw.items() if v is not None} if isinstance(raw, dict) else {}
+    )
+    content_type = resource.get("contentType")
+    return ObjectInfo(
+        key=key,
+        size=int(resource.get("size") or 0),
+        etag=str(resource["generation"]),
+        last_modified=parse_time(resource.get("updated")),
+        content_type=content_type if isinstance(content_type, str) and content_type else None,
+        metadata=metadata,
+    )

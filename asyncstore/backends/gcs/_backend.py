@@ -1,0 +1,678 @@
+"""GCSBackend: the Backend primitives over the GCS JSON API."""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import contextlib
+import email.utils
+import heapq
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+import httpx
+
+from ..._backend import (
+    Backend,
+    Capabilities,
+    CompletedPart,
+    IteratorReadStream,
+    KiB,
+    MiB,
+    ReadStream,
+    WriteAttributes,
+    WriteResult,
+)
+from ..._errors import (
+    ConnectionError,
+    InvalidKeyError,
+    InvalidRangeError,
+    PreconditionFailedError,
+    StoreError,
+)
+from ..._stream._tasks import task_group
+from ..._types import CommonPrefix, ObjectInfo
+from ._api import JSON_TIMEOUT, GCSApi, check_generation, conditions, decode_json, object_info
+from ._crc32c import to_base64
+from ._http import make_client
+from ._options import DEFAULT_MAX_CONNECTIONS, GCSOptions, UploadMethod, resolve_api_root
+from ._translate import Where, gcs_errors, status_error
+from ._uploads import TEMP_SEGMENT, Uploads
+
+__all__ = ["GCSBackend"]
+
+#: Objects per batch request of ``delete_many`` (the JSON API allows 100).
+BATCH_SIZE = 100
+#: Batch requests of one ``delete_many`` in flight at once.
+BATCH_CONCURRENCY = 4
+#: Objects per listing page.
+PAGE_SIZE = 1000
+#: The most bytes one read request asks for (a read of more makes several).
+READ_REQUEST = 16 * MiB
+#: How often a read retries when the object changes between its metadata and its bytes.
+_READ_ATTEMPTS = 3
+_LIST_FIELDS = "items(name,size,generation,updated,contentType,metadata),prefixes,nextPageToken"
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(-?\d+)/(\d+|\*)$")  # the emulator: "0--1/0"
+_UNSATISFIED_RANGE = re.compile(r"^bytes \*/(\d+)$")
+_META_HEADER = "x-goog-meta-"
+
+_COMPOSITE = Capabilities(
+    parallel_parts=True,
+    min_part_size=1,  # parts are objects: any size composes
+    max_part_size=5 * 1024 * MiB,
+    max_parts=1024,  # a composite object has at most 1024 components
+    max_single_put=5 * 1024 * MiB,
+    part_checksums=frozenset({"crc32c"}),
+)
+_RESUMABLE = Capabilities(
+    parallel_parts=False,
+    min_part_size=256 * KiB,  # chunks of a session are multiples of 256 KiB
+    max_part_size=5 * 1024 * MiB,
+    max_parts=1_000_000,
+    max_single_put=5 * 1024 * MiB,
+    part_checksums=frozenset({"crc32c"}),
+)
+
+
+def _is_temp(name: str) -> bool:
+    return name.startswith(TEMP_SEGMENT + "/") or f"/{TEMP_SEGMENT}/" in name
+
+
+class GCSBackend(Backend):
+    """Objects in a Google Cloud Storage bucket, below an optional prefix.
+
+    ``Store(GCSBackend("bucket", "prefix"))``, or ``open_store("gs://bucket/prefix")``.
+    Nothing is contacted before the first request; the HTTP client and the
+    credentials are made then, inside the running event loop (asyncio or
+    trio), and released by `aclose`.
+
+    Args:
+        bucket: The bucket.
+        prefix: The key prefix the store lives under ("" for the bucket's root).
+        project: The project billed for the requests (sent as ``userProject``).
+        api_root: ``http(s)://host[:port]`` of the JSON API (default:
+            ``STORAGE_EMULATOR_HOST`` when set, else ``https://storage.googleapis.com``).
+        service_file: A credentials JSON file (default: Application Default Credentials).
+        upload: ``"composite"`` (parallel composite uploads) or ``"resumable"``
+            (resumable sessions) for objects of more than one part.
+        concurrency: The store's default parts / ranges in flight.
+        part_size_mb: The store's default part / range size, in MiB.
+        max_connections: The most HTTP connections open at once.
+
+    Attributes:
+        options: The validated options.
+        api_root: Scheme and host of the JSON API in use.
+        anonymous: Whether requests go without credentials (an emulator).
+
+    Raises:
+        ConfigurationError: a bad bucket, prefix or option.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        project: str | None = None,
+        api_root: str | None = None,
+        service_file: str | None = None,
+        upload: UploadMethod = "composite",
+        concurrency: int | None = None,
+        part_size_mb: int | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
+        options = GCSOptions(
+            bucket,
+            prefix,
+            project=project,
+            api_root=api_root,
+            service_file=service_file,
+            upload=upload,
+            concurrency=concurrency,
+            part_size_mb=part_size_mb,
+            max_connections=max_connections,
+        )
+        self.options = options
+        self.api_root, self.anonymous = resolve_api_root(options.api_root)
+        self.capabilities = _RESUMABLE if options.upload == "resumable" else _COMPOSITE
+        if options.part_size_mb is not None:
+            self.default_chunk_size = options.part_size_mb * MiB
+        if options.concurrency is not None:
+            self.default_max_concurrency = options.concurrency
+        self._root = f"{options.prefix}/" if options.prefix else ""
+        self._lock = anyio.Lock()
+        self._api: GCSApi | None = None
+        self._uploads: Uploads | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._closed = False
+
+    @property
+    def upload_method(self) -> UploadMethod:
+        """How uploads of more than one part are made (``composite`` or ``resumable``)."""
+        return self.options.upload
+
+    def describe(self) -> str:
+        where = "" if self.api_root.endswith("googleapis.com") else f" at {self.api_root}"
+        return f"gcs {self.options.url}{where}"
+
+    # -- set-up
+
+    async def _ready(self) -> tuple[GCSApi, Uploads]:
+        if self._api is None or self._uploads is None:
+            async with self._lock:
+                if self._closed:
+                    raise StoreError(f"the GCS backend for {self.options.url} is closed")
+                if self._api is None:
+                    stack = contextlib.AsyncExitStack()
+                    client = await anyio.to_thread.run_sync(
+                        make_client, self.options.max_connections
+                    )
+                    stack.push_async_callback(client.aclose)
+                    api = GCSApi(
+                        client=client,
+                        bucket=self.options.bucket,
+                        root=self._root,
+                        api_root=self.api_root,
+                        anonymous=self.anonymous,
+                        project=self.options.project,
+                        service_file=self.options.service_file,
+                        max_connections=self.options.max_connections,
+                    )
+                    self._stack = stack
+                    self._uploads = Uploads(api, self)
+                    self._api = api
+        assert self._api is not None
+        assert self._uploads is not None
+        return self._api, self._uploads
+
+    async def aclose(self) -> None:
+        """Close the HTTP client; the backend cannot be used afterwards."""
+        async with self._lock:
+            self._closed = True
+            stack, self._stack = self._stack, None
+            self._api = self._uploads = None
+        if stack is not None:
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()
+
+    # -- names
+
+    def name(self, key: str) -> str:
+        """The object name of ``key`` (the store's prefix + the key).
+
+        Raises:
+            InvalidKeyError: the key has a segment reserved for upload temporaries.
+        """
+        if (
+            key == TEMP_SEGMENT
+            or key.startswith(TEMP_SEGMENT + "/")
+            or f"/{TEMP_SEGMENT}/" in ("/" + key)
+        ):
+            raise InvalidKeyError(
+                f"key {key!r} has the path segment {TEMP_SEGMENT!r}, which the GCS backend "
+                "reserves for the temporary parts of uploads",
+                key=key,
+            )
+        return self._root + key
+
+    def key(self, name: str) -> str:
+        """The store key of the object called ``name``."""
+        return name[len(self._root) :]
+
+    def where(self, key: str | None, **flags: bool) -> Where:
+        """A `Where` for a request about ``key`` in this backend's bucket."""
+        return Where(self.options.bucket, key, **flags)
+
+    # -- metadata and reads
+
+    async def head(self, key: str) -> ObjectInfo:
+        api, _ = await self._ready()
+        resource = await api.resource(self.name(key), self.where(key))
+        return object_info(resource, key)
+
+    async def read(
+        self, key: str, start: int = 0, end: int | None = None, *, if_match: str | None = None
+    ) -> ReadStream:
+        """Open ``[start, end)`` of an object, pinned to one generation.
+
+        Without ``if_match`` the object's metadata is read first and the bytes
+        are then requested with ``ifGenerationMatch`` set to its generation
+        (the media response of the JSON API does not reliably carry the
+        metadata); with ``if_match`` (the later ranges of a download) one
+        request does, and a replaced object fails with PreconditionFailedError.
+        """
+        api, _ = await self._ready()
+        name = self.name(key)
+        where = self.where(key)
+        if if_match is not None:
+            generation = check_generation(if_match, key)
+            if end is not None and end <= start:
+                info = object_info(await api.resource(name, where, generation=generation), key)
+                return _empty(info, start, key)
+            return await self._read_pinned(api, name, key, start, end, generation)
+        for attempt in builtins.range(1, _READ_ATTEMPTS + 1):
+            info = object_info(await api.resource(name, where), key)
+            stop = info.size if end is None else min(end, info.size)
+            if start >= stop:
+                return _empty(info, start, key)
+            try:
+                return await self._read_pinned(api, name, key, start, stop, info.etag, info)
+            except PreconditionFailedError:
+                if attempt == _READ_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _read_pinned(
+        self,
+        api: GCSApi,
+        name: str,
+        key: str,
+        start: int,
+        end: int | None,
+        generation: str,
+        info: ObjectInfo | None = None,
+    ) -> ReadStream:
+        """Read ``[start, end)`` of generation ``generation``, at most 16 MiB per request.
+
+        The first request is made here (so a missing object, a replaced one or
+        a bad range fails now); the rest as the stream is consumed.
+        """
+        where = self.where(key)
+        ranges = _Ranges(api, name, where, generation, start)
+        first_end = start + READ_REQUEST if end is None else min(end, start + READ_REQUEST)
+        response, body = await ranges.fetch(start, first_end)
+        if response.status_code == 416:
+            total = _unsatisfied_size(response.headers.get("content-range", ""))
+            if info is None:
+                info = object_info(await api.resource(name, where, generation=generation), key)
+            return _empty(info, start, key, size=info.size if total is None else total)
+        body_start, size = _body_range(response, start)
+        if info is None:
+            info = _info_from_headers(response.headers, key, generation, size)
+        if start > size:
+            raise InvalidRangeError(
+                f"range start {start} is past the end of key {key!r} ({size} bytes)", key=key
+            )
+        ranges.stop = size if end is None else min(end, size)
+        ranges.take(body_start, body)
+        return IteratorReadStream(info, ranges)
+
+    # -- writes
+
+    async def put(
+        self,
+        key: str,
+        data: memoryview,
+        attrs: WriteAttributes,
+        checksums: Mapping[str, bytes],
+    ) -> WriteResult:
+        """Write the object in one ``uploadType=multipart`` request (resource + bytes).
+
+        The crc32c (and MD5, when given) go in the resource, so GCS verifies
+        the bytes; ``mode="create"`` / ``if_match`` become ``ifGenerationMatch``.
+        """
+        api, _ = await self._ready()
+        name = self.name(key)
+        resource = self.resource(name, attrs, checksums)
+        where = self.where(key, create=attrs.if_none_match, write=True)
+        result = await api.upload_multipart(resource, data, where, params=conditions(attrs, key))
+        return WriteResult(etag=str(result["generation"]))
+
+    def resource(
+        self, name: str, attrs: WriteAttributes, checksums: Mapping[str, bytes] | None = None
+    ) -> dict[str, Any]:
+        """The object resource of a write: name, content type, metadata, checksums."""
+        resource: dict[str, Any] = {"name": name, "metadata": dict(attrs.metadata)}
+        if attrs.content_type:
+            resource["contentType"] = attrs.content_type
+        if checksums:
+            crc = checksums.get("crc32c")
+            if crc is not None:
+                resource["crc32c"] = to_base64(int.from_bytes(crc, "big"))
+            md5 = checksums.get("md5")
+            if md5 is not None:
+                resource["md5Hash"] = base64.b64encode(md5).decode("ascii")
+        return resource
+
+    async def create_upload(self, key: str, attrs: WriteAttributes) -> str:
+        _, uploads = await self._ready()
+        return await uploads.create(key, self.name(key), attrs, self.upload_method)
+
+    async def upload_part(
+        self,
+        key: str,
+        upload_id: str,
+        number: int,
+        offset: int,
+        data: memoryview,
+        checksums: Mapping[str, bytes],
+    ) -> CompletedPart:
+        _, uploads = await self._ready()
+        return await uploads.part(key, self.name(key), upload_id, number, offset, data, checksums)
+
+    async def complete_upload(
+        self, key: str, upload_id: str, parts: Sequence[CompletedPart], attrs: WriteAttributes
+    ) -> WriteResult:
+        _, uploads = await self._ready()
+        return await uploads.complete(key, self.name(key), upload_id, parts, attrs)
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        _, uploads = await self._ready()
+        await uploads.abort(key, self.name(key), upload_id)
+
+    # -- delete and copy
+
+    async def delete(self, key: str) -> None:
+        api, _ = await self._ready()
+        await self.delete_names(api, [self.name(key)], key=key)
+
+    async def delete_many(self, keys: Iterable[str]) -> None:
+        """Delete in batch requests of up to 100 objects, a few batches at once."""
+        api, _ = await self._ready()
+        names = [self.name(key) for key in keys]
+        await self.delete_names(api, names)
+
+    async def delete_names(
+        self, api: GCSApi, names: Sequence[str], *, key: str | None = None
+    ) -> None:
+        """Delete objects by name; missing ones are not an error."""
+        if not names:
+            return
+        if len(names) == 1:
+            where = self.where(key if key is not None else self.key(names[0]))
+            with gcs_errors(where):
+                try:
+                    await api.storage.delete(
+                        api.bucket, names[0], params=api.params(), timeout=JSON_TIMEOUT
+                    )
+                except Exception as exc:
+                    if getattr(exc, "status", None) != 404:
+                        raise
+            return
+        batches = [names[i : i + BATCH_SIZE] for i in builtins.range(0, len(names), BATCH_SIZE)]
+        limiter = anyio.CapacityLimiter(BATCH_CONCURRENCY)
+
+        async def run(batch: Sequence[str]) -> None:
+            async with limiter:
+                await self._delete_batch(api, batch)
+
+        async with task_group() as tg:
+            for batch in batches:
+                tg.start_soon(run, batch)
+
+    async def _delete_batch(self, api: GCSApi, names: Sequence[str]) -> None:
+        boundary = "asyncstore-" + uuid.uuid4().hex
+        query = f"?userProject={api.project}" if api.project else ""
+        parts = [
+            f"--{boundary}\r\nContent-Type: application/http\r\n"
+            f"Content-Transfer-Encoding: binary\r\nContent-ID: <{index}>\r\n\r\n"
+            f"DELETE {api.object_path(name)}{query} HTTP/1.1\r\n\r\n"
+            for index, name in enumerate(names, 1)
+        ]
+        body = ("".join(parts) + f"--{boundary}--\r\n").encode()
+        where = self.where(None)
+        response, body = await api.send(
+            "POST",
+            api.batch_url,
+            where,
+            headers={"Content-Type": f"multipart/mixed; boundary={boundary}"},
+            content=body,
+        )
+        statuses = _batch_statuses(response, body, len(names))
+        for name, (status, message) in zip(names, statuses, strict=True):
+            if status < 300 or status == 404:
+                continue
+            raise status_error(status, message, self.where(self.key(name)))
+
+    async def copy(self, src: str, dst: str) -> WriteResult:
+        """Server-side copy with the ``rewrite`` call, repeated until GCS says done."""
+        api, _ = await self._ready()
+        src_name, dst_name = self.name(src), self.name(dst)
+        with gcs_errors(self.where(src)):
+            data = await api.storage.copy(
+                api.bucket,
+                src_name,
+                api.bucket,
+                new_name=dst_name,
+                params=api.params(),
+                timeout=JSON_TIMEOUT,
+            )
+        resource = data.get("resource")
+        if not isinstance(resource, dict) or "generation" not in resource:
+            raise StoreError(f"GCS's rewrite of key {src!r} to {dst!r} returned no object")
+        return WriteResult(etag=str(resource["generation"]))
+
+    # -- listing (last: the method name shadows the builtin in the class body)
+
+    async def list(
+        self, prefix: str = "", *, delimiter: str | None = None
+    ) -> AsyncIterator[ObjectInfo | CommonPrefix]:
+        """Yield objects (and, with a delimiter, common prefixes) in key order, page by page.
+
+        Each page's objects and prefixes are merged by name; the temporary
+        parts of uploads in progress are never listed.
+        """
+        api, _ = await self._ready()
+        full_prefix = self._root + prefix
+        where = self.where(None)
+        token: str | None = None
+        last_common: str | None = None
+        while True:
+            params = api.params(
+                prefix=full_prefix or None,
+                delimiter=delimiter or None,
+                maxResults=str(PAGE_SIZE),
+                pageToken=token,
+                fields=_LIST_FIELDS,
+            )
+            with gcs_errors(where):
+                page = await api.storage.list_objects(
+                    api.bucket, params=params, timeout=JSON_TIMEOUT
+                )
+            items = page.get("items") or []
+            prefixes = page.get("prefixes") or []
+            entries: Iterable[tuple[str, Any]] = heapq.merge(
+                ((item["name"], item) for item in sorted(items, key=lambda i: i["name"])),
+                ((p, None) for p in sorted(prefixes)),
+                key=lambda pair: pair[0],
+            )
+            for name, item in entries:
+                if _is_temp(name):
+                    continue
+                if item is None:
+                    if name == last_common:
+                        continue
+                    last_common = name
+                    yield CommonPrefix(self.key(name))
+                else:
+                    yield object_info(item, self.key(name))
+            token = page.get("nextPageToken") or None
+            if token is None:
+                return
+
+
+def _empty(info: ObjectInfo, start: int, key: str, *, size: int | None = None) -> ReadStream:
+    size = info.size if size is None else size
+    if start > size:
+        raise InvalidRangeError(
+            f"range start {start} is past the end of key {key!r} ({size} bytes)", key=key
+        )
+    return IteratorReadStream(info, _NoChunks())
+
+
+class _NoChunks:
+    """The body of an empty range."""
+
+    def __aiter__(self) -> _NoChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        await anyio.lowlevel.checkpoint()
+        raise StopAsyncIteration
+
+
+def _unsatisfied_size(content_range: str) -> int | None:
+    match = _UNSATISFIED_RANGE.match(content_range.strip())
+    return int(match.group(1)) if match else None
+
+
+def _body_range(response: httpx.Response, start: int) -> tuple[int, int]:
+    """(offset of the body's first byte, size of the whole object) of a media response."""
+    headers = response.headers
+    if response.status_code == 206:
+        match = _CONTENT_RANGE.match(headers.get("content-range", "").strip())
+        if match is None:
+            raise StoreError(
+                f"GCS sent a partial response without a usable Content-Range: "
+                f"{headers.get('content-range')!r}"
+            )
+        first, total = int(match.group(1)), match.group(3)
+        if total != "*":
+            return first, int(total)
+        stored = headers.get("x-goog-stored-content-length")
+        if stored is None:
+            raise StoreError("GCS did not say the size of the object in a partial response")
+        return first, int(stored)
+    # 200: the whole object (the service ignored the Range, e.g. a gzip-encoded object)
+    stored = headers.get("x-goog-stored-content-length") or headers.get("content-length")
+    if stored is None:
+        raise StoreError("GCS did not say the size of the object")
+    return 0, int(stored)
+
+
+def _info_from_headers(headers: httpx.Headers, key: str, generation: str, size: int) -> ObjectInfo:
+    metadata = {
+        name[len(_META_HEADER) :]: value
+        for name, value in headers.items()
+        if name.lower().startswith(_META_HEADER)
+    }
+    content_type = headers.get("content-type")
+    last_modified = headers.get("last-modified")
+    modified = None
+    if last_modified:
+        with contextlib.suppress(TypeError, ValueError):
+            modified = email.utils.parsedate_to_datetime(last_modified)
+    return ObjectInfo(
+        key=key,
+        size=size,
+        etag=headers.get("x-goog-generation", generation),
+        last_modified=modified,
+        content_type=content_type or None,
+        metadata=metadata,
+    )
+
+
+class _Ranges:
+    """The bytes of a pinned read, fetched in requests of at most `READ_REQUEST` bytes.
+
+    Each request's answer is read whole (bounded memory: one request's bytes),
+    so no half-read HTTP stream is ever abandoned; a class rather than an async
+    generator, so that a consumer may stop early without leaving one behind.
+    """
+
+    def __init__(self, api: GCSApi, name: str, where: Where, generation: str, start: int) -> None:
+        self._api = api
+        self._name = name
+        self._where = where
+        self._generation = generation
+        self.position = start
+        self.stop = start
+        self._ready: builtins.list[bytes] = []
+
+    async def fetch(self, start: int, end: int) -> tuple[httpx.Response, bytes]:
+        """GET bytes ``[start, end)`` as stored (no decoding), pinned to the generation."""
+        api = self._api
+        return await api.send(
+            "GET",
+            api.object_url(self._name),
+            self._where,
+            params=api.params(alt="media", ifGenerationMatch=self._generation),
+            headers={"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "gzip"},
+            ok=(416,),
+            raw=True,
+        )
+
+    def take(self, body_start: int, body: bytes) -> None:
+        """Keep the part of a response body (starting at ``body_start``) that is wanted next."""
+        skip = self.position - body_start
+        if skip < 0:
+            raise StoreError(
+                f"GCS sent bytes from {body_start} for a range starting at {self.position} "
+                f"of key {self._where.key!r}",
+                key=self._where.key,
+            )
+        piece = (
+            body[skip : skip + self.stop - self.position]
+            if skip or len(body) > (self.stop - self.position)
+            else body
+        )
+        if piece:
+            self._ready.append(piece)
+            self.position += len(piece)
+
+    def __aiter__(self) -> _Ranges:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._ready:
+            return self._ready.pop(0)
+        if self.position >= self.stop:
+            raise StopAsyncIteration
+        end = min(self.stop, self.position + READ_REQUEST)
+        response, body = await self.fetch(self.position, end)
+        if response.status_code == 416:
+            raise ConnectionError(
+                f"key {self._where.key!r} ended at byte {self.position}, before {self.stop}",
+                key=self._where.key,
+            )
+        body_start, _ = _body_range(response, self.position)
+        before = self.position
+        self.take(body_start, body)
+        if self.position == before:
+            raise ConnectionError(
+                f"GCS sent no bytes for {self.position}-{end} of key {self._where.key!r}",
+                key=self._where.key,
+            )
+        return self._ready.pop(0)
+
+    async def aclose(self) -> None:
+        """Drop what was fetched and not consumed."""
+        self._ready.clear()
+        self.position = self.stop
+
+
+def _batch_statuses(
+    response: httpx.Response, body: bytes, count: int
+) -> builtins.list[tuple[int, str]]:
+    """The status and message of each inner response of a batch response, in request order."""
+    content_type = response.headers.get("content-type", "")
+    match = re.search(r'boundary="?([^";]+)"?', content_type)
+    if match is None:
+        raise StoreError(f"GCS sent a batch response without a boundary: {content_type!r}")
+    text = body.decode("utf-8", "replace")
+    found: dict[int, tuple[int, str]] = {}
+    position = 0
+    for part in text.split("--" + match.group(1)):
+        status = re.search(r"HTTP/1\.[01] (\d{3})", part)
+        if status is None:
+            continue
+        ident = re.search(r"Content-ID:\s*<response-(?:[^>]*?)(\d+)>", part, re.IGNORECASE)
+        index = int(ident.group(1)) - 1 if ident else position
+        position += 1
+        rest = part[status.end() :]
+        message = ""
+        brace = rest.find("{")
+        if brace >= 0:
+            with contextlib.suppress(StoreError):
+                error = decode_json(rest[brace:].strip().encode(), Where("", None)).get("error")
+                if isinstance(error, dict):
+                    message = str(error.get("message", ""))
+        found[index] = (int(status.group(1)), message)
+    if len(found) < count:
+        raise StoreError(f"GCS answered {len(found)} of the {count} requests of a batch delete")
+    return [found[index] for index in builtins.range(count)]
