@@ -36,8 +36,18 @@ docs: $(STAMP)
 pytest: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,all,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) $(NODE_STAMP)
 	$(BIN)/python bench/local.py
+	$(BIN)/python bench/s3.py
+	$(BIN)/python bench/gcs.py
+	$(BIN)/python bench/azure.py
+	$(BIN)/python bench/cas.py
 
 clean:
 	rm -rf $(VENV) .site demo .pytest_cache .mypy_cache .ruff_cache
