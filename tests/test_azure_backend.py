@@ -301,6 +301,14 @@ def test_account_url_for_an_emulator() -> None:
     assert backend.config.account_url == "http://127.0.0.1:10000/devstoreaccount1"
 
 
+@pytest.fixture
+def without_azure_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behave as if azure-identity were not installed, whether or not it is (adlfs brings it)."""
+    import asyncstore.backends.azure._options as options
+
+    monkeypatch.setattr(options, "_identity_available", lambda: False)
+
+
 @pytest.mark.parametrize(
     ("url", "options", "message"),
     [
@@ -341,7 +349,9 @@ def test_account_url_for_an_emulator() -> None:
         ),
     ],
 )
-def test_bad_urls_and_options_are_rejected(url: str, options: dict[str, Any], message: str) -> None:
+def test_bad_urls_and_options_are_rejected(
+    url: str, options: dict[str, Any], message: str, without_azure_identity: None
+) -> None:
     with pytest.raises(ConfigurationError, match=re.escape(message)):
         _open(url, **options)
 
@@ -381,7 +391,9 @@ def test_connection_string_environment_variable_is_used() -> None:
     assert backend.config.account_url == "https://envacct.blob.core.windows.net"
 
 
-def test_connection_string_environment_of_another_account_is_not_used() -> None:
+def test_connection_string_environment_of_another_account_is_not_used(
+    without_azure_identity: None,
+) -> None:
     cs = "AccountName=envacct;AccountKey=a2V5"
     with pytest.raises(ConfigurationError, match="pip install azure-identity"):
         _open("az://data?account=myacct", environ={ENV: cs})

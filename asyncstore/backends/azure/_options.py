@@ -37,8 +37,8 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from azure.core.pipeline.transport import AsyncHttpTransport
 
-from ..._errors import ConfigurationError, InvalidKeyError
-from ..._keys import validate_key
+from ..._errors import ConfigurationError
+from .._url import check_prefix as _check_prefix
 
 __all__ = [
     "AZURITE_ACCOUNT",
@@ -208,14 +208,7 @@ def check_prefix(prefix: object) -> str:
     Raises:
         ConfigurationError: naming the prefix and the rule it breaks.
     """
-    if not isinstance(prefix, str):
-        raise ConfigurationError(f"Azure store prefix must be a str, not {prefix!r}", key="prefix")
-    if prefix:
-        try:
-            validate_key(prefix)
-        except InvalidKeyError as exc:
-            raise ConfigurationError(f"invalid Azure store prefix: {exc}", key=prefix) from exc
-    return prefix
+    return _check_prefix(prefix, "Azure")
 
 
 def _check_account(value: object, where: str) -> str:

@@ -20,10 +20,11 @@ import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from typing import TypeVar
-from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
-from ..._errors import ConfigurationError, InvalidKeyError
-from ..._keys import validate_key
+from ..._errors import ConfigurationError
+from .._url import check_prefix as _check_prefix
+from .._url import merge_options
 
 __all__ = ["OPTION_NAMES", "S3Options", "parse_options"]
 
@@ -108,14 +109,7 @@ def check_prefix(prefix: object) -> str:
     Raises:
         ConfigurationError: naming the prefix and the rule it breaks.
     """
-    if not isinstance(prefix, str):
-        raise ConfigurationError(f"S3 prefix must be a str, not {prefix!r}", key="prefix")
-    if prefix:
-        try:
-            validate_key(prefix)
-        except InvalidKeyError as exc:
-            raise ConfigurationError(f"invalid S3 store prefix: {exc}", key=prefix) from exc
-    return prefix
+    return _check_prefix(prefix, "S3")
 
 
 def _region(value: object, where: str) -> str:
@@ -218,40 +212,7 @@ def parse_options(url: SplitResult, options: Mapping[str, object]) -> S3Options:
         raise ConfigurationError(f"S3 store URL {text!r} must not have a #fragment", key=text)
     bucket = check_bucket(url.netloc)
     prefix = check_prefix(unquote(url.path).strip("/"))
-    values: dict[str, object] = {}
-    try:
-        query = parse_qsl(url.query, keep_blank_values=True, strict_parsing=bool(url.query))
-    except ValueError as exc:
-        raise ConfigurationError(
-            f"S3 store URL {text!r} has a malformed query string", key=text
-        ) from exc
-    for name, value in query:
-        if name not in OPTION_NAMES:
-            raise ConfigurationError(
-                f"unknown option {name!r} in S3 store URL {text!r}; "
-                f"the options are {', '.join(OPTION_NAMES)}",
-                key=name,
-            )
-        if name in values:
-            raise ConfigurationError(
-                f"option {name!r} is given twice in S3 store URL {text!r}", key=name
-            )
-        values[name] = value
-    for name, given in options.items():
-        if name not in OPTION_NAMES:
-            raise ConfigurationError(
-                f"unknown option {name!r} for S3 store {text!r}; "
-                f"the options are {', '.join(OPTION_NAMES)}",
-                key=name,
-            )
-        if given is None:  # a keyword left at None is an option not given
-            continue
-        if name in values:
-            raise ConfigurationError(
-                f"option {name!r} is given both in the URL {text!r} and as a keyword argument",
-                key=name,
-            )
-        values[name] = given
+    values = merge_options(text, url.query, options, OPTION_NAMES, "S3")
     return S3Options(
         bucket,
         prefix,

@@ -1,0 +1,79 @@
+"""URL-parsing helpers shared by the cloud backends: the store prefix and option merging."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from urllib.parse import parse_qsl
+
+from .._errors import ConfigurationError, InvalidKeyError
+from .._keys import validate_key
+
+__all__ = ["check_prefix", "merge_options"]
+
+
+def check_prefix(prefix: object, service: str) -> str:
+    """Return ``prefix`` if it is a valid store prefix ("" or a valid key).
+
+    Raises:
+        ConfigurationError: naming the prefix and the rule it breaks.
+    """
+    if not isinstance(prefix, str):
+        raise ConfigurationError(f"{service} prefix must be a str, not {prefix!r}", key="prefix")
+    if prefix:
+        try:
+            validate_key(prefix)
+        except InvalidKeyError as exc:
+            raise ConfigurationError(f"invalid {service} store prefix: {exc}", key=prefix) from exc
+    return prefix
+
+
+def merge_options(
+    text: str,
+    query: str,
+    options: Mapping[str, object],
+    names: Sequence[str],
+    service: str,
+) -> dict[str, object]:
+    """The options of a store URL's query string and of keyword arguments, as one dict.
+
+    A keyword left at None counts as not given.
+
+    Raises:
+        ConfigurationError: a malformed query, an unknown option, or one given twice
+            (twice in the URL, or in the URL and as a keyword); the message names it.
+    """
+    values: dict[str, object] = {}
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"{service} store URL {text!r} has a malformed query string", key=text
+        ) from exc
+    for name, value in pairs:
+        if name not in names:
+            raise ConfigurationError(
+                f"unknown option {name!r} in {service} store URL {text!r}; "
+                f"the options are {', '.join(names)}",
+                key=name,
+            )
+        if name in values:
+            raise ConfigurationError(
+                f"option {name!r} is given twice in {service} store URL {text!r}", key=name
+            )
+        values[name] = value
+    for name, given in options.items():
+        if name not in names:
+            raise ConfigurationError(
+                f"unknown option {name!r} for {service} store {text!r}; "
+                f"the options are {', '.join(names)}",
+                key=name,
+            )
+        if given is None:
+            continue
+        if name in values:
+            raise ConfigurationError(
+                f"option {name!r} is given both in the URL {text!r} and as a keyword argument",
+                key=name,
+            )
+        values[name] = given
+    return values
