@@ -24,7 +24,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._backend import Backend, ReadStream
 from .._errors import (
@@ -317,6 +317,7 @@ class ObjectStream:
         self._tg: anyio.abc.TaskGroup | None = None
         self._tg_cm: contextlib.AbstractAsyncContextManager[anyio.abc.TaskGroup] | None = None
         self._inbox: MemoryObjectReceiveStream[Any] | None = None
+        self._send: MemoryObjectSendStream[Any] | None = None
         self._sequential: AsyncGenerator[memoryview, None] | None = None
         self.info: ObjectInfo | None = None
         self.sha256: str | None = None
@@ -332,6 +333,7 @@ class ObjectStream:
         if len(download.ranges()) <= 1:
             return self  # one range: nothing to parallelise, iterate it directly
         send, self._inbox = anyio.create_memory_object_stream[Any](0)
+        self._send = send  # closed by aclose too, in case the producer never starts
         self._tg_cm = task_group()
         self._tg = await self._tg_cm.__aenter__()
         self._tg.start_soon(self._produce, download, send)
@@ -368,6 +370,8 @@ class ObjectStream:
             await cm.__aexit__(None, None, None)
         if self._inbox is not None:
             self._inbox.close()
+        if self._send is not None:
+            self._send.close()
         if self._sequential is not None:
             await self._sequential.aclose()
         if self._download is not None:

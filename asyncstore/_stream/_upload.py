@@ -193,17 +193,17 @@ async def upload(
             reader.release(data)
             await progress.advance(part.size)
 
-        async def worker(inbox: anyio.abc.ObjectReceiveStream[Any]) -> None:
-            async with inbox:
-                async for item in inbox:
-                    await send_one(*item)
-                    del item  # drop the part now, not when the next one arrives
+        async def worker() -> None:
+            # Workers share the one receive stream; it is closed below, after the task
+            # group, so that it is closed even if a worker is cancelled before it starts.
+            async for item in receive:
+                await send_one(*item)
+                del item  # drop the part now, not when the next one arrives
 
-        async with task_group() as tg:
-            for _ in range(concurrency):
-                tg.start_soon(worker, receive.clone())
-            receive.close()
-            async with send:
+        with send, receive:
+            async with task_group() as tg:
+                for _ in range(concurrency):
+                    tg.start_soon(worker)
                 number, offset = 1, 0
                 pending: list[memoryview] = [first, second]
                 while True:
@@ -222,6 +222,7 @@ async def upload(
                     number += 1
                     offset += len(part_data)
                     del part_data
+                send.close()  # no more parts: the workers finish what they hold and stop
         sha = hasher.digest_string()
         ordered = sorted(parts, key=lambda p: p.number)
 
