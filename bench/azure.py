@@ -26,7 +26,17 @@ the client's alone):
   ``upload_blob`` from the open file and ``download_blob().readinto`` the
   file, with ``max_concurrency=8`` and 8 MiB blocks / chunks; for small,
   ``download_blob().readall()`` under ``asyncio.gather``;
-* ``adlfs``, ``obstore``: reported as skipped unless installed.
+* ``adlfs`` (``AzureBlobFileSystem`` on Azurite's connection string,
+  ``max_concurrency`` 8): ``_put_file`` / ``_get_file`` (the Azure SDK's
+  block upload and ranged download underneath), ``_cat_file`` for small;
+* ``obstore`` (``AzureStore`` with ``endpoint`` Azurite's account URL, the
+  well-known account key, ``allow_http``): ``put_async`` with ``chunk_size``
+  8 MiB and ``max_concurrency`` 8; ``get_range_async`` of 8 MiB ranges, 8 in
+  flight, written with ``os.pwrite`` (obstore has no parallel download);
+  ``get_async`` + ``bytes_async`` for small.
+
+A peer that fails against Azurite gets the reason in the table instead of a
+figure.
 
 Figures per case: MB/s (10**6 bytes per second) or requests/s; the client's
 CPU seconds per GiB (or per 1,000 requests); its peak RSS; the event loop's
@@ -47,6 +57,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import resource
 import shutil
 import socket
@@ -79,12 +90,13 @@ ACCOUNT = "devstoreaccount1"
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 HEARTBEAT = 0.005
 RESULT_MARK = "BENCH-RESULT "
+PEER_TIMEOUT = 300  # seconds a peer case may take before it is reported as hung
 PART = 8 * MiB
 CONCURRENCY = 8
 POOL = 100
 ASYNCSTORE = ("asyncstore-asyncio-httpx", "asyncstore-asyncio-aiohttp", "asyncstore-trio-httpx")
-CLIENTS = (*ASYNCSTORE, "azure-sdk")
 PEERS = ("adlfs", "obstore")
+CLIENTS = (*ASYNCSTORE, "azure-sdk", *PEERS)
 CASES = (
     *(f"upload:{client}" for client in CLIENTS),
     *(f"download:{client}" for client in CLIENTS),
@@ -359,9 +371,117 @@ def case_sdk_small(args: argparse.Namespace) -> dict[str, Any]:
     return {**_measure(run), **lag.figures()}
 
 
+# -- the peers: adlfs and obstore ----------------------------------------------------------------
+
+
+def _peer_case(workload: str, args: argparse.Namespace, client: str, body: Any) -> dict[str, Any]:
+    """Run ``body(restored, keys)`` (returns the coroutine function to time) under asyncio."""
+    restored = args.work / f"restored-{client}.bin"
+    lag = LoopLag()
+    holder: dict[str, Any] = {}
+
+    async def main() -> None:
+        await _timed(lag, await body(restored, _small_keys(args)), holder)
+
+    def run() -> dict[str, Any]:
+        asyncio.run(main())
+        out = {"seconds": holder["seconds"], "cpu_seconds": holder["cpu_seconds"]}
+        if workload == "download":
+            out["sha256"] = file_sha256(restored)
+        elif workload == "get-small":
+            out["bytes"] = holder["result"]
+        return out
+
+    try:
+        return {**_measure(run), **lag.figures()}
+    finally:
+        restored.unlink(missing_ok=True)
+
+
+def case_adlfs(workload: str, args: argparse.Namespace) -> dict[str, Any]:
+    import adlfs
+
+    path = f"{CONTAINER}/large/adlfs.bin"
+
+    async def body(restored: pathlib.Path, keys: list[str]) -> Any:
+        fs = adlfs.AzureBlobFileSystem(
+            connection_string=connection_string(args.endpoint),
+            asynchronous=True,
+            max_concurrency=CONCURRENCY,
+            skip_instance_cache=True,
+        )
+        await fs._info(f"{CONTAINER}/{keys[0]}")  # set-up done
+
+        async def upload() -> None:
+            await fs._put_file(str(args.src), path, overwrite=True)
+
+        async def download() -> None:
+            await fs._get_file(path, str(restored))
+
+        async def gets() -> int:
+            paths = [f"{CONTAINER}/{key}" for key in keys]
+            return sum(len(b) for b in await asyncio.gather(*map(fs._cat_file, paths)))
+
+        return {"upload": upload, "download": download, "get-small": gets}[workload]
+
+    return _peer_case(workload, args, "adlfs", body)
+
+
+def case_obstore(workload: str, args: argparse.Namespace) -> dict[str, Any]:
+    import obstore
+    from obstore.store import AzureStore
+
+    key = "large/obstore.bin"
+
+    async def body(restored: pathlib.Path, keys: list[str]) -> Any:
+        store = AzureStore(
+            CONTAINER,
+            account_name=ACCOUNT,
+            account_key=KEY,
+            endpoint=args.endpoint,
+            client_options={"allow_http": True},
+        )
+        await obstore.head_async(store, keys[0])  # set-up done
+
+        async def upload() -> None:
+            await obstore.put_async(
+                store, key, args.src, chunk_size=PART, max_concurrency=CONCURRENCY
+            )
+
+        async def download() -> None:
+            size = (await obstore.head_async(store, key))["size"]
+            gate = asyncio.Semaphore(CONCURRENCY)
+            fd = os.open(restored, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+
+                async def part(start: int) -> None:
+                    async with gate:
+                        end = min(start + PART, size)
+                        data = await obstore.get_range_async(store, key, start=start, end=end)
+                        os.pwrite(fd, memoryview(data), start)
+
+                await asyncio.gather(*(part(start) for start in range(0, size, PART)))
+            finally:
+                os.close(fd)
+
+        async def get(name: str) -> int:
+            return len(await (await obstore.get_async(store, name)).bytes_async())
+
+        async def gets() -> int:
+            return sum(await asyncio.gather(*map(get, keys)))
+
+        return {"upload": upload, "download": download, "get-small": gets}[workload]
+
+    return _peer_case(workload, args, "obstore", body)
+
+
 def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run one case in this process and return its raw figures."""
     workload, client = name.split(":")
+    if client == "adlfs":
+        return case_adlfs(workload, args)
+    if client == "obstore":
+        return case_obstore(workload, args)
     if workload == "get-small":
         if client.startswith("asyncstore-"):
             return case_asyncstore_small(client, args)
@@ -484,6 +604,19 @@ def prepare(endpoint: str, small_count: int, small_kib: int) -> None:
     anyio.run(run)
 
 
+def failure_reason(stderr: str, status: int) -> str:
+    """A one-line reason from a child's traceback: its exception line, plus any HTTP status."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b", line)]
+    reason = (errors or lines or [f"exit status {status}"])[-1][:200]
+    statuses = re.findall(r"status: (\d{3})", stderr)
+    return reason + (f" (HTTP {statuses[-1]})" if statuses else "")
+
+
+class CaseFailed(Exception):
+    """A case's child process failed; the message is its one-line reason."""
+
+
 def child(name: str, args: argparse.Namespace, server_pid: int) -> dict[str, Any]:
     """Run ``name`` in a fresh interpreter; add Azurite's CPU use over it."""
     import psutil
@@ -504,11 +637,15 @@ def child(name: str, args: argparse.Namespace, server_pid: int) -> dict[str, Any
     ]
     server = psutil.Process(server_pid)
     before = sum(server.cpu_times()[:2])
-    done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
+    limit = 3600 if name.split(":")[1].startswith("asyncstore-") else PEER_TIMEOUT
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=limit, check=False)
+    except subprocess.TimeoutExpired:
+        raise CaseFailed(f"no result after {limit} s (killed)") from None
     server_cpu = sum(server.cpu_times()[:2]) - before
     if done.returncode != 0:
         sys.stderr.write(done.stderr)
-        raise SystemExit(f"case {name} failed with exit status {done.returncode}")
+        raise CaseFailed(failure_reason(done.stderr, done.returncode))
     for line in done.stdout.splitlines():
         if line.startswith(RESULT_MARK):
             result: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
@@ -601,10 +738,18 @@ def print_table(rows: list[dict[str, Any]], skipped: dict[str, str], title: str)
         "peak RSS MiB",
         "loop lag max ms",
         "server CPU",
+        "asyncstore/this",
     )
     lines = []
+    reference: dict[str, dict[str, Any]] = {}
+    for row in rows:  # the first asyncstore row of each workload is the reference of the ratios
+        if row["case"].split(":")[1].startswith("asyncstore-"):
+            reference.setdefault(row["workload"], row)
     for row in rows:
         small = row["workload"] == "get-small"
+        key = "requests_per_s" if small else "mb_per_s"
+        if row["workload"] in reference:
+            row["asyncstore_ratio"] = reference[row["workload"]][key] / row[key]
         lines.append(
             (
                 row["case"],
@@ -613,6 +758,7 @@ def print_table(rows: list[dict[str, Any]], skipped: dict[str, str], title: str)
                 _fmt(row["peak_rss_mib"], ".0f"),
                 _fmt(row.get("loop_lag_max_ms"), ".1f"),
                 _fmt(row.get("server_cpu_per_wall_s"), ".2f"),
+                _fmt(row.get("asyncstore_ratio"), ".2f"),
             )
         )
     print(title)
@@ -632,6 +778,7 @@ def print_table(rows: list[dict[str, Any]], skipped: dict[str, str], title: str)
         )
     for peer, reason in skipped.items():
         print(f"{peer}: skipped ({reason})")
+    print("asyncstore/this: the workload's first asyncstore row's rate / this row's (> 1: faster)")
 
 
 def main() -> int:
@@ -667,9 +814,7 @@ def main() -> int:
     args.size = args.src.stat().st_size
     expected = file_sha256(args.src)
     skipped = {peer: "not installed" for peer in PEERS if importlib.util.find_spec(peer) is None}
-    for peer in PEERS:
-        if peer not in skipped:
-            skipped[peer] = "installed, but not wired into this benchmark yet"
+    cases = [name for name in cases if name.split(":")[1] not in skipped]
     # A download reads the object an upload wrote: uploads go first.
     ordered = sorted(
         cases, key=lambda name: ("upload", "download", "get-small").index(name.split(":")[0])
@@ -688,8 +833,16 @@ def main() -> int:
         prepare(server.endpoint, args.small_count, args.small_kib)
         for attempt in range(args.repeat):
             for name in ordered:
+                client = name.split(":")[1]
+                if client in skipped:
+                    continue
                 print(f"run {attempt + 1}/{args.repeat}: {name} ...", file=sys.stderr)
-                runs[name].append(child(name, args, server.proc.pid))
+                try:
+                    runs[name].append(child(name, args, server.proc.pid))
+                except CaseFailed as error:
+                    if client not in PEERS:
+                        raise SystemExit(f"case {name} failed: {error}") from None
+                    skipped[client] = f"{name} failed: {error}"
     rows = [summarise(name, runs[name], args) for name in cases if runs.get(name)]
     wrong = [row["case"] for row in rows if "sha256" in row and row["sha256"] != expected]
     if wrong:

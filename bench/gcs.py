@@ -29,7 +29,19 @@ CPU seconds per GiB (or per 1,000 requests); peak RSS; the event loop's worst
 lag (a heartbeat task sleeps 5 ms in a loop and records how late it wakes);
 and the emulator's CPU seconds per second of the case: near 1.0 means the
 emulator, a single-threaded Python HTTP/1.0 server, is the bottleneck.
-gcsfs and obstore are reported as skipped unless installed.
+
+Peers (each run like the others, 16 MiB parts / ranges, 4 at a time):
+
+* ``gcsfs`` (``token="anon"``, ``endpoint_url`` the emulator): ``_put_file``
+  with ``chunksize`` 16 MiB (one resumable session, chunks sent one after
+  another), ``_get_file`` (one streamed GET), ``_cat_file`` for small;
+* ``obstore`` (``GCSStore`` with ``base_url`` the emulator, ``skip_signature``,
+  ``allow_http``): ``put_async`` with ``chunk_size`` 16 MiB and
+  ``max_concurrency`` 4; ``get_range_async`` of 16 MiB ranges, 4 in flight,
+  written with ``os.pwrite``; ``get_async`` + ``bytes_async`` for small.
+
+A peer that fails against the emulator gets the reason in the table instead of
+a figure.
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import resource
 import socket
 import subprocess
@@ -62,6 +75,7 @@ DEFAULT_OUT = REPO / "bench" / "results" / "gcs.json"
 BUCKET = "asyncstore-bench"
 HEARTBEAT = 0.005
 RESULT_MARK = "BENCH-RESULT "
+PEER_TIMEOUT = 180  # seconds a peer case may take before it is reported as hung
 PART = 16 * MiB
 # The emulator serves one request at a time and listens with a backlog of 5: with more
 # connections than that, SYNs are dropped and retried a second later, which measures
@@ -73,8 +87,8 @@ ASYNCSTORE = tuple(
     for method in ("composite", "resumable")
     for loop in ("asyncio", "trio")
 )
-LARGE_CLIENTS = (*ASYNCSTORE, "gcloud-aio-storage")
-SMALL_CLIENTS = ("asyncstore-asyncio", "asyncstore-trio", "gcloud-aio-storage")
+LARGE_CLIENTS = (*ASYNCSTORE, "gcloud-aio-storage", "gcsfs", "obstore")
+SMALL_CLIENTS = ("asyncstore-asyncio", "asyncstore-trio", "gcloud-aio-storage", "gcsfs", "obstore")
 PEERS = ("gcsfs", "obstore")
 CASES = (
     *(f"{direction}:{client}" for client in LARGE_CLIENTS for direction in ("upload", "download")),
@@ -304,9 +318,134 @@ def case_gcloud_small(args: argparse.Namespace) -> dict[str, Any]:
     return {**_measure(run), **lag.figures()}
 
 
+# -- the peers: gcsfs and obstore ----------------------------------------------------------------
+
+
+def _asyncio_case(body: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    """Run ``body(holder)`` (a coroutine function) under asyncio with a heartbeat."""
+    lag = LoopLag()
+    holder: dict[str, Any] = {}
+
+    async def main() -> None:
+        heartbeat = asyncio.create_task(lag.run())
+        try:
+            await body(holder)
+        finally:
+            heartbeat.cancel()
+
+    def run() -> dict[str, Any]:
+        asyncio.run(main())
+        return dict(holder)
+
+    return {**_measure(run), **lag.figures()}
+
+
+async def _timed(holder: dict[str, Any], work: Any) -> Any:
+    await asyncio.sleep(0.05)
+    started, cpu = time.perf_counter(), _cpu_seconds()
+    result = await work
+    holder["seconds"] = time.perf_counter() - started
+    holder["cpu_seconds"] = _cpu_seconds() - cpu
+    return result
+
+
+def case_gcsfs(workload: str, args: argparse.Namespace) -> dict[str, Any]:
+    import gcsfs
+
+    path = f"{BUCKET}/{_large_key('gcsfs')}"
+    restored = args.work / "restored-gcsfs.bin"
+    keys = [f"{BUCKET}/{key}" for key in _small_keys(args)]
+
+    async def body(holder: dict[str, Any]) -> None:
+        fs = gcsfs.GCSFileSystem(
+            token="anon", endpoint_url=args.endpoint, asynchronous=True, skip_instance_cache=True
+        )
+        session = await fs._set_session()
+        try:
+            await fs._ls(BUCKET)  # set-up done
+            if workload == "upload":
+                await _timed(holder, fs._put_file(str(args.src), path, chunksize=PART))
+            elif workload == "download":
+                await _timed(holder, fs._get_file(path, str(restored)))
+                holder["sha256"] = file_sha256(restored)
+            else:
+                sizes = await _timed(holder, asyncio.gather(*(fs._cat_file(k) for k in keys)))
+                holder["bytes"] = sum(len(b) for b in sizes)
+        finally:
+            await session.close()
+
+    try:
+        return _asyncio_case(body)
+    finally:
+        restored.unlink(missing_ok=True)
+
+
+def case_obstore(workload: str, args: argparse.Namespace) -> dict[str, Any]:
+    import obstore
+    from obstore.store import GCSStore
+
+    key = _large_key("obstore")
+    restored = args.work / "restored-obstore.bin"
+    keys = _small_keys(args)
+
+    async def download(store: Any) -> None:
+        size = (await obstore.head_async(store, key))["size"]
+        gate = asyncio.Semaphore(CONCURRENCY)
+        fd = os.open(restored, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+
+            async def part(start: int) -> None:
+                async with gate:
+                    end = min(start + PART, size)
+                    data = await obstore.get_range_async(store, key, start=start, end=end)
+                    os.pwrite(fd, memoryview(data), start)
+
+            await asyncio.gather(*(part(start) for start in range(0, size, PART)))
+        finally:
+            os.close(fd)
+
+    async def get(store: Any, name: str) -> int:
+        return len(await (await obstore.get_async(store, name)).bytes_async())
+
+    async def body(holder: dict[str, Any]) -> None:
+        store = GCSStore(
+            BUCKET,
+            base_url=args.endpoint,
+            skip_signature=True,
+            client_options={"allow_http": True, "pool_max_idle_per_host": str(POOL)},
+        )
+        await obstore.list_with_delimiter_async(store, "none/")  # set-up done
+        if workload == "upload":
+            work = obstore.put_async(
+                store, key, args.src, chunk_size=PART, max_concurrency=CONCURRENCY
+            )
+            await _timed(holder, work)
+        elif workload == "download":
+            await _timed(holder, download(store))
+            holder["sha256"] = file_sha256(restored)
+        else:
+            gate = asyncio.Semaphore(POOL)  # reqwest's pool has no cap; the emulator needs one
+
+            async def capped(name: str) -> int:
+                async with gate:
+                    return await get(store, name)
+
+            sizes = await _timed(holder, asyncio.gather(*(capped(k) for k in keys)))
+            holder["bytes"] = sum(sizes)
+
+    try:
+        return _asyncio_case(body)
+    finally:
+        restored.unlink(missing_ok=True)
+
+
 def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run one case in this process and return its raw figures."""
     workload, client = name.split(":")
+    if client == "gcsfs":
+        return case_gcsfs(workload, args)
+    if client == "obstore":
+        return case_obstore(workload, args)
     if workload == "get-small":
         if client.startswith("asyncstore-"):
             return case_asyncstore_small(client, args)
@@ -415,6 +554,19 @@ def file_sha256(path: pathlib.Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def failure_reason(stderr: str, status: int) -> str:
+    """A one-line reason from a child's traceback: its exception line, plus any HTTP status."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b", line)]
+    reason = (errors or lines or [f"exit status {status}"])[-1][:200]
+    statuses = re.findall(r"status: (\d{3})", stderr)
+    return reason + (f" (HTTP {statuses[-1]})" if statuses else "")
+
+
+class CaseFailed(Exception):
+    """A case's child process failed; the message is the last line of its stderr."""
+
+
 def child(name: str, args: argparse.Namespace, endpoint: str, server_pid: int) -> dict[str, Any]:
     """Run ``name`` in a fresh interpreter; add the emulator's CPU use over it."""
     import psutil
@@ -439,14 +591,18 @@ def child(name: str, args: argparse.Namespace, endpoint: str, server_pid: int) -
     before = sum(server.cpu_times()[:2])
     started = time.perf_counter()
     env = {**os.environ, "STORAGE_EMULATOR_HOST": endpoint}
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=3600, check=False, env=env
-    )
+    limit = 3600 if name.split(":")[1].startswith("asyncstore-") else PEER_TIMEOUT
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=limit, check=False, env=env
+        )
+    except subprocess.TimeoutExpired:
+        raise CaseFailed(f"no result after {limit} s (killed)") from None
     wall = time.perf_counter() - started
     server_cpu = sum(server.cpu_times()[:2]) - before
     if done.returncode != 0:
         sys.stderr.write(done.stderr)
-        raise SystemExit(f"case {name} failed with exit status {done.returncode}")
+        raise CaseFailed(failure_reason(done.stderr, done.returncode))
     for line in done.stdout.splitlines():
         if line.startswith(RESULT_MARK):
             result: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
@@ -542,9 +698,26 @@ def _fmt(value: Any, spec: str) -> str:
 def print_table(
     rows: list[dict[str, Any]], skipped: dict[str, str], args: argparse.Namespace
 ) -> None:
-    headers = ("workload", "client", "rate", "CPU", "peak RSS MiB", "lag max ms", "server CPU/s")
+    headers = (
+        "workload",
+        "client",
+        "rate",
+        "CPU",
+        "peak RSS MiB",
+        "lag max ms",
+        "server CPU/s",
+        "asyncstore/this",
+    )
     lines = []
+    reference: dict[str, dict[str, Any]] = {}
+    for row in rows:  # the first asyncstore row of each workload is the reference of the ratios
+        if row["client"].startswith("asyncstore-"):
+            reference.setdefault(row["workload"], row)
     for row in rows:
+        key = "requests_per_s" if row["workload"] == "get-small" else "mb_per_s"
+        base = reference.get(row["workload"])
+        if base is not None:
+            row["asyncstore_ratio"] = base[key] / row[key]
         small = row["workload"] == "get-small"
         rate = f"{row['requests_per_s']:,.0f} req/s" if small else f"{row['mb_per_s']:,.1f} MB/s"
         cpu = (
@@ -561,6 +734,7 @@ def print_table(
                 _fmt(row.get("peak_rss_mib"), ".0f"),
                 _fmt(row.get("loop_lag_max_ms"), ".1f"),
                 _fmt(row.get("server_cpu_per_wall_s"), ".2f"),
+                _fmt(row.get("asyncstore_ratio"), ".2f"),
             )
         )
     print(
@@ -585,6 +759,7 @@ def print_table(
         )
     for peer, reason in skipped.items():
         print(f"skipped {peer}: {reason}")
+    print("asyncstore/this: the workload's first asyncstore row's rate / this row's (> 1: faster)")
     print(
         "server CPU/s: the emulator's CPU seconds per second of the case; "
         "~1.0 = the emulator (one thread) is the limit"
@@ -616,8 +791,21 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
     skipped = {peer: "not installed" for peer in PEERS if importlib.util.find_spec(peer) is None}
-    for peer in set(PEERS) - set(skipped):
-        skipped[peer] = "installed, but no case written for it yet"
+    cases = [name for name in cases if name.split(":")[1] not in skipped]
+    failed: dict[str, str] = {}
+
+    def attempt_case(name: str, endpoint: str, pid: int) -> dict[str, Any] | None:
+        client = name.split(":")[1]
+        if client in failed:
+            return None
+        try:
+            return child(name, args, endpoint, pid)
+        except CaseFailed as error:
+            if client not in PEERS:
+                raise SystemExit(f"case {name} failed: {error}") from None
+            failed[client] = f"{name} failed: {error}"
+            return None
+
     print(f"preparing a {args.size_mib} MiB file in {args.work} ...", file=sys.stderr)
     args.src = make_source(args.work, args.size_mib)
     args.size = args.src.stat().st_size
@@ -634,8 +822,8 @@ def main() -> int:
                     if name not in cases and name.startswith("download:"):
                         continue
                     print(f"run {attempt + 1}/{args.repeat}: {name} ...", file=sys.stderr)
-                    result = child(name, args, endpoint, pid)
-                    if name in cases:
+                    result = attempt_case(name, endpoint, pid)
+                    if name in cases and result is not None:
                         runs[name].append(result)
         small = [name for name in cases if name.startswith("get-small:")]
         if small:
@@ -644,7 +832,10 @@ def main() -> int:
                 prepare_small(endpoint, args)
                 for name in small:
                     print(f"run {attempt + 1}/{args.repeat}: {name} ...", file=sys.stderr)
-                    runs[name].append(child(name, args, endpoint, pid))
+                    result = attempt_case(name, endpoint, pid)
+                    if result is not None:
+                        runs[name].append(result)
+    skipped.update(failed)
     rows = [summarise(name, runs[name], args) for name in cases if runs[name]]
     wrong = [row for row in rows if "sha256" in row and row["sha256"] != expected]
     if wrong:

@@ -24,7 +24,22 @@ the client's alone):
   SDK's floor under asyncstore;
 * ``boto3``: boto3's S3 transfer manager (threads; ``multipart_chunksize``
   16 MiB, ``max_concurrency`` 8) for large, a pool of 64 threads for small;
-* ``aioboto3``, ``s3fs``, ``obstore``: reported as skipped unless installed.
+* ``obstore`` (in the project's venv): ``put_async`` with ``chunk_size`` 16 MiB
+  and ``max_concurrency`` 8 for upload; for download, ``get_range_async`` of
+  16 MiB ranges, 8 in flight, written with ``os.pwrite`` (obstore has no
+  parallel download of its own); ``get_async`` + ``bytes_async`` for small
+  (reqwest's pool has no connection cap: ``pool_max_idle_per_host`` 64);
+* ``aioboto3``, ``s3fs``: they pin aiobotocore 2.x, which cannot share a venv
+  with asyncstore's aiobotocore 3, so they run from ``bench/.venv-peers``,
+  created on first use (``python -m venv`` + ``pip install s3fs aioboto3
+  psutil``); their child processes never import asyncstore. aioboto3 uses its
+  ``upload_file`` / ``download_file`` with a boto3 ``TransferConfig`` of
+  16 MiB x 8; s3fs uses ``_put_file`` (``chunksize`` 16 MiB,
+  ``max_concurrency`` 8) and ``_get_file`` (one streamed GET: s3fs has no
+  parallel download) and ``_cat_file`` for small.
+
+A peer that fails (cannot be installed, cannot reach moto) gets the reason in
+the table instead of a figure.
 
 Figures per case: MB/s (10**6 bytes per second) or requests/s; the client's
 CPU seconds per GiB (or per 1,000 requests); its peak RSS; for the async
@@ -46,6 +61,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -66,13 +82,16 @@ DEFAULT_OUT = REPO / "bench" / "results" / "s3.json"
 BUCKET = "asyncstore-bench"
 HEARTBEAT = 0.005
 RESULT_MARK = "BENCH-RESULT "
+PEER_TIMEOUT = 300  # seconds a peer's case may take before it is reported as hung
 PART = 16 * MiB
 CONCURRENCY = 8
 POOL = 64
 ASYNCSTORE = ("asyncstore-asyncio-aiohttp", "asyncstore-asyncio-httpx", "asyncstore-trio-httpx")
-LARGE_CLIENTS = (*ASYNCSTORE, "boto3")
-SMALL_CLIENTS = (*ASYNCSTORE, "aiobotocore-raw", "boto3")
-PEERS = ("aioboto3", "s3fs", "obstore")
+PEER_VENV_CLIENTS = ("aioboto3", "s3fs")
+LARGE_CLIENTS = (*ASYNCSTORE, "boto3", "obstore", *PEER_VENV_CLIENTS)
+SMALL_CLIENTS = (*ASYNCSTORE, "aiobotocore-raw", "boto3", "obstore", *PEER_VENV_CLIENTS)
+PEER_VENV = REPO / "bench" / ".venv-peers"
+PEER_PACKAGES = ("s3fs", "aioboto3", "psutil")
 CASES = (
     *(f"{direction}:{client}" for client in LARGE_CLIENTS for direction in ("upload", "download")),
     *(f"get-small:{client}" for client in SMALL_CLIENTS),
@@ -104,6 +123,13 @@ class LoopLag:
         while True:
             before = time.perf_counter()
             await anyio.sleep(HEARTBEAT)
+            self.lags.append(time.perf_counter() - before - HEARTBEAT)
+
+    async def run_asyncio(self) -> None:
+        """The same heartbeat without anyio (the peers' venv does not have it)."""
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(HEARTBEAT)
             self.lags.append(time.perf_counter() - before - HEARTBEAT)
 
     def figures(self) -> dict[str, Any]:
@@ -314,9 +340,204 @@ def case_boto3_small(args: argparse.Namespace) -> dict[str, Any]:
     return _measure(run)
 
 
+# -- the peers: obstore (project venv); aioboto3 and s3fs (bench/.venv-peers, no asyncstore) ------
+
+
+def _obstore_store(args: argparse.Namespace) -> Any:
+    from obstore.store import S3Store
+
+    return S3Store(
+        BUCKET,
+        endpoint=args.endpoint,
+        region=os.environ["AWS_REGION"],
+        access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+        secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+        token=os.environ["AWS_SESSION_TOKEN"],
+        virtual_hosted_style_request=False,
+        client_options={"allow_http": True, "pool_max_idle_per_host": str(POOL)},
+    )
+
+
+def _asyncio_case(body: Callable[[LoopLag, dict[str, Any]], Any]) -> dict[str, Any]:
+    """Run ``body(lag, holder)`` (a coroutine function) under asyncio with a heartbeat."""
+    lag = LoopLag()
+    holder: dict[str, Any] = {}
+
+    async def main() -> None:
+        heartbeat = asyncio.create_task(lag.run_asyncio())
+        try:
+            await body(lag, holder)
+        finally:
+            heartbeat.cancel()
+
+    def run() -> dict[str, Any]:
+        asyncio.run(main())
+        return dict(holder)
+
+    return {**_measure(run), **lag.figures()}
+
+
+async def _timed(holder: dict[str, Any], work: Any) -> Any:
+    await asyncio.sleep(0.05)
+    started, cpu = time.perf_counter(), _cpu_seconds()
+    result = await work
+    holder["seconds"] = time.perf_counter() - started
+    holder["cpu_seconds"] = _cpu_seconds() - cpu
+    return result
+
+
+def case_obstore_large(direction: str, args: argparse.Namespace) -> dict[str, Any]:
+    import obstore
+
+    key = "large/obstore.bin"
+    restored = args.work / "restored-obstore.bin"
+
+    async def download(store: Any) -> None:
+        size = (await obstore.head_async(store, key))["size"]
+        gate = asyncio.Semaphore(CONCURRENCY)
+        fd = os.open(restored, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+
+            async def part(start: int) -> None:
+                async with gate:
+                    data = await obstore.get_range_async(
+                        store, key, start=start, end=min(start + PART, size)
+                    )
+                    os.pwrite(fd, memoryview(data), start)
+
+            await asyncio.gather(*(part(start) for start in range(0, size, PART)))
+        finally:
+            os.close(fd)
+
+    async def body(lag: LoopLag, holder: dict[str, Any]) -> None:
+        store = _obstore_store(args)
+        await obstore.list_with_delimiter_async(store, "large/")  # set-up done
+        if direction == "upload":
+            work = obstore.put_async(
+                store, key, args.src, chunk_size=PART, max_concurrency=CONCURRENCY
+            )
+            await _timed(holder, work)
+        else:
+            await _timed(holder, download(store))
+            holder["sha256"] = file_sha256(restored)
+
+    try:
+        return _asyncio_case(body)
+    finally:
+        restored.unlink(missing_ok=True)
+
+
+def case_obstore_small(args: argparse.Namespace) -> dict[str, Any]:
+    import obstore
+
+    keys = _small_keys(args)
+
+    async def get(store: Any, key: str) -> int:
+        result = await obstore.get_async(store, key)
+        return len(await result.bytes_async())
+
+    async def body(lag: LoopLag, holder: dict[str, Any]) -> None:
+        store = _obstore_store(args)
+        await get(store, keys[0])  # set-up done
+        sizes = await _timed(holder, asyncio.gather(*(get(store, key) for key in keys)))
+        holder["bytes"] = sum(sizes)
+
+    return _asyncio_case(body)
+
+
+def _aiobotocore_config() -> Any:
+    from aiobotocore.config import AioConfig
+
+    return AioConfig(
+        max_pool_connections=POOL,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+
+
+def case_aioboto3(workload: str, args: argparse.Namespace) -> dict[str, Any]:
+    import aioboto3
+    from boto3.s3.transfer import TransferConfig
+
+    key = "large/aioboto3.bin"
+    restored = args.work / "restored-aioboto3.bin"
+    config = TransferConfig(
+        multipart_threshold=PART, multipart_chunksize=PART, max_concurrency=CONCURRENCY
+    )
+    keys = _small_keys(args)
+
+    async def body(lag: LoopLag, holder: dict[str, Any]) -> None:
+        session = aioboto3.Session()
+        async with session.client(
+            "s3", endpoint_url=args.endpoint, config=_aiobotocore_config()
+        ) as client:
+            await client.head_bucket(Bucket=BUCKET)  # set-up done
+
+            async def get(key: str) -> int:
+                response = await client.get_object(Bucket=BUCKET, Key=key)
+                async with response["Body"] as stream:
+                    return len(await stream.read())
+
+            if workload == "upload":
+                await _timed(holder, client.upload_file(str(args.src), BUCKET, key, Config=config))
+            elif workload == "download":
+                work = client.download_file(BUCKET, key, str(restored), Config=config)
+                await _timed(holder, work)
+            else:
+                sizes = await _timed(holder, asyncio.gather(*(get(k) for k in keys)))
+                holder["bytes"] = sum(sizes)
+
+    try:
+        return _asyncio_case(body)
+    finally:
+        restored.unlink(missing_ok=True)
+
+
+def case_s3fs(workload: str, args: argparse.Namespace) -> dict[str, Any]:
+    import s3fs
+
+    key = f"{BUCKET}/large/s3fs.bin"
+    restored = args.work / "restored-s3fs.bin"
+    keys = [f"{BUCKET}/{k}" for k in _small_keys(args)]
+
+    async def body(lag: LoopLag, holder: dict[str, Any]) -> None:
+        fs = s3fs.S3FileSystem(
+            asynchronous=True,
+            endpoint_url=args.endpoint,
+            max_concurrency=CONCURRENCY,
+            config_kwargs={"max_pool_connections": POOL},
+            skip_instance_cache=True,
+        )
+        session = await fs.set_session()
+        try:
+            await fs._info(f"{BUCKET}/{_small_keys(args)[0]}")  # set-up done
+            if workload == "upload":
+                await _timed(holder, fs._put_file(str(args.src), key, chunksize=PART))
+            elif workload == "download":
+                await _timed(holder, fs._get_file(key, str(restored)))
+            else:
+                sizes = await _timed(holder, asyncio.gather(*(fs._cat_file(k) for k in keys)))
+                holder["bytes"] = sum(len(b) for b in sizes)
+        finally:
+            await session.close()
+
+    try:
+        return _asyncio_case(body)
+    finally:
+        restored.unlink(missing_ok=True)
+
+
 def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run one case in this process and return its raw figures."""
     workload, client = name.split(":")
+    if client == "aioboto3":
+        return case_aioboto3(workload, args)
+    if client == "s3fs":
+        return case_s3fs(workload, args)
+    if client == "obstore":
+        if workload == "get-small":
+            return case_obstore_small(args)
+        return case_obstore_large(workload, args)
     if workload == "get-small":
         if client.startswith("asyncstore-"):
             return case_asyncstore_small(client, args)
@@ -355,12 +576,40 @@ def file_sha256(path: pathlib.Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def peer_python() -> pathlib.Path:
+    """The interpreter of ``bench/.venv-peers``, created (venv + pip install) on first use."""
+    python = PEER_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {PEER_VENV} (pip install {' '.join(PEER_PACKAGES)}) ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+    probe = [str(python), "-c", "import " + ", ".join(PEER_PACKAGES)]
+    if subprocess.run(probe, capture_output=True, check=False).returncode != 0:
+        install = [str(python), "-m", "pip", "install", "--quiet", *PEER_PACKAGES]
+        subprocess.run(install, check=True)
+    return python
+
+
+def failure_reason(stderr: str, status: int) -> str:
+    """A one-line reason from a child's traceback: its exception line, plus any HTTP status."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b", line)]
+    reason = (errors or lines or [f"exit status {status}"])[-1][:200]
+    statuses = re.findall(r"status: (\d{3})", stderr)
+    return reason + (f" (HTTP {statuses[-1]})" if statuses else "")
+
+
+class CaseFailed(Exception):
+    """A case's child process failed; the message is the last line of its stderr."""
+
+
 def child(name: str, args: argparse.Namespace, server_pid: int) -> dict[str, Any]:
     """Run ``name`` in a fresh interpreter; add the server's CPU use over it."""
     import psutil
 
+    client = name.split(":")[1]
+    python = str(peer_python()) if client in PEER_VENV_CLIENTS else sys.executable
     command = [
-        sys.executable,
+        python,
         __file__,
         "--case",
         name,
@@ -376,12 +625,16 @@ def child(name: str, args: argparse.Namespace, server_pid: int) -> dict[str, Any
     server = psutil.Process(server_pid)
     before = sum(server.cpu_times()[:2])
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
+    limit = 3600 if name.split(":")[1].startswith("asyncstore-") else PEER_TIMEOUT
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=limit, check=False)
+    except subprocess.TimeoutExpired:
+        raise CaseFailed(f"no result after {limit} s (killed)") from None
     wall = time.perf_counter() - started
     server_cpu = sum(server.cpu_times()[:2]) - before
     if done.returncode != 0:
         sys.stderr.write(done.stderr)
-        raise SystemExit(f"case {name} failed with exit status {done.returncode}")
+        raise CaseFailed(failure_reason(done.stderr, done.returncode))
     for line in done.stdout.splitlines():
         if line.startswith(RESULT_MARK):
             result: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
@@ -457,6 +710,16 @@ def summarise(name: str, runs: list[dict[str, Any]], args: argparse.Namespace) -
     return row
 
 
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Per workload: asyncstore-asyncio-aiohttp's rate / each row's rate (> 1: asyncstore wins)."""
+    reference = {row["workload"]: row for row in rows if row["client"] == ASYNCSTORE[0]}
+    for row in rows:
+        base = reference.get(row["workload"])
+        if base is not None:
+            key = "requests_per_s" if row["workload"] == "get-small" else "mb_per_s"
+            row["asyncstore_ratio"] = base[key] / row[key]
+
+
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -464,7 +727,16 @@ def _fmt(value: Any, spec: str) -> str:
 def print_table(
     rows: list[dict[str, Any]], skipped: dict[str, str], args: argparse.Namespace
 ) -> None:
-    headers = ("workload", "client", "rate", "CPU", "peak RSS MiB", "lag max ms", "server CPU/s")
+    headers = (
+        "workload",
+        "client",
+        "rate",
+        "CPU",
+        "peak RSS MiB",
+        "lag max ms",
+        "server CPU/s",
+        "asyncstore/this",
+    )
     lines = []
     for row in rows:
         small = row["workload"] == "get-small"
@@ -483,6 +755,7 @@ def print_table(
                 _fmt(row.get("peak_rss_mib"), ".0f"),
                 _fmt(row.get("loop_lag_max_ms"), ".1f"),
                 _fmt(row.get("server_cpu_per_wall_s"), ".2f"),
+                _fmt(row.get("asyncstore_ratio"), ".2f"),
             )
         )
     print(
@@ -507,6 +780,7 @@ def print_table(
     for peer, reason in skipped.items():
         print(f"skipped {peer}: {reason}")
     print("server CPU/s: moto's CPU seconds per second of the case; ~1.0 = the server is the limit")
+    print(f"asyncstore/this: {ASYNCSTORE[0]}'s rate / the row's rate (> 1: asyncstore is faster)")
 
 
 def prepare_small(args: argparse.Namespace) -> None:
@@ -547,15 +821,23 @@ def main() -> int:
     unknown = sorted(set(cases) - set(CASES))
     if unknown:
         parser.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
-    skipped = {peer: "not installed" for peer in PEERS if importlib.util.find_spec(peer) is None}
-    for peer in set(PEERS) - set(skipped):
-        skipped[peer] = "installed, but no case written for it yet"
+    skipped: dict[str, str] = {}
+    if importlib.util.find_spec("obstore") is None:
+        skipped["obstore"] = "not installed (pip install -e '.[bench]')"
+    if any(name.split(":")[1] in PEER_VENV_CLIENTS for name in cases):
+        try:
+            peer_python()
+        except (OSError, subprocess.CalledProcessError) as error:
+            for peer in PEER_VENV_CLIENTS:
+                skipped[peer] = f"{PEER_VENV} could not be set up: {error}"
+    cases = [name for name in cases if name.split(":")[1] not in skipped]
     print(f"preparing a {args.size_mib} MiB file in {args.work} ...", file=sys.stderr)
     args.src = make_source(args.work, args.size_mib)
     args.size = args.src.stat().st_size
     expected = file_sha256(args.src)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in cases}
     load_at_start = list(os.getloadavg())
+    failed: dict[str, str] = {}
     with MotoServer() as server:
         assert server._process is not None
         args.endpoint = server.endpoint
@@ -568,16 +850,25 @@ def main() -> int:
         for attempt in range(args.repeat):
             for name in cases:
                 workload, client = name.split(":")
-                if workload == "download" and f"upload:{client}" not in cases:
-                    child(f"upload:{client}", args, server._process.pid)
+                if client in failed:
+                    continue
                 print(f"run {attempt + 1}/{args.repeat}: {name} ...", file=sys.stderr)
-                runs[name].append(child(name, args, server._process.pid))
+                try:
+                    if workload == "download" and f"upload:{client}" not in cases:
+                        child(f"upload:{client}", args, server._process.pid)
+                    runs[name].append(child(name, args, server._process.pid))
+                except CaseFailed as error:
+                    if client.startswith("asyncstore-"):
+                        raise SystemExit(f"case {name} failed: {error}") from None
+                    failed[client] = f"{name} failed: {error}"
                 if workload == "download":  # free the server's memory
                     key = f"large/{client}.bin"
                     boto3.client("s3", endpoint_url=server.endpoint).delete_object(
                         Bucket=BUCKET, Key=key
                     )
-    rows = [summarise(name, runs[name], args) for name in cases]
+    skipped.update(failed)
+    rows = [summarise(name, runs[name], args) for name in cases if runs[name]]
+    add_ratios(rows)
     wrong = [row for row in rows if "sha256" in row and row["sha256"] != expected]
     if wrong:
         print(f"error: digests differ from {expected}: {wrong}", file=sys.stderr)
