@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from urllib.parse import parse_qsl
 
 from .._errors import ConfigurationError, InvalidKeyError
 from .._keys import validate_key
 
-__all__ = ["check_prefix", "merge_options"]
+__all__ = ["bounded_int", "check_prefix", "merge_options"]
 
 
 def check_prefix(prefix: object, service: str) -> str:
@@ -77,3 +78,22 @@ def merge_options(
             )
         values[name] = given
     return values
+
+
+def bounded_int(name: str, value: object, where: str, low: int, high: int) -> int:
+    """An integer option from ``low`` to ``high``, given as an int or as decimal digits.
+
+    Raises:
+        ConfigurationError: naming the option, the store and the bounds.
+    """
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value):
+        number = int(value)
+    if number is None or not low <= number <= high:
+        raise ConfigurationError(
+            f"option {name!r} of {where} must be an integer from {low} to {high}, not {value!r}",
+            key=name,
+        )
+    return number

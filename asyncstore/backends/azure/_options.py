@@ -38,6 +38,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 from azure.core.pipeline.transport import AsyncHttpTransport
 
 from ..._errors import ConfigurationError
+from .._url import bounded_int as _check_int
 from .._url import check_prefix as _check_prefix
 
 __all__ = [
@@ -265,20 +266,6 @@ def _check_bool(name: str, value: object, where: str) -> bool:
     raise ConfigurationError(
         f"option {name!r} of {where} must be true or false, not {value!r}", key=name
     )
-
-
-def _check_int(name: str, value: object, where: str, low: int, high: int) -> int:
-    number: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value):
-        number = int(value)
-    if number is None or not low <= number <= high:
-        raise ConfigurationError(
-            f"option {name!r} of {where} must be an integer from {low} to {high}, not {value!r}",
-            key=name,
-        )
-    return number
 
 
 def _check_secret(name: str, value: object, where: str) -> str:

@@ -38,6 +38,7 @@ from typing import Literal, TypeVar
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from ..._errors import ConfigurationError
+from .._url import bounded_int as _bounded_int
 from .._url import check_prefix as _check_prefix
 from .._url import merge_options
 
@@ -266,20 +267,6 @@ def _upload(value: object, where: str) -> UploadMethod:
         f"option 'upload' of {where} must be 'composite' or 'resumable', not {value!r}",
         key="upload",
     )
-
-
-def _bounded_int(name: str, value: object, where: str, low: int, high: int) -> int:
-    number: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value):
-        number = int(value)
-    if number is None or not low <= number <= high:
-        raise ConfigurationError(
-            f"option {name!r} of {where} must be an integer from {low} to {high}, not {value!r}",
-            key=name,
-        )
-    return number
 
 
 def _concurrency(value: object, where: str) -> int:

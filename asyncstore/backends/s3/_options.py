@@ -23,6 +23,7 @@ from typing import TypeVar
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from ..._errors import ConfigurationError
+from .._url import bounded_int as _bounded_int
 from .._url import check_prefix as _check_prefix
 from .._url import merge_options
 
@@ -163,20 +164,6 @@ def _bool(value: object, where: str) -> bool:
         f"option 'use_path_style' of {where} must be true or false, not {value!r}",
         key="use_path_style",
     )
-
-
-def _bounded_int(name: str, value: object, where: str, low: int, high: int) -> int:
-    number: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value):
-        number = int(value)
-    if number is None or not low <= number <= high:
-        raise ConfigurationError(
-            f"option {name!r} of {where} must be an integer from {low} to {high}, not {value!r}",
-            key=name,
-        )
-    return number
 
 
 def _concurrency(value: object, where: str) -> int:
