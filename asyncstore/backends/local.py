@@ -336,17 +336,31 @@ def _prune_dirs(path: str, stop: str) -> None:
         path = os.path.dirname(path)
 
 
+def _file_in_the_way(directory: str) -> bool:
+    """Whether ``directory`` or one of its parents exists as something other than a directory."""
+    path = directory
+    while path and path != os.path.dirname(path):
+        if os.path.lexists(path) and not os.path.isdir(path):
+            return True
+        path = os.path.dirname(path)
+    return False
+
+
 def _create_exclusive(
     directory: str, path: str, flags: int, on_collision: Callable[[], StoreError]
 ) -> int:
     """Create ``path`` with O_EXCL, making ``directory`` first (again, if a delete pruned it)."""
     for attempt in itertools.count(1):
         try:
+            # makedirs races with a concurrent delete's pruning too: a parent it just
+            # made can vanish before it makes the child (FileNotFoundError). Retry both.
             os.makedirs(directory, exist_ok=True)
-        except (FileExistsError, NotADirectoryError) as exc:
-            raise on_collision() from exc
-        try:
             return os.open(path, flags | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o666)
+        except (FileExistsError, NotADirectoryError) as exc:
+            # A file where a directory should be is a key collision; anything else
+            # (makedirs saw EEXIST, then a prune removed the directory) is the race.
+            if _file_in_the_way(directory) or attempt >= _MKDIR_ATTEMPTS:
+                raise on_collision() from exc
         except FileNotFoundError:
             if attempt >= _MKDIR_ATTEMPTS:
                 raise
