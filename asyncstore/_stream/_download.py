@@ -364,14 +364,16 @@ class ObjectStream:
 
     async def aclose(self) -> None:
         """Stop reading and release every connection; safe to call more than once."""
-        if self._tg_cm is not None and self._tg is not None:
-            cm, self._tg_cm = self._tg_cm, None
-            self._tg.cancel_scope.cancel()
-            await cm.__aexit__(None, None, None)
-        if self._inbox is not None:
-            self._inbox.close()
-        if self._send is not None:
-            self._send.close()
+        try:
+            if self._tg_cm is not None and self._tg is not None:
+                cm, self._tg_cm = self._tg_cm, None
+                self._tg.cancel_scope.cancel()
+                await cm.__aexit__(None, None, None)
+        finally:  # even if leaving the task group raised (an outer cancellation, ...)
+            if self._inbox is not None:
+                self._inbox.close()
+            if self._send is not None:
+                self._send.close()
         if self._sequential is not None:
             await self._sequential.aclose()
         if self._download is not None:
