@@ -13,7 +13,10 @@ from collections.abc import Iterator
 import blockbuster.blockbuster as _bb
 import pytest
 import sniffio
+from _servers import azurite, emulator, s3
 from blockbuster import BlockBuster, blockbuster_ctx
+
+__all__ = ["azurite", "emulator", "s3"]  # the session's servers, for every module
 
 
 class _AnyEventLoop:

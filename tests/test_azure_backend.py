@@ -9,17 +9,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import dataclasses
 import hashlib
 import os
 import re
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -29,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import anyio.to_thread
 import pytest
+from _servers import Azurite, free_port
 from azure.core.exceptions import AzureError, HttpResponseError
 from azure.storage.blob import BlobServiceClient, ContentSettings
 from hypothesis import given
@@ -68,100 +62,6 @@ pytestmark = pytest.mark.anyio
 
 
 # --------------------------------------------------------------------------- Azurite
-
-
-@dataclasses.dataclass(frozen=True)
-class Azurite:
-    """A running Azurite: its Blob endpoint and the dev account's connection string."""
-
-    endpoint: str
-
-    @property
-    def connection_string(self) -> str:
-        return (
-            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
-            f"AccountKey={AZURITE_KEY};BlobEndpoint={self.endpoint};"
-        )
-
-    def service(self) -> BlobServiceClient:
-        return BlobServiceClient.from_connection_string(self.connection_string)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _answers(endpoint: str) -> bool:
-    try:
-        urllib.request.urlopen(f"{endpoint}?comp=list", timeout=1)
-    except urllib.error.HTTPError:
-        return True  # any HTTP answer (403: unsigned) means it is up
-    except OSError:
-        return False
-    return True
-
-
-def _start_azurite(workdir: Path, in_memory: bool) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = _free_port()
-    storage = ["--inMemoryPersistence"] if in_memory else ["--location", str(workdir)]
-    log = workdir / f"azurite-{port}.log"
-    command = [
-        str(AZURITE_BIN),
-        "--blobHost",
-        "127.0.0.1",
-        "--blobPort",
-        str(port),
-        "--skipApiVersionCheck",
-        "--loose",
-        "--disableTelemetry",
-        "--silent",
-        *storage,
-    ]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(command, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
-    return proc, f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}", log
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-
-
-@pytest.fixture(scope="session")
-def azurite() -> Iterator[Azurite]:
-    """Azurite on 127.0.0.1 and a free port, in memory (else in a temp folder), for the session."""
-    if not AZURITE_BIN.exists():
-        pytest.fail(
-            f"Azurite is not installed at {AZURITE_BIN}: run `make test`, which installs it "
-            "into ./node_modules with npm"
-        )
-    workdir = Path(tempfile.mkdtemp(prefix="azurite-"))
-    try:
-        for in_memory in (True, False):
-            proc, endpoint, log = _start_azurite(workdir, in_memory)
-            deadline = time.monotonic() + 60
-            while proc.poll() is None and not _answers(endpoint):
-                if time.monotonic() > deadline:
-                    _stop(proc)
-                    pytest.fail(f"Azurite did not answer within 60 s: {log.read_text()}")
-                time.sleep(0.1)
-            if proc.poll() is None:
-                break
-            output = log.read_text()
-            if not in_memory or "inMemoryPersistence" not in output:
-                pytest.fail(f"Azurite exited with status {proc.returncode}: {output}")
-        try:
-            yield Azurite(endpoint)
-        finally:
-            _stop(proc)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -948,7 +848,7 @@ async def test_wrong_account_key_is_permission_denied_without_the_key(
 
 
 async def test_unreachable_service_is_a_connection_error(container: str) -> None:
-    endpoint = f"http://127.0.0.1:{_free_port()}/{AZURITE_ACCOUNT}"
+    endpoint = f"http://127.0.0.1:{free_port()}/{AZURITE_ACCOUNT}"
     backend = AzureBackend(container, account_url=endpoint, account_key=AZURITE_KEY)
     async with Store(backend, retry=RetryPolicy(attempts=2, backoff_base=0.01)) as store:
         with pytest.raises(ConnectionError) as info:

@@ -31,13 +31,10 @@ import http.server
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -47,6 +44,7 @@ import anyio.to_thread
 import google_crc32c
 import httpx
 import pytest
+from _servers import Emulator, free_port
 
 from asyncstore import (
     AlreadyExistsError,
@@ -113,90 +111,6 @@ EMULATOR_GAPS = {
 
 
 # --------------------------------------------------------------------------- the emulator
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclasses.dataclass
-class Emulator:
-    """A running gcp-storage-emulator; its helpers are plain blocking calls for fixtures."""
-
-    url: str
-
-    def create_bucket(self) -> str:
-        name = f"t-{uuid.uuid4().hex[:16]}"
-        body = {"name": name, "softDeletePolicy": {"retentionDurationSeconds": "0"}}
-        response = httpx.post(
-            f"{self.url}/storage/v1/b", params={"project": "test"}, json=body, timeout=30
-        )
-        response.raise_for_status()
-        return name
-
-    def objects(self, bucket: str, prefix: str = "") -> list[dict[str, Any]]:
-        response = httpx.get(
-            f"{self.url}/storage/v1/b/{bucket}/o", params={"prefix": prefix}, timeout=30
-        )
-        response.raise_for_status()
-        return list(response.json().get("items") or [])
-
-    def names(self, bucket: str, prefix: str = "") -> list[str]:
-        return sorted(item["name"] for item in self.objects(bucket, prefix))
-
-    def resource(self, bucket: str, name: str) -> dict[str, Any]:
-        quoted = urllib.parse.quote(name, safe="")
-        response = httpx.get(f"{self.url}/storage/v1/b/{bucket}/o/{quoted}", timeout=30)
-        response.raise_for_status()
-        return dict(response.json())
-
-    def empty(self, bucket: str) -> None:
-        """Delete a bucket's objects (the emulator keeps everything in memory)."""
-        with httpx.Client(timeout=30) as client:
-            for name in self.names(bucket):
-                quoted = urllib.parse.quote(name, safe="")
-                client.delete(f"{self.url}/storage/v1/b/{bucket}/o/{quoted}")
-
-
-@pytest.fixture(scope="session")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    """gcp-storage-emulator on 127.0.0.1 and a free port, in memory, for the whole session."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("gcs-emulator") / "emulator.log"
-    command = [
-        sys.executable,
-        "-m",
-        "gcp_storage_emulator",
-        "start",
-        "--host=127.0.0.1",
-        f"--port={port}",
-        "--in-memory",
-        "--quiet",
-    ]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/", timeout=1) as response:
-                    if response.read() == b"OK":
-                        break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"gcp-storage-emulator did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.1)
-        yield Emulator(url)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(autouse=True)
@@ -738,7 +652,7 @@ class TestEmulatorBasics:
             assert not await store.exists("k")
 
     async def test_connection_refused_is_a_connection_error(self, bucket: str):
-        dead = f"http://127.0.0.1:{_free_port()}"
+        dead = f"http://127.0.0.1:{free_port()}"
         backend = GCSBackend(bucket, api_root=dead)
         async with Store(backend, retry=RetryPolicy(attempts=1)) as store:
             with pytest.raises(ConnectionError) as info:

@@ -34,11 +34,10 @@ from urllib.parse import urlsplit
 
 import anyio
 import anyio.lowlevel
-import boto3
 import botocore.exceptions
 import httpx
 import pytest
-from _moto import MotoServer, fake_aws_env
+from _servers import BUCKET, S3Server
 from boto3.s3.transfer import TransferConfig
 
 from asyncstore import (
@@ -81,53 +80,10 @@ pytestmark = [
     ),
 ]
 
-BUCKET = "asyncstore-test"
 MISSING_BUCKET = "asyncstore-no-such-bucket"
 
 
 # -- the server ------------------------------------------------------------------------------
-
-
-class S3Server:
-    """The moto server of the session, with a boto3 client for checking what is stored."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
-        self.boto = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-
-    def backend(self, prefix: str = "", **options: Any) -> S3Backend:
-        return S3Backend(BUCKET, prefix, endpoint=self.endpoint, **options)
-
-    def keys(self, prefix: str) -> list[str]:
-        pages = self.boto.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-        return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
-
-    def uploads(self, prefix: str) -> list[str]:
-        response = self.boto.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix)
-        return [upload["Key"] for upload in response.get("Uploads", [])]
-
-    def clean(self, prefix: str) -> None:
-        """Remove every object and multipart upload under ``prefix``."""
-        response = self.boto.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix)
-        for upload in response.get("Uploads", []):
-            self.boto.abort_multipart_upload(
-                Bucket=BUCKET, Key=upload["Key"], UploadId=upload["UploadId"]
-            )
-        keys = self.keys(prefix)
-        for first in range(0, len(keys), 1000):
-            self.boto.delete_objects(
-                Bucket=BUCKET,
-                Delete={"Objects": [{"Key": key} for key in keys[first : first + 1000]]},
-            )
-
-
-@pytest.fixture(scope="session")
-def s3() -> Iterator[S3Server]:
-    """moto's S3 server on 127.0.0.1, fake credentials in the environment, the test bucket."""
-    with fake_aws_env(), MotoServer() as server:
-        s3 = S3Server(server.endpoint)
-        s3.boto.create_bucket(Bucket=BUCKET)
-        yield s3
 
 
 @pytest.fixture
