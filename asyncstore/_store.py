@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import builtins
+import contextlib
+import math
 import os
 import pathlib
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from types import TracebackType
 
+import anyio
+
 from ._backend import Backend, Capabilities, CompletedPart, MiB, WriteAttributes
-from ._errors import InvalidArgumentError, NotFoundError
+from ._errors import (
+    ConfigurationError,
+    InvalidArgumentError,
+    NotFoundError,
+    StoreError,
+    TimeoutError,
+)
 from ._keys import validate_key, validate_prefix
 from ._meta import MODE, MTIME, SHA256, check_user_metadata, is_sha256_digest, public_info
 from ._stream._download import Download, ObjectStream, check_range, open_download, read_all
@@ -96,6 +107,13 @@ class Store:
         max_concurrency: Default number of parts or ranges in flight per transfer
             (default: the backend's ``default_max_concurrency``, else 8).
         retry: How TransportErrors are retried.
+        timeout: Seconds that one call (`put`, `get`, `head`, `download_file`, ...)
+            may take in all, retries and backoff included; past it the call is
+            cancelled, cleaned up (an upload is aborted, a temp file removed) and
+            raises asyncstore's `TimeoutError` naming the key. None (the default):
+            no overall limit, only the backend's connect and read timeouts. A
+            caller's own ``anyio.fail_after``/``move_on_after`` scope works the same
+            way around any call, and is how to bound a `stream` or `list`.
     """
 
     def __init__(
@@ -105,6 +123,7 @@ class Store:
         chunk_size: int | None = None,
         max_concurrency: int | None = None,
         retry: RetryPolicy | None = None,
+        timeout: float | None = None,
     ) -> None:
         if not isinstance(backend, Backend):
             raise InvalidArgumentError(
@@ -119,6 +138,38 @@ class Store:
         self.chunk_size = _positive_int("chunk_size", chunk_size)
         self.max_concurrency = _positive_int("max_concurrency", max_concurrency)
         self.retry = retry if retry is not None else RetryPolicy()
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not timeout > 0
+            or timeout == math.inf
+        ):
+            raise ConfigurationError(
+                f"timeout must be a positive number of seconds or None, not {timeout!r}",
+                key="timeout",
+            )
+        self.timeout = timeout
+
+    @contextlib.contextmanager
+    def _deadline(self, what: str, key: str) -> Iterator[None]:
+        """Bound the block by the store's ``timeout``, as asyncstore's TimeoutError."""
+        if self.timeout is None:
+            yield
+            return
+        scope = anyio.CancelScope(deadline=anyio.current_time() + self.timeout)
+        try:
+            with scope:
+                yield
+            if scope.cancelled_caught:
+                raise builtins.TimeoutError
+        except builtins.TimeoutError as exc:
+            if isinstance(exc, StoreError) or not scope.cancelled_caught:
+                raise
+            raise TimeoutError(
+                f"{what} of key {key!r} did not finish within the store's "
+                f"timeout of {self.timeout} s",
+                key=key,
+            ) from None
 
     def __repr__(self) -> str:
         return f"<Store {self.backend.describe()}>"
@@ -166,48 +217,49 @@ class Store:
         record_file: bool,
     ) -> tuple[PutResult, TransferInfo]:
         validate_key(key)
-        part_size, concurrency = self._sizes(chunk_size, max_concurrency, key)
-        attrs = _write_attributes(key, content_type, metadata, mode)
-        started = time.perf_counter()
-        reader, st = await open_source(
-            data, lambda size: plan_part_size(self.backend, part_size, size, key=key), key=key
-        )
-        try:
-            if record_file and st is not None:
-                attrs = _write_attributes(
-                    key,
-                    content_type,
-                    metadata,
-                    mode,
-                    {MTIME: repr(st.st_mtime), MODE: format(st.st_mode & 0o7777, "o")},
-                )
-            reporter = ProgressReporter(progress, reader.size)
-            outcome = await upload(
-                self.backend,
-                key,
-                reader,
-                attrs,
-                part_size=reader.part_size,
-                concurrency=concurrency,
-                retry=self.retry,
-                progress=reporter,
+        with self._deadline("put", key):
+            part_size, concurrency = self._sizes(chunk_size, max_concurrency, key)
+            attrs = _write_attributes(key, content_type, metadata, mode)
+            started = time.perf_counter()
+            reader, st = await open_source(
+                data, lambda size: plan_part_size(self.backend, part_size, size, key=key), key=key
             )
-        finally:
-            await reader.aclose()
-        duration = max(time.perf_counter() - started, 1e-9)
-        result = PutResult(key, outcome.size, outcome.etag, outcome.sha256, outcome.part_count)
-        info = TransferInfo(
-            key=key,
-            bytes_transferred=outcome.size,
-            duration=duration,
-            mb_per_s=outcome.size / duration / 1e6,
-            part_count=outcome.part_count,
-            concurrency=outcome.concurrency,
-            request_id=outcome.request_id,
-            sha256=outcome.sha256,
-            peak_buffered=outcome.peak_buffered,
-        )
-        return result, info
+            try:
+                if record_file and st is not None:
+                    attrs = _write_attributes(
+                        key,
+                        content_type,
+                        metadata,
+                        mode,
+                        {MTIME: repr(st.st_mtime), MODE: format(st.st_mode & 0o7777, "o")},
+                    )
+                reporter = ProgressReporter(progress, reader.size)
+                outcome = await upload(
+                    self.backend,
+                    key,
+                    reader,
+                    attrs,
+                    part_size=reader.part_size,
+                    concurrency=concurrency,
+                    retry=self.retry,
+                    progress=reporter,
+                )
+            finally:
+                await reader.aclose()
+            duration = max(time.perf_counter() - started, 1e-9)
+            result = PutResult(key, outcome.size, outcome.etag, outcome.sha256, outcome.part_count)
+            info = TransferInfo(
+                key=key,
+                bytes_transferred=outcome.size,
+                duration=duration,
+                mb_per_s=outcome.size / duration / 1e6,
+                part_count=outcome.part_count,
+                concurrency=outcome.concurrency,
+                request_id=outcome.request_id,
+                sha256=outcome.sha256,
+                peak_buffered=outcome.peak_buffered,
+            )
+            return result, info
 
     async def put(
         self,
@@ -305,12 +357,14 @@ class Store:
         """
         validate_key(src)
         validate_key(dst)
-        await call_with_retry(self.retry, "copy", src, lambda: self.backend.copy(src, dst))
+        with self._deadline("copy", src):
+            await call_with_retry(self.retry, "copy", src, lambda: self.backend.copy(src, dst))
 
     async def delete(self, key: str) -> None:
         """Delete an object. Deleting a key that does not exist is not an error."""
         validate_key(key)
-        await call_with_retry(self.retry, "delete", key, lambda: self.backend.delete(key))
+        with self._deadline("delete", key):
+            await call_with_retry(self.retry, "delete", key, lambda: self.backend.delete(key))
 
     async def delete_many(self, keys: Iterable[str]) -> None:
         """Delete several objects (batched where the backend can).
@@ -323,9 +377,13 @@ class Store:
             )
         checked = [validate_key(k) for k in keys]
         if checked:
-            await call_with_retry(
-                self.retry, "delete_many", checked[0], lambda: self.backend.delete_many(checked)
-            )
+            with self._deadline("delete_many", checked[0]):
+                await call_with_retry(
+                    self.retry,
+                    "delete_many",
+                    checked[0],
+                    lambda: self.backend.delete_many(checked),
+                )
 
     # -- resumable multipart uploads -------------------------------------------------------------
 
@@ -350,10 +408,11 @@ class Store:
         `complete_upload`. For a whole source at once, use `put`.
         """
         validate_key(key)
-        attrs = _write_attributes(key, content_type, metadata, mode)
-        return await call_with_retry(
-            self.retry, "create upload", key, lambda: self.backend.create_upload(key, attrs)
-        )
+        with self._deadline("create upload", key):
+            attrs = _write_attributes(key, content_type, metadata, mode)
+            return await call_with_retry(
+                self.retry, "create upload", key, lambda: self.backend.create_upload(key, attrs)
+            )
 
     async def upload_part(
         self, key: str, upload_id: str, number: int, data: object, *, offset: int
@@ -385,13 +444,14 @@ class Store:
                 f"the backend's limit is {self.capabilities.max_part_size}",
                 key=key,
             )
-        sums = await part_checksums_async(view, self.capabilities.part_checksums)
-        return await call_with_retry(
-            self.retry,
-            f"upload part {number}",
-            key,
-            lambda: self.backend.upload_part(key, upload_id, number, offset, view, sums),
-        )
+        with self._deadline(f"upload part {number}", key):
+            sums = await part_checksums_async(view, self.capabilities.part_checksums)
+            return await call_with_retry(
+                self.retry,
+                f"upload part {number}",
+                key,
+                lambda: self.backend.upload_part(key, upload_id, number, offset, view, sums),
+            )
 
     async def complete_upload(
         self,
@@ -437,20 +497,22 @@ class Store:
                 key=key,
             )
         attrs = _write_attributes(key, content_type, metadata, mode, {SHA256: sha256})
-        result = await call_with_retry(
-            self.retry,
-            "complete upload",
-            key,
-            lambda: self.backend.complete_upload(key, upload_id, ordered, attrs),
-        )
+        with self._deadline("complete upload", key):
+            result = await call_with_retry(
+                self.retry,
+                "complete upload",
+                key,
+                lambda: self.backend.complete_upload(key, upload_id, ordered, attrs),
+            )
         return PutResult(key, sum(part.size for part in ordered), result.etag, sha256, len(ordered))
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         """Discard an upload and its parts. Aborting twice is not an error."""
         validate_key(key)
-        await call_with_retry(
-            self.retry, "abort upload", key, lambda: self.backend.abort_upload(key, upload_id)
-        )
+        with self._deadline("abort upload", key):
+            await call_with_retry(
+                self.retry, "abort upload", key, lambda: self.backend.abort_upload(key, upload_id)
+            )
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -461,8 +523,9 @@ class Store:
             NotFoundError: the key does not exist.
         """
         validate_key(key)
-        info = await call_with_retry(self.retry, "head", key, lambda: self.backend.head(key))
-        return public_info(info)
+        with self._deadline("head", key):
+            info = await call_with_retry(self.retry, "head", key, lambda: self.backend.head(key))
+            return public_info(info)
 
     async def exists(self, key: str) -> bool:
         """Whether an object exists at ``key``."""
@@ -513,10 +576,11 @@ class Store:
             PreconditionFailedError: the object was replaced during the read.
         """
         validate_key(key)
-        part, window = self._sizes(chunk_size, max_concurrency, key)
-        download = await self._open(key, start, end, suffix, part)
-        data, _, _ = await read_all(download, window=window, verify=verify)
-        return data
+        with self._deadline("get", key):
+            part, window = self._sizes(chunk_size, max_concurrency, key)
+            download = await self._open(key, start, end, suffix, part)
+            data, _, _ = await read_all(download, window=window, verify=verify)
+            return data
 
     def stream(
         self,
@@ -598,46 +662,49 @@ class Store:
                 nothing is left at ``path`` (an existing file there is kept).
         """
         validate_key(key)
-        if not isinstance(path, (str, os.PathLike)):
-            raise InvalidArgumentError(
-                f"path for key {key!r} must be a str or os.PathLike, not {type(path).__name__}",
+        with self._deadline("download", key):
+            if not isinstance(path, (str, os.PathLike)):
+                raise InvalidArgumentError(
+                    f"path for key {key!r} must be a str or os.PathLike, not {type(path).__name__}",
+                    key=key,
+                )
+            part, window = self._sizes(chunk_size, max_concurrency, key)
+            started = time.perf_counter()
+            download = await self._open(key, None, None, None, part)
+            target = AtomicFile(path, key=key)
+            hasher = Sha256()
+            reporter = ProgressReporter(progress, download.size)
+
+            async def in_order(offset: int, data: memoryview) -> None:
+                await hasher.update(data)
+                await reporter.advance(len(data))
+
+            try:
+                await target.open()
+                await reporter.advance(0)
+                peak = await download.fetch(
+                    window=window, on_ordered=in_order, on_ready=target.write_at
+                )
+                sha = download.verify(hasher) if verify else hasher.digest_string()
+                await target.commit(
+                    download.size, mtime=download.info.mtime, mode=download.info.mode
+                )
+            except BaseException:
+                await download.close_first()
+                await target.discard()
+                raise
+            duration = max(time.perf_counter() - started, 1e-9)
+            return TransferInfo(
                 key=key,
+                bytes_transferred=download.size,
+                duration=duration,
+                mb_per_s=download.size / duration / 1e6,
+                part_count=len(download.ranges()),
+                concurrency=peak,
+                request_id=None,
+                sha256=sha,
+                peak_buffered=peak * part,
             )
-        part, window = self._sizes(chunk_size, max_concurrency, key)
-        started = time.perf_counter()
-        download = await self._open(key, None, None, None, part)
-        target = AtomicFile(path, key=key)
-        hasher = Sha256()
-        reporter = ProgressReporter(progress, download.size)
-
-        async def in_order(offset: int, data: memoryview) -> None:
-            await hasher.update(data)
-            await reporter.advance(len(data))
-
-        try:
-            await target.open()
-            await reporter.advance(0)
-            peak = await download.fetch(
-                window=window, on_ordered=in_order, on_ready=target.write_at
-            )
-            sha = download.verify(hasher) if verify else hasher.digest_string()
-            await target.commit(download.size, mtime=download.info.mtime, mode=download.info.mode)
-        except BaseException:
-            await download.close_first()
-            await target.discard()
-            raise
-        duration = max(time.perf_counter() - started, 1e-9)
-        return TransferInfo(
-            key=key,
-            bytes_transferred=download.size,
-            duration=duration,
-            mb_per_s=download.size / duration / 1e6,
-            part_count=len(download.ranges()),
-            concurrency=peak,
-            request_id=None,
-            sha256=sha,
-            peak_buffered=peak * part,
-        )
 
 
 def _as_path(path: str | os.PathLike[str]) -> os.PathLike[str]:

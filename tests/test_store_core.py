@@ -611,3 +611,79 @@ async def test_every_read_stream_is_closed_whatever_order_the_range_tasks_start_
     # one request per range, every one closed: the first range's stream is never dropped
     assert backend.opened == 5 * 2 * 6
     assert backend.closed == backend.opened
+
+
+# -- the overall deadline -----------------------------------------------------------------------
+
+
+class HangingBackend(MemoryBackend):
+    """Part 2 of every upload, and every read after the first, never answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def upload_part(
+        self,
+        key: str,
+        upload_id: str,
+        number: int,
+        offset: int,
+        data: memoryview,
+        checksums: Mapping[str, bytes],
+    ) -> CompletedPart:
+        if number == 2:
+            await anyio.sleep_forever()
+        return await super().upload_part(key, upload_id, number, offset, data, checksums)
+
+    async def read(
+        self, key: str, start: int = 0, end: int | None = None, *, if_match: str | None = None
+    ) -> asyncstore.ReadStream:
+        self.reads += 1
+        if self.reads > 1:
+            await anyio.sleep_forever()
+        return await super().read(key, start, end, if_match=if_match)
+
+
+async def test_store_timeout_bounds_an_upload_and_aborts_it() -> None:
+    backend = HangingBackend()
+    store = Store(backend, chunk_size=MiB, timeout=0.3)
+    with pytest.raises(asyncstore.TimeoutError, match=r"put of key 'big'.*0\.3 s") as caught:
+        await store.put("big", pattern(4 * MiB))
+    assert caught.value.key == "big"
+    assert isinstance(caught.value, asyncstore.TransportError)
+    assert backend._uploads == {}  # the multipart upload was aborted
+    assert not await store.exists("big")
+
+
+async def test_store_timeout_bounds_a_download_and_leaves_no_file(tmp_path: Any) -> None:
+    backend = HangingBackend()
+    await Store(backend, chunk_size=8 * MiB).put("big", pattern(4 * MiB))  # one part
+    store = Store(backend, chunk_size=MiB, timeout=0.3)
+    backend.reads = 0
+    with pytest.raises(asyncstore.TimeoutError, match="download of key 'big'"):
+        await store.download_file("big", tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_callers_cancel_scope_cleans_up_like_the_timeout() -> None:
+    backend = HangingBackend()
+    store = Store(backend, chunk_size=MiB)
+    with anyio.move_on_after(0.3) as scope:
+        await store.put("big", pattern(4 * MiB))
+    assert scope.cancelled_caught
+    assert backend._uploads == {}
+    assert not await store.exists("big")
+
+
+async def test_store_timeout_does_not_touch_calls_that_finish() -> None:
+    store = Store(MemoryBackend(), timeout=5)
+    await store.put("k", b"x")
+    assert await store.get("k") == b"x"
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), "5", True])
+def test_store_timeout_must_be_positive_seconds(bad: object) -> None:
+    with pytest.raises(asyncstore.ConfigurationError, match="timeout") as caught:
+        Store(MemoryBackend(), timeout=bad)  # type: ignore[arg-type]
+    assert caught.value.key == "timeout"

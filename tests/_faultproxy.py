@@ -1,0 +1,370 @@
+"""A fault-injecting HTTP/1.1 proxy on 127.0.0.1, for the fault tests.
+
+`FaultProxy` sits between asyncstore and a real server (moto, the GCS
+emulator, Azurite) and forwards every request, except those that a `Fault`
+matches, which it breaks in one of these ways:
+
+- ``reset_request``: forward the request head and ``after`` bytes of its body,
+  then reset both connections (RST, not FIN);
+- ``reset_response``: forward the response head and ``after`` bytes of its body,
+  then reset the client's connection;
+- ``stall``: forward the response head and ``after`` bytes of its body, then
+  send nothing for ``seconds`` (past the client's read timeout) and close;
+- ``status``: answer ``status`` itself (503, 500, S3's SlowDown, ...), without
+  passing the request on;
+- refusing: `FaultProxy.refuse` closes the listening socket for a while, so
+  connections are refused as by a restarting server.
+
+Each connection carries one request: the proxy rewrites ``Connection: close``
+into the request and the response, then pipes the bytes through, counting the
+body bytes that pass. That keeps the proxy small (no body framing beyond what
+a `status` answer needs) and makes every request's fate independent.
+
+Runs in the test's own event loop (asyncio or trio) through anyio, and only
+for as long as its ``async with`` block.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+import anyio.abc
+from anyio.abc import SocketAttribute
+
+__all__ = ["Fault", "FaultProxy", "Seen"]
+
+HEAD_LIMIT = 64 * 1024
+READ_SIZE = 256 * 1024
+
+
+@dataclasses.dataclass
+class Seen:
+    """A request as the proxy saw it."""
+
+    method: str
+    target: str
+    headers: dict[str, str]
+    fault: str | None = None
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+@dataclasses.dataclass
+class Fault:
+    """What to break, and how often.
+
+    Attributes:
+        kind: ``reset_request``, ``reset_response``, ``stall`` or ``status``.
+        match: Fires on requests for which this is true (default: every request).
+        skip: Let this many matching requests through first.
+        times: Fire this many times, then let requests through (None: forever).
+        after: Body bytes to pass before a reset or stall.
+        seconds: How long a stall lasts.
+        status: The status line's code for ``status``.
+        body: The answer's body for ``status``.
+        content_type: The answer's content type for ``status``.
+    """
+
+    kind: str
+    match: Callable[[Seen], bool] = lambda seen: True
+    skip: int = 0
+    times: int | None = 1
+    after: int = 0
+    seconds: float = 30.0
+    status: int = 503
+    body: bytes = b""
+    content_type: str = "application/xml"
+    fired: int = 0
+    matched: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in {"reset_request", "reset_response", "stall", "status"}:
+            raise ValueError(f"unknown fault kind {self.kind!r}")
+
+    def take(self, seen: Seen) -> bool:
+        """Whether this fault fires for ``seen`` (counting it if it does)."""
+        if not self.match(seen):
+            return False
+        self.matched += 1
+        if self.matched <= self.skip or (self.times is not None and self.fired >= self.times):
+            return False
+        self.fired += 1
+        return True
+
+
+def method_is(*methods: str) -> Callable[[Seen], bool]:
+    """A matcher for requests with one of ``methods``."""
+    wanted = {m.upper() for m in methods}
+    return lambda seen: seen.method in wanted
+
+
+def target_has(pattern: str, *methods: str) -> Callable[[Seen], bool]:
+    """A matcher for requests whose target matches the regex ``pattern`` (and method)."""
+    regex = re.compile(pattern)
+    wanted = {m.upper() for m in methods}
+    return lambda seen: (not wanted or seen.method in wanted) and bool(regex.search(seen.target))
+
+
+class FaultProxy:
+    """A proxy from a port on 127.0.0.1 to ``upstream`` (``host:port``).
+
+    Use as ``async with FaultProxy.running(port) as proxy:``, point the client
+    at `FaultProxy.endpoint`, and add faults with `FaultProxy.add`.
+
+    Attributes:
+        seen: Every request, in arrival order, with the fault it met.
+        faults: The faults in force; the first that matches a request fires.
+    """
+
+    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = 0
+        self.seen: list[Seen] = []
+        self.faults: list[Fault] = []
+        self._serving: anyio.CancelScope | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    @asynccontextmanager
+    async def running(cls, upstream_port: int) -> AsyncIterator[FaultProxy]:
+        proxy = cls(upstream_port)
+        async with anyio.create_task_group() as tg:
+            proxy._tg = tg
+            await proxy._listen()
+            try:
+                yield proxy
+            finally:
+                tg.cancel_scope.cancel()
+
+    def add(self, kind: str, **options: object) -> Fault:
+        """Add a fault (see `Fault` for the options) and return it."""
+        fault = Fault(kind, **options)  # type: ignore[arg-type]
+        self.faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        self.faults.clear()
+        self.seen.clear()
+
+    def requests(self, method: str | None = None) -> list[Seen]:
+        return [s for s in self.seen if method is None or s.method == method]
+
+    async def refuse(self, seconds: float) -> None:
+        """Close the listening socket for ``seconds`` (connections are refused), then reopen.
+
+        Returns at once; the port is reopened by a background task.
+        """
+        assert self._tg is not None and self._serving is not None
+        self._serving.cancel()
+        await anyio.sleep(0)  # let the serving task close its listener
+
+        async def reopen() -> None:
+            await anyio.sleep(seconds)
+            await self._listen()
+
+        self._tg.start_soon(reopen)
+
+    async def _listen(self) -> None:
+        assert self._tg is not None
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self.port)
+        self.port = int(listener.extra(SocketAttribute.local_port))
+        self._serving = scope = anyio.CancelScope()
+        tg = self._tg
+
+        async def serve() -> None:
+            with scope:
+                async with listener:
+                    await listener.serve(self._handle, task_group=tg)
+
+        tg.start_soon(serve)
+
+    # -- one connection, one request ----------------------------------------------------------
+
+    async def _handle(self, client_stream: anyio.abc.SocketStream) -> None:
+        client = _Conn(client_stream)
+        upstream: _Conn | None = None
+        reset = False
+        try:
+            head = await client.head()
+            if head is None:
+                return
+            seen = _parse_request(head)
+            self.seen.append(seen)
+            fault = next((f for f in self.faults if f.take(seen)), None)
+            seen.fault = fault.kind if fault else None
+            if fault is not None and fault.kind == "status":
+                await _answer(client, fault, seen)
+                return
+            upstream = _Conn(await anyio.connect_tcp(*self.upstream))
+            await upstream.stream.send(_with_close(head))
+            request_budget = fault.after if fault and fault.kind == "reset_request" else None
+            async with anyio.create_task_group() as tg:
+
+                async def request_side() -> None:
+                    nonlocal reset
+                    assert upstream is not None
+                    if await _pipe(client, upstream.stream, request_budget) == "budget":
+                        reset = True
+                        tg.cancel_scope.cancel()
+
+                tg.start_soon(request_side)
+                if await _respond(upstream, client.stream, fault) == "budget":
+                    reset = True
+                tg.cancel_scope.cancel()
+        except (
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+            anyio.EndOfStream,
+            OSError,
+            ValueError,
+        ):
+            reset = True
+        finally:
+            with anyio.CancelScope(shield=True):
+                for conn in (client, upstream):
+                    if conn is not None:
+                        if reset:
+                            _rst(conn.stream)
+                        await conn.stream.aclose()
+
+
+class _Conn:
+    """A socket stream with a read-ahead buffer, for finding message heads."""
+
+    def __init__(self, stream: anyio.abc.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    async def receive(self) -> bytes:
+        """The buffered bytes if any, else the next bytes from the socket (b"" at the end)."""
+        if self.buffer:
+            data, self.buffer = self.buffer, b""
+            return data
+        try:
+            return await self.stream.receive(READ_SIZE)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return b""
+
+    async def fill(self, size: int) -> None:
+        while len(self.buffer) < size:
+            data = await self.stream.receive(READ_SIZE)
+            self.buffer += data
+
+    async def line(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            self.buffer += await self.stream.receive(READ_SIZE)
+        line, _, self.buffer = self.buffer.partition(b"\r\n")
+        return line
+
+    async def head(self) -> bytes | None:
+        """A message head up to its blank line (None if the peer closed first)."""
+        while b"\r\n\r\n" not in self.buffer:
+            if len(self.buffer) > HEAD_LIMIT:
+                raise ValueError("message head too long")
+            try:
+                self.buffer += await self.stream.receive(READ_SIZE)
+            except anyio.EndOfStream:
+                return None
+        end = self.buffer.index(b"\r\n\r\n") + 4
+        head, self.buffer = self.buffer[:end], self.buffer[end:]
+        return head
+
+
+def _with_close(head: bytes) -> bytes:
+    """``head`` with ``Connection: close`` in place of any connection headers."""
+    lines = head[:-4].split(b"\r\n")
+    kept = [line for line in lines if not line.lower().startswith((b"connection:", b"keep-alive:"))]
+    return b"\r\n".join([*kept, b"Connection: close", b"", b""])
+
+
+def _parse_request(head: bytes) -> Seen:
+    lines = head[:-4].split(b"\r\n")
+    method, target, _ = lines[0].decode("latin-1").split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return Seen(method.upper(), target, headers)
+
+
+def _rst(stream: anyio.abc.SocketStream) -> None:
+    """Make the next close of ``stream`` send RST (SO_LINGER 0) instead of FIN."""
+    try:
+        raw = stream.extra(SocketAttribute.raw_socket)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except (OSError, anyio.TypedAttributeLookupError):
+        pass
+
+
+async def _pipe(source: _Conn, sink: anyio.abc.SocketStream, budget: int | None) -> str:
+    """Copy ``source`` to ``sink`` until it ends ("end"), or ``budget`` bytes ("budget")."""
+    while data := await source.receive():
+        if budget is not None and len(data) >= budget:
+            if budget:
+                await sink.send(data[:budget])
+            return "budget"
+        if budget is not None:
+            budget -= len(data)
+        await sink.send(data)
+    return "end"
+
+
+async def _respond(upstream: _Conn, client: anyio.abc.SocketStream, fault: Fault | None) -> str:
+    """Pass the response on (interim 1xx heads too); a response fault fires in its body."""
+    while True:
+        head = await upstream.head()
+        if head is None:
+            return "end"
+        if not head.split(b" ", 2)[1].startswith(b"1"):
+            break
+        await client.send(head)
+    await client.send(_with_close(head))
+    if fault is None or fault.kind not in {"reset_response", "stall"}:
+        return await _pipe(upstream, client, None)
+    outcome = await _pipe(upstream, client, fault.after)
+    if fault.kind == "stall":
+        await anyio.sleep(fault.seconds)
+        return "end"
+    return outcome
+
+
+async def _answer(client: _Conn, fault: Fault, seen: Seen) -> None:
+    """Answer ``fault.status`` after reading the request's body (unless it awaits 100)."""
+    if (seen.header("expect") or "").lower() != "100-continue":
+        await _drain_body(client, seen)
+    reason = {500: "Internal Server Error", 503: "Service Unavailable", 429: "Too Many"}.get(
+        fault.status, "Error"
+    )
+    head = (
+        f"HTTP/1.1 {fault.status} {reason}\r\n"
+        f"Content-Type: {fault.content_type}\r\n"
+        f"Content-Length: {len(fault.body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    await client.stream.send(head + fault.body)
+
+
+async def _drain_body(client: _Conn, seen: Seen) -> None:
+    length = seen.header("content-length")
+    if length is not None:
+        await client.fill(int(length))
+        return
+    if "chunked" not in (seen.header("transfer-encoding") or "").lower():
+        return
+    while True:  # chunked: up to the zero-size chunk and its (empty) trailer
+        size = int((await client.line()).split(b";")[0], 16)
+        await client.fill(size + 2)
+        client.buffer = client.buffer[size + 2 :]
+        if size == 0:
+            return
