@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl
 from .._errors import ConfigurationError, InvalidKeyError
 from .._keys import validate_key
 
-__all__ = ["bounded_int", "check_prefix", "merge_options"]
+__all__ = ["MAX_TIMEOUT", "bounded_int", "check_prefix", "merge_options", "seconds"]
 
 
 def check_prefix(prefix: object, service: str) -> str:
@@ -94,6 +94,28 @@ def bounded_int(name: str, value: object, where: str, low: int, high: int) -> in
     if number is None or not low <= number <= high:
         raise ConfigurationError(
             f"option {name!r} of {where} must be an integer from {low} to {high}, not {value!r}",
+            key=name,
+        )
+    return number
+
+
+#: The longest connect or read timeout a backend accepts, in seconds (one day).
+MAX_TIMEOUT = 86400.0
+
+
+def seconds(name: str, value: object, where: str) -> float:
+    """A timeout option in seconds: a positive, finite number (or its decimal text).
+
+    Raises:
+        ConfigurationError: naming the option and the store.
+    """
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    decimal = isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6})?", value)
+    number = float(value) if numeric or decimal else None  # type: ignore[arg-type]
+    if number is None or not 0 < number <= MAX_TIMEOUT:
+        raise ConfigurationError(
+            f"option {name!r} of {where} must be a number of seconds above 0 and at most "
+            f"{MAX_TIMEOUT:g}, not {value!r}",
             key=name,
         )
     return number
