@@ -7,9 +7,11 @@ matches, which it breaks in one of these ways:
 - ``reset_request``: forward the request head and ``after`` bytes of its body,
   then reset both connections (RST, not FIN);
 - ``reset_response``: forward the response head and ``after`` bytes of its body,
-  then reset the client's connection;
-- ``stall``: forward the response head and ``after`` bytes of its body, then
-  send nothing for ``seconds`` (past the client's read timeout) and close;
+  then reset the client's connection; with ``after=None``, reset before the
+  head: the server did the work, the client never hears of it;
+- ``stall``: forward the response head and ``after`` bytes of its body (with
+  ``after=None``, nothing), then send nothing for ``seconds`` (past the
+  client's read timeout) and close;
 - ``status``: answer ``status`` itself (503, 500, S3's SlowDown, ...), without
   passing the request on;
 - refusing: `FaultProxy.refuse` closes the listening socket for a while, so
@@ -65,7 +67,8 @@ class Fault:
         match: Fires on requests for which this is true (default: every request).
         skip: Let this many matching requests through first.
         times: Fire this many times, then let requests through (None: forever).
-        after: Body bytes to pass before a reset or stall.
+        after: Body bytes to pass before a reset or stall; None: stop before the
+            response head (for ``reset_response`` and ``stall``).
         seconds: How long a stall lasts.
         status: The status line's code for ``status``.
         body: The answer's body for ``status``.
@@ -76,7 +79,7 @@ class Fault:
     match: Callable[[Seen], bool] = lambda seen: True
     skip: int = 0
     times: int | None = 1
-    after: int = 0
+    after: int | None = 0
     seconds: float = 30.0
     status: int = 503
     body: bytes = b""
@@ -129,6 +132,7 @@ class FaultProxy:
         self.seen: list[Seen] = []
         self.faults: list[Fault] = []
         self._serving: anyio.CancelScope | None = None
+        self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
         self._tg: anyio.abc.TaskGroup | None = None
 
     @property
@@ -167,7 +171,8 @@ class FaultProxy:
         """
         assert self._tg is not None and self._serving is not None
         self._serving.cancel()
-        await anyio.sleep(0)  # let the serving task close its listener
+        assert self._listener is not None
+        await self._listener.aclose()
 
         async def reopen() -> None:
             await anyio.sleep(seconds)
@@ -180,6 +185,7 @@ class FaultProxy:
         listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self.port)
         self.port = int(listener.extra(SocketAttribute.local_port))
         self._serving = scope = anyio.CancelScope()
+        self._listener = listener
         tg = self._tg
 
         async def serve() -> None:
@@ -208,7 +214,7 @@ class FaultProxy:
                 return
             upstream = _Conn(await anyio.connect_tcp(*self.upstream))
             await upstream.stream.send(_with_close(head))
-            request_budget = fault.after if fault and fault.kind == "reset_request" else None
+            request_budget = (fault.after or 0) if fault and fault.kind == "reset_request" else None
             async with anyio.create_task_group() as tg:
 
                 async def request_side() -> None:
@@ -329,10 +335,14 @@ async def _respond(upstream: _Conn, client: anyio.abc.SocketStream, fault: Fault
         if not head.split(b" ", 2)[1].startswith(b"1"):
             break
         await client.send(head)
-    await client.send(_with_close(head))
     if fault is None or fault.kind not in {"reset_response", "stall"}:
+        await client.send(_with_close(head))
         return await _pipe(upstream, client, None)
-    outcome = await _pipe(upstream, client, fault.after)
+    if fault.after is None:
+        outcome = "budget"  # the server answered; the client hears nothing
+    else:
+        await client.send(_with_close(head))
+        outcome = await _pipe(upstream, client, fault.after)
     if fault.kind == "stall":
         await anyio.sleep(fault.seconds)
         return "end"

@@ -40,7 +40,9 @@ def from_url(url: SplitResult, **options: object) -> S3Backend:
     * ``endpoint``: ``http(s)://host[:port]`` of an S3-compatible service;
     * ``use_path_style``: ``true`` / ``false``: path-style or virtual-hosted addressing;
     * ``concurrency``: the store's default parts / ranges in flight (1..100);
-    * ``part_size_mb``: the store's default part / range size in MiB (5..5120).
+    * ``part_size_mb``: the store's default part / range size in MiB (5..5120);
+    * ``connect_timeout`` / ``read_timeout``: seconds to wait for a connection
+      (default 10) and for each read of a response (default 60).
 
     ``concurrency`` and ``part_size_mb`` are exposed as the backend's
     ``default_max_concurrency`` and ``default_chunk_size``. Credentials come
@@ -58,4 +60,6 @@ def from_url(url: SplitResult, **options: object) -> S3Backend:
         use_path_style=parsed.use_path_style,
         concurrency=parsed.concurrency,
         part_size_mb=parsed.part_size_mb,
+        connect_timeout=parsed.connect_timeout,
+        read_timeout=parsed.read_timeout,
     )

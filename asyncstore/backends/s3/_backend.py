@@ -87,6 +87,9 @@ S3_CAPABILITIES = Capabilities(
 )
 
 _DELETE_BATCH = 1000
+#: Seconds to wait for a connection, and for each read of a response, unless set.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 60.0
 _COPY_CONCURRENCY = 8
 _MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's limit
 _TAG_CACHE_SIZE = 1024
@@ -169,8 +172,9 @@ class S3Backend(Backend):
             under asyncio the faster one measured), "aiohttp" (asyncio only) or "httpx".
         max_connections: Requests in flight at once, for every transfer of the
             store (the connection pool holds a few more, for tag lookups).
-        connect_timeout: Seconds to wait for a connection.
-        read_timeout: Seconds to wait for bytes of a response.
+        connect_timeout: Seconds to wait for a connection (default 10).
+        read_timeout: Seconds to wait for each read of a response (default 60);
+            a stalled response fails with a TimeoutError, which the Store retries.
 
     Attributes:
         options: The parsed options.
@@ -195,8 +199,8 @@ class S3Backend(Backend):
         part_size_mb: int | None = None,
         http_client: HttpClient = "auto",
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 60.0,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
     ) -> None:
         self.options = S3Options(
             bucket,
@@ -206,6 +210,13 @@ class S3Backend(Backend):
             use_path_style=use_path_style,
             concurrency=concurrency,
             part_size_mb=part_size_mb,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
+        #: (connect, read) timeouts in seconds.
+        self.timeouts = (
+            self.options.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
+            self.options.read_timeout or DEFAULT_READ_TIMEOUT,
         )
         self.default_max_concurrency = self.options.concurrency
         self.default_chunk_size = (
@@ -217,8 +228,8 @@ class S3Backend(Backend):
             self.options,
             http_client=http_client,
             max_connections=max_connections,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
+            connect_timeout=self.timeouts[0],
+            read_timeout=self.timeouts[1],
         )
         self._bucket = self.options.bucket
         self._root = self.options.prefix + "/" if self.options.prefix else ""

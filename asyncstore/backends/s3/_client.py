@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
 from typing import Any, Literal
 
 import anyio
@@ -67,10 +69,45 @@ def _running_loop() -> object | None:
         return None
 
 
+#: botocore's loggers that show a request's headers at DEBUG (aiobotocore logs through them).
+REQUEST_LOGGERS = ("botocore.endpoint", "botocore.auth")
+_SESSION_TOKEN = re.compile(r"(?i)(x-amz-security-token(?:'?:\s*b?'|:|=))([^'\s&]+)")
+
+
+class SessionTokenFilter(logging.Filter):
+    """Hides the ``X-Amz-Security-Token`` in botocore's DEBUG records of requests.
+
+    botocore logs every request's headers ("Sending http request: ...") and
+    canonical request ("CanonicalRequest: ...") at DEBUG, the session token of
+    temporary credentials included. This filter, on those loggers only, replaces
+    the token with ``***`` (the secret key itself is never logged; the access
+    key id, in the ``Authorization`` header, is an identifier, not a secret).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        scrubbed = _SESSION_TOKEN.sub(r"\1***", message)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        return True
+
+
+_TOKEN_FILTER = SessionTokenFilter()
+
+
+def install_log_filter() -> None:
+    """Put `SessionTokenFilter` on botocore's request loggers (once; idempotent)."""
+    for name in REQUEST_LOGGERS:
+        logger = logging.getLogger(name)
+        if _TOKEN_FILTER not in logger.filters:
+            logger.addFilter(_TOKEN_FILTER)
+
+
 def _prepare_session(options: S3Options) -> tuple[Any, str]:
     """Create the botocore session and do its blocking file I/O (runs in a worker thread)."""
     from aiobotocore.session import get_session  # type: ignore[import-untyped,unused-ignore]
 
+    install_log_filter()
     session = get_session()
     session.get_scoped_config()  # parses the shared config / credentials files once
     region = options.region or session.get_config_variable("region") or "us-east-1"

@@ -8,7 +8,9 @@
 * ``endpoint``: an ``http(s)://host[:port]`` URL for S3-compatible services;
 * ``use_path_style``: ``true`` / ``false`` (default: botocore decides);
 * ``concurrency``: the store's default parts / ranges in flight, 1..100;
-* ``part_size_mb``: the store's default part / range size in MiB, 5..5120.
+* ``part_size_mb``: the store's default part / range size in MiB, 5..5120;
+* ``connect_timeout`` / ``read_timeout``: seconds to wait for a connection
+  (default 10) and for each read of a response (default 60).
 
 Anything else is a `ConfigurationError` naming it. Credentials
 never come from the URL: they come from the standard AWS chain.
@@ -22,15 +24,28 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from ..._errors import ConfigurationError
+from ..._errors import ConfigurationError, redact_url
 from .._url import bounded_int as _bounded_int
 from .._url import check_prefix as _check_prefix
-from .._url import merge_options
+from .._url import merge_options, seconds
+
+
+def _seconds(name: str) -> Callable[[object, str], float]:
+    return lambda value, where: seconds(name, value, where)
+
 
 __all__ = ["OPTION_NAMES", "S3Options", "parse_options"]
 
 #: Every option of an S3 store, in the URL query or as a keyword argument.
-OPTION_NAMES = ("region", "endpoint", "use_path_style", "concurrency", "part_size_mb")
+OPTION_NAMES = (
+    "region",
+    "endpoint",
+    "use_path_style",
+    "concurrency",
+    "part_size_mb",
+    "connect_timeout",
+    "read_timeout",
+)
 
 T = TypeVar("T")
 _CONCURRENCY = (1, 100)
@@ -53,6 +68,8 @@ class S3Options:
             (False), or None to let botocore choose.
         concurrency: The store's default transfers in flight, or None.
         part_size_mb: The store's default part / range size in MiB, or None.
+        connect_timeout: Seconds to wait for a connection, or None (10).
+        read_timeout: Seconds to wait for each read of a response, or None (60).
     """
 
     bucket: str
@@ -62,6 +79,8 @@ class S3Options:
     use_path_style: bool | None = None
     concurrency: int | None = None
     part_size_mb: int | None = None
+    connect_timeout: float | None = None
+    read_timeout: float | None = None
 
     def __post_init__(self) -> None:
         check_bucket(self.bucket)
@@ -73,6 +92,8 @@ class S3Options:
             ("use_path_style", _bool),
             ("concurrency", _concurrency),
             ("part_size_mb", _part_size_mb),
+            ("connect_timeout", _seconds("connect_timeout")),
+            ("read_timeout", _seconds("read_timeout")),
         )
         for name, check in checks:
             value = getattr(self, name)
@@ -132,12 +153,13 @@ def _endpoint(value: object, where: str) -> str:
         port = parts.port
     except ValueError as exc:
         raise ConfigurationError(
-            f"option 'endpoint' of {where} is not a valid URL: {value!r} ({exc})", key="endpoint"
+            f"option 'endpoint' of {where} is not a valid URL: {redact_url(value)!r} ({exc})",
+            key="endpoint",
         ) from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
             f"option 'endpoint' of {where} must be an http:// or https:// URL with a host, "
-            f"not {value!r}",
+            f"not {redact_url(value)!r}",
             key="endpoint",
         )
     if parts.username is not None or parts.password is not None:
@@ -148,7 +170,8 @@ def _endpoint(value: object, where: str) -> str:
         )
     if parts.query or parts.fragment or parts.path not in ("", "/"):
         raise ConfigurationError(
-            f"option 'endpoint' of {where} must be scheme://host[:port] only, not {value!r}",
+            f"option 'endpoint' of {where} must be scheme://host[:port] only, "
+            f"not {redact_url(value)!r}",
             key="endpoint",
         )
     del port  # parsed above only to reject a bad one
@@ -181,7 +204,7 @@ def parse_options(url: SplitResult, options: Mapping[str, object]) -> S3Options:
         ConfigurationError: a bad bucket, prefix or option value, an unknown
             option, an option given twice, or credentials in the URL.
     """
-    text = SplitResult(url.scheme, url.netloc, url.path, url.query, "").geturl()
+    text = redact_url(SplitResult(url.scheme, url.netloc, url.path, url.query, "").geturl())
     if url.scheme.lower() != "s3":
         raise ConfigurationError(f"not an s3:// URL: {text!r}", key=text)
     if "@" in url.netloc:
