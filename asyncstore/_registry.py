@@ -13,10 +13,10 @@ import functools
 import importlib.metadata
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 from ._backend import Backend
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, redact_url
 from ._store import Store
 from ._stream._retry import RetryPolicy
 
@@ -46,26 +46,6 @@ def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
 def known_schemes() -> list[str]:
     """The schemes that can be opened in this installation."""
     return sorted(set(_registered) | set(_entry_points()))
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password (and query string values) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = (
-        "&".join(
-            f"{item.split('=', 1)[0]}=***" if "=" in item else item
-            for item in parts.query.split("&")
-        )
-        if parts.query
-        else ""
-    )
-    return SplitResult(parts.scheme, netloc, parts.path, query, "").geturl()
 
 
 def _factory(scheme: str, url: str) -> BackendFactory:
@@ -101,6 +81,7 @@ def open_store(
     chunk_size: int | None = None,
     max_concurrency: int | None = None,
     retry: RetryPolicy | None = None,
+    timeout: float | None = None,
     **options: Any,
 ) -> Store:
     """Open a store from a URL: ``memory://``, ``file:///abs/path``, ``s3://bucket/prefix``, ...
@@ -115,6 +96,7 @@ def open_store(
         chunk_size: Default part / range size of the store's transfers.
         max_concurrency: Default parts / ranges in flight per transfer.
         retry: Retry policy for TransportErrors.
+        timeout: Seconds one call of the store may take in all (see `Store`).
         **options: Backend options (see each backend's page).
 
     Raises:
@@ -133,4 +115,10 @@ def open_store(
         raise ConfigurationError(f"invalid store URL: {exc}", key=redact_url(url)) from exc
     scheme = parts.scheme.lower()
     backend = _factory(scheme, url)(parts, **options)
-    return Store(backend, chunk_size=chunk_size, max_concurrency=max_concurrency, retry=retry)
+    return Store(
+        backend,
+        chunk_size=chunk_size,
+        max_concurrency=max_concurrency,
+        retry=retry,
+        timeout=timeout,
+    )

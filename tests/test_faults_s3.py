@@ -176,6 +176,26 @@ async def test_an_upload_completes_through_refused_connections(
     assert s3.uploads(prefix + "/") == []
 
 
+@pytest.mark.parametrize("size", [MiB, SIZE], ids=["put", "multipart"])
+async def test_a_create_whose_answer_was_lost_succeeds_on_retry(
+    size: int, s3: S3Server, proxy: FaultProxy, prefix: str
+) -> None:
+    """The write landed, the answer was lost: the retry meets its own object (412 on a
+    create-if-absent PUT) and recognises it by its sha256 instead of failing."""
+    commit = (
+        (lambda s: s.method == "PUT" and "uploadId=" not in s.target)
+        if size == MiB
+        else is_complete
+    )
+    injected = proxy.add("reset_response", match=commit, after=None)
+    async with make_store(proxy, prefix) as store:
+        result = await store.put("once", DATA[:size], mode="create")
+    assert injected.fired == 1
+    assert result.sha256 == "sha256:" + hashlib.sha256(DATA[:size]).hexdigest()
+    assert stored_digest(s3, prefix, "once") == result.sha256
+    assert s3.uploads(prefix + "/") == []
+
+
 # -- downloads through each fault ----------------------------------------------------------------
 
 DOWNLOAD_FAULTS: dict[str, dict[str, Any]] = {
@@ -329,3 +349,12 @@ def test_timeouts_are_options_of_the_url() -> None:
     backend = store.backend
     assert isinstance(backend, S3Backend)
     assert backend.timeouts == (1.5, 7.0)
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "abc", "1e9", "100000000"])
+def test_a_bad_timeout_option_is_a_configuration_error(bad: str) -> None:
+    from asyncstore import ConfigurationError, open_store
+
+    with pytest.raises(ConfigurationError, match="read_timeout") as caught:
+        open_store(f"s3://bkt/p?read_timeout={bad}")
+    assert caught.value.key == "read_timeout"

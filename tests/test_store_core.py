@@ -211,7 +211,7 @@ class SlowPartsBackend(MemoryBackend):
     ) -> CompletedPart:
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
-        await anyio.sleep(0.01)
+        await anyio.sleep(0.05)  # long enough for the window to fill on a busy machine
         self.in_flight -= 1
         return await super().upload_part(key, upload_id, number, offset, data, checksums)
 
@@ -687,3 +687,73 @@ def test_store_timeout_must_be_positive_seconds(bad: object) -> None:
     with pytest.raises(asyncstore.ConfigurationError, match="timeout") as caught:
         Store(MemoryBackend(), timeout=bad)  # type: ignore[arg-type]
     assert caught.value.key == "timeout"
+
+
+# -- conditional writes whose answer was lost ---------------------------------------------------
+
+
+class LostAnswerBackend(MemoryBackend):
+    """The next ``lost`` puts and completes land, but their answer is lost on the way back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = 0
+
+    async def put(
+        self, key: str, data: memoryview, attrs: WriteAttributes, checksums: Mapping[str, bytes]
+    ) -> WriteResult:
+        result = await super().put(key, data, attrs, checksums)
+        return self._maybe_lose(key, result)
+
+    async def complete_upload(
+        self, key: str, upload_id: str, parts: Sequence[CompletedPart], attrs: WriteAttributes
+    ) -> WriteResult:
+        result = await super().complete_upload(key, upload_id, parts, attrs)
+        return self._maybe_lose(key, result)
+
+    def _maybe_lose(self, key: str, result: WriteResult) -> WriteResult:
+        if self.lost > 0:
+            self.lost -= 1
+            raise asyncstore.ConnectionError("injected: answer lost after the write", key=key)
+        return result
+
+
+@pytest.mark.parametrize("size", [100, 3 * MiB], ids=["put", "multipart"])
+async def test_a_create_whose_answer_was_lost_is_recognised_on_retry(size: int) -> None:
+    backend = LostAnswerBackend()
+    store = Store(backend, chunk_size=MiB)
+    backend.lost = 1
+    data = pattern(size)
+    result = await store.put("k", data, mode="create")
+    assert result.sha256 == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert await store.get("k") == data
+    assert backend.lost == 0
+
+
+async def test_an_if_match_write_whose_answer_was_lost_is_recognised_on_retry() -> None:
+    backend = LostAnswerBackend()
+    store = Store(backend)
+    first = await store.put("k", b"one")
+    backend.lost = 1
+    await store.put("k", b"two", mode={"if_match": first.etag})
+    assert await store.get("k") == b"two"
+
+
+async def test_a_real_conflict_after_a_lost_answer_is_still_a_conflict() -> None:
+    """Someone else's object at the key (other bytes) is not mistaken for ours."""
+    flaky = FlakyBackend()
+    store = Store(flaky)
+    await store.put("k", b"theirs")
+    flaky.put_failures = 1  # a transport error, then the retry meets the other object
+    with pytest.raises(asyncstore.AlreadyExistsError):
+        await store.put("k", b"mine", mode="create")
+    assert flaky.put_failures == 0
+    assert await store.get("k") == b"theirs"
+
+
+async def test_a_conflict_with_no_lost_answer_is_not_second_guessed() -> None:
+    backend = LostAnswerBackend()
+    store = Store(backend)
+    await store.put("k", b"same")
+    with pytest.raises(asyncstore.AlreadyExistsError):
+        await store.put("k", b"same", mode="create")  # same bytes, but no attempt was lost

@@ -21,8 +21,14 @@ import anyio
 import anyio.abc
 
 from .._backend import Backend, CompletedPart, MiB, WriteAttributes, WriteResult
-from .._errors import InvalidArgumentError
-from .._meta import SHA256
+from .._errors import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    PreconditionFailedError,
+    TransportError,
+    UploadNotFoundError,
+)
+from .._meta import SHA256, public_info
 from ._hashing import Sha256
 from ._retry import RetryPolicy, call_with_retry
 from ._source import PartReader
@@ -116,6 +122,47 @@ def _with_sha(attrs: WriteAttributes, sha: str) -> WriteAttributes:
     return dataclasses.replace(attrs, metadata={**attrs.metadata, SHA256: sha})
 
 
+async def _commit(
+    backend: Backend,
+    key: str,
+    what: str,
+    write: Callable[[], Awaitable[WriteResult]],
+    attrs: WriteAttributes,
+    size: int,
+    retry: RetryPolicy,
+) -> WriteResult:
+    """Retry the write that makes the object visible, never blindly when it is conditional.
+
+    An attempt that failed with a TransportError may still have landed, its
+    answer lost. Retrying a plain put is harmless, but a conditional one
+    (create-if-absent, if-match) then meets its own object and fails the
+    condition, and a retried complete finds its upload gone. So when a retry
+    after such a loss fails that way, the object is read back: if it holds
+    this write's sha256 and size, the lost attempt landed and the write
+    succeeded; otherwise the error is real and raised.
+    """
+    uncertain = False
+
+    async def attempt() -> WriteResult:
+        nonlocal uncertain
+        try:
+            return await write()
+        except TransportError:
+            uncertain = True
+            raise
+
+    try:
+        return await call_with_retry(retry, what, key, attempt)
+    except (AlreadyExistsError, PreconditionFailedError, UploadNotFoundError) as exc:
+        conditional = attrs.if_none_match or attrs.if_match is not None
+        if not uncertain or not (conditional or isinstance(exc, UploadNotFoundError)):
+            raise
+        info = public_info(await call_with_retry(retry, "head", key, lambda: backend.head(key)))
+        if info.sha256 is None or info.sha256 != attrs.metadata.get(SHA256) or info.size != size:
+            raise
+        return WriteResult(info.etag)
+
+
 async def _abort(backend: Backend, key: str, upload_id: str, retry: RetryPolicy) -> None:
     # Retried like any request (S3 says an abort racing in-flight parts may need
     # repeating), shielded from the cancellation that may have caused it, bounded in
@@ -162,7 +209,7 @@ async def upload(
         async def put_once() -> WriteResult:
             return await backend.put(key, first, final, sums)
 
-        result = await call_with_retry(retry, "put", key, put_once)
+        result = await _commit(backend, key, "put", put_once, final, len(first), retry)
         await progress.advance(len(first))
         return UploadOutcome(
             len(first), result.etag, sha, 1, 1, window.peak_held, result.request_id
@@ -226,10 +273,12 @@ async def upload(
         sha = hasher.digest_string()
         ordered = sorted(parts, key=lambda p: p.number)
 
-        async def complete() -> WriteResult:
-            return await backend.complete_upload(key, upload_id, ordered, _with_sha(attrs, sha))
+        final = _with_sha(attrs, sha)
 
-        result = await call_with_retry(retry, "complete upload", key, complete)
+        async def complete() -> WriteResult:
+            return await backend.complete_upload(key, upload_id, ordered, final)
+
+        result = await _commit(backend, key, "complete upload", complete, final, hasher.size, retry)
     except BaseException:
         await _abort(backend, key, upload_id, retry)
         raise

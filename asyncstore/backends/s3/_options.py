@@ -231,6 +231,8 @@ def parse_options(url: SplitResult, options: Mapping[str, object]) -> S3Options:
         use_path_style=_option(values, "use_path_style", _bool, text),
         concurrency=_option(values, "concurrency", _concurrency, text),
         part_size_mb=_option(values, "part_size_mb", _part_size_mb, text),
+        connect_timeout=_option(values, "connect_timeout", _seconds("connect_timeout"), text),
+        read_timeout=_option(values, "read_timeout", _seconds("read_timeout"), text),
     )
 
 
