@@ -48,6 +48,7 @@ bench: $(BENCH_STAMP) $(NODE_STAMP)
 	$(BIN)/python bench/gcs.py
 	$(BIN)/python bench/azure.py
 	$(BIN)/python bench/cas.py
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) .site demo .pytest_cache .mypy_cache .ruff_cache

@@ -24,7 +24,8 @@ escapes; the original is kept as ``__cause__``:
         ├── TimeoutError           (also builtins.TimeoutError)
         └── ConnectionError        (also builtins.ConnectionError)
 
-Every message names what was wrong and with which key, URL or option.
+Every message names what was wrong and with which key, URL or option, and
+never a secret: URLs are shown through `redact_url`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ __all__ = [
     "TransportError",
     "UploadNotFoundError",
     "map_exceptions",
+    "redact_url",
 ]
 
 
@@ -186,3 +188,32 @@ def map_exceptions(
                 where = f" (key {key!r})" if key is not None else ""
                 raise target(f"{exc}{where}", key=key) from exc
         raise
+
+
+def redact_url(url: object) -> str:
+    """``url`` as it may be shown: user info, query values and fragment replaced by ``***``.
+
+    Works on any text, URL or not: ``s3://user:pw@bucket/p?k=v#f`` gives
+    ``s3://***@bucket/p?k=***#***``, and ``user:pw@host`` gives ``***@host``.
+    A query item without ``=`` is hidden whole (it may be a pasted token).
+    """
+    text, hash_mark, _fragment = str(url).partition("#")
+    base, question, query = text.partition("?")
+    scheme, sep, rest = base.partition("://")
+    if not sep:
+        scheme, rest = "", base
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    elif not sep and "@" in rest:  # not a URL: anything before an "@" may be user:password
+        authority, slash, path = "***@" + rest.rsplit("@", 1)[1], "", ""
+    items = (
+        (f"{item.split('=', 1)[0]}=***" if "=" in item else "***") if item else ""
+        for item in query.split("&")
+    )
+    shown = f"{scheme}{sep}{authority}{slash}{path}"
+    if question:
+        shown += "?" + "&".join(items)
+    if hash_mark:
+        shown += "#***"
+    return shown

@@ -49,6 +49,44 @@ def _positive_int(name: str, value: object, *, key: str | None = None) -> int:
     return value
 
 
+def _check_upload_id(upload_id: object, key: str) -> str:
+    if not isinstance(upload_id, str) or not upload_id:
+        raise InvalidArgumentError(
+            f"upload_id for key {key!r} must be a non-empty str, not {upload_id!r:.80}", key=key
+        )
+    return upload_id
+
+
+def _check_progress(progress: object, key: str) -> None:
+    if progress is not None and not callable(progress):
+        raise InvalidArgumentError(
+            f"progress for key {key!r} must be a callable or None, not {type(progress).__name__}",
+            key=key,
+        )
+
+
+def _completed_parts(parts: object, key: str) -> list[CompletedPart]:
+    """``parts`` in part-number order, if they are the CompletedParts of parts 1..n."""
+    try:
+        given = list(parts)  # type: ignore[call-overload]
+    except TypeError:
+        given = None
+    if given is None or not all(isinstance(part, CompletedPart) for part in given):
+        raise InvalidArgumentError(
+            f"parts of key {key!r} must be an iterable of the CompletedParts that "
+            f"upload_part returned, not {type(parts).__name__}",
+            key=key,
+        )
+    ordered = sorted(given, key=lambda part: part.number)
+    if [part.number for part in ordered] != list(range(1, len(ordered) + 1)):
+        raise InvalidArgumentError(
+            f"parts of key {key!r} must be numbered 1..n without gaps; "
+            f"got {[part.number for part in ordered]}",
+            key=key,
+        )
+    return ordered
+
+
 def _write_attributes(
     key: str,
     content_type: str | None,
@@ -137,6 +175,10 @@ class Store:
             max_concurrency = backend.default_max_concurrency or DEFAULT_MAX_CONCURRENCY
         self.chunk_size = _positive_int("chunk_size", chunk_size)
         self.max_concurrency = _positive_int("max_concurrency", max_concurrency)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigurationError(
+                f"retry must be a RetryPolicy or None, not {type(retry).__name__}", key="retry"
+            )
         self.retry = retry if retry is not None else RetryPolicy()
         if timeout is not None and (
             isinstance(timeout, bool)
@@ -217,6 +259,7 @@ class Store:
         record_file: bool,
     ) -> tuple[PutResult, TransferInfo]:
         validate_key(key)
+        _check_progress(progress, key)
         with self._deadline("put", key):
             part_size, concurrency = self._sizes(chunk_size, max_concurrency, key)
             attrs = _write_attributes(key, content_type, metadata, mode)
@@ -375,7 +418,13 @@ class Store:
             raise InvalidArgumentError(
                 f"delete_many takes an iterable of keys, not the str {keys!r}", key=keys
             )
-        checked = [validate_key(k) for k in keys]
+        try:
+            given = list(keys)
+        except TypeError:
+            raise InvalidArgumentError(
+                f"delete_many takes an iterable of keys, not {type(keys).__name__}", key="keys"
+            ) from None
+        checked = [validate_key(k) for k in given]
         if checked:
             with self._deadline("delete_many", checked[0]):
                 await call_with_retry(
@@ -423,10 +472,22 @@ class Store:
         part but the last must be at least ``capabilities.min_part_size`` bytes.
 
         Raises:
+            InvalidArgumentError: ``upload_id`` is not a str, ``number`` is not from 1
+                to ``capabilities.max_parts``, ``offset`` is negative, or the part would
+                end past the largest object an upload can make (``max_parts`` parts of
+                ``max_part_size``).
             UploadNotFoundError: the upload does not exist (or was completed or aborted).
         """
         validate_key(key)
+        _check_upload_id(upload_id, key)
         number = _positive_int("number", number, key=key)
+        caps = self.capabilities
+        if number > caps.max_parts:
+            raise InvalidArgumentError(
+                f"part number {number} of key {key!r} is above the backend's limit of "
+                f"{caps.max_parts} parts",
+                key=key,
+            )
         if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
             raise InvalidArgumentError(
                 f"offset for key {key!r} must be an integer >= 0, not {offset!r}", key=key
@@ -442,6 +503,12 @@ class Store:
             raise InvalidArgumentError(
                 f"part {number} of key {key!r} is {view.nbytes} bytes; "
                 f"the backend's limit is {self.capabilities.max_part_size}",
+                key=key,
+            )
+        if offset + view.nbytes > caps.max_parts * caps.max_part_size:
+            raise InvalidArgumentError(
+                f"part {number} of key {key!r} at offset {offset} would end past the largest "
+                f"object an upload can make ({caps.max_parts * caps.max_part_size} bytes)",
                 key=key,
             )
         with self._deadline(f"upload part {number}", key):
@@ -477,19 +544,15 @@ class Store:
             mode: As given to `create_upload`.
 
         Raises:
-            InvalidArgumentError: the parts are not numbered 1..n without gaps,
-                or ``sha256`` is not a sha256 digest.
+            InvalidArgumentError: ``parts`` is not an iterable of CompletedParts
+                numbered 1..n without gaps, ``upload_id`` is not a str, or ``sha256``
+                is not a sha256 digest.
             AlreadyExistsError / PreconditionFailedError: per ``mode``; the upload
                 is then still open (abort it).
         """
         validate_key(key)
-        ordered = sorted(parts, key=lambda part: part.number)
-        if [part.number for part in ordered] != list(range(1, len(ordered) + 1)):
-            raise InvalidArgumentError(
-                f"parts of key {key!r} must be numbered 1..n without gaps; "
-                f"got {[part.number for part in ordered]}",
-                key=key,
-            )
+        _check_upload_id(upload_id, key)
+        ordered = _completed_parts(parts, key)
         if not is_sha256_digest(sha256):
             raise InvalidArgumentError(
                 f"sha256 for key {key!r} must be 'sha256:' and 64 lowercase hex digits, "
@@ -509,6 +572,7 @@ class Store:
     async def abort_upload(self, key: str, upload_id: str) -> None:
         """Discard an upload and its parts. Aborting twice is not an error."""
         validate_key(key)
+        _check_upload_id(upload_id, key)
         with self._deadline("abort upload", key):
             await call_with_retry(
                 self.retry, "abort upload", key, lambda: self.backend.abort_upload(key, upload_id)
@@ -662,6 +726,7 @@ class Store:
                 nothing is left at ``path`` (an existing file there is kept).
         """
         validate_key(key)
+        _check_progress(progress, key)
         with self._deadline("download", key):
             if not isinstance(path, (str, os.PathLike)):
                 raise InvalidArgumentError(

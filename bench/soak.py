@@ -1,0 +1,548 @@
+"""Soak benchmark: 64 concurrent tasks of mixed puts, gets, lists and deletes, with a memory bound.
+
+Usage::
+
+    python bench/soak.py [--ops-per-task 24] [--tasks 64] [--max-size-mib 32]
+                         [--cases memory:asyncio,s3:trio,...] [--margin-mib 256]
+                         [--out bench/results/soak.json]
+
+The workload is ``tests/_soak.py`` (the one ``tests/test_soak.py`` runs
+smaller): ``--tasks`` tasks at once, each doing ``--ops-per-task`` operations
+(40% puts, 25% gets, 10% lists, 15% deletes, 5% each puts and gets of keys
+every task writes), of sizes from 0 B to ``--max-size-mib`` (70% up to
+64 KiB, 25% up to 4 MiB, 5% larger), every body streamed and hashed; then every
+object a task reported written is read back with the right sha256, every
+delete is checked to have taken effect and the listing is checked to hold
+exactly the surviving keys. A failed check fails the case.
+
+Backends: ``memory``, ``local`` (a folder under ``--work``), ``s3`` (moto's
+server, ``tests/_moto.py``), ``gcs`` (gcp-storage-emulator, in memory, 4
+connections: it serves one request at a time) and ``azure`` (Azurite, in
+memory, from ``./node_modules``), each under ``asyncio`` and ``trio``. The
+servers start once, in their own processes; every case runs in its own child
+process (the script re-invokes itself with ``--case``), so its peak RSS is its
+own and not the server's.
+
+The memory bound. The Store documents a peak of about ``chunk_size x
+(max_concurrency + 1)`` per transfer, and each task runs one transfer at a
+time, so a case's body buffers stay under ``formula = tasks x chunk_size x
+(max_concurrency + 1)``. The check is::
+
+    peak RSS <= formula + margin (+ held, for memory://)
+
+where ``margin`` (``--margin-mib``, default 256 MiB) is fixed: the interpreter
+and the SDKs it imports (the ``baseline`` column: RSS before the workload),
+the tasks' 256 KiB generator blocks and allocator slack. ``held`` is what a
+memory:// store keeps in the process: the most bytes its objects and open
+uploads held at once, counted after every write. The part sizes: 5 MiB with 2
+in flight for S3 (its minimum part), 2 MiB with 3 in flight elsewhere
+(``--chunk-mib`` / ``--max-concurrency`` override both). A case over its bound
+is reported FAIL and the script exits 1. Throughput (ops/s, MB/s of bodies
+written + read) is reported, never checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+# Run as a script, this file's folder comes first on sys.path, and bench/azure.py there
+# would shadow the azure package (azure.core, azure.storage.blob).
+if (
+    sys.path
+    and pathlib.Path(sys.path[0] or ".").resolve() == pathlib.Path(__file__).resolve().parent
+):
+    sys.path.pop(0)
+
+MiB = 1024 * 1024
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the workload and the servers the tests use
+
+from _moto import FAKE_ENV, MotoServer  # noqa: E402
+
+DEFAULT_WORK = REPO / "bench" / ".work"
+DEFAULT_OUT = REPO / "bench" / "results" / "soak.json"
+RESULT_MARK = "BENCH-RESULT "
+BACKENDS = ("memory", "local", "s3", "gcs", "azure")
+LOOPS = ("asyncio", "trio")
+CASES = tuple(f"{backend}:{loop}" for backend in BACKENDS for loop in LOOPS)
+#: (chunk MiB, parts / ranges in flight) per backend: S3's minimum part is 5 MiB.
+SETTINGS = {"s3": (5, 2)}
+DEFAULT_SETTINGS = (2, 3)
+BUCKET = "asyncstore-soak"
+GCS_CONNECTIONS = 4  # the emulator serves one request at a time, with a backlog of 5
+
+
+# -- the case (run in a child process) ------------------------------------------------------------
+
+
+def _peak_rss_mib() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / MiB if sys.platform == "darwin" else peak / 1024
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _counting_memory_backend() -> Any:
+    """A MemoryBackend that records the most bytes it held at once (objects + open uploads)."""
+    from asyncstore.backends.memory import MemoryBackend
+
+    class CountingMemoryBackend(MemoryBackend):
+        held_peak = 0
+
+        def _note(self) -> None:
+            held = sum(obj.info.size for obj in self._objects.values())
+            held += sum(len(p) for up in self._uploads.values() for p in up.parts.values())
+            self.held_peak = max(self.held_peak, held)
+
+        async def put(self, *args: Any, **kwargs: Any) -> Any:
+            result = await super().put(*args, **kwargs)
+            self._note()
+            return result
+
+        async def upload_part(self, *args: Any, **kwargs: Any) -> Any:
+            result = await super().upload_part(*args, **kwargs)
+            self._note()
+            return result
+
+        async def complete_upload(self, *args: Any, **kwargs: Any) -> Any:
+            result = await super().complete_upload(*args, **kwargs)
+            self._note()
+            return result
+
+    return CountingMemoryBackend()
+
+
+def make_backend(backend: str, args: argparse.Namespace) -> Any:
+    """The case's backend, from the parent's server addresses (``--endpoint``, ``--where``)."""
+    if backend == "memory":
+        return _counting_memory_backend()
+    if backend == "local":
+        from asyncstore.backends.local import LocalBackend
+
+        return LocalBackend(args.where)
+    if backend == "s3":
+        from _servers import BUCKET as S3_BUCKET  # S3Server's bucket
+
+        from asyncstore.backends.s3 import S3Backend
+
+        return S3Backend(S3_BUCKET, args.where, endpoint=args.endpoint)
+    if backend == "gcs":
+        from asyncstore.backends.gcs import GCSBackend
+
+        return GCSBackend(
+            BUCKET, args.where, api_root=args.endpoint, max_connections=GCS_CONNECTIONS
+        )
+    from asyncstore.backends.azure import AzureBackend
+    from asyncstore.backends.azure._options import AZURITE_KEY
+
+    return AzureBackend(args.where, account_url=args.endpoint, account_key=AZURITE_KEY)
+
+
+def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Run the workload on one backend under one event loop; return its figures."""
+    import anyio
+    from _soak import soak
+
+    from asyncstore import Store, UploadNotFoundError
+
+    backend_name, loop = name.split(":")
+    chunk_mib, concurrency = settings(backend_name, args)
+    backend = make_backend(backend_name, args)
+    holder: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with Store(backend, chunk_size=chunk_mib * MiB, max_concurrency=concurrency) as store:
+            holder["baseline"] = _peak_rss_mib()
+            cpu = _cpu_seconds()
+            holder["report"] = await soak(
+                store,
+                "soak",
+                seed=args.seed,
+                tasks=args.tasks,
+                ops_per_task=args.ops_per_task,
+                max_size=args.max_size_mib * MiB,
+                # Azure: of two staged uploads of one key, the first to commit wins.
+                lost_write_errors=(UploadNotFoundError,) if backend_name == "azure" else (),
+                # The GCS emulator ignores ifGenerationMatch on reads (see tests/test_soak.py).
+                shared_reads=backend_name != "gcs",
+            )
+            holder["cpu"] = _cpu_seconds() - cpu
+
+    anyio.run(main, backend=loop)
+    report = holder["report"]
+    moved = report.bytes_written + report.bytes_read
+    figures = report.as_dict()
+    figures["ops_by_kind"] = figures.pop("ops")
+    return {
+        **figures,
+        "case": name,
+        "backend": backend_name,
+        "loop": loop,
+        "tasks": report.tasks,
+        "chunk_mib": chunk_mib,
+        "max_concurrency": concurrency,
+        "ops": report.total_ops,
+        "ops_per_s": report.total_ops / report.seconds,
+        "mb_per_s": moved / report.seconds / 1e6,
+        "bytes_moved": moved,
+        "cpu_seconds": holder["cpu"],
+        "peak_rss_mib": _peak_rss_mib(),
+        "baseline_rss_mib": holder["baseline"],
+        "held_mib": getattr(backend, "held_peak", 0) / MiB,
+    }
+
+
+def settings(backend: str, args: argparse.Namespace) -> tuple[int, int]:
+    chunk, concurrency = SETTINGS.get(backend, DEFAULT_SETTINGS)
+    return args.chunk_mib or chunk, args.max_concurrency or concurrency
+
+
+# -- the parent: servers, one child per case, the bound, the report --------------------------------
+
+
+def _free_port() -> int:
+    from _servers import free_port
+
+    return free_port()
+
+
+@contextmanager
+def gcs_emulator() -> Iterator[str]:
+    """gcp-storage-emulator (in memory) on a free port, with the bench bucket: its URL."""
+    port = _free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "gcp_storage_emulator",
+        "start",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        "--in-memory",
+        "--quiet",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/", timeout=1) as response:
+                    if response.read() == b"OK":
+                        break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("gcp-storage-emulator did not start") from None
+                time.sleep(0.1)
+        body = {"name": BUCKET, "softDeletePolicy": {"retentionDurationSeconds": "0"}}
+        request = urllib.request.Request(
+            f"{url}/storage/v1/b?project=bench",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30):
+            pass
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def azurite() -> Iterator[Any]:
+    """Azurite's Blob service (in memory) on a free port: an ``_servers.Azurite``."""
+    from _servers import AZURITE_BIN, Azurite, _answers, _start_azurite, _stop
+
+    if not AZURITE_BIN.exists():
+        raise SystemExit(f"Azurite is not installed at {AZURITE_BIN}: run `make test` first")
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="azurite-soak-"))
+    proc, endpoint, _ = _start_azurite(workdir, in_memory=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(endpoint):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("Azurite did not start")
+            time.sleep(0.1)
+        yield Azurite(endpoint)
+    finally:
+        _stop(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class Servers:
+    """The servers the chosen cases need, started once; where each case writes."""
+
+    def __init__(self, stack: ExitStack, backends: set[str], work: pathlib.Path) -> None:
+        self.work = work
+        self.s3: Any = None
+        self.gcs: str | None = None
+        self.azure: Any = None
+        if "s3" in backends:
+            from _servers import BUCKET as S3_BUCKET  # S3Server's bucket
+            from _servers import S3Server
+
+            os.environ.update(FAKE_ENV)
+            server = stack.enter_context(MotoServer())
+            self.s3 = S3Server(server.endpoint)
+            self.s3.boto.create_bucket(Bucket=S3_BUCKET)
+        if "gcs" in backends:
+            self.gcs = stack.enter_context(gcs_emulator())
+        if "azure" in backends:
+            self.azure = stack.enter_context(azurite())
+
+    @contextmanager
+    def place(self, backend: str) -> Iterator[tuple[list[str], Callable[[], dict[str, Any]]]]:
+        """The case's arguments (endpoint, where), and a check of what it left, then clean-up."""
+        name = f"soak-{uuid.uuid4().hex[:8]}"
+
+        def nothing() -> dict[str, Any]:
+            return {}
+
+        if backend == "memory":
+            yield [], nothing
+        elif backend == "local":
+            folder = self.work / name
+            try:
+                yield ["--where", str(folder)], nothing
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+        elif backend == "s3":
+            s3 = self.s3
+
+            def s3_left() -> dict[str, Any]:
+                return {"incomplete_uploads": len(s3.uploads(name + "/"))}
+
+            try:
+                yield ["--endpoint", s3.endpoint, "--where", name], s3_left
+            finally:
+                s3.clean(name + "/")
+        elif backend == "gcs":
+            from _servers import Emulator
+
+            assert self.gcs is not None
+            try:
+                yield ["--endpoint", self.gcs, "--where", name], nothing
+            finally:
+                Emulator(self.gcs).empty(BUCKET)  # it rewrites all its metadata on every write
+        else:
+            service = self.azure.service()
+            service.create_container(name)
+            try:
+                yield ["--endpoint", self.azure.endpoint, "--where", name], nothing
+            finally:
+                service.delete_container(name)
+                service.close()
+
+
+def child(name: str, args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
+    """Run case ``name`` in a fresh interpreter; its figures, or its failure."""
+    backend = name.split(":")[0]
+    with servers.place(backend) as (where, left):
+        command = [
+            sys.executable,
+            __file__,
+            "--case",
+            name,
+            *where,
+            *("--tasks", str(args.tasks), "--ops-per-task", str(args.ops_per_task)),
+            *("--max-size-mib", str(args.max_size_mib), "--seed", str(args.seed)),
+            *("--chunk-mib", str(args.chunk_mib), "--max-concurrency", str(args.max_concurrency)),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
+        if done.returncode != 0:
+            sys.stderr.write(done.stderr[-4000:])
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            return {"case": name, "failed": (lines or [f"exit {done.returncode}"])[-1][:200]}
+        for line in done.stdout.splitlines():
+            if line.startswith(RESULT_MARK):
+                result: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
+                result.update(left())
+                return result
+    return {"case": name, "failed": "no result printed"}
+
+
+def check_bound(row: dict[str, Any], margin_mib: int) -> None:
+    """Add the formula, the bound and the verdict to a case's row."""
+    if "failed" in row:
+        row["ok"] = False
+        return
+    formula = row["tasks"] * row["chunk_mib"] * (row["max_concurrency"] + 1)
+    row["formula_mib"] = formula
+    row["margin_mib"] = margin_mib
+    row["bound_mib"] = formula + margin_mib + row["held_mib"]
+    row["within_bound"] = row["peak_rss_mib"] <= row["bound_mib"]
+    row["ok"] = row["within_bound"] and not row.get("incomplete_uploads")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    cpu_model = None
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "asyncstore": _version("asyncstore"),
+        "anyio": _version("anyio"),
+        "trio": _version("trio"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(
+    rows: list[dict[str, Any]], args: argparse.Namespace, machine: dict[str, Any]
+) -> None:
+    """A rich table when rich is installed, else plain columns."""
+    headers = (
+        "case",
+        "chunk x (conc+1)",
+        "ops",
+        "ops/s",
+        "MB/s",
+        "peak RSS MiB",
+        "baseline MiB",
+        "held MiB",
+        "formula MiB",
+        "bound MiB",
+        "result",
+    )
+    lines = []
+    for row in rows:
+        if "failed" in row:
+            lines.append((row["case"], *["-"] * 9, f"FAIL: {row['failed']}"))
+            continue
+        verdict = "pass" if row["ok"] else "FAIL"
+        if row.get("incomplete_uploads"):
+            verdict += f" ({row['incomplete_uploads']} uploads left)"
+        lines.append(
+            (
+                row["case"],
+                f"{row['chunk_mib']} MiB x {row['max_concurrency'] + 1}",
+                str(row["ops"]),
+                _fmt(row["ops_per_s"], ",.0f"),
+                _fmt(row["mb_per_s"], ",.0f"),
+                _fmt(row["peak_rss_mib"], ",.0f"),
+                _fmt(row["baseline_rss_mib"], ",.0f"),
+                _fmt(row["held_mib"] or None, ",.0f"),
+                _fmt(row["formula_mib"], ",.0f"),
+                _fmt(row["bound_mib"], ",.0f"),
+                verdict,
+            )
+        )
+    title = (
+        f"asyncstore soak: {args.tasks} tasks x {args.ops_per_task} ops, objects up to "
+        f"{args.max_size_mib} MiB; {machine['cpu_count']} CPUs, Python {machine['python']}"
+    )
+    note = (
+        f"bound = tasks x chunk x (max_concurrency + 1) + {args.margin_mib} MiB margin "
+        "(+ held: the bytes a memory:// store keeps in the process)"
+    )
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(title)
+        widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
+        print("  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)))
+        for line in lines:
+            print("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)))
+        print(note)
+        return
+    table = Table(title=title, caption=note)
+    for header in headers:
+        table.add_column(header, justify="left" if header in ("case", "result") else "right")
+    for line in lines:
+        table.add_row(*line)
+    Console(width=max(shutil.get_terminal_size().columns, 140)).print(table)
+
+
+def main() -> int:
+    """Parse the arguments; run one case (``--case``) or the whole benchmark."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=64, help="concurrent tasks (64)")
+    parser.add_argument("--ops-per-task", type=int, default=24, help="operations per task (24)")
+    parser.add_argument("--max-size-mib", type=int, default=32, help="largest object (32)")
+    parser.add_argument("--seed", type=int, default=1, help="the workload's seed (1)")
+    parser.add_argument("--chunk-mib", type=int, default=0, help="part size (per backend)")
+    parser.add_argument("--max-concurrency", type=int, default=0, help="parts in flight")
+    parser.add_argument("--margin-mib", type=int, default=256, help="fixed margin (256)")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset")
+    parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="JSON results")
+    parser.add_argument("--work", type=pathlib.Path, default=DEFAULT_WORK, help="scratch folder")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--where", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.case:
+        print(RESULT_MARK + json.dumps(run_case(args.case, args)), flush=True)
+        return 0
+
+    cases = [name for name in args.cases.split(",") if name]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        parser.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with ExitStack() as stack:
+        servers = Servers(stack, {name.split(":")[0] for name in cases}, work)
+        for name in cases:
+            print(f"{name} ...", file=sys.stderr)
+            row = child(name, args, servers)
+            check_bound(row, args.margin_mib)
+            rows.append(row)
+    machine = machine_info()
+    print_table(rows, args, machine)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps([{**row, **machine} for row in rows], indent=2) + "\n")
+    failed = [row["case"] for row in rows if not row["ok"]]
+    if failed:
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
