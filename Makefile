@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint types docs pytest bench clean
+.PHONY: demo test lint types docs pytest bench reliability clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench: $(BENCH_STAMP) $(NODE_STAMP)
 	$(BIN)/python bench/gcs.py
 	$(BIN)/python bench/azure.py
 	$(BIN)/python bench/cas.py
+	$(BIN)/python bench/soak.py
+
+# The table of docs/reliability.md: every fault, load and bad-input case, then the soak's memory bound.
+reliability: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python bench/reliability.py --markdown
 	$(BIN)/python bench/soak.py
 
 clean:
