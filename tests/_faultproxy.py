@@ -32,7 +32,7 @@ import dataclasses
 import re
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -216,25 +216,22 @@ class FaultProxy:
             await upstream.stream.send(_with_close(head))
             request_budget = (fault.after or 0) if fault and fault.kind == "reset_request" else None
             async with anyio.create_task_group() as tg:
+                # Each side ends the exchange when it is done, breaks or hits its budget;
+                # no exception leaves a side (it would arrive as an ExceptionGroup).
 
                 async def request_side() -> None:
                     nonlocal reset
                     assert upstream is not None
-                    if await _pipe(client, upstream.stream, request_budget) == "budget":
+                    outcome = await _guarded(_pipe(client, upstream.stream, request_budget))
+                    if outcome != "end":
                         reset = True
                         tg.cancel_scope.cancel()
 
                 tg.start_soon(request_side)
-                if await _respond(upstream, client.stream, fault) == "budget":
+                if await _guarded(_respond(upstream, client.stream, fault)) != "end":
                     reset = True
                 tg.cancel_scope.cancel()
-        except (
-            anyio.BrokenResourceError,
-            anyio.ClosedResourceError,
-            anyio.EndOfStream,
-            OSError,
-            ValueError,
-        ):
+        except _BROKEN:
             reset = True
         finally:
             with anyio.CancelScope(shield=True):
@@ -243,6 +240,23 @@ class FaultProxy:
                         if reset:
                             _rst(conn.stream)
                         await conn.stream.aclose()
+
+
+_BROKEN = (
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+    OSError,
+    ValueError,
+)
+
+
+async def _guarded(step: Awaitable[str]) -> str:
+    """``step``'s outcome, or "broken" if a connection broke under it."""
+    try:
+        return await step
+    except _BROKEN:
+        return "broken"
 
 
 class _Conn:

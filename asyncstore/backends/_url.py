@@ -45,11 +45,25 @@ def merge_options(
     """
     values: dict[str, object] = {}
     try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-    except ValueError as exc:
+        pairs: list[tuple[str, str]] | None = parse_qsl(
+            query, keep_blank_values=True, strict_parsing=bool(query)
+        )
+    except ValueError:
+        pairs = None  # raised below, out of this block: parse_qsl's error quotes a secret
+    if pairs is None:
+        # Name an option given without a value; any other item may be a secret.
+        bare = [item for item in query.split("&") if item in names]
+        if bare:
+            raise ConfigurationError(
+                f"option {bare[0]!r} in {service} store URL {text!r} has no value: "
+                f"give it as {bare[0]}=...",
+                key=bare[0],
+            )
         raise ConfigurationError(
-            f"{service} store URL {text!r} has a malformed query string", key=text
-        ) from exc
+            f"{service} store URL {text!r} has a malformed query string "
+            "(every item must be name=value)",
+            key=text,
+        )
     for name, value in pairs:
         if name not in names:
             raise ConfigurationError(
@@ -109,7 +123,12 @@ def seconds(name: str, value: object, where: str) -> float:
     Raises:
         ConfigurationError: naming the option and the store.
     """
-    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    # (an int too large for a float is out of range anyway: float() would overflow)
+    numeric = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and not (isinstance(value, int) and abs(value) > MAX_TIMEOUT)
+    )
     decimal = isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6})?", value)
     number = float(value) if numeric or decimal else None  # type: ignore[arg-type]
     if number is None or not 0 < number <= MAX_TIMEOUT:

@@ -11,7 +11,9 @@ Layout under the root (``file:///srv/data`` or ``LocalBackend("/srv/data")``):
   object and a "directory" (``a`` and ``a/b``): such a write raises
   `InvalidKeyError`. Path segments starting with
   ``.asyncstore`` are reserved, and no key may resolve outside the root, not
-  even through a symbolic link.
+  even through a symbolic link. The ``.asyncstore`` tree is the backend's own:
+  a sidecar reached through a symbolic link planted there is neither written
+  nor deleted (`InvalidKeyError`) nor believed.
 * **Temp files** are created *beside* their target (same directory, so the
   final rename is atomic) and are named ``.asyncstore-<uuid hex>.part``. A
   multipart upload is such a temp file, written with ``pwrite`` at each part's
@@ -87,6 +89,7 @@ from .._errors import (
     PreconditionFailedError,
     StoreError,
     UploadNotFoundError,
+    redact_url,
 )
 from .._keys import MAX_KEY_BYTES, validate_key, validate_prefix
 from .._stream._files import fsync_dir, pwrite_all
@@ -198,6 +201,26 @@ def _real_object(p: _Paths) -> str:
             key=p.key,
         )
     return real
+
+
+def _meta_dir(p: _Paths) -> str:
+    """The directory of the sidecar of ``p``, if it is reached through no symbolic link.
+
+    The metadata tree is the backend's own: a symbolic link planted in it (or
+    as ``.asyncstore`` itself) would make sidecar writes and deletes land
+    wherever it points, outside the root included, so none is followed.
+
+    Raises:
+        InvalidKeyError: a directory on the way to the sidecar is a symbolic link.
+    """
+    directory = os.path.dirname(p.meta)
+    if os.path.realpath(directory) != directory:
+        raise InvalidKeyError(
+            f"the metadata of key {p.key!r} would be reached through a symbolic link under "
+            f"{os.path.join(p.root, _RESERVED)!r}, which the local backend never follows",
+            key=p.key,
+        )
+    return directory
 
 
 def _collision(p: _Paths) -> InvalidKeyError:
@@ -431,6 +454,10 @@ def _read_record(path: str) -> tuple[_Record | None, os.stat_result | None]:
 
 def _load_sidecar(p: _Paths, st: os.stat_result) -> tuple[_Record | None, bool]:
     """The sidecar of ``p`` if it describes the data file ``st``; and whether to retry."""
+    try:
+        _meta_dir(p)
+    except InvalidKeyError:
+        return None, False  # a planted symbolic link: the object is shown without metadata
     record, meta_st = _read_record(p.meta)
     if record is not None and (
         record.get("inode") == st.st_ino
@@ -445,6 +472,7 @@ def _load_sidecar(p: _Paths, st: os.stat_result) -> tuple[_Record | None, bool]:
 
 
 def _write_sidecar(p: _Paths, st: os.stat_result, attrs: WriteAttributes) -> None:
+    directory = _meta_dir(p)
     previous, _ = _read_record(p.meta)
     version = previous.get("version") if previous is not None else 0
     record: _Record = {
@@ -459,7 +487,6 @@ def _write_sidecar(p: _Paths, st: os.stat_result, attrs: WriteAttributes) -> Non
         "metadata": dict(attrs.metadata),
     }
     payload = json.dumps(record, sort_keys=True).encode("utf-8")
-    directory = os.path.dirname(p.meta)
     tmp = os.path.join(directory, _new_temp_name())
     fd = _create_exclusive(
         directory,
@@ -656,6 +683,7 @@ def _abort_upload(p: _Paths, upload_id: str) -> None:
 
 def _delete(p: _Paths) -> None:
     parent = _real_parent(p)
+    _meta_dir(p)  # before anything is removed
     target = os.path.join(parent, p.name)
     try:
         st = os.lstat(target)
@@ -714,14 +742,40 @@ class LocalBackend(Backend):
 
     The directory is prepared lazily, in a worker thread, by the first
     operation, so constructing a backend never touches the disk.
+
+    Raises:
+        ConfigurationError: ``root`` is not a str (or ``os.PathLike`` of str), is
+            empty, or holds a NUL or text the file system cannot encode; or
+            ``create`` is not a bool.
     """
 
     capabilities = Capabilities(parallel_parts=True)
 
     def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
-        path = os.fspath(root)
+        path = os.fspath(root) if isinstance(root, (str, os.PathLike)) else root
+        if not isinstance(path, str):
+            raise ConfigurationError(
+                f"the local store root must be a str or os.PathLike of str, not {root!r:.80}",
+                key="root",
+            )
         if not path:
             raise ConfigurationError("the local store root must not be empty", key=path)
+        try:
+            os.fsencode(path)
+        except UnicodeEncodeError:
+            raise ConfigurationError(
+                f"the local store root {path!r} is not valid file-system text", key=path
+            ) from None
+        if "\x00" in path:
+            raise ConfigurationError(
+                f"the local store root {path!r} contains a NUL character", key=path
+            )
+        if not isinstance(create, bool):
+            raise ConfigurationError(
+                f"option 'create' of the local store {path!r} must be True or False, "
+                f"not {create!r:.80}",
+                key="create",
+            )
         # Pure string work here (os.path.abspath would ask the OS for the working
         # directory); a relative root is made absolute by the first operation.
         self._root = os.path.normpath(path)
@@ -946,10 +1000,15 @@ class LocalBackend(Backend):
         return await self._commit(p, temp, st, attrs)
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
-        """Remove the upload's temp file; idempotent."""
-        if not _UPLOAD_ID.match(upload_id):
+        """Remove the upload's temp file; idempotent.
+
+        Raises:
+            InvalidKeyError: The key breaks the local backend's rules (whatever the id).
+        """
+        segments = _segments(key)
+        if not isinstance(upload_id, str) or not _UPLOAD_ID.match(upload_id):
             return
-        p = await self._paths(key)
+        p = _make_paths(key, await self._ready(), segments)
         with _os_errors(key, "abort the upload of"):
             await _run(_abort_upload, p, upload_id)
 
@@ -1199,7 +1258,7 @@ def from_url(url: SplitResult, **options: object) -> LocalBackend:
         ConfigurationError: The URL has a query string, another host, or a path
             that is empty, relative or the file-system root; or an option is unknown.
     """
-    text = url.geturl()
+    text = redact_url(url.geturl())
     create = True
     for name, value in options.items():
         if name != "create":
@@ -1229,8 +1288,8 @@ def from_url(url: SplitResult, **options: object) -> LocalBackend:
         path = os.path.expanduser("~") + path
     elif url.netloc not in ("", "localhost"):
         raise ConfigurationError(
-            f"local store URL {text!r} names the host {url.netloc!r}; use file:///abs/path "
-            "or file://~/path",
+            f"local store URL {text!r} names the host {url.netloc.rpartition('@')[2]!r}; "
+            "use file:///abs/path or file://~/path",
             key=text,
         )
     if not path or not os.path.isabs(path):

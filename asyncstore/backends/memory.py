@@ -35,6 +35,7 @@ from .._errors import (
     NotFoundError,
     PreconditionFailedError,
     UploadNotFoundError,
+    redact_url,
 )
 from .._types import CommonPrefix, ObjectInfo
 
@@ -235,12 +236,14 @@ def from_url(url: SplitResult, **options: object) -> MemoryBackend:
     """Open ``memory://`` (a fresh, private store) or ``memory://name`` (shared in-process)."""
     if options:
         raise ConfigurationError(
-            f"memory:// takes no options; got {', '.join(sorted(options))}", key="memory://"
+            f"memory:// takes no options; got {', '.join(sorted(options))}",
+            key=sorted(options)[0],
         )
     if url.path not in ("", "/") or url.query:
         raise ConfigurationError(
-            f"memory URL {url.geturl()!r} takes only a name: memory:// or memory://name",
-            key=url.geturl(),
+            f"memory URL {redact_url(url.geturl())!r} takes only a name: "
+            "memory:// or memory://name",
+            key=redact_url(url.geturl()),
         )
     if not url.netloc:
         return MemoryBackend()

@@ -14,6 +14,7 @@ On top of the grammar, only registered algorithms are accepted: ``sha256``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from typing import Any
@@ -34,6 +35,16 @@ _HEX = re.compile(r"[0-9a-f]+")
 _MAX_LENGTH = 1024
 #: Updates at least this large are hashed in a worker thread (as in the core).
 _THREAD_THRESHOLD = 256 * 1024
+
+
+def _unsupported(algorithm: object) -> InvalidDigestError | None:
+    """The error for an algorithm name that is not supported (of any type), else None."""
+    if isinstance(algorithm, str) and algorithm in ALGORITHMS:
+        return None
+    return InvalidDigestError(
+        f"algorithm {algorithm!r:.80} is not supported (supported: {', '.join(ALGORITHMS)})",
+        key=str(algorithm)[:80],
+    )
 
 
 def _shown(value: str) -> str:
@@ -130,12 +141,14 @@ class Digest(str):
 
 
 def digest_of(data: bytes | bytearray | memoryview, algorithm: str = "sha256") -> Digest:
-    """The digest of ``data`` (hashed on the calling thread: use for small data)."""
-    if algorithm not in ALGORITHMS:
-        raise InvalidDigestError(
-            f"algorithm {algorithm!r} is not supported (supported: {', '.join(ALGORITHMS)})",
-            key=algorithm,
-        )
+    """The digest of ``data`` (hashed on the calling thread: use for small data).
+
+    Raises:
+        InvalidDigestError: ``algorithm`` is not a supported algorithm name.
+    """
+    error = _unsupported(algorithm)
+    if error is not None:
+        raise error
     return Digest(f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}")
 
 
@@ -155,13 +168,21 @@ class Hasher:
     """
 
     def __init__(self, algorithms: tuple[str, ...] = ("sha256",)) -> None:
-        for name in algorithms:
-            if name not in ALGORITHMS:
-                raise InvalidDigestError(
-                    f"algorithm {name!r} is not supported (supported: {', '.join(ALGORITHMS)})",
-                    key=name,
-                )
-        self._hashes: dict[str, Any] = {name: hashlib.new(name) for name in algorithms}
+        names: tuple[str, ...] | None = None
+        if not isinstance(algorithms, str):
+            with contextlib.suppress(TypeError):  # not iterable
+                names = tuple(algorithms)
+        if names is None:
+            raise InvalidDigestError(
+                f"algorithms must be a sequence of algorithm names such as ('sha256',), "
+                f"not {algorithms!r:.80}",
+                key="algorithms",
+            )
+        for name in names:
+            error = _unsupported(name)
+            if error is not None:
+                raise error
+        self._hashes: dict[str, Any] = {name: hashlib.new(name) for name in names}
         self.size = 0
 
     @property
@@ -193,10 +214,10 @@ class Hasher:
         """The digest of everything fed so far."""
         try:
             h = self._hashes[algorithm]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: not even hashable
             raise InvalidDigestError(
-                f"this hasher computes {', '.join(self._hashes)}, not {algorithm!r}",
-                key=algorithm,
+                f"this hasher computes {', '.join(self._hashes)}, not {algorithm!r:.80}",
+                key=str(algorithm)[:80],
             ) from None
         return Digest(f"{algorithm}:{h.hexdigest()}")
 

@@ -212,10 +212,11 @@ class ContentStore:
     def _algorithm(algorithm: str | None, want: Digest | None) -> str:
         if algorithm is None:
             return want.algorithm if want is not None else "sha256"
-        if algorithm not in ALGORITHMS:
+        if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
             raise InvalidDigestError(
-                f"algorithm {algorithm!r} is not supported (supported: {', '.join(ALGORITHMS)})",
-                key=str(algorithm),
+                f"algorithm {algorithm!r:.80} is not supported "
+                f"(supported: {', '.join(ALGORITHMS)})",
+                key=str(algorithm)[:80],
             )
         if want is not None and want.algorithm != algorithm:
             raise InvalidArgumentError(

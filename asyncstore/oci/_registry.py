@@ -372,7 +372,14 @@ class RegistryStorage:
         """
         self._repo(repo)
         check_media_type(media_type, what=f"media type of a manifest for {repo!r}")
-        tag_list = [tags] if isinstance(tags, str) else list(tags)
+        try:
+            tag_list = [tags] if isinstance(tags, str) else list(tags)
+        except TypeError:
+            raise InvalidArgumentError(
+                f"tags of a manifest for {repo!r} must be a tag or an iterable of tags, "
+                f"not {type(tags).__name__}",
+                key="tags",
+            ) from None
         for tag in tag_list:
             check_tag(tag)
         try:
