@@ -50,7 +50,7 @@ def check_user_metadata(metadata: Mapping[str, str] | None, *, key: str) -> dict
     total = 0
     out: dict[str, str] = {}
     for name, value in metadata.items():
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidArgumentError(
                 f"metadata name {name!r} for key {key!r} must be lowercase ASCII letters, "
                 "digits, '_', '.' or '-'",
@@ -77,7 +77,7 @@ def check_user_metadata(metadata: Mapping[str, str] | None, *, key: str) -> dict
 
 def is_sha256_digest(value: object) -> bool:
     """Whether ``value`` is ``sha256:`` followed by 64 lowercase hex digits."""
-    return isinstance(value, str) and _SHA256_VALUE.match(value) is not None
+    return isinstance(value, str) and _SHA256_VALUE.fullmatch(value) is not None
 
 
 def public_info(info: ObjectInfo) -> ObjectInfo:

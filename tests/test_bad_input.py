@@ -849,12 +849,10 @@ def _gcs_backend(bucket: str) -> object:
         pytest.param(
             lambda v: open_store("s3://bucket", endpoint="http://127.0.0.1:1", region="eu-1" + v),
             id="s3 region",
-            marks=_newline_xfail("asyncstore/backends/s3/_options.py (_REGION)"),
         ),
         pytest.param(
             lambda v: _s3_backend("bucket" + v),
             id="S3Backend bucket",
-            marks=_newline_xfail("asyncstore/backends/s3/_options.py (_BUCKET)"),
         ),
         pytest.param(
             lambda v: open_store("gs://bucket", **BASES["gs"][1], project="my-project" + v),
@@ -877,11 +875,6 @@ def test_a_name_with_a_trailing_newline_is_a_configuration_error(
         make("\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="asyncstore/_meta.py: check_user_metadata matches names with '^...$', which also "
-    "matches before a trailing newline, so metadata name 'owner\\n' is accepted",
-)
 async def test_a_metadata_name_with_a_trailing_newline_is_an_invalid_argument_error() -> None:
     async with Store(MemoryBackend()) as store:
         with pytest.raises(InvalidArgumentError, match="metadata name"):
@@ -916,30 +909,9 @@ def test_a_retry_policy_must_be_a_retry_policy(retry: object) -> None:
         {"attempts": 2.5},
         {"backoff_base": -1.0},
         {"backoff_cap": -0.5},
-        pytest.param(
-            {"attempts": True},
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="asyncstore/_stream/_retry.py: RetryPolicy(attempts=True) is accepted "
-                "(bool is an int subclass)",
-            ),
-        ),
-        pytest.param(
-            {"backoff_base": "1"},
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="asyncstore/_stream/_retry.py: RetryPolicy(backoff_base='1') raises a "
-                "bare TypeError ('<' between str and int), not ConfigurationError",
-            ),
-        ),
-        pytest.param(
-            {"backoff_cap": math.nan},
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="asyncstore/_stream/_retry.py: RetryPolicy(backoff_cap=nan) is accepted "
-                "(nan < 0 is False), so every retry delay is nan",
-            ),
-        ),
+        {"attempts": True},
+        {"backoff_base": "1"},
+        {"backoff_cap": math.nan},
     ],
 )
 def test_a_retry_policy_with_bad_values_is_a_configuration_error(fields: dict[str, Any]) -> None:
@@ -1359,18 +1331,7 @@ async def test_a_part_number_and_offset_are_taken_or_an_invalid_argument_error(
         ("real", "ok", "sha256:" + "A" * 64, "sha256"),
         ("real", "ok", "sha256:" + "a" * 63, "sha256"),
         ("real", "ok", "sha512:" + "a" * 128, "sha256"),
-        pytest.param(
-            "real",
-            "ok",
-            "sha256:" + "a" * 64 + "\n",
-            "sha256",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="asyncstore/_meta.py: is_sha256_digest matches with '$', which also "
-                "matches before a trailing newline, so complete_upload records "
-                "'sha256:<hex>\\n' and every later full read fails verification",
-            ),
-        ),
+        ("real", "ok", "sha256:" + "a" * 64 + "\n", "sha256"),
     ],
 )
 async def test_complete_upload_rejects_bad_ids_parts_and_digests(
@@ -1458,13 +1419,6 @@ class _TaskCountingBackend(MemoryBackend):
         return await super().upload_part(*args, **kwargs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="asyncstore/_stream/_upload.py: upload() starts max_concurrency workers whatever the "
-    "number of parts (tg.start_soon in a loop with no checkpoint), so a 3-part put with "
-    "max_concurrency=1000 runs 1000 tasks, and max_concurrency=10**9 never returns and cannot "
-    "be cancelled",
-)
 async def test_a_large_max_concurrency_starts_no_more_workers_than_there_are_parts() -> None:
     backend = _TaskCountingBackend()
     async with Store(backend, chunk_size=4) as store:

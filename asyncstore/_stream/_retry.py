@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -37,15 +38,26 @@ class RetryPolicy:
     jitter: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.attempts, int) or self.attempts < 1:
+        attempts = self.attempts
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
             raise ConfigurationError(
-                f"RetryPolicy.attempts must be an integer >= 1, not {self.attempts!r}",
+                f"RetryPolicy.attempts must be an integer >= 1, not {attempts!r}",
                 key="attempts",
             )
-        if self.backoff_base < 0 or self.backoff_cap < 0:
+        for name in ("backoff_base", "backoff_cap"):
+            value = getattr(self, name)
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not 0 <= value < math.inf
+            ):
+                raise ConfigurationError(
+                    f"RetryPolicy.{name} must be a finite number of seconds >= 0, not {value!r}",
+                    key=name,
+                )
+        if not isinstance(self.jitter, bool):
             raise ConfigurationError(
-                "RetryPolicy.backoff_base and backoff_cap must not be negative",
-                key="backoff_base",
+                f"RetryPolicy.jitter must be True or False, not {self.jitter!r}", key="jitter"
             )
 
     def delay(self, attempt: int) -> float:

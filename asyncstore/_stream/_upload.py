@@ -249,8 +249,7 @@ async def upload(
 
         with send, receive:
             async with task_group() as tg:
-                for _ in range(concurrency):
-                    tg.start_soon(worker)
+                workers = 0  # started as parts come, so a small upload starts few
                 number, offset = 1, 0
                 pending: list[memoryview] = [first, second]
                 while True:
@@ -265,6 +264,9 @@ async def upload(
                     if number > caps.max_parts:
                         raise _too_many_parts(key, caps.max_parts, part_size)
                     sums = await hasher.update(part_data, part=checks)
+                    if workers < concurrency:
+                        tg.start_soon(worker)
+                        workers += 1
                     await send.send((number, offset, part_data, sums))
                     number += 1
                     offset += len(part_data)

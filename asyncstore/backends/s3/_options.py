@@ -116,7 +116,7 @@ def check_bucket(bucket: object) -> str:
         raise ConfigurationError(
             f"an S3 store needs a bucket: s3://bucket/prefix, not {bucket!r}", key="bucket"
         )
-    if not _BUCKET.match(bucket) or ".." in bucket:
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
         raise ConfigurationError(
             f"invalid S3 bucket name {bucket!r}: 3 to 63 lowercase letters, digits, "
             "'.', '-' or '_', starting and ending with a letter or digit",
@@ -135,7 +135,7 @@ def check_prefix(prefix: object) -> str:
 
 
 def _region(value: object, where: str) -> str:
-    if not isinstance(value, str) or not _REGION.match(value):
+    if not isinstance(value, str) or not _REGION.fullmatch(value):
         raise ConfigurationError(
             f"option 'region' of {where} must be a region name like 'eu-west-1', not {value!r}",
             key="region",
