@@ -32,14 +32,14 @@ import dataclasses
 import re
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
 
-__all__ = ["Fault", "FaultProxy", "Seen"]
+__all__ = ["Fault", "FaultProxy", "Seen", "unanswered_listener"]
 
 HEAD_LIMIT = 64 * 1024
 READ_SIZE = 256 * 1024
@@ -392,3 +392,27 @@ async def _drain_body(client: _Conn, seen: Seen) -> None:
         client.buffer = client.buffer[size + 2 :]
         if size == 0:
             return
+
+
+@contextmanager
+def unanswered_listener() -> Iterator[int]:
+    """A port on 127.0.0.1 whose listener never accepts and whose backlog is full.
+
+    A connection to it neither opens nor is refused: the SYN is dropped and the
+    client waits for its connect timeout. Yields the port.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = int(listener.getsockname()[1])
+    fillers = []
+    for _ in range(4):  # fill the accept queue; later SYNs are dropped, not refused
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        yield port
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()

@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _faultproxy import FaultProxy, Seen
+from _faultproxy import FaultProxy, Seen, unanswered_listener
 from _servers import BUCKET, S3Server
 
 from asyncstore import (
@@ -358,3 +358,22 @@ def test_a_bad_timeout_option_is_a_configuration_error(bad: str) -> None:
     with pytest.raises(ConfigurationError, match="read_timeout") as caught:
         open_store(f"s3://bkt/p?read_timeout={bad}")
     assert caught.value.key == "read_timeout"
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    with unanswered_listener() as port:
+        yield port
+
+
+async def test_a_connection_that_never_opens_times_out_at_the_connect_timeout(
+    unanswered_port: int, prefix: str
+) -> None:
+    backend = S3Backend(
+        BUCKET, prefix, endpoint=f"http://127.0.0.1:{unanswered_port}", connect_timeout=0.5
+    )
+    async with Store(backend, retry=FEW) as store:
+        with anyio.fail_after(30):  # a hang fails the test here
+            with pytest.raises(TransportError, match=r"'k'.*after 3 attempt") as caught:
+                await store.head("k")
+    assert isinstance(caught.value, TimeoutError), repr(caught.value)
