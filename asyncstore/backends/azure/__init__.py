@@ -38,7 +38,10 @@ def from_url(url: SplitResult, **options: object) -> AzureBackend:
 
     Options (URL query or keyword arguments): ``account``, ``account_url``,
     ``anonymous``, ``transport`` (``auto`` / ``httpx`` / ``aiohttp``),
-    ``concurrency``, ``part_size_mb``; keyword arguments only:
+    ``concurrency``, ``part_size_mb``, ``connect_timeout`` / ``read_timeout``
+    (seconds to wait for a connection, default 30, and for each read or write
+    on one, default 120: ``az://container/p?connect_timeout=2&read_timeout=5``;
+    exposed as the backend's ``timeouts``); keyword arguments only:
     ``connection_string``, ``account_key``, ``sas_token``, ``credential``.
     Without any of those, ``AZURE_STORAGE_CONNECTION_STRING`` is used, then
     DefaultAzureCredential (``pip install azure-identity``).

@@ -155,6 +155,21 @@ def _request_id(result: Mapping[str, Any]) -> str | None:
     return str(value) if value else None
 
 
+def _transport_timeouts(config: AzureConfig) -> tuple[float, float] | None:
+    """The (connect, read) timeouts the backend's transport will have, if known."""
+    transport = config.transport
+    if isinstance(transport, str):
+        return config.timeouts
+    if isinstance(transport, HttpxTransport):
+        return transport.timeouts
+    connection = getattr(transport, "connection_config", None)  # azure-core's transports
+    connect = getattr(connection, "timeout", None)
+    read = getattr(connection, "read_timeout", None)
+    if isinstance(connect, int | float) and isinstance(read, int | float):
+        return (float(connect), float(read))
+    return None
+
+
 async def _no_chunks() -> AsyncIterator[bytes]:
     return
     yield b""  # pragma: no cover - makes this an async generator
@@ -185,7 +200,18 @@ class AzureBackend(Backend):
             ``HttpxTransport(max_connections=32)``, which the store then owns and closes.
         concurrency: The store's default parts / ranges in flight.
         part_size_mb: The store's default part / range size, in MiB.
+        connect_timeout: Seconds to wait for a connection (default 30), with
+            either transport the backend makes.
+        read_timeout: Seconds to wait for each read or write on a connection
+            (default 120): a stalled response fails with a TimeoutError, which
+            the Store retries (a download resumes from the byte it reached).
+            With a transport object, set its own timeouts instead.
         environ: Where to read ``AZURE_STORAGE_CONNECTION_STRING`` (default: the environment).
+
+    Attributes:
+        timeouts: The (connect, read) timeouts in seconds of the transport, or
+            None for a transport object other than `HttpxTransport` and
+            azure-core's (whose timeouts are unknown here).
 
     Raises:
         ConfigurationError: see `asyncstore.backends.azure.from_url`.
@@ -215,6 +241,8 @@ class AzureBackend(Backend):
         transport: str | AsyncHttpTransport[Any, Any] = "auto",
         concurrency: int | None = None,
         part_size_mb: int | None = None,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         options: dict[str, object] = {
@@ -228,6 +256,8 @@ class AzureBackend(Backend):
             "transport": transport,
             "concurrency": concurrency,
             "part_size_mb": part_size_mb,
+            "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout,
         }
         self._setup(resolve(container, prefix, options, environ=environ))
 
@@ -246,6 +276,7 @@ class AzureBackend(Backend):
             self.default_max_concurrency = config.concurrency
         if config.part_size_mb is not None:
             self.default_chunk_size = config.part_size_mb * MiB
+        self.timeouts = _transport_timeouts(config)
         self._lock = anyio.Lock()
         self._stack: contextlib.AsyncExitStack | None = None
         self._container: ContainerClient | None = None
@@ -295,6 +326,7 @@ class AzureBackend(Backend):
         if not isinstance(choice, str):
             return choice
         library = sniffio.current_async_library()
+        connect, read = self.config.timeouts
         if choice == "auto":
             choice = "aiohttp" if library == "asyncio" else "httpx"
         if choice == "aiohttp":
@@ -304,10 +336,14 @@ class AzureBackend(Backend):
                     f"not {library}; use transport='httpx' (or 'auto')",
                     key="transport",
                 )
-            from azure.core.pipeline.transport import AioHttpTransport
+            from ._aiohttp import AioHttpTransportNoRetry
 
-            return AioHttpTransport(connection_data_block_size=AIOHTTP_BLOCK)
-        return HttpxTransport()
+            return AioHttpTransportNoRetry(
+                connection_data_block_size=AIOHTTP_BLOCK,
+                connection_timeout=connect,
+                read_timeout=read,
+            )
+        return HttpxTransport(connect_timeout=connect, read_timeout=read)
 
     async def _write(self, work: Callable[[], Awaitable[T]]) -> T:
         """Run a write so that a cancelled caller still lets it land before going on.
@@ -374,7 +410,11 @@ class AzureBackend(Backend):
             ) from exc
         # Its token requests go through httpx too (its default is aiohttp: asyncio only).
         credential = await anyio.to_thread.run_sync(
-            lambda: identity.DefaultAzureCredential(transport=HttpxTransport())
+            lambda: identity.DefaultAzureCredential(
+                transport=HttpxTransport(
+                    connect_timeout=config.timeouts[0], read_timeout=config.timeouts[1]
+                )
+            )
         )
         stack.push_async_callback(credential.close)
         return credential

@@ -9,9 +9,10 @@ the names other tools use):
 
 Options, in the URL query or as keyword arguments: ``account``,
 ``account_url``, ``anonymous``, ``transport``, ``concurrency``,
-``part_size_mb``. Secrets are keyword arguments only (``connection_string``,
-``account_key``, ``sas_token``, ``credential``): in a URL they would end up
-in logs and shell histories, so they are rejected there.
+``part_size_mb``, ``connect_timeout``, ``read_timeout``. Secrets are
+keyword arguments only (``connection_string``, ``account_key``,
+``sas_token``, ``credential``): in a URL they would end up in logs and shell
+histories, so they are rejected there.
 
 How the store signs in, first match wins:
 
@@ -40,11 +41,14 @@ from azure.core.pipeline.transport import AsyncHttpTransport
 from ..._errors import ConfigurationError
 from .._url import bounded_int as _check_int
 from .._url import check_prefix as _check_prefix
+from .._url import seconds as _seconds
 
 __all__ = [
     "AZURITE_ACCOUNT",
     "AZURITE_KEY",
     "CONNECTION_STRING_ENV",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_READ_TIMEOUT",
     "KEYWORD_ONLY",
     "OPTION_NAMES",
     "AzureConfig",
@@ -57,7 +61,16 @@ __all__ = [
 #: The environment variable read for a connection string.
 CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 #: Options that may appear in the URL query or as keyword arguments.
-OPTION_NAMES = ("account", "account_url", "anonymous", "transport", "concurrency", "part_size_mb")
+OPTION_NAMES = (
+    "account",
+    "account_url",
+    "anonymous",
+    "transport",
+    "concurrency",
+    "part_size_mb",
+    "connect_timeout",
+    "read_timeout",
+)
 #: Options that carry secrets: keyword arguments only.
 KEYWORD_ONLY = ("connection_string", "account_key", "sas_token", "credential")
 #: Azurite's well-known development account (public; the same in every install).
@@ -66,6 +79,9 @@ AZURITE_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 TRANSPORTS = ("auto", "httpx", "aiohttp")
+#: Seconds to wait for a connection, and for each read (or write) on one, by default.
+DEFAULT_CONNECT_TIMEOUT = 30.0
+DEFAULT_READ_TIMEOUT = 120.0
 
 _SCHEMES = ("az", "azure", "abfs")
 _CONTAINER = re.compile(r"\A[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}\Z")
@@ -95,6 +111,10 @@ class AzureConfig:
             azure-core ``AsyncHttpTransport`` object (which the store then owns and closes).
         concurrency: The store's default parts / ranges in flight, or None.
         part_size_mb: The store's default part / range size in MiB, or None.
+        connect_timeout: Seconds to wait for a connection, or None (30).
+        read_timeout: Seconds to wait for each read or write on a connection, or
+            None (120): a stalled response fails with a TimeoutError, which the
+            Store retries.
     """
 
     container: str
@@ -105,6 +125,8 @@ class AzureConfig:
     transport: str | AsyncHttpTransport[Any, Any] = "auto"
     concurrency: int | None = None
     part_size_mb: int | None = None
+    connect_timeout: float | None = None
+    read_timeout: float | None = None
     connection_string: str | None = dataclasses.field(default=None, repr=False)
     account_key: str | None = dataclasses.field(default=None, repr=False)
     sas_token: str | None = dataclasses.field(default=None, repr=False)
@@ -115,6 +137,14 @@ class AzureConfig:
         """The store's ``az://container/prefix`` location (without options)."""
         base = f"az://{self.container}"
         return f"{base}/{self.prefix}" if self.prefix else base
+
+    @property
+    def timeouts(self) -> tuple[float, float]:
+        """(connect, read) seconds for the transports the backend makes (defaults filled in)."""
+        return (
+            self.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
+            self.read_timeout or DEFAULT_READ_TIMEOUT,
+        )
 
     def secrets(self) -> list[str]:
         """The secret strings of this configuration (to scrub them from messages)."""
@@ -319,11 +349,17 @@ def parse_url(url: SplitResult) -> tuple[str, str, dict[str, str]]:
     check_container(container)
     prefix = check_prefix(unquote(url.path).strip("/"))
     try:
-        query = parse_qsl(url.query, keep_blank_values=True, strict_parsing=bool(url.query))
-    except ValueError as exc:
+        query: list[tuple[str, str]] | None = parse_qsl(
+            url.query, keep_blank_values=True, strict_parsing=bool(url.query)
+        )
+    except ValueError:
+        query = None  # raised below, out of this block: parse_qsl's error quotes a secret
+    if query is None:
         raise ConfigurationError(
-            f"Azure store URL {shown!r} has a malformed query string", key=shown
-        ) from exc
+            f"Azure store URL {shown!r} has a malformed query string "
+            "(every item must be name=value)",
+            key=shown,
+        )
     for name, value in query:
         if name in KEYWORD_ONLY:
             raise ConfigurationError(
@@ -405,12 +441,25 @@ def resolve(
         if "part_size_mb" in given
         else None
     )
+    timeouts: dict[str, float] = {
+        name: _seconds(name, given[name], where)
+        for name in ("connect_timeout", "read_timeout")
+        if name in given
+    }
+    if timeouts and not isinstance(transport, str):
+        raise ConfigurationError(
+            f"Azure store {where!r}: {' and '.join(timeouts)} cannot be combined with a "
+            "transport object, which has its own timeouts (HttpxTransport(connect_timeout=..., "
+            "read_timeout=...))",
+            key=next(iter(timeouts)),
+        )
     common: dict[str, Any] = {
         "container": container,
         "prefix": prefix,
         "transport": transport,
         "concurrency": concurrency,
         "part_size_mb": part_size_mb,
+        **timeouts,
     }
     if account_url is not None:
         url_account = _account_from_url(account_url)

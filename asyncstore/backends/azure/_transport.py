@@ -29,6 +29,8 @@ requests (everything the Blob SDK's generated operations send) and the legacy
 
 from __future__ import annotations
 
+import logging
+import re
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from types import TracebackType
@@ -58,6 +60,35 @@ __all__ = ["SEND_SLICE", "BufferBody", "HttpxTransport"]
 SEND_SLICE = 1024 * 1024
 #: Connections kept per transport (every BlobClient of a backend shares one transport).
 DEFAULT_MAX_CONNECTIONS = 100
+
+_SAS_SIGNATURE = re.compile(r"(?i)([?&]sig=)([^&\s'\"]+)")
+
+
+class SignatureFilter(logging.Filter):
+    """Hides SAS signatures (``sig=``) in the request URLs that httpx logs.
+
+    httpx logs every request at INFO (``HTTP Request: GET https://...?...&sig=...``),
+    and with a SAS token the signature, the secret, is in the URL. This filter,
+    on httpx's logger, replaces it with ``***``; the rest of the URL stays.
+    (azure-core's own HTTP logging policy already redacts query values.)
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        scrubbed = _SAS_SIGNATURE.sub(r"\1***", message)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        return True
+
+
+_SIGNATURE_FILTER = SignatureFilter()
+
+
+def install_log_filter() -> None:
+    """Put `SignatureFilter` on httpx's logger (once; idempotent)."""
+    logger = logging.getLogger("httpx")
+    if _SIGNATURE_FILTER not in logger.filters:
+        logger.addFilter(_SIGNATURE_FILTER)
 
 
 class BufferBody(AsyncIterable[bytes]):
@@ -398,9 +429,15 @@ class HttpxTransport(AsyncHttpTransport[Any, Any]):
         self._slots = anyio.Semaphore(max_connections)
         self._closed = False
         self.block_size = 64 * 1024
+        install_log_filter()
 
     def __repr__(self) -> str:
         return f"<HttpxTransport max_connections={self._max_connections}>"
+
+    @property
+    def timeouts(self) -> tuple[float, float]:
+        """The (connect, read) timeouts in seconds."""
+        return (self._connect_timeout, self._read_timeout)
 
     async def __aenter__(self) -> HttpxTransport:
         await self.open()

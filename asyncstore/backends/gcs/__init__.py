@@ -26,7 +26,8 @@ def from_url(url: SplitResult, **options: object) -> GCSBackend:
 
     Options (in the query string or as keyword arguments): ``project``,
     ``api_root``, ``service_file``, ``upload`` (``composite`` or
-    ``resumable``), ``concurrency``, ``part_size_mb`` and ``max_connections``; see
+    ``resumable``), ``concurrency``, ``part_size_mb``, ``max_connections``,
+    ``connect_timeout`` and ``read_timeout`` (seconds); see
     [the GCS backend's page](../backends/gcs.md).
 
     Raises:

@@ -11,6 +11,7 @@ preconditions asyncstore needs, are made here with the httpx client.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import re
@@ -25,7 +26,7 @@ from gcloud.aio.auth import Token
 from gcloud.aio.storage import Storage
 
 from ..._backend import WriteAttributes
-from ..._errors import PreconditionFailedError, StoreError
+from ..._errors import PreconditionFailedError, StoreError, TransportError
 from ..._types import ObjectInfo
 from ._http import CompatSession, TokenSource
 from ._translate import Where, gcs_errors, raise_for_status
@@ -34,6 +35,7 @@ __all__ = [
     "JSON",
     "GCSApi",
     "BodyPieces",
+    "Media",
     "check_generation",
     "conditions",
     "decode_json",
@@ -44,7 +46,8 @@ __all__ = [
 JSON = dict[str, Any]
 #: Body bytes handed to httpx per write (memoryview slices: no copy of a part).
 _PIECE = 1024 * 1024
-#: Seconds allowed for one JSON call made through gcloud-aio (per phase of the request).
+#: Seconds allowed for one JSON call made through gcloud-aio (per phase of the request;
+#: the backend's connect and read timeouts still apply when they are shorter).
 JSON_TIMEOUT = 60
 _GENERATION = re.compile(r"^[0-9]{1,20}$")
 
@@ -64,6 +67,22 @@ def parse_time(value: object) -> datetime.datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
+
+
+@dataclasses.dataclass(slots=True)
+class Media:
+    """The answer to a media GET, read whole, or up to where it was cut short.
+
+    Attributes:
+        response: The response (its head; the body has been read and closed).
+        body: The body bytes as stored (no decoding), as many as arrived.
+        error: Why the body stopped short of its end (a lost connection, a read
+            timeout), or None when it is whole.
+    """
+
+    response: httpx.Response
+    body: bytes
+    error: TransportError | None = None
 
 
 class BodyPieces(httpx.AsyncByteStream):
@@ -143,6 +162,7 @@ class GCSApi:
         project: str | None,
         service_file: str | None,
         max_connections: int = 64,
+        timeouts: tuple[float, float] | None = None,
     ) -> None:
         self.client = client
         self.bucket = bucket
@@ -154,9 +174,9 @@ class GCSApi:
         # connection frees up). Token refreshes bypass it: a request waiting for its
         # token must not hold the slot the refresh needs.
         self.limiter = anyio.CapacityLimiter(max_connections)
-        self.session = CompatSession(client, self.limiter)
+        self.session = CompatSession(client, self.limiter, timeouts)
         self.tokens: TokenSource | None = (
-            None if anonymous else TokenSource(service_file, CompatSession(client))
+            None if anonymous else TokenSource(service_file, CompatSession(client, None, timeouts))
         )
         # Storage asks its token for ``await token.get()`` only; TokenSource provides that
         # under trio as well. Anonymous (emulator) storages never ask.
@@ -239,6 +259,50 @@ class GCSApi:
                 finally:
                     await response.aclose()
         return response, body
+
+    async def get_media(
+        self,
+        url: str,
+        where: Where,
+        *,
+        params: Mapping[str, str],
+        headers: Mapping[str, str],
+        ok: Sequence[int] = (),
+    ) -> Media:
+        """GET a body as stored, keeping the bytes that arrived if it is cut short.
+
+        Like `send` with ``raw``, except that a body cut short (a reset, a
+        read timeout) after some bytes of a successful answer is returned with
+        them, and the TransportError in `Media.error`: a reader can keep those
+        bytes and resume after them instead of asking for them again.
+        """
+        pieces: list[bytes] = []
+        cut: Exception | None = None
+        async with self.limiter:
+            sent = await self.headers(headers)
+            with gcs_errors(where):
+                request = self.client.build_request("GET", url, params=params, headers=sent)
+                response = await self.client.send(request, stream=True)
+                try:
+                    if response.status_code >= 400 and response.status_code not in ok:
+                        await raise_for_status(response, where)
+                    try:
+                        async for piece in response.aiter_raw():
+                            pieces.append(piece)
+                    except (httpx.TransportError, OSError) as exc:
+                        if not pieces or response.status_code >= 300:
+                            raise
+                        cut = exc
+                finally:
+                    await response.aclose()
+        error: TransportError | None = None
+        if cut is not None:
+            try:
+                with gcs_errors(where):
+                    raise cut
+            except TransportError as translated:
+                error = translated
+        return Media(response, b"".join(pieces), error)
 
     async def send_json(
         self,

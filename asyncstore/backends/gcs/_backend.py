@@ -37,9 +37,17 @@ from ..._errors import (
 )
 from ..._stream._tasks import task_group
 from ..._types import CommonPrefix, ObjectInfo
-from ._api import JSON_TIMEOUT, GCSApi, check_generation, conditions, decode_json, object_info
+from ._api import (
+    JSON_TIMEOUT,
+    GCSApi,
+    Media,
+    check_generation,
+    conditions,
+    decode_json,
+    object_info,
+)
 from ._crc32c import to_base64
-from ._http import make_client
+from ._http import default_timeouts, make_client
 from ._options import DEFAULT_MAX_CONNECTIONS, GCSOptions, UploadMethod, resolve_api_root
 from ._translate import Where, gcs_errors, status_error
 from ._uploads import TEMP_SEGMENT, Uploads
@@ -103,9 +111,15 @@ class GCSBackend(Backend):
         concurrency: The store's default parts / ranges in flight.
         part_size_mb: The store's default part / range size, in MiB.
         max_connections: The most HTTP connections open at once.
+        connect_timeout: Seconds to wait for a connection (default 30).
+        read_timeout: Seconds to wait for each read or write of a request's
+            bytes (default 120); a stalled answer fails with a TimeoutError,
+            which the Store retries. gcloud-aio's own per-call timeouts never
+            make it longer.
 
     Attributes:
         options: The validated options.
+        timeouts: (connect, read) timeouts in seconds.
         api_root: Scheme and host of the JSON API in use.
         anonymous: Whether requests go without credentials (an emulator).
 
@@ -125,6 +139,8 @@ class GCSBackend(Backend):
         concurrency: int | None = None,
         part_size_mb: int | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
     ) -> None:
         options = GCSOptions(
             bucket,
@@ -136,8 +152,15 @@ class GCSBackend(Backend):
             concurrency=concurrency,
             part_size_mb=part_size_mb,
             max_connections=max_connections,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
         )
         self.options = options
+        default_connect, default_read = default_timeouts()
+        self.timeouts: tuple[float, float] = (
+            options.connect_timeout or default_connect,
+            options.read_timeout or default_read,
+        )
         self.api_root, self.anonymous = resolve_api_root(options.api_root)
         self.capabilities = _RESUMABLE if options.upload == "resumable" else _COMPOSITE
         if options.part_size_mb is not None:
@@ -170,7 +193,7 @@ class GCSBackend(Backend):
                 if self._api is None:
                     stack = contextlib.AsyncExitStack()
                     client = await anyio.to_thread.run_sync(
-                        make_client, self.options.max_connections
+                        make_client, self.options.max_connections, self.timeouts
                     )
                     stack.push_async_callback(client.aclose)
                     api = GCSApi(
@@ -182,6 +205,7 @@ class GCSBackend(Backend):
                         project=self.options.project,
                         service_file=self.options.service_file,
                         max_connections=self.options.max_connections,
+                        timeouts=self.timeouts,
                     )
                     self._stack = stack
                     self._uploads = Uploads(api, self)
@@ -285,7 +309,8 @@ class GCSBackend(Backend):
         where = self.where(key)
         ranges = _Ranges(api, name, where, generation, start)
         first_end = start + READ_REQUEST if end is None else min(end, start + READ_REQUEST)
-        response, body = await ranges.fetch(start, first_end)
+        media = await ranges.fetch(start, first_end)
+        response = media.response
         if response.status_code == 416:
             total = _unsatisfied_size(response.headers.get("content-range", ""))
             if info is None:
@@ -299,7 +324,11 @@ class GCSBackend(Backend):
                 f"range start {start} is past the end of key {key!r} ({size} bytes)", key=key
             )
         ranges.stop = size if end is None else min(end, size)
-        ranges.take(body_start, body)
+        ranges.take(body_start, media.body)
+        if media.error is not None:
+            if ranges.position == start:
+                raise media.error  # nothing usable arrived
+            ranges.error = media.error  # raised after the bytes that did
         return IteratorReadStream(info, ranges)
 
     # -- writes
@@ -573,6 +602,9 @@ class _Ranges:
     Each request's answer is read whole (bounded memory: one request's bytes),
     so no half-read HTTP stream is ever abandoned; a class rather than an async
     generator, so that a consumer may stop early without leaving one behind.
+    An answer cut short (a reset, a read timeout) hands on the bytes that did
+    arrive, then raises its TransportError: the Store's retry resumes from the
+    byte reached instead of fetching the whole request again.
     """
 
     def __init__(self, api: GCSApi, name: str, where: Where, generation: str, start: int) -> None:
@@ -582,19 +614,19 @@ class _Ranges:
         self._generation = generation
         self.position = start
         self.stop = start
+        #: Raised once the bytes before it are consumed (an answer cut short).
+        self.error: StoreError | None = None
         self._ready: builtins.list[bytes] = []
 
-    async def fetch(self, start: int, end: int) -> tuple[httpx.Response, bytes]:
+    async def fetch(self, start: int, end: int) -> Media:
         """GET bytes ``[start, end)`` as stored (no decoding), pinned to the generation."""
         api = self._api
-        return await api.send(
-            "GET",
+        return await api.get_media(
             api.object_url(self._name),
             self._where,
             params=api.params(alt="media", ifGenerationMatch=self._generation),
             headers={"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "gzip"},
             ok=(416,),
-            raw=True,
         )
 
     def take(self, body_start: int, body: bytes) -> None:
@@ -621,10 +653,14 @@ class _Ranges:
     async def __anext__(self) -> bytes:
         if self._ready:
             return self._ready.pop(0)
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
         if self.position >= self.stop:
             raise StopAsyncIteration
         end = min(self.stop, self.position + READ_REQUEST)
-        response, body = await self.fetch(self.position, end)
+        media = await self.fetch(self.position, end)
+        response = media.response
         if response.status_code == 416:
             raise ConnectionError(
                 f"key {self._where.key!r} ended at byte {self.position}, before {self.stop}",
@@ -632,7 +668,11 @@ class _Ranges:
             )
         body_start, _ = _body_range(response, self.position)
         before = self.position
-        self.take(body_start, body)
+        self.take(body_start, media.body)
+        if media.error is not None:
+            if self.position == before:
+                raise media.error
+            self.error = media.error
         if self.position == before:
             raise ConnectionError(
                 f"GCS sent no bytes for {self.position}-{end} of key {self._where.key!r}",
@@ -643,6 +683,7 @@ class _Ranges:
     async def aclose(self) -> None:
         """Drop what was fetched and not consumed."""
         self._ready.clear()
+        self.error = None
         self.position = self.stop
 
 

@@ -40,10 +40,18 @@ from ..._errors import (
     TransportError,
 )
 
-__all__ = ["SCOPES", "CompatResponse", "CompatSession", "TokenSource", "make_client"]
+__all__ = [
+    "SCOPES",
+    "CompatResponse",
+    "CompatSession",
+    "TokenSource",
+    "default_timeouts",
+    "make_client",
+]
 
 SCOPES = ["https://www.googleapis.com/auth/devstorage.full_control"]
-#: Seconds to connect, and between two reads or writes of a body, before a TimeoutError.
+#: Default seconds to connect, and between two reads or writes of a body, before a
+#: TimeoutError (the backend's ``connect_timeout`` and ``read_timeout`` options).
 CONNECT_TIMEOUT = 30.0
 IO_TIMEOUT = 120.0
 #: Refresh a token this many seconds before it expires.
@@ -52,14 +60,24 @@ _TOKEN_MARGIN = 300
 REFRESH_TIMEOUT = 30
 
 
-def make_client(max_connections: int = 64) -> httpx.AsyncClient:
+def default_timeouts() -> tuple[float, float]:
+    """(connect, read) seconds when the options give none."""
+    return CONNECT_TIMEOUT, IO_TIMEOUT
+
+
+def make_client(
+    max_connections: int = 64, timeouts: tuple[float, float] | None = None
+) -> httpx.AsyncClient:
     """The backend's httpx client (call it in a worker thread: it loads CA certificates).
 
+    ``timeouts`` is (connect, read): seconds to open a connection, and to wait
+    for each read or write of a request's bytes (default `default_timeouts`).
     No pool timeout (``pool=None``): requests queue for a connection in the
     backend's CapacityLimiter of the same size before they reach httpx.
     """
+    connect, read = timeouts or default_timeouts()
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(CONNECT_TIMEOUT, read=IO_TIMEOUT, write=IO_TIMEOUT, pool=None),
+        timeout=httpx.Timeout(connect, read=read, write=read, pool=None),
         limits=httpx.Limits(
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
@@ -69,19 +87,24 @@ def make_client(max_connections: int = 64) -> httpx.AsyncClient:
     )
 
 
-def _timeout_of(value: object) -> httpx.Timeout:
-    """An httpx timeout from gcloud-aio's ``aiohttp.ClientTimeout`` or seconds."""
+def _timeout_of(value: object, timeouts: tuple[float, float]) -> httpx.Timeout:
+    """An httpx timeout from gcloud-aio's ``aiohttp.ClientTimeout`` or seconds.
+
+    gcloud-aio's timeouts are per call; here they bound each phase of it, and
+    never lengthen the backend's own (connect, read) ``timeouts``: a stalled
+    answer fails at the configured read timeout, whatever gcloud-aio asked for.
+    """
+    connect, read = timeouts
     total: float | None
     if isinstance(value, aiohttp.ClientTimeout):
         total = value.total
-    elif isinstance(value, (int, float)):
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
         total = float(value)
     else:
         total = None
-    if total is None:
-        return httpx.Timeout(CONNECT_TIMEOUT, read=IO_TIMEOUT, write=IO_TIMEOUT, pool=None)
-    # gcloud-aio's timeouts are per call; here they bound each phase of it.
-    return httpx.Timeout(total, pool=None)
+    if total is not None and total > 0:
+        connect, read = min(connect, total), min(read, total)
+    return httpx.Timeout(connect, read=read, write=read, pool=None)
 
 
 def _content_of(data: object) -> bytes | None:
@@ -148,10 +171,14 @@ class CompatSession:
     """
 
     def __init__(
-        self, client: httpx.AsyncClient, limiter: anyio.CapacityLimiter | None = None
+        self,
+        client: httpx.AsyncClient,
+        limiter: anyio.CapacityLimiter | None = None,
+        timeouts: tuple[float, float] | None = None,
     ) -> None:
         self._client = client
         self._limiter = limiter
+        self._timeouts = timeouts or default_timeouts()
         self.closed = False
 
     async def request(
@@ -174,7 +201,7 @@ class CompatSession:
             headers=sent,
             params=dict(params) if params else None,
             content=_content_of(data),
-            timeout=_timeout_of(timeout),
+            timeout=_timeout_of(timeout, self._timeouts),
         )
         if self._limiter is None:
             response = await self._client.send(request)

@@ -17,7 +17,9 @@
   parts in order);
 * ``concurrency``: the store's default parts / ranges in flight, 1..100;
 * ``part_size_mb``: the store's default part / range size in MiB, 1..5120;
-* ``max_connections``: the most HTTP connections open at once, 1..1000 (default 64).
+* ``max_connections``: the most HTTP connections open at once, 1..1000 (default 64);
+* ``connect_timeout`` / ``read_timeout``: seconds to wait for a connection
+  (default 30) and for each read or write of a request's bytes (default 120).
 
 Anything else is a `ConfigurationError` naming it. Credentials never come from
 the URL.
@@ -37,10 +39,10 @@ from collections.abc import Callable, Mapping
 from typing import Literal, TypeVar
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from ..._errors import ConfigurationError
+from ..._errors import ConfigurationError, redact_url
 from .._url import bounded_int as _bounded_int
 from .._url import check_prefix as _check_prefix
-from .._url import merge_options
+from .._url import merge_options, seconds
 
 __all__ = [
     "DEFAULT_API_ROOT",
@@ -62,6 +64,8 @@ OPTION_NAMES = (
     "concurrency",
     "part_size_mb",
     "max_connections",
+    "connect_timeout",
+    "read_timeout",
 )
 #: The environment variable Google's clients read to talk to an emulator.
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
@@ -100,6 +104,9 @@ class GCSOptions:
         concurrency: The store's default transfers in flight, or None.
         part_size_mb: The store's default part / range size in MiB, or None.
         max_connections: The most HTTP connections open at once.
+        connect_timeout: Seconds to wait for a connection, or None (30).
+        read_timeout: Seconds to wait for each read or write of a request's
+            bytes, or None (120).
     """
 
     bucket: str
@@ -111,6 +118,8 @@ class GCSOptions:
     concurrency: int | None = None
     part_size_mb: int | None = None
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    connect_timeout: float | None = None
+    read_timeout: float | None = None
 
     def __post_init__(self) -> None:
         check_bucket(self.bucket)
@@ -124,6 +133,8 @@ class GCSOptions:
             ("concurrency", _concurrency),
             ("part_size_mb", _part_size_mb),
             ("max_connections", _max_connections),
+            ("connect_timeout", _connect_timeout),
+            ("read_timeout", _read_timeout),
         )
         for name, check in checks:
             value = getattr(self, name)
@@ -156,7 +167,7 @@ def resolve_api_root(api_root: str | None) -> tuple[str, bool]:
             return _api_root(host, f"${EMULATOR_ENV}"), True
         except ConfigurationError as exc:
             raise ConfigurationError(
-                f"{EMULATOR_ENV}={os.environ.get(EMULATOR_ENV)!r} is not a host[:port] "
+                f"{EMULATOR_ENV}={redact_url(os.environ.get(EMULATOR_ENV))!r} is not a host[:port] "
                 f"or http(s)://host[:port] URL",
                 key=EMULATOR_ENV,
             ) from exc
@@ -226,12 +237,13 @@ def _api_root(value: object, where: str) -> str:
         parts.port  # noqa: B018 - parsed only to reject a bad port
     except ValueError as exc:
         raise ConfigurationError(
-            f"option 'api_root' of {where} is not a valid URL: {value!r} ({exc})", key="api_root"
+            f"option 'api_root' of {where} is not a valid URL: {redact_url(value)!r} ({exc})",
+            key="api_root",
         ) from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
             f"option 'api_root' of {where} must be an http:// or https:// URL with a host, "
-            f"not {value!r}",
+            f"not {redact_url(value)!r}",
             key="api_root",
         )
     if parts.username is not None or parts.password is not None:
@@ -242,7 +254,8 @@ def _api_root(value: object, where: str) -> str:
         )
     if parts.query or parts.fragment or parts.path not in ("", "/"):
         raise ConfigurationError(
-            f"option 'api_root' of {where} must be scheme://host[:port] only, not {value!r}",
+            f"option 'api_root' of {where} must be scheme://host[:port] only, "
+            f"not {redact_url(value)!r}",
             key="api_root",
         )
     return f"{parts.scheme}://{parts.netloc}"
@@ -281,6 +294,14 @@ def _max_connections(value: object, where: str) -> int:
     return _bounded_int("max_connections", value, where, *_MAX_CONNECTIONS)
 
 
+def _connect_timeout(value: object, where: str) -> float:
+    return seconds("connect_timeout", value, where)
+
+
+def _read_timeout(value: object, where: str) -> float:
+    return seconds("read_timeout", value, where)
+
+
 def _option(
     values: Mapping[str, object], name: str, check: Callable[[object, str], T], where: str
 ) -> T | None:
@@ -296,7 +317,7 @@ def parse_options(url: SplitResult, options: Mapping[str, object]) -> GCSOptions
             option, an option given twice, or credentials, a port or a fragment in the URL.
     """
     scheme = url.scheme.lower()
-    text = SplitResult(url.scheme, url.netloc, url.path, url.query, "").geturl()
+    text = redact_url(SplitResult(url.scheme, url.netloc, url.path, url.query, "").geturl())
     if scheme not in ("gs", "gcs"):
         raise ConfigurationError(f"not a gs:// or gcs:// URL: {text!r}", key=text)
     if "@" in url.netloc:
@@ -328,4 +349,6 @@ def parse_options(url: SplitResult, options: Mapping[str, object]) -> GCSOptions
         part_size_mb=_option(values, "part_size_mb", _part_size_mb, where),
         max_connections=_option(values, "max_connections", _max_connections, where)
         or DEFAULT_MAX_CONNECTIONS,
+        connect_timeout=_option(values, "connect_timeout", _connect_timeout, where),
+        read_timeout=_option(values, "read_timeout", _read_timeout, where),
     )

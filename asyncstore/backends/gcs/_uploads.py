@@ -13,7 +13,11 @@ call, in a tree of intermediate composites for more, at most 1024 parts in
 all), the last compose creating the object with its content type, its
 metadata (the sha256 included) and the write's ``ifGenerationMatch``. The
 object's crc32c, computed by GCS, is checked against the parts' crc32cs
-combined; then the temporaries are deleted. ``abort_upload`` deletes them.
+combined; then the temporaries are deleted (a transient failure of that
+clean-up is retried here: the Store does not repeat a commit that succeeded).
+``abort_upload`` deletes them. A final compose whose answer was lost may have
+landed: when its retry then fails its condition (412), the object is read
+back, and it is this upload's if it holds its sha256 and size.
 
 **Resumable** (``gcs-resumable.<tag>.<session id>``): a resumable upload
 session; parts go in order (``parallel_parts=False``; a part that starts
@@ -39,6 +43,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -49,13 +54,17 @@ import anyio
 
 from ..._backend import CompletedPart, KiB, WriteAttributes, WriteResult
 from ..._errors import (
+    AlreadyExistsError,
     IntegrityError,
     InvalidArgumentError,
     InvalidOffsetError,
+    NotFoundError,
+    PreconditionFailedError,
     StoreError,
     TransportError,
     UploadNotFoundError,
 )
+from ..._meta import SHA256
 from ..._stream._tasks import task_group
 from ._api import JSON, JSON_TIMEOUT, BodyPieces, GCSApi, conditions, decode_json
 from ._crc32c import combine_all, from_base64, to_base64
@@ -65,6 +74,8 @@ if TYPE_CHECKING:
     from ._backend import GCSBackend
 
 __all__ = ["QUANTUM", "TEMP_SEGMENT", "Uploads"]
+
+logger = logging.getLogger("asyncstore.gcs")
 
 #: The path segment under which composite uploads keep their temporary parts.
 TEMP_SEGMENT = ".asyncstore-uploads"
@@ -76,6 +87,10 @@ COMPOSE_LIMIT = 32
 COMPOSE_CONCURRENCY = 8
 #: Seconds the temporaries' clean-up may take after a commit or a cancellation.
 CLEANUP_TIMEOUT = 30.0
+#: Attempts at the clean-up of a committed upload's temporaries (a listing and batch
+#: deletes, all idempotent), and the seconds before the second one (doubling, at most 2 s).
+CLEANUP_ATTEMPTS = 5
+CLEANUP_BACKOFF = 0.2
 #: Attempts at a chunk the service persisted only in part before giving up.
 _SHORT_WRITES = 3
 
@@ -144,6 +159,10 @@ class Uploads:
         self._api = api
         self._backend = backend
         self._sessions: dict[str, _Session] = {}
+        # Composite uploads whose final compose failed in a way that may hide its success
+        # (a lost answer, a cancellation): a retry that meets its own object must not
+        # take it for another writer's.
+        self._uncertain: set[str] = set()
 
     # -- ids
 
@@ -221,6 +240,7 @@ class Uploads:
         except UploadNotFoundError:
             return
         if kind == "composite":
+            self._uncertain.discard(token)
             await self._delete_temporaries(token)
         else:
             self._sessions.pop(upload_id, None)
@@ -268,19 +288,63 @@ class Uploads:
             "metadata": dict(attrs.metadata),
         }
         where = self._backend.where(key, upload=True, create=attrs.if_none_match)
-        resource = await api.send_json(
-            "POST",
-            f"{api.object_url(name)}/compose",
-            where,
-            params={**api.params(), **params},
-            json_body={
-                "sourceObjects": [{"name": source} for source in sources],
-                "destination": destination,
-            },
-        )
+        try:
+            resource = await api.send_json(
+                "POST",
+                f"{api.object_url(name)}/compose",
+                where,
+                params={**api.params(), **params},
+                json_body={
+                    "sourceObjects": [{"name": source} for source in sources],
+                    "destination": destination,
+                },
+            )
+        except (AlreadyExistsError, PreconditionFailedError) as exc:
+            if uid not in self._uncertain:
+                raise
+            # An earlier attempt's compose may have landed, its answer lost; the condition
+            # then fails on this upload's own object.
+            resource = await self._own_object(key, name, parts, attrs, exc)
+        except BaseException as exc:
+            if isinstance(exc, TransportError) or not isinstance(exc, Exception):
+                self._uncertain.add(uid)  # lost, timed out or cancelled: it may have landed
+            raise
+        self._uncertain.discard(uid)
         await self._check_crc(key, name, resource, parts)
         await self._cleanup(uid)
         return WriteResult(etag=str(resource["generation"]))
+
+    async def _own_object(
+        self,
+        key: str,
+        name: str,
+        parts: Sequence[CompletedPart],
+        attrs: WriteAttributes,
+        conflict: StoreError,
+    ) -> JSON:
+        """The object at ``name`` if it is the one this upload composed.
+
+        It is when it holds this upload's sha256 (the metadata the compose
+        sets) and size.
+
+        Raises:
+            StoreError: ``conflict`` (the condition's failure), when it is not.
+        """
+        sha = attrs.metadata.get(SHA256)
+        try:
+            resource = await self._api.resource(name, self._backend.where(key))
+        except NotFoundError:
+            resource = {}
+        recorded = resource.get("metadata") or {}
+        size = sum(part.size for part in parts)
+        if (
+            sha is None
+            or not isinstance(recorded, dict)
+            or recorded.get(SHA256) != sha
+            or str(resource.get("size")) != str(size)
+        ):
+            raise conflict
+        return resource
 
     async def _compose_level(
         self, key: str, prefix: str, level: int, sources: Sequence[str]
@@ -333,15 +397,28 @@ class Uploads:
     async def _cleanup(self, uid: str) -> None:
         """Delete the temporaries of a committed upload, whatever happens to the caller.
 
-        The object is committed: a failed clean-up does not fail the upload
-        (what remains is under ``.asyncstore-uploads/``, see the docs).
+        The Store does not retry this (``complete_upload`` has succeeded, and
+        repeating it would compose again), so a TransportError is retried here,
+        a few times within `CLEANUP_TIMEOUT`. The object is committed: a failed
+        clean-up does not fail the upload (what remains is under
+        ``.asyncstore-uploads/``, see the docs), but it is logged.
         """
-        with (
-            anyio.CancelScope(shield=True),
-            anyio.move_on_after(CLEANUP_TIMEOUT),
-            contextlib.suppress(StoreError),
-        ):
-            await self._delete_temporaries(uid)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT) as scope:
+            for attempt in range(1, CLEANUP_ATTEMPTS + 1):
+                try:
+                    await self._delete_temporaries(uid)
+                except TransportError as exc:
+                    if attempt == CLEANUP_ATTEMPTS:
+                        _cleanup_failed(self._temp_prefix(uid), exc)
+                        return
+                    await anyio.sleep(min(CLEANUP_BACKOFF * 2 ** (attempt - 1), 2.0))
+                except StoreError as exc:
+                    _cleanup_failed(self._temp_prefix(uid), exc)
+                    return
+                else:
+                    return
+        if scope.cancelled_caught:
+            _cleanup_failed(self._temp_prefix(uid), None)
 
     async def _check_crc(
         self, key: str, name: str, resource: JSON, parts: Sequence[CompletedPart]
@@ -627,6 +704,16 @@ class Uploads:
             # cannot cancel sessions (the emulator): the session, never visible, expires.
             ok=(404, 410, 499, 501),
         )
+
+
+def _cleanup_failed(prefix: str, exc: StoreError | None) -> None:
+    reason = str(exc) if exc is not None else f"it took more than {CLEANUP_TIMEOUT:g} s"
+    logger.warning(
+        "the temporary parts of a committed upload under %r could not be deleted (%s); "
+        "a lifecycle rule on that prefix removes them",
+        prefix,
+        reason,
+    )
 
 
 def _committed(range_header: str | None) -> int:
