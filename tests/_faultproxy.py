@@ -220,12 +220,15 @@ class FaultProxy:
                 # no exception leaves a side (it would arrive as an ExceptionGroup).
 
                 async def request_side() -> None:
+                    # Clients send no EOF before the answer: an end here means the client
+                    # went away (a cancelled request). Reset the server's side too, as a
+                    # real server would see it, so a single-threaded server is not left
+                    # waiting for the rest of a body.
                     nonlocal reset
                     assert upstream is not None
-                    outcome = await _guarded(_pipe(client, upstream.stream, request_budget))
-                    if outcome != "end":
-                        reset = True
-                        tg.cancel_scope.cancel()
+                    await _guarded(_pipe(client, upstream.stream, request_budget))
+                    reset = True
+                    tg.cancel_scope.cancel()
 
                 tg.start_soon(request_side)
                 if await _guarded(_respond(upstream, client.stream, fault)) != "end":
@@ -358,6 +361,10 @@ async def _respond(upstream: _Conn, client: anyio.abc.SocketStream, fault: Fault
         await client.send(_with_close(head))
         outcome = await _pipe(upstream, client, fault.after)
     if fault.kind == "stall":
+        # Let go of the server (a single-threaded one would block on the rest of the
+        # answer, and every other request with it); only this client is held.
+        _rst(upstream.stream)
+        await upstream.stream.aclose()
         await anyio.sleep(fault.seconds)
         return "end"
     return outcome

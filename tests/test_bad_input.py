@@ -819,14 +819,6 @@ def test_an_option_given_twice_is_a_configuration_error_naming_it(kind: str) -> 
         assert info.value.key == name
 
 
-def _newline_xfail(where: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(
-        strict=True,
-        reason=f"{where} checks the name with re.match and a '$'-anchored pattern, and '$' "
-        "also matches before a trailing newline, so 'name\\n' is accepted",
-    )
-
-
 def _s3_backend(bucket: str) -> object:
     from asyncstore.backends.s3 import S3Backend
 
@@ -857,12 +849,10 @@ def _gcs_backend(bucket: str) -> object:
         pytest.param(
             lambda v: open_store("gs://bucket", **BASES["gs"][1], project="my-project" + v),
             id="gcs project",
-            marks=_newline_xfail("asyncstore/backends/gcs/_options.py (_PROJECT)"),
         ),
         pytest.param(
             lambda v: _gcs_backend("bucket" + v),
             id="GCSBackend bucket",
-            marks=_newline_xfail("asyncstore/backends/gcs/_options.py (_BUCKET)"),
         ),
     ],
 )

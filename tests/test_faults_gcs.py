@@ -23,7 +23,7 @@ The emulator's gaps that matter here (see also tests/test_gcs_backend.py):
   upload leaves nothing visible, and the test checks that the ``DELETE`` is sent;
 * it is single-threaded: a request whose client goes away mid-body, or an
   answer the proxy stalls, would block it for every other request, so the
-  proxy is made to let go of the upstream side then (`_single_threaded_upstream`).
+  proxy lets go of the upstream side then (see tests/_faultproxy.py).
 """
 
 from __future__ import annotations
@@ -32,11 +32,10 @@ import hashlib
 import json
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import _faultproxy
 import anyio
 import anyio.abc
 import anyio.to_thread
@@ -180,38 +179,6 @@ def chunks(proxy: FaultProxy) -> list[tuple[int, int, str | None]]:
 # -- fixtures ------------------------------------------------------------------------------------
 
 
-def _single_threaded_upstream(upstream_port: int) -> Callable[..., Any]:
-    """A `_faultproxy._pipe` that never leaves the single-threaded emulator waiting.
-
-    The emulator serves one request at a time, so a connection the proxy
-    holds open without reading or writing blocks it for everyone:
-
-    * a client that hangs up mid-body (a cancelled part) would leave the
-      emulator waiting for the rest of the body (the abort that follows then
-      hangs for its 30 s): the upstream connection is reset instead, as a real
-      server would see the client go;
-    * a stalled answer (``stall`` with ``after`` bytes) would leave the
-      emulator blocked writing the rest of it, and every other request in
-      flight would time out with it: the proxy lets go of the upstream side
-      once the fault's bytes are passed, so the stall holds only its own client.
-    """
-    original = _faultproxy._pipe
-
-    async def pipe(source: Any, sink: anyio.abc.SocketStream, budget: int | None) -> str:
-        outcome = await original(source, sink, budget)
-        try:
-            to_upstream = sink.extra(anyio.abc.SocketAttribute.remote_port) == upstream_port
-        except (OSError, anyio.TypedAttributeLookupError):
-            to_upstream = False
-        if to_upstream and outcome == "end":
-            return "budget"  # the client went away: reset the server's side too
-        if not to_upstream and outcome == "budget":
-            await source.stream.aclose()  # the server is done with this answer
-        return outcome
-
-    return pipe
-
-
 @pytest.fixture
 def bucket(emulator: Emulator) -> Iterator[str]:
     name = emulator.create_bucket()
@@ -220,9 +187,8 @@ def bucket(emulator: Emulator) -> Iterator[str]:
 
 
 @pytest.fixture
-async def proxy(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FaultProxy]:
+async def proxy(emulator: Emulator) -> AsyncIterator[FaultProxy]:
     port = int(emulator.url.rsplit(":", 1)[1])
-    monkeypatch.setattr(_faultproxy, "_pipe", _single_threaded_upstream(port))
     async with FaultProxy.running(port) as proxy:
         yield proxy
 

@@ -188,7 +188,7 @@ def check_bucket(bucket: object) -> str:
         "3 to 63 lowercase letters, digits, '-', '_' or '.' (up to 222 with dots, "
         "63 between two dots), starting and ending with a letter or digit"
     )
-    if not _BUCKET.match(bucket) or ".." in bucket:
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
         raise ConfigurationError(f"invalid GCS bucket name {bucket!r}: {rule}", key=bucket)
     components = bucket.split(".")
     if any(len(c) > 63 for c in components) or ("." not in bucket and len(bucket) > 63):
@@ -218,7 +218,7 @@ def check_prefix(prefix: object) -> str:
 
 
 def _project(value: object, where: str) -> str:
-    if not isinstance(value, str) or not _PROJECT.match(value):
+    if not isinstance(value, str) or not _PROJECT.fullmatch(value):
         raise ConfigurationError(
             f"option 'project' of {where} must be a project id like 'my-project-123', "
             f"not {value!r}",
