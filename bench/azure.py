@@ -50,46 +50,50 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
-import hashlib
 import importlib.util
 import json
 import os
 import pathlib
-import platform
-import re
-import resource
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-# Run as a script, this file's folder comes first on sys.path, and this file is named
-# azure.py: it would shadow the azure package (azure.core, azure.storage.blob).
-if (
-    sys.path
-    and pathlib.Path(sys.path[0] or ".").resolve() == pathlib.Path(__file__).resolve().parent
-):
-    sys.path.pop(0)
+from _harness import (
+    REPO,
+    RESULTS,
+    CaseFailed,
+    LoopLag,
+    MiB,
+    add_ratios,
+    add_transfer_options,
+    asyncstore_gets_case,
+    asyncstore_transfer_case,
+    azurite,
+    drop_bench_from_path,
+    emit_result,
+    file_sha256,
+    fmt,
+    machine_info,
+    make_source,
+    measure_asyncio,
+    obstore_download,
+    parse_cases,
+    print_table,
+    run_child,
+    script_parser,
+    summarise_case,
+    timed,
+    write_json,
+    wrong_digests,
+)
 
-MiB = 1024 * 1024
-GiB = 1024 * MiB
-REPO = pathlib.Path(__file__).resolve().parent.parent
-AZURITE_BIN = REPO / "node_modules" / ".bin" / "azurite-blob"
-DEFAULT_WORK = REPO / "bench" / ".work"
-DEFAULT_OUT = REPO / "bench" / "results" / "azure.json"
+# This file is named azure.py: bench/ on sys.path would shadow the azure package.
+drop_bench_from_path()
+
+DEFAULT_OUT = RESULTS / "azure.json"
 CONTAINER = "asyncstore-bench"
 ACCOUNT = "devstoreaccount1"
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-HEARTBEAT = 0.005
-RESULT_MARK = "BENCH-RESULT "
 PEER_TIMEOUT = 300  # seconds a peer case may take before it is reported as hung
 PART = 8 * MiB
 CONCURRENCY = 8
@@ -111,118 +115,31 @@ def connection_string(endpoint: str) -> str:
     )
 
 
-# -- measuring -----------------------------------------------------------------------------------
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _peak_rss_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MiB if sys.platform == "darwin" else peak / 1024
-
-
-class LoopLag:
-    """A heartbeat task's lateness: how long the event loop kept ready tasks waiting."""
-
-    def __init__(self) -> None:
-        self.lags: list[float] = []
-
-    async def run(self) -> None:
-        import anyio
-
-        while True:
-            before = time.perf_counter()
-            await anyio.sleep(HEARTBEAT)
-            self.lags.append(time.perf_counter() - before - HEARTBEAT)
-
-    def figures(self) -> dict[str, Any]:
-        ordered = sorted(self.lags)
-        if not ordered:
-            return {}
-        return {
-            "loop_lag_max_ms": ordered[-1] * 1e3,
-            "loop_lag_p99_ms": ordered[int(len(ordered) * 0.99)] * 1e3,
-        }
-
-
-def _measure(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    baseline = _peak_rss_mib()
-    cpu = _cpu_seconds()
-    started = time.perf_counter()
-    extra = run()
-    seconds = time.perf_counter() - started
-    return {
-        "seconds": extra.pop("seconds", seconds),
-        "cpu_seconds": extra.pop("cpu_seconds", _cpu_seconds() - cpu),
-        "peak_rss_mib": _peak_rss_mib(),
-        "baseline_rss_mib": baseline,
-        **extra,
-    }
-
-
-async def _timed(lag: LoopLag, work: Callable[[], Any], holder: dict[str, Any]) -> None:
-    """Run ``work()`` beside the heartbeat; record its wall and CPU seconds."""
-    import anyio
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lag.run)
-        await anyio.sleep(0.05)  # let the heartbeat settle
-        started, cpu = time.perf_counter(), _cpu_seconds()
-        holder["result"] = await work()
-        holder["seconds"] = time.perf_counter() - started
-        holder["cpu_seconds"] = _cpu_seconds() - cpu
-        tg.cancel_scope.cancel()
-
-
 # -- the cases (run in a child process) ----------------------------------------------------------
 
 
-def _asyncstore_store(client: str, args: argparse.Namespace) -> tuple[str, Any]:
+def _asyncstore_store(client: str, args: argparse.Namespace) -> Callable[[], Any]:
+    """The client's Store, made when called (in its event loop)."""
     from asyncstore import Store
     from asyncstore.backends.azure import AzureBackend
 
-    _, library, http = client.split("-")
-    backend = AzureBackend(
-        CONTAINER, connection_string=connection_string(args.endpoint), transport=http
-    )
-    return library, Store(backend, chunk_size=PART, max_concurrency=CONCURRENCY)
+    http = client.split("-")[2]
+
+    def make_store() -> Store:
+        backend = AzureBackend(
+            CONTAINER, connection_string=connection_string(args.endpoint), transport=http
+        )
+        return Store(backend, chunk_size=PART, max_concurrency=CONCURRENCY)
+
+    return make_store
 
 
 def case_asyncstore_large(direction: str, client: str, args: argparse.Namespace) -> dict[str, Any]:
-    import anyio
-
-    key = "large/object.bin"
     restored = args.work / f"restored-{client}.bin"
-    lag = LoopLag()
-    holder: dict[str, Any] = {}
-    library, store = _asyncstore_store(client, args)
-
-    async def transfer() -> None:
-        async with store:
-            await store.exists(key)  # the client's one-time set-up is not part of the transfer
-            if direction == "upload":
-                await _timed(lag, lambda: store.upload_file(args.src, key), holder)
-            else:
-                await _timed(lag, lambda: store.download_file(key, restored), holder)
-
-    def run() -> dict[str, Any]:
-        anyio.run(transfer, backend=library)
-        info = holder["result"]
-        return {
-            "seconds": holder["seconds"],
-            "cpu_seconds": holder["cpu_seconds"],
-            "sha256": info.sha256,
-            "parts": info.part_count,
-            "peak_buffered_mib": info.peak_buffered / MiB,
-        }
-
-    try:
-        return {**_measure(run), **lag.figures()}
-    finally:
-        restored.unlink(missing_ok=True)
+    make_store, library = _asyncstore_store(client, args), client.split("-")[1]
+    return asyncstore_transfer_case(
+        make_store, library, direction, "large/object.bin", args.src, restored
+    )
 
 
 class _Sink:
@@ -265,10 +182,8 @@ def _sdk_service(endpoint: str) -> Any:
 def case_sdk_large(direction: str, args: argparse.Namespace) -> dict[str, Any]:
     key = "large/object.bin"
     restored = args.work / "restored-azure-sdk.bin"
-    lag = LoopLag()
-    holder: dict[str, Any] = {}
 
-    async def transfer() -> None:
+    async def body(lag: LoopLag) -> dict[str, Any]:
         async with _sdk_service(args.endpoint) as service:
             blob = service.get_blob_client(CONTAINER, key)
             await blob.exists()  # set-up done
@@ -287,19 +202,13 @@ def case_sdk_large(direction: str, args: argparse.Namespace) -> dict[str, Any]:
                 finally:
                     sink.close()
 
-            await _timed(lag, upload if direction == "upload" else download, holder)
+            if direction == "upload":
+                return (await timed(upload, lag)).figures()
+            figures = (await timed(download, lag)).figures()
+            # After the timing: the SDK does not hash.
+            return {**figures, "sha256": file_sha256(restored)}
 
-    def run() -> dict[str, Any]:
-        asyncio.run(transfer())
-        out = {"seconds": holder["seconds"], "cpu_seconds": holder["cpu_seconds"]}
-        if direction == "download":
-            out["sha256"] = file_sha256(restored)  # after the timing: the SDK does not hash
-        return out
-
-    try:
-        return {**_measure(run), **lag.figures()}
-    finally:
-        restored.unlink(missing_ok=True)
+    return measure_asyncio(body, remove=restored)
 
 
 def _small_keys(args: argparse.Namespace) -> list[str]:
@@ -307,46 +216,14 @@ def _small_keys(args: argparse.Namespace) -> list[str]:
 
 
 def case_asyncstore_small(client: str, args: argparse.Namespace) -> dict[str, Any]:
-    import anyio
-
-    keys = _small_keys(args)
-    lag = LoopLag()
-    holder: dict[str, Any] = {}
-    library, store = _asyncstore_store(client, args)
-
-    async def gets() -> None:
-        async with store:
-            await store.exists(keys[0])  # the client's one-time set-up is not part of the run
-            sizes: list[int] = []
-
-            async def get(key: str) -> None:
-                sizes.append(len(await store.get(key)))
-
-            async def all_gets() -> int:
-                async with anyio.create_task_group() as requests:
-                    for key in keys:
-                        requests.start_soon(get, key)
-                return sum(sizes)
-
-            await _timed(lag, all_gets, holder)
-
-    def run() -> dict[str, Any]:
-        anyio.run(gets, backend=library)
-        return {
-            "seconds": holder["seconds"],
-            "cpu_seconds": holder["cpu_seconds"],
-            "bytes": holder["result"],
-        }
-
-    return {**_measure(run), **lag.figures()}
+    make_store, library = _asyncstore_store(client, args), client.split("-")[1]
+    return asyncstore_gets_case(make_store, library, _small_keys(args))
 
 
 def case_sdk_small(args: argparse.Namespace) -> dict[str, Any]:
     keys = _small_keys(args)
-    lag = LoopLag()
-    holder: dict[str, Any] = {}
 
-    async def gets() -> None:
+    async def body(lag: LoopLag) -> dict[str, Any]:
         async with _sdk_service(args.endpoint) as service:
             container = service.get_container_client(CONTAINER)
             await container.get_blob_client(keys[0]).exists()  # set-up done
@@ -355,20 +232,10 @@ def case_sdk_small(args: argparse.Namespace) -> dict[str, Any]:
                 downloader = await container.get_blob_client(key).download_blob()
                 return len(await downloader.readall())
 
-            async def all_gets() -> int:
-                return sum(await asyncio.gather(*(get(key) for key in keys)))
+            done = await timed(lambda: asyncio.gather(*(get(key) for key in keys)), lag)
+            return {**done.figures(), "bytes": sum(done.result)}
 
-            await _timed(lag, all_gets, holder)
-
-    def run() -> dict[str, Any]:
-        asyncio.run(gets())
-        return {
-            "seconds": holder["seconds"],
-            "cpu_seconds": holder["cpu_seconds"],
-            "bytes": holder["result"],
-        }
-
-    return {**_measure(run), **lag.figures()}
+    return measure_asyncio(body)
 
 
 # -- the peers: adlfs and obstore ----------------------------------------------------------------
@@ -377,25 +244,17 @@ def case_sdk_small(args: argparse.Namespace) -> dict[str, Any]:
 def _peer_case(workload: str, args: argparse.Namespace, client: str, body: Any) -> dict[str, Any]:
     """Run ``body(restored, keys)`` (returns the coroutine function to time) under asyncio."""
     restored = args.work / f"restored-{client}.bin"
-    lag = LoopLag()
-    holder: dict[str, Any] = {}
 
-    async def main() -> None:
-        await _timed(lag, await body(restored, _small_keys(args)), holder)
-
-    def run() -> dict[str, Any]:
-        asyncio.run(main())
-        out = {"seconds": holder["seconds"], "cpu_seconds": holder["cpu_seconds"]}
+    async def main(lag: LoopLag) -> dict[str, Any]:
+        operation = await body(restored, _small_keys(args))
+        done = await timed(operation, lag)
         if workload == "download":
-            out["sha256"] = file_sha256(restored)
-        elif workload == "get-small":
-            out["bytes"] = holder["result"]
-        return out
+            return {**done.figures(), "sha256": file_sha256(restored)}
+        if workload == "get-small":
+            return {**done.figures(), "bytes": done.result}
+        return done.figures()
 
-    try:
-        return {**_measure(run), **lag.figures()}
-    finally:
-        restored.unlink(missing_ok=True)
+    return measure_asyncio(main, remove=restored)
 
 
 def case_adlfs(workload: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -449,20 +308,7 @@ def case_obstore(workload: str, args: argparse.Namespace) -> dict[str, Any]:
             )
 
         async def download() -> None:
-            size = (await obstore.head_async(store, key))["size"]
-            gate = asyncio.Semaphore(CONCURRENCY)
-            fd = os.open(restored, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-
-                async def part(start: int) -> None:
-                    async with gate:
-                        end = min(start + PART, size)
-                        data = await obstore.get_range_async(store, key, start=start, end=end)
-                        os.pwrite(fd, memoryview(data), start)
-
-                await asyncio.gather(*(part(start) for start in range(0, size, PART)))
-            finally:
-                os.close(fd)
+            await obstore_download(store, key, restored, PART, CONCURRENCY)
 
         async def get(name: str) -> int:
             return len(await (await obstore.get_async(store, name)).bytes_async())
@@ -494,88 +340,6 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
 # -- the parent: Azurite, the data, every case in a subprocess, the report -----------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _answers(endpoint: str) -> bool:
-    try:
-        urllib.request.urlopen(f"{endpoint}?comp=list", timeout=1)
-    except urllib.error.HTTPError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
-class Azurite:
-    """Azurite's Blob service in memory on a free port, for the length of a ``with`` block."""
-
-    def __init__(self) -> None:
-        self.workdir = pathlib.Path(tempfile.mkdtemp(prefix="azurite-bench-"))
-        port = _free_port()
-        self.endpoint = f"http://127.0.0.1:{port}/{ACCOUNT}"
-        command = [
-            str(AZURITE_BIN),
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            str(port),
-            "--skipApiVersionCheck",
-            "--loose",
-            "--disableTelemetry",
-            "--silent",
-            "--inMemoryPersistence",
-        ]
-        self.proc = subprocess.Popen(
-            command, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-
-    def __enter__(self) -> Azurite:
-        deadline = time.monotonic() + 60
-        while not _answers(self.endpoint):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.__exit__()
-                raise SystemExit("Azurite did not start (run `make test` to install it)")
-            time.sleep(0.1)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def make_source(work: pathlib.Path, size_mib: int) -> pathlib.Path:
-    """Generate (once) a file of ``size_mib`` MiB of pseudo-random blocks, 1 MiB at a time."""
-    path = work / f"source-{size_mib}MiB.bin"
-    if path.exists() and path.stat().st_size == size_mib * MiB:
-        return path
-    work.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    block = bytearray(os.urandom(MiB))
-    with open(partial, "wb") as file:
-        for index in range(size_mib):
-            block[:16] = index.to_bytes(8, "little") * 2
-            file.write(block)
-    partial.rename(path)
-    return path
-
-
-def file_sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(8 * MiB):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
-
-
 def prepare(endpoint: str, small_count: int, small_kib: int) -> None:
     """Create the container and the small objects (with asyncstore, 64 at a time)."""
     import anyio
@@ -604,133 +368,21 @@ def prepare(endpoint: str, small_count: int, small_kib: int) -> None:
     anyio.run(run)
 
 
-def failure_reason(stderr: str, status: int) -> str:
-    """A one-line reason from a child's traceback: its exception line, plus any HTTP status."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b", line)]
-    reason = (errors or lines or [f"exit status {status}"])[-1][:200]
-    statuses = re.findall(r"status: (\d{3})", stderr)
-    return reason + (f" (HTTP {statuses[-1]})" if statuses else "")
-
-
-class CaseFailed(Exception):
-    """A case's child process failed; the message is its one-line reason."""
-
-
 def child(name: str, args: argparse.Namespace, server_pid: int) -> dict[str, Any]:
     """Run ``name`` in a fresh interpreter; add Azurite's CPU use over it."""
-    import psutil
-
-    command = [
-        sys.executable,
+    return run_child(
         __file__,
-        "--case",
         name,
-        "--endpoint",
-        args.endpoint,
-        "--src",
-        str(args.src),
-        "--work",
-        str(args.work),
-        "--small-count",
-        str(args.small_count),
-    ]
-    server = psutil.Process(server_pid)
-    before = sum(server.cpu_times()[:2])
-    limit = 3600 if name.split(":")[1].startswith("asyncstore-") else PEER_TIMEOUT
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=limit, check=False)
-    except subprocess.TimeoutExpired:
-        raise CaseFailed(f"no result after {limit} s (killed)") from None
-    server_cpu = sum(server.cpu_times()[:2]) - before
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr)
-        raise CaseFailed(failure_reason(done.stderr, done.returncode))
-    for line in done.stdout.splitlines():
-        if line.startswith(RESULT_MARK):
-            result: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
-            # Over the child's whole life (start-up included): slightly understates the load.
-            result["server_cpu_seconds"] = server_cpu
-            result["server_cpu_per_wall_s"] = server_cpu / max(result["seconds"], 1e-9)
-            return result
-    raise SystemExit(f"case {name} printed no result")
+        [
+            *("--endpoint", args.endpoint, "--src", str(args.src), "--work", str(args.work)),
+            *("--small-count", str(args.small_count)),
+        ],
+        timeout=3600 if name.split(":")[1].startswith("asyncstore-") else PEER_TIMEOUT,
+        server_pid=server_pid,
+    )
 
 
-def _version(package: str) -> str | None:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
-
-
-def machine_info() -> dict[str, Any]:
-    cpu_model = None
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    cpu_model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    packages = ("asyncstore", "azure-storage-blob", "azure-core", "aiohttp", "httpx", "anyio")
-    azurite = None
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        package = json.loads((REPO / "node_modules" / "azurite" / "package.json").read_text())
-        azurite = package["version"]
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        **{name: _version(name) for name in (*packages, "trio")},
-        "azurite": azurite,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def summarise(name: str, runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    """The median run of one case (by throughput), with the derived figures."""
-    workload, client = name.split(":")
-    small = workload == "get-small"
-    for run in runs:
-        run["rate"] = (args.small_count if small else args.size) / run["seconds"]
-    median = sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]
-    row: dict[str, Any] = {"case": name, "workload": workload, "client": client}
-    if small:
-        row["requests_per_s"] = median["rate"]
-        row["cpu_s_per_1000_requests"] = median["cpu_seconds"] / args.small_count * 1000
-        row["bytes"] = median.get("bytes")
-        row["runs_requests_per_s"] = [r["rate"] for r in runs]
-    else:
-        row["mb_per_s"] = median["rate"] / 1e6
-        row["cpu_s_per_gib"] = median["cpu_seconds"] / (args.size / GiB)
-        row["bytes"] = args.size
-        row["runs_mb_per_s"] = [r["rate"] / 1e6 for r in runs]
-    for field in (
-        "seconds",
-        "cpu_seconds",
-        "peak_rss_mib",
-        "baseline_rss_mib",
-        "loop_lag_max_ms",
-        "loop_lag_p99_ms",
-        "server_cpu_per_wall_s",
-        "parts",
-        "peak_buffered_mib",
-        "sha256",
-    ):
-        if field in median:
-            row[field] = median[field]
-    if len(runs) > 1 and "loop_lag_max_ms" in median:
-        row["loop_lag_max_ms"] = max(r.get("loop_lag_max_ms", 0.0) for r in runs)
-    return row
-
-
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def print_table(rows: list[dict[str, Any]], skipped: dict[str, str], title: str) -> None:
+def print_report(rows: list[dict[str, Any]], skipped: dict[str, str], title: str) -> None:
     headers = (
         "case",
         "MB/s or req/s",
@@ -741,75 +393,39 @@ def print_table(rows: list[dict[str, Any]], skipped: dict[str, str], title: str)
         "asyncstore/this",
     )
     lines = []
-    reference: dict[str, dict[str, Any]] = {}
-    for row in rows:  # the first asyncstore row of each workload is the reference of the ratios
-        if row["case"].split(":")[1].startswith("asyncstore-"):
-            reference.setdefault(row["workload"], row)
     for row in rows:
         small = row["workload"] == "get-small"
-        key = "requests_per_s" if small else "mb_per_s"
-        if row["workload"] in reference:
-            row["asyncstore_ratio"] = reference[row["workload"]][key] / row[key]
         lines.append(
             (
                 row["case"],
-                _fmt(row["requests_per_s"] if small else row["mb_per_s"], ",.0f"),
-                _fmt(row["cpu_s_per_1000_requests"] if small else row["cpu_s_per_gib"], ".2f"),
-                _fmt(row["peak_rss_mib"], ".0f"),
-                _fmt(row.get("loop_lag_max_ms"), ".1f"),
-                _fmt(row.get("server_cpu_per_wall_s"), ".2f"),
-                _fmt(row.get("asyncstore_ratio"), ".2f"),
+                fmt(row["requests_per_s"] if small else row["mb_per_s"], ",.0f"),
+                fmt(row["cpu_s_per_1000_requests"] if small else row["cpu_s_per_gib"], ".2f"),
+                fmt(row["peak_rss_mib"], ".0f"),
+                fmt(row.get("loop_lag_max_ms"), ".1f"),
+                fmt(row.get("server_cpu_per_wall_s"), ".2f"),
+                fmt(row.get("asyncstore_ratio"), ".2f"),
             )
         )
-    print(title)
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
-    print(
-        "  ".join(
-            h.rjust(w) if i else h.ljust(w)
-            for i, (h, w) in enumerate(zip(headers, widths, strict=True))
-        )
-    )
-    for line in lines:
-        print(
-            "  ".join(
-                c.rjust(w) if i else c.ljust(w)
-                for i, (c, w) in enumerate(zip(line, widths, strict=True))
-            )
-        )
-    for peer, reason in skipped.items():
-        print(f"{peer}: skipped ({reason})")
-    print("asyncstore/this: the workload's first asyncstore row's rate / this row's (> 1: faster)")
+    notes = [
+        *(f"skipped {peer}: {reason}" for peer, reason in skipped.items()),
+        "asyncstore/this: the workload's first asyncstore row's rate / this row's (> 1: faster)",
+    ]
+    print_table(title, headers, lines, notes=notes)
 
 
 def main() -> int:
     """Parse the arguments; run one case (``--case``) or the whole benchmark."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mib", type=int, default=1024, help="large file size (1024)")
-    parser.add_argument("--small-count", type=int, default=2000, help="small GETs (2000)")
-    parser.add_argument("--small-kib", type=int, default=16, help="small object size (16)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per case; the median is kept")
-    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset")
-    parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="JSON results")
-    parser.add_argument("--work", type=pathlib.Path, default=DEFAULT_WORK, help="scratch folder")
-    parser.add_argument("--case", help=argparse.SUPPRESS)
-    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
-    parser.add_argument("--src", type=pathlib.Path, help=argparse.SUPPRESS)
+    parser = script_parser(__doc__, CASES, DEFAULT_OUT)
+    add_transfer_options(parser)
     args = parser.parse_args()
     args.work = args.work.resolve()
 
     if args.case:
         args.size = args.src.stat().st_size
-        result = run_case(args.case, args)
-        print(RESULT_MARK + json.dumps(result), flush=True)
+        emit_result(run_case(args.case, args))
         return 0
 
-    cases = [name for name in args.cases.split(",") if name]
-    unknown = sorted(set(cases) - set(CASES))
-    if unknown:
-        parser.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
-    if not AZURITE_BIN.exists():
-        raise SystemExit(f"Azurite is not installed at {AZURITE_BIN}: run `make test` first")
-    print(f"preparing a {args.size_mib} MiB file in {args.work} ...", file=sys.stderr)
+    cases = parse_cases(parser, args.cases, CASES)
     args.src = make_source(args.work, args.size_mib)
     args.size = args.src.stat().st_size
     expected = file_sha256(args.src)
@@ -824,13 +440,13 @@ def main() -> int:
     ):
         ordered.insert(0, "upload:asyncstore-asyncio-httpx")
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ordered}
-    with Azurite() as server:
-        args.endpoint = server.endpoint
+    with azurite() as (endpoint, pid):
+        args.endpoint = endpoint
         print(
-            f"Azurite at {server.endpoint}; creating {args.small_count} small objects ...",
+            f"Azurite at {endpoint}; creating {args.small_count} small objects ...",
             file=sys.stderr,
         )
-        prepare(server.endpoint, args.small_count, args.small_kib)
+        prepare(endpoint, args.small_count, args.small_kib)
         for attempt in range(args.repeat):
             for name in ordered:
                 client = name.split(":")[1]
@@ -838,27 +454,39 @@ def main() -> int:
                     continue
                 print(f"run {attempt + 1}/{args.repeat}: {name} ...", file=sys.stderr)
                 try:
-                    runs[name].append(child(name, args, server.proc.pid))
+                    runs[name].append(child(name, args, pid))
                 except CaseFailed as error:
                     if client not in PEERS:
                         raise SystemExit(f"case {name} failed: {error}") from None
                     skipped[client] = f"{name} failed: {error}"
-    rows = [summarise(name, runs[name], args) for name in cases if runs.get(name)]
-    wrong = [row["case"] for row in rows if "sha256" in row and row["sha256"] != expected]
+    size, count = args.size, args.small_count
+    rows = [summarise_case(n, runs[n], size=size, small_count=count) for n in cases if runs.get(n)]
+    add_ratios(rows)
+    wrong = wrong_digests(rows, expected)
     if wrong:
         print(f"error: these cases got other bytes than the file's: {wrong}", file=sys.stderr)
         return 1
-    machine = machine_info()
+    azurite_version = None
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        package = json.loads((REPO / "node_modules" / "azurite" / "package.json").read_text())
+        azurite_version = package["version"]
+    machine = machine_info(
+        "asyncstore",
+        "azure-storage-blob",
+        "azure-core",
+        "aiohttp",
+        "httpx",
+        "anyio",
+        "trio",
+        azurite=azurite_version,
+    )
     title = (
         f"asyncstore Azure benchmark against Azurite {machine['azurite']}: "
         f"{args.size_mib} MiB large, {args.small_count} x {args.small_kib} KiB small; "
         f"{machine['cpu_count']} CPUs, Python {machine['python']}"
     )
-    print_table(rows, skipped, title)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    document = {"machine": machine, "skipped": skipped, "cases": rows}
-    args.out.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"wrote {args.out}", file=sys.stderr)
+    print_report(rows, skipped, title)
+    write_json(args.out, {"machine": machine, "skipped": skipped, "cases": rows})
     return 0
 
 

@@ -30,60 +30,37 @@ come from RAM: the figures are CPU-bound, not disk-bound.
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
-import hashlib
-import json
 import os
 import pathlib
-import platform
-import resource
 import shutil
 import time
 from collections.abc import Awaitable, Callable
-from importlib.metadata import version
 from typing import Any
 
 import anyio
 import anyio.to_thread
+from _harness import (
+    DEFAULT_WORK,
+    RESULTS,
+    MiB,
+    cpu_seconds,
+    file_sha256,
+    machine_info,
+    make_source,
+    write_json,
+)
 
 from asyncstore import Store
 from asyncstore.backends.local import LocalBackend
 from asyncstore.cas import ContentStore, Digest
 
-MiB = 1024 * 1024
-REPO = pathlib.Path(__file__).resolve().parent.parent
-DEFAULT_WORK = REPO / "bench" / ".work"
-DEFAULT_OUT = REPO / "bench" / "results" / "cas.json"
+DEFAULT_OUT = RESULTS / "cas.json"
 APPEND = 64 * MiB
-
-
-def make_source(work: pathlib.Path, size_mib: int) -> pathlib.Path:
-    """A file of ``size_mib`` MiB of pseudo-random 1 MiB blocks (generated once, reused).
-
-    The same name and format as the other benchmarks' source files, which it shares.
-    """
-    path = work / f"source-{size_mib}MiB.bin"
-    if path.exists() and path.stat().st_size == size_mib * MiB:
-        return path
-    work.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    block = bytearray(os.urandom(MiB))
-    with open(partial, "wb") as file:
-        for index in range(size_mib):
-            block[:16] = index.to_bytes(8, "little") * 2
-            file.write(block)
-    partial.rename(path)
-    return path
 
 
 def small_blob(base: bytes, index: int) -> bytes:
     return index.to_bytes(8, "big") + base[8:]
-
-
-def cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 class Recorder:
@@ -93,7 +70,7 @@ class Recorder:
     async def case(
         self, name: str, nbytes: int, run: Callable[[], Awaitable[Any]], **extra: Any
     ) -> Any:
-        cpu0, t0 = cpu(), time.perf_counter()
+        cpu0, t0 = cpu_seconds(), time.perf_counter()
         result = await run()
         seconds = time.perf_counter() - t0
         row = {
@@ -101,7 +78,7 @@ class Recorder:
             "bytes": nbytes,
             "seconds": round(seconds, 4),
             "mb_per_s": round(nbytes / seconds / 1e6, 1),
-            "cpu_seconds": round(cpu() - cpu0, 3),
+            "cpu_seconds": round(cpu_seconds() - cpu0, 3),
             **extra,
         }
         self.rows.append(row)
@@ -236,17 +213,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
         stats = cas.statistics()._asdict()
 
-    def sha256_file() -> str:
-        h = hashlib.sha256()
-        with open(big_path, "rb") as file:
-            while chunk := file.read(8 * MiB):
-                h.update(chunk)
-        return "sha256:" + h.hexdigest()
-
     await rec.case(
         f"hashlib.sha256 of {args.big_mib} MiB (the hash limit)",
         big,
-        lambda: anyio.to_thread.run_sync(sha256_file),
+        lambda: anyio.to_thread.run_sync(file_sha256, big_path),
     )
     await anyio.to_thread.run_sync(lambda: shutil.rmtree(root, ignore_errors=True))
 
@@ -281,17 +251,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "chunk_size_mib": 8,
             "max_concurrency": 8,
         },
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "asyncstore": version("asyncstore"),
-            "anyio": version("anyio"),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "page_cache": "not dropped (needs root): reads come from RAM",
-            "load_average_at_start": load_at_start,
-            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine_info(
+            "asyncstore",
+            "anyio",
+            page_cache="not dropped (needs root): reads come from RAM",
+            load_average_at_start=load_at_start,
+            load_average_at_end=[round(x, 2) for x in os.getloadavg()],
+        ),
     }
 
 
@@ -310,10 +276,7 @@ def main() -> None:
     print("verification overhead vs a raw read:  ", result["verification_overhead_vs_raw"])
     print("verification overhead vs the engine:  ", result["verification_overhead_vs_engine"])
     print("content store statistics:", result["content_store_statistics"])
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_json(pathlib.Path(args.out), result)
 
 
 if __name__ == "__main__":

@@ -54,34 +54,47 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import datetime
-import hashlib
+import functools
 import importlib.util
-import json
 import os
 import pathlib
-import platform
-import re
-import resource
 import subprocess
 import sys
-import time
-from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-MiB = 1024 * 1024
-GiB = 1024 * MiB
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from _harness import (
+    REPO,
+    RESULTS,
+    CaseFailed,
+    LoopLag,
+    MiB,
+    add_ratios,
+    add_transfer_options,
+    asyncstore_gets_case,
+    asyncstore_transfer_case,
+    emit_result,
+    file_sha256,
+    machine_info,
+    make_source,
+    measure,
+    measure_asyncio,
+    obstore_transfer,
+    parse_cases,
+    print_workload_table,
+    run_child,
+    script_parser,
+    summarise_case,
+    timed,
+    write_json,
+    wrong_digests,
+)
+
 sys.path.insert(0, str(REPO / "tests"))  # tests/_moto.py: the server helper the tests use
 
-from _moto import FAKE_ENV, MotoServer  # noqa: E402
+from _moto import FAKE_ENV, MotoServer
 
-DEFAULT_WORK = REPO / "bench" / ".work"
-DEFAULT_OUT = REPO / "bench" / "results" / "s3.json"
+DEFAULT_OUT = RESULTS / "s3.json"
 BUCKET = "asyncstore-bench"
-HEARTBEAT = 0.005
-RESULT_MARK = "BENCH-RESULT "
 PEER_TIMEOUT = 300  # seconds a peer's case may take before it is reported as hung
 PART = 16 * MiB
 CONCURRENCY = 8
@@ -98,65 +111,6 @@ CASES = (
 )
 
 
-# -- measuring -----------------------------------------------------------------------------------
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _peak_rss_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MiB if sys.platform == "darwin" else peak / 1024
-
-
-class LoopLag:
-    """A heartbeat task's lateness: how long the event loop kept ready tasks waiting."""
-
-    def __init__(self) -> None:
-        self.lags: list[float] = []
-
-    async def run(self) -> None:
-        import anyio
-
-        while True:
-            before = time.perf_counter()
-            await anyio.sleep(HEARTBEAT)
-            self.lags.append(time.perf_counter() - before - HEARTBEAT)
-
-    async def run_asyncio(self) -> None:
-        """The same heartbeat without anyio (the peers' venv does not have it)."""
-        while True:
-            before = time.perf_counter()
-            await asyncio.sleep(HEARTBEAT)
-            self.lags.append(time.perf_counter() - before - HEARTBEAT)
-
-    def figures(self) -> dict[str, Any]:
-        ordered = sorted(self.lags)
-        if not ordered:
-            return {}
-        return {
-            "loop_lag_max_ms": ordered[-1] * 1e3,
-            "loop_lag_p99_ms": ordered[int(len(ordered) * 0.99)] * 1e3,
-        }
-
-
-def _measure(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    baseline = _peak_rss_mib()
-    cpu = _cpu_seconds()
-    started = time.perf_counter()
-    extra = run()
-    seconds = time.perf_counter() - started
-    return {
-        "seconds": extra.pop("seconds", seconds),
-        "cpu_seconds": extra.pop("cpu_seconds", _cpu_seconds() - cpu),
-        "peak_rss_mib": _peak_rss_mib(),
-        "baseline_rss_mib": baseline,
-        **extra,
-    }
-
-
 # -- the cases (run in a child process) ----------------------------------------------------------
 
 
@@ -166,46 +120,18 @@ def _asyncstore_parts(client: str) -> tuple[str, str]:
 
 
 def case_asyncstore_large(direction: str, client: str, args: argparse.Namespace) -> dict[str, Any]:
-    import anyio
-
-    from asyncstore import Store, TransferInfo
+    from asyncstore import Store
     from asyncstore.backends.s3 import S3Backend
 
     library, http = _asyncstore_parts(client)
-    key = f"large/{client}.bin"
-    restored = args.work / f"restored-{client}.bin"
-    lag = LoopLag()
-    holder: dict[str, TransferInfo] = {}
 
-    async def transfer() -> None:
+    def make_store() -> Store:
         backend = S3Backend(BUCKET, endpoint=args.endpoint, http_client=http)
-        async with Store(backend, chunk_size=PART, max_concurrency=CONCURRENCY) as store:
-            await store.exists(key)  # the client's one-time set-up is not part of the transfer
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(lag.run)
-                await anyio.sleep(0.05)
-                cpu = _cpu_seconds()
-                if direction == "upload":
-                    holder["info"] = await store.upload_file(args.src, key)
-                else:
-                    holder["info"] = await store.download_file(key, restored)
-                holder["cpu"] = _cpu_seconds() - cpu
-                tg.cancel_scope.cancel()
+        return Store(backend, chunk_size=PART, max_concurrency=CONCURRENCY)
 
-    def run() -> dict[str, Any]:
-        anyio.run(transfer, backend=library)
-        info = holder["info"]
-        return {
-            "seconds": info.duration,
-            "cpu_seconds": holder["cpu"],
-            "sha256": info.sha256,
-            "parts": info.part_count,
-        }
-
-    try:
-        return {**_measure(run), **lag.figures()}
-    finally:
-        restored.unlink(missing_ok=True)
+    restored = args.work / f"restored-{client}.bin"
+    key = f"large/{client}.bin"
+    return asyncstore_transfer_case(make_store, library, direction, key, args.src, restored)
 
 
 def _boto3_client() -> Any:
@@ -238,10 +164,7 @@ def case_boto3_large(direction: str, args: argparse.Namespace) -> dict[str, Any]
             client.download_file(BUCKET, key, str(restored), Config=config)
         return {}
 
-    try:
-        return _measure(run)
-    finally:
-        restored.unlink(missing_ok=True)
+    return measure(run, remove=restored)
 
 
 def _small_keys(args: argparse.Namespace) -> list[str]:
@@ -249,80 +172,49 @@ def _small_keys(args: argparse.Namespace) -> list[str]:
 
 
 def case_asyncstore_small(client: str, args: argparse.Namespace) -> dict[str, Any]:
-    import anyio
-
     from asyncstore import Store
     from asyncstore.backends.s3 import S3Backend
 
     library, http = _asyncstore_parts(client)
-    keys = _small_keys(args)
-    lag = LoopLag()
-    holder: dict[str, Any] = {}
 
-    async def gets() -> None:
-        backend = S3Backend(BUCKET, endpoint=args.endpoint, http_client=http, max_connections=POOL)
-        async with Store(backend) as store:
-            await store.exists(keys[0])  # the client's one-time set-up is not part of the run
-            sizes: list[int] = []
+    def make_store() -> Store:
+        return Store(
+            S3Backend(BUCKET, endpoint=args.endpoint, http_client=http, max_connections=POOL)
+        )
 
-            async def get(key: str) -> None:
-                sizes.append(len(await store.get(key)))
+    return asyncstore_gets_case(make_store, library, _small_keys(args))
 
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(lag.run)
-                started, cpu = time.perf_counter(), _cpu_seconds()
-                async with anyio.create_task_group() as requests:
-                    for key in keys:
-                        requests.start_soon(get, key)
-                holder["seconds"] = time.perf_counter() - started
-                holder["cpu_seconds"] = _cpu_seconds() - cpu
-                tg.cancel_scope.cancel()
-            holder["bytes"] = sum(sizes)
 
-    def run() -> dict[str, Any]:
-        anyio.run(gets, backend=library)
-        return dict(holder)
+def _aiobotocore_config() -> Any:
+    from aiobotocore.config import AioConfig
 
-    return {**_measure(run), **lag.figures()}
+    return AioConfig(
+        max_pool_connections=POOL,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
 
 
 def case_aiobotocore_small(args: argparse.Namespace) -> dict[str, Any]:
-    from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
 
     keys = _small_keys(args)
-    lag = LoopLag()
-    holder: dict[str, Any] = {}
 
-    async def gets() -> None:
-        config = AioConfig(
-            max_pool_connections=POOL,
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        )
+    async def body(lag: LoopLag) -> dict[str, Any]:
         async with get_session().create_client(
-            "s3", endpoint_url=args.endpoint, config=config
+            "s3", endpoint_url=args.endpoint, config=_aiobotocore_config()
         ) as client:
 
             async def get(key: str) -> int:
                 response = await client.get_object(Bucket=BUCKET, Key=key)
-                async with response["Body"] as body:
-                    return len(await body.read())
+                async with response["Body"] as stream:
+                    return len(await stream.read())
 
             await client.head_bucket(Bucket=BUCKET)  # set-up (credentials, models) done
-            heartbeat = asyncio.create_task(lag.run())
-            started, cpu = time.perf_counter(), _cpu_seconds()
-            sizes = await asyncio.gather(*(get(key) for key in keys))
-            holder["seconds"] = time.perf_counter() - started
-            holder["cpu_seconds"] = _cpu_seconds() - cpu
-            heartbeat.cancel()
-            holder["bytes"] = sum(sizes)
+            done = await timed(lambda: asyncio.gather(*(get(key) for key in keys)), lag)
+        return {**done.figures(), "bytes": sum(done.result)}
 
-    def run() -> dict[str, Any]:
-        asyncio.run(gets())
-        return dict(holder)
-
-    return {**_measure(run), **lag.figures()}
+    return measure_asyncio(body)
 
 
 def case_boto3_small(args: argparse.Namespace) -> dict[str, Any]:
@@ -337,7 +229,7 @@ def case_boto3_small(args: argparse.Namespace) -> dict[str, Any]:
         with concurrent.futures.ThreadPoolExecutor(POOL) as pool:
             return {"bytes": sum(pool.map(get, keys))}
 
-    return _measure(run)
+    return measure(run)
 
 
 # -- the peers: obstore (project venv); aioboto3 and s3fs (bench/.venv-peers, no asyncstore) ------
@@ -358,73 +250,20 @@ def _obstore_store(args: argparse.Namespace) -> Any:
     )
 
 
-def _asyncio_case(body: Callable[[LoopLag, dict[str, Any]], Any]) -> dict[str, Any]:
-    """Run ``body(lag, holder)`` (a coroutine function) under asyncio with a heartbeat."""
-    lag = LoopLag()
-    holder: dict[str, Any] = {}
-
-    async def main() -> None:
-        heartbeat = asyncio.create_task(lag.run_asyncio())
-        try:
-            await body(lag, holder)
-        finally:
-            heartbeat.cancel()
-
-    def run() -> dict[str, Any]:
-        asyncio.run(main())
-        return dict(holder)
-
-    return {**_measure(run), **lag.figures()}
-
-
-async def _timed(holder: dict[str, Any], work: Any) -> Any:
-    await asyncio.sleep(0.05)
-    started, cpu = time.perf_counter(), _cpu_seconds()
-    result = await work
-    holder["seconds"] = time.perf_counter() - started
-    holder["cpu_seconds"] = _cpu_seconds() - cpu
-    return result
-
-
 def case_obstore_large(direction: str, args: argparse.Namespace) -> dict[str, Any]:
     import obstore
 
     key = "large/obstore.bin"
     restored = args.work / "restored-obstore.bin"
 
-    async def download(store: Any) -> None:
-        size = (await obstore.head_async(store, key))["size"]
-        gate = asyncio.Semaphore(CONCURRENCY)
-        fd = os.open(restored, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-
-            async def part(start: int) -> None:
-                async with gate:
-                    data = await obstore.get_range_async(
-                        store, key, start=start, end=min(start + PART, size)
-                    )
-                    os.pwrite(fd, memoryview(data), start)
-
-            await asyncio.gather(*(part(start) for start in range(0, size, PART)))
-        finally:
-            os.close(fd)
-
-    async def body(lag: LoopLag, holder: dict[str, Any]) -> None:
+    async def body(lag: LoopLag) -> dict[str, Any]:
         store = _obstore_store(args)
         await obstore.list_with_delimiter_async(store, "large/")  # set-up done
-        if direction == "upload":
-            work = obstore.put_async(
-                store, key, args.src, chunk_size=PART, max_concurrency=CONCURRENCY
-            )
-            await _timed(holder, work)
-        else:
-            await _timed(holder, download(store))
-            holder["sha256"] = file_sha256(restored)
+        return await obstore_transfer(
+            store, direction, key, args.src, restored, PART, CONCURRENCY, lag
+        )
 
-    try:
-        return _asyncio_case(body)
-    finally:
-        restored.unlink(missing_ok=True)
+    return measure_asyncio(body, remove=restored)
 
 
 def case_obstore_small(args: argparse.Namespace) -> dict[str, Any]:
@@ -436,23 +275,13 @@ def case_obstore_small(args: argparse.Namespace) -> dict[str, Any]:
         result = await obstore.get_async(store, key)
         return len(await result.bytes_async())
 
-    async def body(lag: LoopLag, holder: dict[str, Any]) -> None:
+    async def body(lag: LoopLag) -> dict[str, Any]:
         store = _obstore_store(args)
         await get(store, keys[0])  # set-up done
-        sizes = await _timed(holder, asyncio.gather(*(get(store, key) for key in keys)))
-        holder["bytes"] = sum(sizes)
+        done = await timed(lambda: asyncio.gather(*(get(store, key) for key in keys)), lag)
+        return {**done.figures(), "bytes": sum(done.result)}
 
-    return _asyncio_case(body)
-
-
-def _aiobotocore_config() -> Any:
-    from aiobotocore.config import AioConfig
-
-    return AioConfig(
-        max_pool_connections=POOL,
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-    )
+    return measure_asyncio(body)
 
 
 def case_aioboto3(workload: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -466,7 +295,7 @@ def case_aioboto3(workload: str, args: argparse.Namespace) -> dict[str, Any]:
     )
     keys = _small_keys(args)
 
-    async def body(lag: LoopLag, holder: dict[str, Any]) -> None:
+    async def body(lag: LoopLag) -> dict[str, Any]:
         session = aioboto3.Session()
         async with session.client(
             "s3", endpoint_url=args.endpoint, config=_aiobotocore_config()
@@ -479,18 +308,19 @@ def case_aioboto3(workload: str, args: argparse.Namespace) -> dict[str, Any]:
                     return len(await stream.read())
 
             if workload == "upload":
-                await _timed(holder, client.upload_file(str(args.src), BUCKET, key, Config=config))
-            elif workload == "download":
-                work = client.download_file(BUCKET, key, str(restored), Config=config)
-                await _timed(holder, work)
-            else:
-                sizes = await _timed(holder, asyncio.gather(*(get(k) for k in keys)))
-                holder["bytes"] = sum(sizes)
+                work = functools.partial(
+                    client.upload_file, str(args.src), BUCKET, key, Config=config
+                )
+                return (await timed(work, lag)).figures()
+            if workload == "download":
+                work = functools.partial(
+                    client.download_file, BUCKET, key, str(restored), Config=config
+                )
+                return (await timed(work, lag)).figures()
+            done = await timed(lambda: asyncio.gather(*(get(k) for k in keys)), lag)
+            return {**done.figures(), "bytes": sum(done.result)}
 
-    try:
-        return _asyncio_case(body)
-    finally:
-        restored.unlink(missing_ok=True)
+    return measure_asyncio(body, remove=restored)
 
 
 def case_s3fs(workload: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -500,7 +330,7 @@ def case_s3fs(workload: str, args: argparse.Namespace) -> dict[str, Any]:
     restored = args.work / "restored-s3fs.bin"
     keys = [f"{BUCKET}/{k}" for k in _small_keys(args)]
 
-    async def body(lag: LoopLag, holder: dict[str, Any]) -> None:
+    async def body(lag: LoopLag) -> dict[str, Any]:
         fs = s3fs.S3FileSystem(
             asynchronous=True,
             endpoint_url=args.endpoint,
@@ -512,19 +342,16 @@ def case_s3fs(workload: str, args: argparse.Namespace) -> dict[str, Any]:
         try:
             await fs._info(f"{BUCKET}/{_small_keys(args)[0]}")  # set-up done
             if workload == "upload":
-                await _timed(holder, fs._put_file(str(args.src), key, chunksize=PART))
-            elif workload == "download":
-                await _timed(holder, fs._get_file(key, str(restored)))
-            else:
-                sizes = await _timed(holder, asyncio.gather(*(fs._cat_file(k) for k in keys)))
-                holder["bytes"] = sum(len(b) for b in sizes)
+                work = functools.partial(fs._put_file, str(args.src), key, chunksize=PART)
+                return (await timed(work, lag)).figures()
+            if workload == "download":
+                return (await timed(lambda: fs._get_file(key, str(restored)), lag)).figures()
+            done = await timed(lambda: asyncio.gather(*(fs._cat_file(k) for k in keys)), lag)
+            return {**done.figures(), "bytes": sum(len(b) for b in done.result)}
         finally:
             await session.close()
 
-    try:
-        return _asyncio_case(body)
-    finally:
-        restored.unlink(missing_ok=True)
+    return measure_asyncio(body, remove=restored)
 
 
 def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -552,28 +379,7 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
 # -- the parent: the server, the data, every case in a subprocess, the report --------------------
 
 
-def make_source(work: pathlib.Path, size_mib: int) -> pathlib.Path:
-    """Generate (once) a file of ``size_mib`` MiB of pseudo-random blocks, 1 MiB at a time."""
-    path = work / f"source-{size_mib}MiB.bin"
-    if path.exists() and path.stat().st_size == size_mib * MiB:
-        return path
-    work.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    block = bytearray(os.urandom(MiB))
-    with open(partial, "wb") as file:
-        for index in range(size_mib):
-            block[:16] = index.to_bytes(8, "little") * 2
-            file.write(block)
-    partial.rename(path)
-    return path
-
-
-def file_sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(8 * MiB):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
+# -- the parent: the server, the data, every case in a subprocess, the report --------------------
 
 
 def peer_python() -> pathlib.Path:
@@ -589,198 +395,36 @@ def peer_python() -> pathlib.Path:
     return python
 
 
-def failure_reason(stderr: str, status: int) -> str:
-    """A one-line reason from a child's traceback: its exception line, plus any HTTP status."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b", line)]
-    reason = (errors or lines or [f"exit status {status}"])[-1][:200]
-    statuses = re.findall(r"status: (\d{3})", stderr)
-    return reason + (f" (HTTP {statuses[-1]})" if statuses else "")
-
-
-class CaseFailed(Exception):
-    """A case's child process failed; the message is the last line of its stderr."""
-
-
 def child(name: str, args: argparse.Namespace, server_pid: int) -> dict[str, Any]:
     """Run ``name`` in a fresh interpreter; add the server's CPU use over it."""
-    import psutil
-
     client = name.split(":")[1]
-    python = str(peer_python()) if client in PEER_VENV_CLIENTS else sys.executable
-    command = [
-        python,
+    return run_child(
         __file__,
-        "--case",
         name,
-        "--endpoint",
-        args.endpoint,
-        "--src",
-        str(args.src),
-        "--work",
-        str(args.work),
-        "--small-count",
-        str(args.small_count),
-    ]
-    server = psutil.Process(server_pid)
-    before = sum(server.cpu_times()[:2])
-    started = time.perf_counter()
-    limit = 3600 if name.split(":")[1].startswith("asyncstore-") else PEER_TIMEOUT
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=limit, check=False)
-    except subprocess.TimeoutExpired:
-        raise CaseFailed(f"no result after {limit} s (killed)") from None
-    wall = time.perf_counter() - started
-    server_cpu = sum(server.cpu_times()[:2]) - before
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr)
-        raise CaseFailed(failure_reason(done.stderr, done.returncode))
-    for line in done.stdout.splitlines():
-        if line.startswith(RESULT_MARK):
-            result: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
-            # The child's wall time includes its start-up; the case's own seconds are shorter,
-            # so this slightly understates the server's load during the transfer itself.
-            result["server_cpu_seconds"] = server_cpu
-            result["server_cpu_per_wall_s"] = server_cpu / max(result["seconds"], 1e-9)
-            result["child_wall_seconds"] = wall
-            return result
-    raise SystemExit(f"case {name} printed no result")
+        [
+            *("--endpoint", args.endpoint, "--src", str(args.src), "--work", str(args.work)),
+            *("--small-count", str(args.small_count)),
+        ],
+        python=str(peer_python()) if client in PEER_VENV_CLIENTS else sys.executable,
+        timeout=3600 if client.startswith("asyncstore-") else PEER_TIMEOUT,
+        server_pid=server_pid,
+    )
 
 
-def _version(package: str) -> str | None:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
-
-
-def machine_info() -> dict[str, Any]:
-    cpu_model = None
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    cpu_model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    packages = ("asyncstore", "aiobotocore", "botocore", "boto3", "aiohttp", "httpx", "anyio")
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        **{name: _version(name) for name in (*packages, "trio", "moto")},
-        "server": "moto server mode (ThreadedMotoServer, werkzeug), one child process",
-        "load_average_1_5_15_at_end": list(os.getloadavg()),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def summarise(name: str, runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    """The median run (by throughput) of one case, with derived figures."""
-    workload, client = name.split(":")
-    small = workload == "get-small"
-    for run in runs:
-        run["rate"] = (args.small_count if small else args.size) / run["seconds"]
-    median = sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]
-    row: dict[str, Any] = {"workload": workload, "client": client}
-    if small:
-        row["requests_per_s"] = median["rate"]
-        row["cpu_s_per_1000_requests"] = median["cpu_seconds"] / args.small_count * 1000
-    else:
-        row["mb_per_s"] = median["rate"] / 1e6
-        row["cpu_s_per_gib"] = median["cpu_seconds"] / (args.size / GiB)
-    for field in (
-        "seconds",
-        "cpu_seconds",
-        "peak_rss_mib",
-        "baseline_rss_mib",
-        "loop_lag_max_ms",
-        "loop_lag_p99_ms",
-        "server_cpu_seconds",
-        "server_cpu_per_wall_s",
-        "sha256",
-        "parts",
-        "bytes",
-    ):
-        if field in median:
-            row[field] = median[field]
-    row["runs"] = [r["rate"] for r in runs]
-    return row
-
-
-def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """Per workload: asyncstore-asyncio-aiohttp's rate / each row's rate (> 1: asyncstore wins)."""
-    reference = {row["workload"]: row for row in rows if row["client"] == ASYNCSTORE[0]}
-    for row in rows:
-        base = reference.get(row["workload"])
-        if base is not None:
-            key = "requests_per_s" if row["workload"] == "get-small" else "mb_per_s"
-            row["asyncstore_ratio"] = base[key] / row[key]
-
-
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def print_table(
+def print_report(
     rows: list[dict[str, Any]], skipped: dict[str, str], args: argparse.Namespace
 ) -> None:
-    headers = (
-        "workload",
-        "client",
-        "rate",
-        "CPU",
-        "peak RSS MiB",
-        "lag max ms",
-        "server CPU/s",
-        "asyncstore/this",
-    )
-    lines = []
-    for row in rows:
-        small = row["workload"] == "get-small"
-        rate = f"{row['requests_per_s']:,.0f} req/s" if small else f"{row['mb_per_s']:,.0f} MB/s"
-        cpu = (
-            f"{row['cpu_s_per_1000_requests']:.2f} s/1k req"
-            if small
-            else f"{row['cpu_s_per_gib']:.2f} s/GiB"
-        )
-        lines.append(
-            (
-                row["workload"],
-                row["client"],
-                rate,
-                cpu,
-                _fmt(row.get("peak_rss_mib"), ".0f"),
-                _fmt(row.get("loop_lag_max_ms"), ".1f"),
-                _fmt(row.get("server_cpu_per_wall_s"), ".2f"),
-                _fmt(row.get("asyncstore_ratio"), ".2f"),
-            )
-        )
-    print(
+    title = (
         f"asyncstore S3 benchmark against moto: large = {args.size / MiB:,.0f} MiB file, "
         f"parts/ranges of {PART // MiB} MiB x {CONCURRENCY}; small = {args.small_count} GETs "
         f"of {args.small_kib} KiB, pool of {POOL}"
     )
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
-    print(
-        "  ".join(
-            h.ljust(w) if i < 2 else h.rjust(w)
-            for i, (h, w) in enumerate(zip(headers, widths, strict=True))
-        )
-    )
-    for line in lines:
-        print(
-            "  ".join(
-                c.ljust(w) if i < 2 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(line, widths, strict=True))
-            )
-        )
-    for peer, reason in skipped.items():
-        print(f"skipped {peer}: {reason}")
-    print("server CPU/s: moto's CPU seconds per second of the case; ~1.0 = the server is the limit")
-    print(f"asyncstore/this: {ASYNCSTORE[0]}'s rate / the row's rate (> 1: asyncstore is faster)")
+    notes = [
+        *(f"skipped {peer}: {reason}" for peer, reason in skipped.items()),
+        "server CPU/s: moto's CPU seconds per second of the case; ~1.0 = the server is the limit",
+        "asyncstore/this: the workload's first asyncstore row's rate / this row's (> 1: faster)",
+    ]
+    print_workload_table(title, rows, notes)
 
 
 def prepare_small(args: argparse.Namespace) -> None:
@@ -797,30 +441,18 @@ def prepare_small(args: argparse.Namespace) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mib", type=int, default=1024, help="large object size (1024)")
-    parser.add_argument("--small-count", type=int, default=2000, help="small GETs (2000)")
-    parser.add_argument("--small-kib", type=int, default=16, help="small object size (16)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per case; the median is kept")
-    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset")
-    parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="JSON results")
-    parser.add_argument("--work", type=pathlib.Path, default=DEFAULT_WORK, help="scratch folder")
-    parser.add_argument("--case", help=argparse.SUPPRESS)
-    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
-    parser.add_argument("--src", type=pathlib.Path, help=argparse.SUPPRESS)
+    parser = script_parser(__doc__, CASES, DEFAULT_OUT)
+    add_transfer_options(parser)
     args = parser.parse_args()
     args.work = args.work.resolve()
     os.environ.update(FAKE_ENV)
 
     if args.case:
         os.environ["BENCH_ENDPOINT"] = args.endpoint
-        print(RESULT_MARK + json.dumps(run_case(args.case, args)), flush=True)
+        emit_result(run_case(args.case, args))
         return 0
 
-    cases = [name for name in args.cases.split(",") if name]
-    unknown = sorted(set(cases) - set(CASES))
-    if unknown:
-        parser.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
+    cases = parse_cases(parser, args.cases, CASES)
     skipped: dict[str, str] = {}
     if importlib.util.find_spec("obstore") is None:
         skipped["obstore"] = "not installed (pip install -e '.[bench]')"
@@ -831,7 +463,6 @@ def main() -> int:
             for peer in PEER_VENV_CLIENTS:
                 skipped[peer] = f"{PEER_VENV} could not be set up: {error}"
     cases = [name for name in cases if name.split(":")[1] not in skipped]
-    print(f"preparing a {args.size_mib} MiB file in {args.work} ...", file=sys.stderr)
     args.src = make_source(args.work, args.size_mib)
     args.size = args.src.stat().st_size
     expected = file_sha256(args.src)
@@ -867,31 +498,42 @@ def main() -> int:
                         Bucket=BUCKET, Key=key
                     )
     skipped.update(failed)
-    rows = [summarise(name, runs[name], args) for name in cases if runs[name]]
+    size, count = args.size, args.small_count
+    rows = [summarise_case(n, runs[n], size=size, small_count=count) for n in cases if runs[n]]
     add_ratios(rows)
-    wrong = [row for row in rows if "sha256" in row and row["sha256"] != expected]
+    wrong = wrong_digests(rows, expected)
     if wrong:
-        print(f"error: digests differ from {expected}: {wrong}", file=sys.stderr)
+        print(f"error: these cases got other bytes than the file's: {wrong}", file=sys.stderr)
         return 1
-    machine = {**machine_info(), "load_average_1_5_15_at_start": load_at_start}
-    print_table(rows, skipped, args)
-    print(f"load average at start {load_at_start}, at end {machine['load_average_1_5_15_at_end']}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "machine": machine,
-        "settings": {
-            "large_bytes": args.size,
-            "part_size": PART,
-            "concurrency": CONCURRENCY,
-            "small_count": args.small_count,
-            "small_bytes": args.small_kib * 1024,
-            "pool": POOL,
-        },
-        "skipped": skipped,
-        "results": rows,
+    packages = ("asyncstore", "aiobotocore", "botocore", "boto3", "aiohttp", "httpx", "anyio")
+    machine = {
+        **machine_info(
+            *packages,
+            "trio",
+            "moto",
+            server="moto server mode (ThreadedMotoServer, werkzeug), one child process",
+            load_average_1_5_15_at_end=list(os.getloadavg()),
+        ),
+        "load_average_1_5_15_at_start": load_at_start,
     }
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}", file=sys.stderr)
+    print_report(rows, skipped, args)
+    print(f"load average at start {load_at_start}, at end {machine['load_average_1_5_15_at_end']}")
+    write_json(
+        args.out,
+        {
+            "machine": machine,
+            "settings": {
+                "large_bytes": args.size,
+                "part_size": PART,
+                "concurrency": CONCURRENCY,
+                "small_count": args.small_count,
+                "small_bytes": args.small_kib * 1024,
+                "pool": POOL,
+            },
+            "skipped": skipped,
+            "results": rows,
+        },
+    )
     return 0
 
 

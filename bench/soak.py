@@ -44,41 +44,43 @@ written + read) is reported, never checked.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import pathlib
-import platform
-import resource
 import shutil
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-# Run as a script, this file's folder comes first on sys.path, and bench/azure.py there
-# would shadow the azure package (azure.core, azure.storage.blob).
-if (
-    sys.path
-    and pathlib.Path(sys.path[0] or ".").resolve() == pathlib.Path(__file__).resolve().parent
-):
-    sys.path.pop(0)
+from _harness import (
+    REPO,
+    RESULTS,
+    CaseFailed,
+    MiB,
+    azurite,
+    cpu_seconds,
+    drop_bench_from_path,
+    emit_result,
+    fmt,
+    gcs_emulator,
+    machine_info,
+    parse_cases,
+    peak_rss_mib,
+    print_table,
+    run_child,
+    script_parser,
+    write_json,
+)
 
-MiB = 1024 * 1024
-REPO = pathlib.Path(__file__).resolve().parent.parent
+# Run as a script, this file's folder is on sys.path, and bench/azure.py there would shadow
+# the azure package (azure.core, azure.storage.blob).
+drop_bench_from_path()
 sys.path.insert(0, str(REPO / "tests"))  # the workload and the servers the tests use
 
 from _moto import FAKE_ENV, MotoServer  # noqa: E402
 
-DEFAULT_WORK = REPO / "bench" / ".work"
-DEFAULT_OUT = REPO / "bench" / "results" / "soak.json"
-RESULT_MARK = "BENCH-RESULT "
+DEFAULT_OUT = RESULTS / "soak.json"
 BACKENDS = ("memory", "local", "s3", "gcs", "azure")
 LOOPS = ("asyncio", "trio")
 CASES = tuple(f"{backend}:{loop}" for backend in BACKENDS for loop in LOOPS)
@@ -90,16 +92,6 @@ GCS_CONNECTIONS = 4  # the emulator serves one request at a time, with a backlog
 
 
 # -- the case (run in a child process) ------------------------------------------------------------
-
-
-def _peak_rss_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MiB if sys.platform == "darwin" else peak / 1024
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _counting_memory_backend() -> Any:
@@ -172,8 +164,8 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     async def main() -> None:
         async with Store(backend, chunk_size=chunk_mib * MiB, max_concurrency=concurrency) as store:
-            holder["baseline"] = _peak_rss_mib()
-            cpu = _cpu_seconds()
+            holder["baseline"] = peak_rss_mib()
+            cpu = cpu_seconds()
             holder["report"] = await soak(
                 store,
                 "soak",
@@ -186,7 +178,7 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 # The GCS emulator ignores ifGenerationMatch on reads (see tests/test_soak.py).
                 shared_reads=backend_name != "gcs",
             )
-            holder["cpu"] = _cpu_seconds() - cpu
+            holder["cpu"] = cpu_seconds() - cpu
 
     anyio.run(main, backend=loop)
     report = holder["report"]
@@ -206,7 +198,7 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "mb_per_s": moved / report.seconds / 1e6,
         "bytes_moved": moved,
         "cpu_seconds": holder["cpu"],
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": peak_rss_mib(),
         "baseline_rss_mib": holder["baseline"],
         "held_mib": getattr(backend, "held_peak", 0) / MiB,
     }
@@ -218,78 +210,6 @@ def settings(backend: str, args: argparse.Namespace) -> tuple[int, int]:
 
 
 # -- the parent: servers, one child per case, the bound, the report --------------------------------
-
-
-def _free_port() -> int:
-    from _servers import free_port
-
-    return free_port()
-
-
-@contextmanager
-def gcs_emulator() -> Iterator[str]:
-    """gcp-storage-emulator (in memory) on a free port, with the bench bucket: its URL."""
-    port = _free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "gcp_storage_emulator",
-        "start",
-        "--host=127.0.0.1",
-        f"--port={port}",
-        "--in-memory",
-        "--quiet",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/", timeout=1) as response:
-                    if response.read() == b"OK":
-                        break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("gcp-storage-emulator did not start") from None
-                time.sleep(0.1)
-        body = {"name": BUCKET, "softDeletePolicy": {"retentionDurationSeconds": "0"}}
-        request = urllib.request.Request(
-            f"{url}/storage/v1/b?project=bench",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30):
-            pass
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-@contextmanager
-def azurite() -> Iterator[Any]:
-    """Azurite's Blob service (in memory) on a free port: an ``_servers.Azurite``."""
-    from _servers import AZURITE_BIN, Azurite, _answers, _start_azurite, _stop
-
-    if not AZURITE_BIN.exists():
-        raise SystemExit(f"Azurite is not installed at {AZURITE_BIN}: run `make test` first")
-    workdir = pathlib.Path(tempfile.mkdtemp(prefix="azurite-soak-"))
-    proc, endpoint, _ = _start_azurite(workdir, in_memory=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not _answers(endpoint):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("Azurite did not start")
-            time.sleep(0.1)
-        yield Azurite(endpoint)
-    finally:
-        _stop(proc)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 class Servers:
@@ -309,9 +229,12 @@ class Servers:
             self.s3 = S3Server(server.endpoint)
             self.s3.boto.create_bucket(Bucket=S3_BUCKET)
         if "gcs" in backends:
-            self.gcs = stack.enter_context(gcs_emulator())
+            self.gcs, _ = stack.enter_context(gcs_emulator(BUCKET))
         if "azure" in backends:
-            self.azure = stack.enter_context(azurite())
+            from _servers import Azurite
+
+            endpoint, _ = stack.enter_context(azurite())
+            self.azure = Azurite(endpoint)
 
     @contextmanager
     def place(self, backend: str) -> Iterator[tuple[list[str], Callable[[], dict[str, Any]]]]:
@@ -361,27 +284,18 @@ def child(name: str, args: argparse.Namespace, servers: Servers) -> dict[str, An
     """Run case ``name`` in a fresh interpreter; its figures, or its failure."""
     backend = name.split(":")[0]
     with servers.place(backend) as (where, left):
-        command = [
-            sys.executable,
-            __file__,
-            "--case",
-            name,
+        options = [
             *where,
             *("--tasks", str(args.tasks), "--ops-per-task", str(args.ops_per_task)),
             *("--max-size-mib", str(args.max_size_mib), "--seed", str(args.seed)),
             *("--chunk-mib", str(args.chunk_mib), "--max-concurrency", str(args.max_concurrency)),
         ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
-        if done.returncode != 0:
-            sys.stderr.write(done.stderr[-4000:])
-            lines = [line for line in done.stderr.splitlines() if line.strip()]
-            return {"case": name, "failed": (lines or [f"exit {done.returncode}"])[-1][:200]}
-        for line in done.stdout.splitlines():
-            if line.startswith(RESULT_MARK):
-                result: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
-                result.update(left())
-                return result
-    return {"case": name, "failed": "no result printed"}
+        try:
+            result = run_child(__file__, name, options)
+        except CaseFailed as error:
+            return {"case": name, "failed": str(error)}
+        result.update(left())
+        return result
 
 
 def check_bound(row: dict[str, Any], margin_mib: int) -> None:
@@ -397,40 +311,7 @@ def check_bound(row: dict[str, Any], margin_mib: int) -> None:
     row["ok"] = row["within_bound"] and not row.get("incomplete_uploads")
 
 
-def _version(package: str) -> str | None:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
-
-
-def machine_info() -> dict[str, Any]:
-    cpu_model = None
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    cpu_model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "asyncstore": _version("asyncstore"),
-        "anyio": _version("anyio"),
-        "trio": _version("trio"),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def print_table(
+def print_report(
     rows: list[dict[str, Any]], args: argparse.Namespace, machine: dict[str, Any]
 ) -> None:
     """A rich table when rich is installed, else plain columns."""
@@ -460,13 +341,13 @@ def print_table(
                 row["case"],
                 f"{row['chunk_mib']} MiB x {row['max_concurrency'] + 1}",
                 str(row["ops"]),
-                _fmt(row["ops_per_s"], ",.0f"),
-                _fmt(row["mb_per_s"], ",.0f"),
-                _fmt(row["peak_rss_mib"], ",.0f"),
-                _fmt(row["baseline_rss_mib"], ",.0f"),
-                _fmt(row["held_mib"] or None, ",.0f"),
-                _fmt(row["formula_mib"], ",.0f"),
-                _fmt(row["bound_mib"], ",.0f"),
+                fmt(row["ops_per_s"], ",.0f"),
+                fmt(row["mb_per_s"], ",.0f"),
+                fmt(row["peak_rss_mib"], ",.0f"),
+                fmt(row["baseline_rss_mib"], ",.0f"),
+                fmt(row["held_mib"] or None, ",.0f"),
+                fmt(row["formula_mib"], ",.0f"),
+                fmt(row["bound_mib"], ",.0f"),
                 verdict,
             )
         )
@@ -478,28 +359,12 @@ def print_table(
         f"bound = tasks x chunk x (max_concurrency + 1) + {args.margin_mib} MiB margin "
         "(+ held: the bytes a memory:// store keeps in the process)"
     )
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        print(title)
-        widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
-        print("  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)))
-        for line in lines:
-            print("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)))
-        print(note)
-        return
-    table = Table(title=title, caption=note)
-    for header in headers:
-        table.add_column(header, justify="left" if header in ("case", "result") else "right")
-    for line in lines:
-        table.add_row(*line)
-    Console(width=max(shutil.get_terminal_size().columns, 140)).print(table)
+    print_table(title, headers, lines, left=("case", "result"), notes=[note], rich=True, width=140)
 
 
 def main() -> int:
     """Parse the arguments; run one case (``--case``) or the whole benchmark."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__doc__, CASES, DEFAULT_OUT)
     parser.add_argument("--tasks", type=int, default=64, help="concurrent tasks (64)")
     parser.add_argument("--ops-per-task", type=int, default=24, help="operations per task (24)")
     parser.add_argument("--max-size-mib", type=int, default=32, help="largest object (32)")
@@ -507,22 +372,15 @@ def main() -> int:
     parser.add_argument("--chunk-mib", type=int, default=0, help="part size (per backend)")
     parser.add_argument("--max-concurrency", type=int, default=0, help="parts in flight")
     parser.add_argument("--margin-mib", type=int, default=256, help="fixed margin (256)")
-    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset")
-    parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="JSON results")
-    parser.add_argument("--work", type=pathlib.Path, default=DEFAULT_WORK, help="scratch folder")
-    parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     parser.add_argument("--where", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.case:
-        print(RESULT_MARK + json.dumps(run_case(args.case, args)), flush=True)
+        emit_result(run_case(args.case, args))
         return 0
 
-    cases = [name for name in args.cases.split(",") if name]
-    unknown = sorted(set(cases) - set(CASES))
-    if unknown:
-        parser.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
+    cases = parse_cases(parser, args.cases, CASES)
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -533,10 +391,9 @@ def main() -> int:
             row = child(name, args, servers)
             check_bound(row, args.margin_mib)
             rows.append(row)
-    machine = machine_info()
-    print_table(rows, args, machine)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps([{**row, **machine} for row in rows], indent=2) + "\n")
+    machine = machine_info("asyncstore", "anyio", "trio")
+    print_report(rows, args, machine)
+    write_json(args.out, [{**row, **machine} for row in rows])
     failed = [row["case"] for row in rows if not row["ok"]]
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
