@@ -285,6 +285,11 @@ async def test_an_upload_completes_through_refused_connections(
 # -- downloads through each fault ----------------------------------------------------------------
 
 DOWNLOAD_FAULTS: dict[str, dict[str, Any]] = {
+    "reset mid-way through the first range": {
+        "kind": "reset_response",
+        "match": is_ranged_get,
+        "after": 3 * MiB,
+    },
     "reset mid-range": {
         "kind": "reset_response",
         "match": is_ranged_get,
@@ -415,6 +420,25 @@ async def test_an_upload_that_keeps_failing_names_key_and_attempts_and_leaves_no
     # (which discards the staged blocks) and deleted it.
     blobs.assert_nothing_left()
     assert any(s.method == "DELETE" for s in proxy.seen), "aborted"
+
+
+async def test_an_abort_whose_answers_are_lost_still_leaves_nothing(
+    proxy: FaultProxy, blobs: Blobs
+) -> None:
+    """The abort's placeholder commit and its delete land unheard: the retried abort ends it.
+
+    The abort is retried by the Store; the second one finds the placeholder (by its
+    metadata naming the upload) or nothing, and deletes what is there.
+    """
+    proxy.add("status", match=is_block, skip=2, times=None, status=503, body=SERVER_BUSY)
+    placeholder = proxy.add("reset_response", match=is_commit, after=None)
+    delete = proxy.add("reset_response", match=lambda s: s.method == "DELETE", after=None)
+    async with make_store(proxy, blobs, retry=FEW) as store:
+        with pytest.raises(TransportError, match=r"'big'.*after 3 attempt"):
+            await store.put(KEY, DATA)
+    assert placeholder.fired == 1
+    assert delete.fired == 1
+    blobs.assert_nothing_left()
 
 
 async def test_an_overwrite_that_keeps_failing_keeps_the_old_blob(

@@ -24,6 +24,9 @@ __all__ = ["AioHttpTransportNoRetry"]
 class AioHttpTransportNoRetry(AioHttpTransport):
     """`AioHttpTransport` whose session never re-sends a request by itself."""
 
+    #: The name `AzureBackend.describe` shows: azure-core's transport, as configured.
+    _label = "AioHttpTransport"
+
     async def open(self) -> None:
         await super().open()  # type: ignore[no-untyped-call]
         session: Any = self.session

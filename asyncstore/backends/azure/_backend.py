@@ -361,7 +361,7 @@ class AzureBackend(Backend):
         try:
             transport = self._make_transport()
             self._transport_settles = isinstance(transport, HttpxTransport)
-            self._transport_name = type(transport).__name__
+            self._transport_name = getattr(transport, "_label", type(transport).__name__)
             kwargs: dict[str, Any] = {
                 "transport": transport,
                 "retry_total": 0,  # the Store retries TransportErrors itself
