@@ -997,3 +997,13 @@ async def test_transport_sleeps_with_the_running_loop() -> None:
 def _no_connection_string_from_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     if os.environ.get(ENV):
         monkeypatch.delenv(ENV)
+
+
+async def test_a_named_key_credential_signs_requests(azurite: Azurite, container: str) -> None:
+    from azure.core.credentials import AzureNamedKeyCredential
+
+    credential = AzureNamedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY)
+    backend = AzureBackend(container, "p", account_url=azurite.endpoint, credential=credential)
+    async with Store(backend) as store:
+        await store.put("signed", b"by a credential object")
+        assert await store.get("signed") == b"by a credential object"

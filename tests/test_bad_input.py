@@ -769,12 +769,6 @@ def test_values_no_option_takes_are_configuration_errors_naming_the_option(
         assert info.value.key == name or name in str(info.value), name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="asyncstore/backends/azure/_options.py: resolve() takes any non-str object as "
-    "credential= (an int, a list, object()); the first request then raises a bare TypeError "
-    "('Unsupported credential') from azure-core instead of ConfigurationError at open_store",
-)
 @pytest.mark.parametrize("credential", [5, [1], object()], ids=["int", "list", "object"])
 def test_an_azure_credential_that_is_no_credential_is_a_configuration_error(
     credential: object,

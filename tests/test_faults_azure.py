@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import pytest
-from _faultproxy import FaultProxy, Seen
+from _faultproxy import FaultProxy, Seen, unanswered_listener
 from _servers import Azurite
 from azure.core.exceptions import AzureError
 from azure.storage.blob import BlobServiceClient, ContainerClient
@@ -619,3 +619,19 @@ async def test_the_backends_transports_get_the_timeouts(anyio_backend: str) -> N
 def test_block_ids_name_the_upload() -> None:
     # assert_committed_cleanly groups blocks by upload through the id's shape.
     assert block_id("0" * 32, 3).rsplit("-", 1) == ["0" * 32, "000003"]
+
+
+async def test_a_connection_that_never_opens_times_out_at_the_connect_timeout() -> None:
+    with unanswered_listener() as port:
+        backend = AzureBackend(
+            "unreachable",
+            "p",
+            account_url=f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}",
+            account_key=AZURITE_KEY,
+            connect_timeout=0.5,
+        )
+        async with Store(backend, retry=FEW) as store:
+            with anyio.fail_after(30):  # a hang fails the test here
+                with pytest.raises(TimeoutError, match=r"'k'.*after 3 attempt") as caught:
+                    await store.head("k")
+    assert caught.value.attempts == 3

@@ -41,7 +41,7 @@ import anyio.abc
 import anyio.to_thread
 import httpx
 import pytest
-from _faultproxy import FaultProxy, Seen
+from _faultproxy import FaultProxy, Seen, unanswered_listener
 from _servers import Emulator
 
 from asyncstore import (
@@ -722,3 +722,15 @@ async def test_the_timeouts_reach_the_client_and_cap_gcloud_aios() -> None:
     assert _timeout_of(60, (1.5, 7.0)) == httpx.Timeout(1.5, read=7, write=7, pool=None)
     assert _timeout_of(3, (1.5, 7.0)) == httpx.Timeout(1.5, read=3, write=3, pool=None)
     assert _timeout_of(None, (1.5, 7.0)) == httpx.Timeout(1.5, read=7, write=7, pool=None)
+
+
+async def test_a_connection_that_never_opens_times_out_at_the_connect_timeout(
+    bucket: str,
+) -> None:
+    with unanswered_listener() as port:
+        backend = GCSBackend(bucket, "f", api_root=f"http://127.0.0.1:{port}", connect_timeout=0.5)
+        async with Store(backend, retry=FEW) as store:
+            with anyio.fail_after(30):  # a hang fails the test here
+                with pytest.raises(TimeoutError, match=r"'k'.*after 3 attempt") as caught:
+                    await store.head("k")
+    assert caught.value.attempts == 3

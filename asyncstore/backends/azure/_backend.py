@@ -41,6 +41,7 @@ import contextlib
 import datetime
 import email.utils
 import importlib
+import platform
 import re
 import uuid
 from collections.abc import (
@@ -357,6 +358,10 @@ class AzureBackend(Backend):
 
     async def _open_client(self) -> ContainerClient:
         config = self.config
+        # azure-core's user-agent policy calls platform.platform(), which runs
+        # `uname -p` in a subprocess the first time in a process: do that (cached by
+        # the platform module) in a worker thread, not on the event loop.
+        await anyio.to_thread.run_sync(platform.platform)
         stack = contextlib.AsyncExitStack()
         try:
             transport = self._make_transport()

@@ -539,6 +539,13 @@ def resolve(
                     "(for a key or SAS token use account_key= or sas_token=)",
                     key="credential",
                 )
+            if not _is_credential(credential):
+                raise ConfigurationError(
+                    f"option 'credential' of {where} must be an azure-core credential "
+                    "(a token credential with get_token, AzureNamedKeyCredential or "
+                    f"AzureSasCredential), not {type(credential).__name__}",
+                    key="credential",
+                )
             return AzureConfig(
                 **common,
                 account=account,
@@ -605,3 +612,16 @@ def merge(
             )
         merged[name] = value
     return merged
+
+
+def _is_credential(value: object) -> bool:
+    """Whether ``value`` is a credential the Blob client takes (other than a str)."""
+    from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
+
+    if isinstance(value, (AzureNamedKeyCredential, AzureSasCredential)):
+        return True
+    if isinstance(value, dict):
+        return {"account_name", "account_key"} <= set(value)
+    return callable(getattr(value, "get_token", None)) or callable(
+        getattr(value, "get_token_info", None)
+    )
