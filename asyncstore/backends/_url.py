@@ -1,15 +1,15 @@
-"""URL-parsing helpers shared by the cloud backends: the store prefix and option merging."""
+"""URL-parsing helpers shared by the cloud backends: prefix, option merging and values."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
-from .._errors import ConfigurationError, InvalidKeyError
+from .._errors import ConfigurationError, InvalidKeyError, redact_url
 from .._keys import validate_key
 
-__all__ = ["MAX_TIMEOUT", "bounded_int", "check_prefix", "merge_options", "seconds"]
+__all__ = ["MAX_TIMEOUT", "bounded_int", "check_prefix", "merge_options", "seconds", "service_url"]
 
 
 def check_prefix(prefix: object, service: str) -> str:
@@ -138,3 +138,49 @@ def seconds(name: str, value: object, where: str) -> float:
             key=name,
         )
     return number
+
+
+def service_url(name: str, value: object, where: str, credentials_from: str) -> str:
+    """An endpoint option: ``http(s)://host[:port]``, returned as ``scheme://netloc``.
+
+    Args:
+        name: The option's name, for the messages.
+        value: What was given.
+        where: The store, for the messages.
+        credentials_from: Where credentials come from instead, for the message
+            that rejects ``user:password@`` in the URL.
+
+    Raises:
+        ConfigurationError: naming the option, with the value redacted.
+    """
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"option {name!r} of {where} must be a URL string, not {value!r}", key=name
+        )
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - parsed only to reject a bad port
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"option {name!r} of {where} is not a valid URL: {redact_url(value)!r} ({exc})",
+            key=name,
+        ) from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            f"option {name!r} of {where} must be an http:// or https:// URL with a host, "
+            f"not {redact_url(value)!r}",
+            key=name,
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ConfigurationError(
+            f"option {name!r} of {where} must not carry credentials; they come from "
+            f"{credentials_from}",
+            key=name,
+        )
+    if parts.query or parts.fragment or parts.path not in ("", "/"):
+        raise ConfigurationError(
+            f"option {name!r} of {where} must be scheme://host[:port] only, "
+            f"not {redact_url(value)!r}",
+            key=name,
+        )
+    return f"{parts.scheme}://{parts.netloc}"

@@ -37,12 +37,12 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Literal, TypeVar
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import SplitResult, unquote
 
 from ..._errors import ConfigurationError, redact_url
 from .._url import bounded_int as _bounded_int
 from .._url import check_prefix as _check_prefix
-from .._url import merge_options, seconds
+from .._url import merge_options, seconds, service_url
 
 __all__ = [
     "DEFAULT_API_ROOT",
@@ -228,37 +228,9 @@ def _project(value: object, where: str) -> str:
 
 
 def _api_root(value: object, where: str) -> str:
-    if not isinstance(value, str):
-        raise ConfigurationError(
-            f"option 'api_root' of {where} must be a URL string, not {value!r}", key="api_root"
-        )
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - parsed only to reject a bad port
-    except ValueError as exc:
-        raise ConfigurationError(
-            f"option 'api_root' of {where} is not a valid URL: {redact_url(value)!r} ({exc})",
-            key="api_root",
-        ) from exc
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(
-            f"option 'api_root' of {where} must be an http:// or https:// URL with a host, "
-            f"not {redact_url(value)!r}",
-            key="api_root",
-        )
-    if parts.username is not None or parts.password is not None:
-        raise ConfigurationError(
-            f"option 'api_root' of {where} must not carry credentials; they come from "
-            "Application Default Credentials or the service_file option",
-            key="api_root",
-        )
-    if parts.query or parts.fragment or parts.path not in ("", "/"):
-        raise ConfigurationError(
-            f"option 'api_root' of {where} must be scheme://host[:port] only, "
-            f"not {redact_url(value)!r}",
-            key="api_root",
-        )
-    return f"{parts.scheme}://{parts.netloc}"
+    return service_url(
+        "api_root", value, where, "Application Default Credentials or the service_file option"
+    )
 
 
 def _service_file(value: object, where: str) -> str:

@@ -22,12 +22,12 @@ import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from typing import TypeVar
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import SplitResult, unquote
 
 from ..._errors import ConfigurationError, redact_url
 from .._url import bounded_int as _bounded_int
 from .._url import check_prefix as _check_prefix
-from .._url import merge_options, seconds
+from .._url import merge_options, seconds, service_url
 
 
 def _seconds(name: str) -> Callable[[object, str], float]:
@@ -144,38 +144,7 @@ def _region(value: object, where: str) -> str:
 
 
 def _endpoint(value: object, where: str) -> str:
-    if not isinstance(value, str):
-        raise ConfigurationError(
-            f"option 'endpoint' of {where} must be a URL string, not {value!r}", key="endpoint"
-        )
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigurationError(
-            f"option 'endpoint' of {where} is not a valid URL: {redact_url(value)!r} ({exc})",
-            key="endpoint",
-        ) from exc
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(
-            f"option 'endpoint' of {where} must be an http:// or https:// URL with a host, "
-            f"not {redact_url(value)!r}",
-            key="endpoint",
-        )
-    if parts.username is not None or parts.password is not None:
-        raise ConfigurationError(
-            f"option 'endpoint' of {where} must not carry credentials; "
-            "they come from the AWS credential chain",
-            key="endpoint",
-        )
-    if parts.query or parts.fragment or parts.path not in ("", "/"):
-        raise ConfigurationError(
-            f"option 'endpoint' of {where} must be scheme://host[:port] only, "
-            f"not {redact_url(value)!r}",
-            key="endpoint",
-        )
-    del port  # parsed above only to reject a bad one
-    return f"{parts.scheme}://{parts.netloc}"
+    return service_url("endpoint", value, where, "the AWS credential chain")
 
 
 def _bool(value: object, where: str) -> bool:
