@@ -1007,3 +1007,9 @@ async def test_a_named_key_credential_signs_requests(azurite: Azurite, container
     async with Store(backend) as store:
         await store.put("signed", b"by a credential object")
         assert await store.get("signed") == b"by a credential object"
+
+
+def test_an_account_key_with_an_account_url_that_names_no_account_names_the_url() -> None:
+    with pytest.raises(ConfigurationError, match=r"account_url.*names none") as caught:
+        AzureBackend("container", account_url="http://127.0.0.1:1", account_key=AZURITE_KEY)
+    assert caught.value.key == "account_url"

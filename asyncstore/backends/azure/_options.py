@@ -38,7 +38,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from azure.core.pipeline.transport import AsyncHttpTransport
 
-from ..._errors import ConfigurationError
+from ..._errors import ConfigurationError, redact_url
 from .._url import bounded_int as _check_int
 from .._url import check_prefix as _check_prefix
 from .._url import seconds as _seconds
@@ -513,11 +513,13 @@ def resolve(
             account_url = f"https://{account}.blob.core.windows.net"
         if "account_key" in explicit:
             key = _check_secret("account_key", explicit["account_key"], where)
-            if account is None:
+            if account is None:  # so account_url was given, and names no account
                 raise ConfigurationError(
-                    f"Azure store {where!r}: an account key needs the account name "
-                    "(option 'account')",
-                    key="account",
+                    f"Azure store {where!r}: an account key needs the account name, and "
+                    f"option 'account_url' ({redact_url(account_url)!r}) names none: give "
+                    "option 'account', or an account_url like https://NAME.blob.core."
+                    "windows.net or http://host:port/NAME",
+                    key="account_url",
                 )
             return AzureConfig(
                 **common,
