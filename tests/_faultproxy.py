@@ -7,8 +7,10 @@ matches, which it breaks in one of these ways:
 - ``reset_request``: forward the request head and ``after`` bytes of its body,
   then reset both connections (RST, not FIN);
 - ``reset_response``: forward the response head and ``after`` bytes of its body,
-  then reset the client's connection; with ``after=None``, reset before the
-  head: the server did the work, the client never hears of it;
+  wait until the client's side has acknowledged them (a reset discards what
+  the sender has not yet delivered), then reset the client's connection; with
+  ``after=None``, reset before the head: the server did the work, the client
+  never hears of it;
 - ``stall``: forward the response head and ``after`` bytes of its body (with
   ``after=None``, nothing), then send nothing for ``seconds`` (past the
   client's read timeout) and close;
@@ -28,21 +30,38 @@ for as long as its ``async with`` block.
 
 from __future__ import annotations
 
+import array
 import dataclasses
+import fcntl
 import re
 import socket
 import struct
+import termios
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
 
-__all__ = ["Fault", "FaultProxy", "Seen", "unanswered_listener"]
+from asyncstore import TransportError
+
+__all__ = [
+    "Fault",
+    "FaultProxy",
+    "ReadLog",
+    "Seen",
+    "assert_resumed_after_what_arrived",
+    "unanswered_listener",
+]
 
 HEAD_LIMIT = 64 * 1024
 READ_SIZE = 256 * 1024
+#: The longest a reset waits for the client to acknowledge the bytes sent before it.
+DELIVERY_BOUND = 30.0
+#: The longest a test waits for a request it expects the client to send.
+REQUEST_BOUND = 60.0
 
 
 @dataclasses.dataclass
@@ -134,6 +153,7 @@ class FaultProxy:
         self._serving: anyio.CancelScope | None = None
         self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        self._arrived = anyio.Event()
 
     @property
     def endpoint(self) -> str:
@@ -163,6 +183,19 @@ class FaultProxy:
 
     def requests(self, method: str | None = None) -> list[Seen]:
         return [s for s in self.seen if method is None or s.method == method]
+
+    async def wait_for(self, match: Callable[[Seen], bool]) -> Seen:
+        """The first request that ``match`` accepts, once it has arrived.
+
+        Woken by each arriving request, not by polling; fails the test after
+        `REQUEST_BOUND` seconds instead of hanging it.
+        """
+        with anyio.fail_after(REQUEST_BOUND):
+            while True:
+                found = next((s for s in self.seen if match(s)), None)
+                if found is not None:
+                    return found
+                await self._arrived.wait()
 
     async def refuse(self, seconds: float) -> None:
         """Close the listening socket for ``seconds`` (connections are refused), then reopen.
@@ -207,6 +240,8 @@ class FaultProxy:
                 return
             seen = _parse_request(head)
             self.seen.append(seen)
+            self._arrived.set()
+            self._arrived = anyio.Event()
             fault = next((f for f in self.faults if f.take(seen)), None)
             seen.fault = fault.kind if fault else None
             if fault is not None and fault.kind == "status":
@@ -330,6 +365,27 @@ def _rst(stream: anyio.abc.SocketStream) -> None:
         pass
 
 
+def _unacknowledged(stream: anyio.abc.SocketStream) -> int:
+    """Bytes sent on ``stream`` that the peer has not acknowledged yet (Linux: SIOCOUTQ)."""
+    raw = stream.extra(SocketAttribute.raw_socket)
+    queued = array.array("i", [0])
+    fcntl.ioctl(raw.fileno(), termios.TIOCOUTQ, queued)
+    return queued[0]
+
+
+async def _delivered(stream: anyio.abc.SocketStream) -> None:
+    """Wait until the peer has acknowledged every byte sent (at most `DELIVERY_BOUND` s).
+
+    A reset (SO_LINGER 0) discards what is still in the sender's queue: on a
+    busy machine a client that has not yet read would otherwise receive a few
+    KiB of the ``after`` bytes, or none. What the peer's kernel acknowledged, its
+    reader receives before the reset (Linux hands over queued data first).
+    """
+    with anyio.move_on_after(DELIVERY_BOUND):
+        while _unacknowledged(stream):
+            await anyio.sleep(0.001)
+
+
 async def _pipe(source: _Conn, sink: anyio.abc.SocketStream, budget: int | None) -> str:
     """Copy ``source`` to ``sink`` until it ends ("end"), or ``budget`` bytes ("budget")."""
     while data := await source.receive():
@@ -360,6 +416,8 @@ async def _respond(upstream: _Conn, client: anyio.abc.SocketStream, fault: Fault
     else:
         await client.send(_with_close(head))
         outcome = await _pipe(upstream, client, fault.after)
+        if fault.kind == "reset_response":
+            await _delivered(client)
     if fault.kind == "stall":
         # Let go of the server (a single-threaded one would block on the rest of the
         # answer, and every other request with it); only this client is held.
@@ -423,3 +481,90 @@ def unanswered_listener() -> Iterator[int]:
     finally:
         for sock in (*fillers, listener):
             sock.close()
+
+
+@dataclasses.dataclass
+class Received:
+    """One call of a backend's ``read``: the range asked for and what the caller received."""
+
+    start: int
+    end: int | None
+    received: int = 0
+    error: BaseException | None = None
+
+
+class ReadLog:
+    """What a Store actually received from each ranged read of its backend.
+
+    ``ReadLog.attach(store)`` wraps ``store.backend.read``; every call adds a
+    `Received` to `reads`, counting the bytes the backend's stream handed over
+    and the error that ended it, if any. Fault tests assert on this (what the
+    client got) rather than on what the proxy sent.
+    """
+
+    def __init__(self) -> None:
+        self.reads: list[Received] = []
+
+    @classmethod
+    def attach(cls, store: Any) -> ReadLog:
+        log = cls()
+        backend = store.backend
+        original = backend.read
+
+        async def read(key: str, start: int = 0, end: int | None = None, **kw: Any) -> Any:
+            entry = Received(start, end)
+            log.reads.append(entry)
+            return _CountingStream(await original(key, start, end, **kw), entry)
+
+        backend.read = read
+        return log
+
+    def broken(self) -> Received:
+        """The first read that ended in a transport error."""
+        return next(r for r in self.reads if isinstance(r.error, TransportError))
+
+    def retry_of(self, broken: Received) -> Received:
+        """The read after ``broken`` that asked for the rest of its range."""
+        later = self.reads[self.reads.index(broken) + 1 :]
+        return next(r for r in later if r.end == broken.end and r.start >= broken.start)
+
+
+def assert_resumed_after_what_arrived(log: ReadLog) -> None:
+    """The first broken read was received in part, and its retry asked for the rest only."""
+    broken = log.broken()
+    assert broken.received > 0, f"nothing of the broken read arrived: {log.reads}"
+    retry = log.retry_of(broken)
+    assert retry.start == broken.start + broken.received, (
+        f"the retry asked from byte {retry.start}, but the client had received "
+        f"bytes {broken.start}-{broken.start + broken.received}: {log.reads}"
+    )
+
+
+class _CountingStream:
+    def __init__(self, stream: Any, entry: Received) -> None:
+        self.info = stream.info
+        self._stream = stream
+        self._entry = entry
+
+    def __aiter__(self) -> _CountingStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk: bytes = await self._stream.__anext__()
+        except StopAsyncIteration:
+            raise
+        except BaseException as exc:
+            self._entry.error = exc
+            raise
+        self._entry.received += len(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def __aenter__(self) -> _CountingStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

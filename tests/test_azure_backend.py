@@ -705,6 +705,26 @@ async def test_empty_ranges_and_ranges_past_the_end(store: Store) -> None:
         await backend.read("empty", 1)
 
 
+async def test_a_body_cut_short_hands_on_what_arrived_then_raises() -> None:
+    """The pieces held towards a whole READ_PIECE are passed on before the error."""
+    from azure.core.exceptions import IncompleteReadError
+
+    from asyncstore.backends.azure._backend import READ_PIECE
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"a" * 300_000
+        yield b"b" * 100_000
+        raise IncompleteReadError("reset by peer")
+
+    backend = AzureBackend("data", account="myacct", account_key="a2V5")
+    got = []
+    with pytest.raises(ConnectionError, match="cut short"):
+        async for chunk in backend._chunks("k", body()):
+            got.append(chunk)
+    assert got == [b"a" * 300_000 + b"b" * 100_000]
+    assert sum(map(len, got)) < READ_PIECE
+
+
 # --------------------------------------------------------------------------- interoperability
 
 

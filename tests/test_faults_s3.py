@@ -11,7 +11,6 @@ listing of objects and of multipart uploads.
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,7 +18,13 @@ from typing import Any
 
 import anyio
 import pytest
-from _faultproxy import FaultProxy, Seen, unanswered_listener
+from _faultproxy import (
+    FaultProxy,
+    ReadLog,
+    Seen,
+    assert_resumed_after_what_arrived,
+    unanswered_listener,
+)
 from _servers import BUCKET, S3Server
 
 from asyncstore import (
@@ -69,17 +74,6 @@ def is_complete(seen: Seen) -> bool:
 
 def is_ranged_get(seen: Seen) -> bool:
     return seen.method == "GET" and seen.header("range") is not None
-
-
-def ranges(proxy: FaultProxy) -> list[tuple[int, int, str | None]]:
-    """(start, end, fault) of every ranged GET, in order."""
-    out = []
-    for seen in proxy.seen:
-        if is_ranged_get(seen):
-            match = re.fullmatch(r"bytes=(\d+)-(\d+)", seen.header("range") or "")
-            assert match, seen.header("range")
-            out.append((int(match[1]), int(match[2]), seen.fault))
-    return out
 
 
 @pytest.fixture
@@ -165,8 +159,7 @@ async def test_an_upload_completes_through_refused_connections(
     async with make_store(proxy, prefix) as store, anyio.create_task_group() as tg:
 
         async def refuse_after_the_first_part() -> None:
-            while not any(is_part(s) for s in proxy.seen):
-                await anyio.sleep(0.01)
+            await proxy.wait_for(is_part)
             await proxy.refuse(1.0)
 
         tg.start_soon(refuse_after_the_first_part)
@@ -235,6 +228,7 @@ async def test_a_download_completes_through(
     injected = proxy.add(**DOWNLOAD_FAULTS[fault])
     target = tmp_path / "big"
     async with make_store(proxy, prefix) as store:
+        log = ReadLog.attach(store)
         info = await store.download_file(stored, target)
     assert injected.fired >= 1
     assert info.sha256 == DIGEST
@@ -245,12 +239,8 @@ async def test_a_download_completes_through(
     etags = {s.header("if-match") for s in gets[first + 1 :]}
     assert len(etags) == 1 and None not in etags, "every range after the first is pinned"
     if DOWNLOAD_FAULTS[fault]["kind"] != "status":
-        # The broken range resumed from the byte it had reached, not from its start.
-        seen = ranges(proxy)
-        broken = next(i for i, (_, _, f) in enumerate(seen) if f is not None)
-        start, end, _ = seen[broken]
-        resumed = [(s, e) for s, e, _ in seen[broken + 1 :] if e == end and s > start]
-        assert resumed, f"range {start}-{end} was not resumed: {seen}"
+        # The broken range resumed from the byte the client had received, not from its start.
+        assert_resumed_after_what_arrived(log)
 
 
 async def test_a_download_completes_through_refused_connections(
@@ -259,8 +249,7 @@ async def test_a_download_completes_through_refused_connections(
     async with make_store(proxy, prefix) as store, anyio.create_task_group() as tg:
 
         async def refuse_after_the_first_range() -> None:
-            while not any(is_ranged_get(s) for s in proxy.seen):
-                await anyio.sleep(0.01)
+            await proxy.wait_for(is_ranged_get)
             await proxy.refuse(1.0)
 
         tg.start_soon(refuse_after_the_first_range)

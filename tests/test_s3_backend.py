@@ -569,6 +569,23 @@ async def test_read_stream_closed_early_closes_the_body() -> None:
         await stream.__anext__()
 
 
+async def test_read_stream_cut_short_hands_on_what_arrived_then_raises() -> None:
+    """The core resumes after the bytes it got, so none that arrived may be dropped."""
+
+    class _CutBody(_FakeBody):
+        async def read(self, most: int) -> bytes:
+            if not self.pieces:
+                raise ConnectionError("reset by peer", key="k")
+            return await super().read(most)
+
+    body = _CutBody([b"a" * 300_000, b"b" * 100_000])  # less than one chunk, then a reset
+    stream = S3ReadStream(ObjectInfo("k", MiB, "e"), body, contextlib.nullcontext)
+    async with stream:
+        assert await stream.__anext__() == b"a" * 300_000 + b"b" * 100_000
+        with pytest.raises(ConnectionError, match="reset by peer"):
+            await stream.__anext__()
+
+
 # -- integrity -------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 
 import asyncstore
@@ -192,13 +193,21 @@ def test_retry_delay_is_capped_and_jittered() -> None:
 # -- backpressure and memory -----------------------------------------------------------------
 
 
-class SlowPartsBackend(MemoryBackend):
-    """Parts take a while, so the reader has to wait for the window."""
+class GatedPartsBackend(MemoryBackend):
+    """Holds each part until ``width`` parts are in flight or the object's last part came.
 
-    def __init__(self) -> None:
+    So the window fills however busy the machine is, with no sleep: a part is
+    released as soon as the core has sent all the parts it may send at once.
+    """
+
+    def __init__(self, width: int, total: int) -> None:
         super().__init__()
+        self.width = width
+        self.total = total
         self.in_flight = 0
         self.peak = 0
+        self.last_came = False
+        self._arrived = anyio.Event()
 
     async def upload_part(
         self,
@@ -211,13 +220,18 @@ class SlowPartsBackend(MemoryBackend):
     ) -> CompletedPart:
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
-        await anyio.sleep(0.05)  # long enough for the window to fill on a busy machine
+        self.last_came = self.last_came or offset + len(data) >= self.total
+        self._arrived.set()
+        self._arrived = anyio.Event()
+        with anyio.fail_after(60):  # a window that never fills fails here, not by hanging
+            while self.in_flight < self.width and not self.last_came:
+                await self._arrived.wait()
         self.in_flight -= 1
         return await super().upload_part(key, upload_id, number, offset, data, checksums)
 
 
 async def test_window_bounds_parts_in_flight_and_memory_for_an_unsized_stream() -> None:
-    backend = SlowPartsBackend()
+    backend = GatedPartsBackend(3, 40 * 256 * 1024)
     store = Store(backend)
     pulled = 0
 
@@ -244,8 +258,37 @@ async def test_window_bounds_parts_in_flight_and_memory_for_an_unsized_stream() 
     assert info.peak_buffered <= MiB * (3 + 1)
 
 
-class NoParallelBackend(SlowPartsBackend):
+class NoParallelBackend(MemoryBackend):
+    """Counts parts in flight; each lets everything else run before it finishes."""
+
     capabilities = asyncstore.Capabilities(parallel_parts=False)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.peak = 0
+
+    async def upload_part(
+        self,
+        key: str,
+        upload_id: str,
+        number: int,
+        offset: int,
+        data: memoryview,
+        checksums: Mapping[str, bytes],
+    ) -> CompletedPart:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        # Until nothing else can run (no task runnable, no worker thread busy, so the
+        # core has sent every part it would send now): a second part would arrive here.
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        with anyio.fail_after(60):
+            await anyio.wait_all_tasks_blocked()
+            while limiter.borrowed_tokens:
+                await anyio.sleep(0.001)
+                await anyio.wait_all_tasks_blocked()
+        self.in_flight -= 1
+        return await super().upload_part(key, upload_id, number, offset, data, checksums)
 
 
 async def test_backends_without_parallel_parts_get_one_at_a_time() -> None:
@@ -449,7 +492,7 @@ async def test_part_buffers_are_recycled_within_the_window(tmp_path: Any) -> Non
     path = tmp_path / "src.bin"
     path.write_bytes(pattern(20 * MiB))
     reader, _ = await open_source(path, lambda size: MiB, key="k")
-    backend = SlowPartsBackend()
+    backend = GatedPartsBackend(2, 20 * MiB)
     outcome = await upload(
         backend,
         "k",
@@ -476,7 +519,7 @@ async def test_iterable_sources_recycle_their_buffers_too() -> None:
             yield bytearray(pattern(256 * 1024, seed=i))
 
     reader, _ = await open_source(source(), lambda size: MiB, key="k")
-    backend = SlowPartsBackend()
+    backend = GatedPartsBackend(2, 80 * 256 * 1024)
     await upload(
         backend,
         "k",

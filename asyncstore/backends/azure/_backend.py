@@ -84,6 +84,7 @@ from ..._errors import (
     NotFoundError,
     PreconditionFailedError,
     StoreError,
+    TransportError,
     UploadNotFoundError,
 )
 from ..._stream._tasks import task_group
@@ -558,15 +559,24 @@ class AzureBackend(Backend):
         return IteratorReadStream(info, _no_chunks())
 
     async def _chunks(self, key: str, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """The body in pieces of `READ_PIECE` bytes (the last one shorter), as they arrive."""
+        """The body in pieces of `READ_PIECE` bytes (the last one shorter), as they arrive.
+
+        A body cut short hands on the bytes that did arrive before its
+        TransportError, so the core resumes after them.
+        """
         pieces: builtins.list[bytes] = []
         held = 0
         while True:
-            with self._errors("read", key):
-                try:
-                    chunk = await body.__anext__()
-                except StopAsyncIteration:
-                    break
+            try:
+                with self._errors("read", key):
+                    try:
+                        chunk = await body.__anext__()
+                    except StopAsyncIteration:
+                        break
+            except TransportError:
+                if held:
+                    yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                raise
             while held + len(chunk) >= READ_PIECE:
                 cut = READ_PIECE - held
                 pieces.append(chunk[:cut] if cut < len(chunk) else chunk)

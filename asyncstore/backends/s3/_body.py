@@ -29,7 +29,7 @@ from typing import Any
 import anyio
 
 from ..._backend import MiB, ReadStream
-from ..._errors import StoreError
+from ..._errors import StoreError, TransportError
 from ..._types import ObjectInfo
 
 __all__ = ["CHUNK", "PartBody", "S3ReadStream"]
@@ -135,6 +135,7 @@ class S3ReadStream(ReadStream):
         self._on_close = on_close
         self._eof = False
         self._closed = False
+        self._error: TransportError | None = None
 
     async def _piece(self, most: int) -> bytes:
         """The next bytes of the body (b"" at its end)."""
@@ -147,19 +148,28 @@ class S3ReadStream(ReadStream):
         return piece
 
     async def _gather(self) -> bytes:
+        """Up to `CHUNK` bytes; a body cut short hands on what arrived, then raises."""
         pieces: list[bytes] = []
         size = 0
-        with self._errors():
-            while size < CHUNK:
-                piece = await self._piece(CHUNK - size)
-                if not piece:
-                    self._eof = True
-                    break
-                pieces.append(piece)
-                size += len(piece)
+        try:
+            with self._errors():
+                while size < CHUNK:
+                    piece = await self._piece(CHUNK - size)
+                    if not piece:
+                        self._eof = True
+                        break
+                    pieces.append(piece)
+                    size += len(piece)
+        except TransportError as exc:
+            if not pieces:
+                raise
+            self._error = exc  # raised by the next __anext__: the core resumes after these
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def __anext__(self) -> bytes:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
         while not self._closed and not self._eof and self._left != 0:
             chunk = await self._gather()
             if self._skip:
