@@ -29,7 +29,8 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from _moto import MotoServer, fake_aws_env
+from _moto import FAKE_ENV, MotoServer, fake_aws_env
+from _sigv4 import SigV4Proxy
 from azure.storage.blob import BlobServiceClient
 
 from asyncstore.backends.azure._options import AZURITE_ACCOUNT, AZURITE_KEY
@@ -50,11 +51,18 @@ def free_port() -> int:
 
 
 class S3Server:
-    """The moto server of the session, with a boto3 client for checking what is stored."""
+    """The moto server of the session, with a boto3 client for checking what is stored.
 
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
-        self.boto = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    asyncstore's clients reach moto through `SigV4Proxy` (``endpoint``), which checks every
+    request's signature with botocore's signer and records what was sent; the boto3 client
+    of the checks, and the fault proxies, talk to moto directly (``moto_endpoint``).
+    """
+
+    def __init__(self, moto_endpoint: str, proxy: SigV4Proxy) -> None:
+        self.moto_endpoint = moto_endpoint
+        self.proxy = proxy
+        self.endpoint = proxy.endpoint
+        self.boto = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
 
     def backend(self, prefix: str = "", **options: Any) -> S3Backend:
         return S3Backend(BUCKET, prefix, endpoint=self.endpoint, **options)
@@ -85,10 +93,26 @@ class S3Server:
 @pytest.fixture(scope="session")
 def s3() -> Iterator[S3Server]:
     """moto's S3 server on 127.0.0.1, fake credentials in the environment, the test bucket."""
-    with fake_aws_env(), MotoServer() as server:
-        s3 = S3Server(server.endpoint)
+    with (
+        fake_aws_env(),
+        MotoServer() as server,
+        SigV4Proxy(server.endpoint, FAKE_ENV["AWS_SECRET_ACCESS_KEY"]).running() as proxy,
+    ):
+        s3 = S3Server(server.endpoint, proxy)
         s3.boto.create_bucket(Bucket=BUCKET)
         yield s3
+
+
+@pytest.fixture(autouse=True)
+def _signatures_hold(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used moto: every request it sent had botocore's signature."""
+    yield
+    if "s3" in request.fixturenames:
+        s3: S3Server = request.getfixturevalue("s3")
+        failures, s3.proxy.failures[:] = list(s3.proxy.failures), []
+        assert not failures, "requests whose SigV4 signature botocore rejects:\n" + "\n".join(
+            failures
+        )
 
 
 # --------------------------------------------------------------------------- GCS

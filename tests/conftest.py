@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import blockbuster.blockbuster as _bb
 import pytest
 import sniffio
-from _servers import azurite, emulator, s3
+from _servers import _signatures_hold, azurite, emulator, s3
 from blockbuster import BlockBuster, blockbuster_ctx
 
-__all__ = ["azurite", "emulator", "s3"]  # the session's servers, for every module
+__all__ = ["_signatures_hold", "azurite", "emulator", "s3"]  # the session's servers
 
 
 class _AnyEventLoop:

@@ -85,7 +85,7 @@ def prefix(s3: S3Server) -> Iterator[str]:
 
 @pytest.fixture
 async def proxy(s3: S3Server) -> AsyncIterator[FaultProxy]:
-    port = int(s3.endpoint.rsplit(":", 1)[1])
+    port = int(s3.moto_endpoint.rsplit(":", 1)[1])
     async with FaultProxy.running(port) as proxy:
         yield proxy
 

@@ -110,34 +110,23 @@ async def store(backend: S3Backend) -> AsyncIterator[Store]:
 
 
 class Recorder:
-    """Records the requests a client sends (a botocore ``before-send`` hook): what moto
-    cannot show by its answers, the headers can."""
+    """The requests a test sent to moto, as the session's SigV4Proxy saw them (whichever
+    path sent them, the lean one or aiobotocore): what moto cannot show by its answers,
+    the headers can."""
 
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+    def __init__(self, s3: S3Server) -> None:
+        self._proxy = s3.proxy
+        self._start = len(s3.proxy.sent)
 
-    def __call__(self, request: Any, event_name: str, **kwargs: Any) -> None:
-        operation = event_name.rsplit(".", 1)[-1]
-        headers = {name.lower(): _text(value) for name, value in request.headers.items()}
-        body = request.body if isinstance(request.body, bytes) else b""
-        self.requests.append((operation, headers, body))
+    @property
+    def requests(self) -> list[tuple[str, dict[str, str], bytes]]:
+        return [(s.operation, s.headers, s.body) for s in self._proxy.sent[self._start :]]
 
     def of(self, operation: str) -> list[dict[str, str]]:
         return [headers for op, headers, _ in self.requests if op == operation]
 
     def bodies(self, operation: str) -> list[bytes]:
         return [body for op, _, body in self.requests if op == operation]
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-async def record(backend: S3Backend) -> Recorder:
-    recorder = Recorder()
-    client = await backend.client()
-    client.meta.events.register("before-send.s3", recorder)
-    return recorder
 
 
 def b64sha(data: bytes) -> str:
@@ -592,7 +581,7 @@ async def test_read_stream_cut_short_hands_on_what_arrived_then_raises() -> None
 async def test_single_put_sends_sha256_and_records_it_in_metadata(
     s3: S3Server, backend: S3Backend, store: Store, prefix: str
 ) -> None:
-    recorder = await record(backend)
+    recorder = Recorder(s3)
     data = pattern(100_000)
     result = await store.put("single", data)
     (put,) = recorder.of("PutObject")
@@ -608,7 +597,7 @@ async def test_single_put_sends_sha256_and_records_it_in_metadata(
 async def test_multipart_sends_sha256_per_part_and_tags_the_whole_sha256(
     s3: S3Server, backend: S3Backend, store: Store, prefix: str
 ) -> None:
-    recorder = await record(backend)
+    recorder = Recorder(s3)
     data = pattern(3 * 5 * MiB + 123, seed=11)
     result = await store.put("multi", data, chunk_size=5 * MiB, max_concurrency=3)
     assert result.part_count == 4
@@ -686,9 +675,9 @@ async def test_copy_records_the_sha256_in_the_destination_metadata(
 
 
 async def test_copy_above_the_copyobject_limit_uses_upload_part_copy(
-    backend: S3Backend, store: Store
+    s3: S3Server, backend: S3Backend, store: Store
 ) -> None:
-    recorder = await record(backend)
+    recorder = Recorder(s3)
     backend.copy_threshold = backend.copy_part_size = 5 * MiB  # stands in for 5 GiB
     data = pattern(12 * MiB, seed=15)
     await store.put("src", data, content_type="application/x-big", metadata={"m": "2"})
@@ -709,8 +698,8 @@ async def test_copy_above_the_copyobject_limit_uses_upload_part_copy(
 # -- conditional writes ----------------------------------------------------------------------
 
 
-async def test_conditional_put_headers(backend: S3Backend, store: Store) -> None:
-    recorder = await record(backend)
+async def test_conditional_put_headers(s3: S3Server, backend: S3Backend, store: Store) -> None:
+    recorder = Recorder(s3)
     first = await store.put("k", b"1", mode="create")
     await store.put("k", b"2", mode={"if_match": first.etag})
     create, match = recorder.of("PutObject")
@@ -722,7 +711,7 @@ async def test_complete_upload_carries_if_none_match(
     s3: S3Server, backend: S3Backend, prefix: str
 ) -> None:
     """The condition is on CompleteMultipartUpload itself, not only checked up front."""
-    recorder = await record(backend)
+    recorder = Recorder(s3)
     attrs = WriteAttributes(if_none_match=True)
     upload_id = await backend.create_upload("late", attrs)
     s3.boto.put_object(Bucket=BUCKET, Key=f"{prefix}/late", Body=b"another writer won")
@@ -744,7 +733,7 @@ async def test_complete_upload_carries_if_match(
 ) -> None:
     """moto ignores If-Match on CompleteMultipartUpload: the header sent is what is checked."""
     first = await store.put("k", b"v1")
-    recorder = await record(backend)
+    recorder = Recorder(s3)
     await store.put("k", pattern(11 * MiB), mode={"if_match": first.etag}, chunk_size=5 * MiB)
     (complete,) = recorder.of("CompleteMultipartUpload")
     assert complete["if-match"] == f'"{first.etag}"'
@@ -874,7 +863,7 @@ async def test_delete_many_batches_of_1000(
     async with anyio.create_task_group() as tg:
         for key in keys:
             tg.start_soon(put, key)
-    recorder = await record(backend)
+    recorder = Recorder(s3)
     await store.delete_many([*keys, "d/missing", keys[0]])
     assert len(recorder.of("DeleteObjects")) == 2
     assert s3.keys(prefix + "/") == []
@@ -973,30 +962,16 @@ async def test_requests_in_flight_are_limited_to_max_connections(s3: S3Server, p
             await store.put(f"k{i}", b"x" * 100)
         backend = store.backend
         assert isinstance(backend, S3Backend)
-        recorder = await record(backend)
-        peak = 0
-        in_flight = 0
-
-        def sent(**kwargs: Any) -> None:
-            nonlocal in_flight, peak
-            in_flight += 1
-            peak = max(peak, in_flight)
-
-        def done(**kwargs: Any) -> None:
-            nonlocal in_flight
-            in_flight -= 1
-
-        client = await backend.client()
-        client.meta.events.register("before-send.s3.GetObject", sent)
-        client.meta.events.register("after-call.s3.GetObject", done)
+        recorder = Recorder(s3)
         streams = [await backend.read(f"k{i}", 0, 50) for i in range(3)]  # hold 3 slots
         with anyio.move_on_after(0.5) as waited:
             await backend.read("k3", 0, 50)
         assert waited.cancelled_caught  # a 4th request waits for a slot
         for stream in streams:
             await stream.aclose()
+        s3.proxy.peak = 0
         async with anyio.create_task_group() as tg:
             for i in range(12):
                 tg.start_soon(store.get, f"k{i}")
-        assert peak <= 3
+        assert 1 <= s3.proxy.peak <= 3
         assert len(recorder.of("GetObject")) >= 15

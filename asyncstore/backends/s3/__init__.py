@@ -42,7 +42,9 @@ def from_url(url: SplitResult, **options: object) -> S3Backend:
     * ``concurrency``: the store's default parts / ranges in flight (1..100);
     * ``part_size_mb``: the store's default part / range size in MiB (5..5120);
     * ``connect_timeout`` / ``read_timeout``: seconds to wait for a connection
-      (default 10) and for each read of a response (default 60).
+      (default 10) and for each read of a response (default 60);
+    * ``lean``: ``true`` (default) or ``false``: whether GET, HEAD, PUT and
+      UploadPart take asyncstore's lean request path (see ``_lean.py``).
 
     ``concurrency`` and ``part_size_mb`` are exposed as the backend's
     ``default_max_concurrency`` and ``default_chunk_size``. Credentials come
@@ -62,4 +64,5 @@ def from_url(url: SplitResult, **options: object) -> S3Backend:
         part_size_mb=parsed.part_size_mb,
         connect_timeout=parsed.connect_timeout,
         read_timeout=parsed.read_timeout,
+        lean=parsed.lean is not False,
     )

@@ -64,6 +64,7 @@ from ..._meta import SHA256
 from ..._types import CommonPrefix, ObjectInfo
 from ._body import PartBody, S3ReadStream
 from ._client import DEFAULT_MAX_CONNECTIONS, HttpClient, S3ClientFactory
+from ._lean import LeanS3, WrongRegion, http_date
 from ._options import S3Options
 from ._translate import error_code, s3_errors, translate
 
@@ -95,6 +96,69 @@ _MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's limit
 _TAG_CACHE_SIZE = 1024
 _SHA256_VALUE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+
+
+#: The requests the lean path sends itself, with their HTTP method.
+_LEAN_REQUESTS = {
+    "get_object": "GET",
+    "head_object": "HEAD",
+    "put_object": "PUT",
+    "upload_part": "PUT",
+}
+#: Parameters of those requests sent as headers.
+_LEAN_HEADERS = (
+    ("Range", "range"),
+    ("IfMatch", "if-match"),
+    ("IfNoneMatch", "if-none-match"),
+    ("ContentType", "content-type"),
+    ("ChecksumSHA256", "x-amz-checksum-sha256"),
+)
+#: Marks an answer of the lean path (its body holds its own slot).
+_LEAN = "_lean"
+
+
+class _LeanBody:
+    """A lean response's body, read like aiobotocore's (``read(n)``, ``aclose``)."""
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    async def read(self, most: int) -> bytes:
+        data: bytes = await self._response.next_chunk(most)
+        return data
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+def _sdk_shape(response: Any, *, with_body: bool) -> dict[str, Any]:
+    """The fields of a lean response that the SDK's answer would have (and the body)."""
+    headers: Mapping[str, str] = response.headers
+    shaped: dict[str, Any] = {
+        _LEAN: True,
+        "ETag": headers.get("etag", ""),
+        "ContentLength": int(headers.get("content-length") or 0),
+        "ResponseMetadata": {
+            "RequestId": headers.get("x-amz-request-id"),
+            "HTTPStatusCode": response.status,
+        },
+        "Metadata": {
+            name[len("x-amz-meta-") :]: value
+            for name, value in headers.items()
+            if name.startswith("x-amz-meta-")
+        },
+    }
+    if "content-range" in headers:
+        shaped["ContentRange"] = headers["content-range"]
+    if "last-modified" in headers:
+        shaped["LastModified"] = http_date(headers["last-modified"])
+    if "content-type" in headers:
+        shaped["ContentType"] = headers["content-type"]
+    if "x-amz-tagging-count" in headers:
+        shaped["TagCount"] = int(headers["x-amz-tagging-count"])
+    if with_body:
+        shaped["Body"] = _LeanBody(response)
+    return shaped
 
 
 def _unquote(etag: str) -> str:
@@ -175,6 +239,10 @@ class S3Backend(Backend):
         connect_timeout: Seconds to wait for a connection (default 10).
         read_timeout: Seconds to wait for each read of a response (default 60);
             a stalled response fails with a TimeoutError, which the Store retries.
+        lean: Send GET, HEAD, PUT and UploadPart on asyncstore's lean request path
+            (signed with SigV4 and sent by its own HTTP/1.1 client, under asyncio and
+            trio alike) instead of through aiobotocore's per-call pipeline. Off, or
+            with a proxy configured, aiobotocore sends every request.
 
     Attributes:
         options: The parsed options.
@@ -201,6 +269,7 @@ class S3Backend(Backend):
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
+        lean: bool = True,
     ) -> None:
         self.options = S3Options(
             bucket,
@@ -212,6 +281,7 @@ class S3Backend(Backend):
             part_size_mb=part_size_mb,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            lean=lean,
         )
         #: (connect, read) timeouts in seconds.
         self.timeouts = (
@@ -230,6 +300,7 @@ class S3Backend(Backend):
             max_connections=max_connections,
             connect_timeout=self.timeouts[0],
             read_timeout=self.timeouts[1],
+            lean=self.options.lean is not False,
         )
         self._bucket = self.options.bucket
         self._root = self.options.prefix + "/" if self.options.prefix else ""
@@ -297,6 +368,54 @@ class S3Backend(Backend):
         self._bucket_seen = True
         return response
 
+    async def _request(
+        self, what: str, key: str | None, method: str, *, hold: object = None, **params: Any
+    ) -> Any:
+        """Like `_call`, on the lean path for the requests that have one (see ``_lean.py``).
+
+        The answer has the SDK's shape either way. On the lean path the response
+        holds its own slot (freed when its body is closed), so ``hold`` holds none:
+        the answer says so with ``_LEAN``.
+        """
+        await self._clients.get()
+        lean = self._clients.lean
+        if lean is not None and method in _LEAN_REQUESTS:
+            try:
+                response = await self._lean_call(lean, what, key, method, params)
+            except WrongRegion as exc:
+                logger.info(
+                    "%s: the bucket is in region %s, not %s; the SDK sends every request",
+                    self._location,
+                    exc,
+                    lean.signer.region,
+                )
+                self._clients.lean = None
+                await lean.aclose()
+            else:
+                self._bucket_seen = True
+                return response
+        return await self._call(what, key, method, hold=hold, **params)
+
+    async def _lean_call(
+        self, lean: LeanS3, what: str, key: str | None, method: str, params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        verb, query = _LEAN_REQUESTS[method], None
+        headers: dict[str, str] = {}
+        for param, header in _LEAN_HEADERS:
+            if param in params:
+                headers[header] = str(params[param])
+        for name, value in params.get("Metadata", {}).items():
+            headers[f"x-amz-meta-{name}"] = value
+        if method == "upload_part":
+            query = {"partNumber": str(params["PartNumber"]), "uploadId": params["UploadId"]}
+        body = params["Body"].view if "Body" in params else None
+        with self._errors(what, key):
+            response = await lean.request(
+                verb, params["Key"], query=query, headers=headers, body=body
+            )
+            await lean.raise_for_status(response, verb, query)
+        return _sdk_shape(response, with_body=verb == "GET")
+
     async def _lookup(self, what: str, key: str | None, method: str, **params: Any) -> Any:
         """A small request made while holding a slot: outside the limit (RESERVED_CONNECTIONS)."""
         client = await self._clients.get()
@@ -305,7 +424,7 @@ class S3Backend(Backend):
 
     def _release(self, holder: object) -> None:
         slots = self._clients.slots
-        if slots is not None:
+        if slots is not None and holder is not None:
             slots.release_on_behalf_of(holder)
 
     # -- reading -------------------------------------------------------------------------------
@@ -349,7 +468,7 @@ class S3Backend(Backend):
         if if_match is not None:
             params["IfMatch"] = _quote(if_match)
         try:
-            response = await self._call("head", key, "head_object", **params)
+            response = await self._request("head", key, "head_object", **params)
         except NotFoundError as exc:
             if _code(exc) != "NoSuchBucket":
                 await self._check_bucket(key)
@@ -390,13 +509,15 @@ class S3Backend(Backend):
             params["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
         if if_match is not None:
             params["IfMatch"] = _quote(if_match)
-        holder = object()
+        holder: object = object()
         try:
-            response = await self._call("read", key, "get_object", hold=holder, **params)
+            response = await self._request("read", key, "get_object", hold=holder, **params)
         except InvalidRangeError:
             # 416: the range starts at or past the end (S3 answers 416 for any range
             # of an empty object): start == size is an empty body, start > size an error.
             return await self._empty_read(key, start, if_match)
+        if response.get(_LEAN):
+            holder = None  # the lean response holds its own slot
         try:
             return await self._read_stream(key, start, end, ranged, response, holder)
         except BaseException:
@@ -497,7 +618,7 @@ class S3Backend(Backend):
         if "sha256" in checksums:
             params["ChecksumSHA256"] = _b64(checksums["sha256"])
         try:
-            response = await self._call("put", key, "put_object", **params)
+            response = await self._request("put", key, "put_object", **params)
         except (PreconditionFailedError, NotFoundError) as exc:
             raise self._condition_failed(key, attrs, exc) from exc.__cause__
         return WriteResult(_unquote(response["ETag"]), _request_id(response))
@@ -526,7 +647,7 @@ class S3Backend(Backend):
         sha = checksums.get("sha256")
         if sha is None:  # the core always sends it; a direct caller may not
             sha = await _sha256_of(data)
-        response = await self._call(
+        response = await self._request(
             f"upload part {number}",
             key,
             "upload_part",

@@ -76,6 +76,11 @@ class PartBody:
     def __len__(self) -> int:
         return len(self._view)
 
+    @property
+    def view(self) -> memoryview:
+        """The bytes, as a flat buffer."""
+        return self._view
+
     def __aiter__(self) -> _Slices:
         return _Slices(self._view[self._pos :])
 

@@ -34,6 +34,7 @@ import anyio
 import anyio.to_thread
 
 from ..._errors import ConfigurationError
+from ._lean import LeanS3
 from ._options import S3Options
 from ._translate import s3_errors
 
@@ -135,6 +136,7 @@ class S3ClientFactory:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
+        lean: bool = True,
     ) -> None:
         if http_client not in ("auto", "aiohttp", "httpx"):
             raise ConfigurationError(
@@ -160,6 +162,9 @@ class S3ClientFactory:
         self.http_library: str | None = None
         #: The region the client signs for, once made.
         self.region: str | None = None
+        self._lean_wanted = lean
+        #: The lean request path, once the client is made (None: the SDK sends all).
+        self.lean: LeanS3 | None = None
 
     def _session_for(self, library: str) -> Literal["aiohttp", "httpx"]:
         if self._http_client == "auto":
@@ -235,7 +240,26 @@ class S3ClientFactory:
                 with anyio.CancelScope(shield=True):
                     await stack.aclose()
                 raise
-        self.slots = anyio.CapacityLimiter(self._max_connections)
+        slots = anyio.CapacityLimiter(self._max_connections)
+        if self._lean_wanted:
+            try:
+                with s3_errors(
+                    "opening the client", key=None, bucket=options.bucket, location=location
+                ):
+                    self.lean = await LeanS3.setup(
+                        client,
+                        await session.get_credentials(),
+                        options.bucket,
+                        region,
+                        limiter=slots,
+                        connect_timeout=connect_timeout,
+                        read_timeout=read_timeout,
+                    )
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await stack.aclose()
+                raise
+        self.slots = slots
         self._stack = stack
         self.http_library = name
         self.region = region
@@ -248,6 +272,9 @@ class S3ClientFactory:
         self._bound = None
         self._lock = None  # an anyio.Lock belongs to its event loop
         self.slots = None
+        lean, self.lean = self.lean, None
+        if lean is not None:
+            await lean.aclose()
         if stack is not None:
             with anyio.CancelScope(shield=True):
                 await stack.aclose()

@@ -10,7 +10,9 @@
 * ``concurrency``: the store's default parts / ranges in flight, 1..100;
 * ``part_size_mb``: the store's default part / range size in MiB, 5..5120;
 * ``connect_timeout`` / ``read_timeout``: seconds to wait for a connection
-  (default 10) and for each read of a response (default 60).
+  (default 10) and for each read of a response (default 60);
+* ``lean``: ``true`` (default) / ``false``: GET, HEAD, PUT and UploadPart go on
+  asyncstore's own lean request path, or through aiobotocore like the rest.
 
 Anything else is a `ConfigurationError` naming it. Credentials
 never come from the URL: they come from the standard AWS chain.
@@ -45,6 +47,7 @@ OPTION_NAMES = (
     "part_size_mb",
     "connect_timeout",
     "read_timeout",
+    "lean",
 )
 
 T = TypeVar("T")
@@ -70,6 +73,7 @@ class S3Options:
         part_size_mb: The store's default part / range size in MiB, or None.
         connect_timeout: Seconds to wait for a connection, or None (10).
         read_timeout: Seconds to wait for each read of a response, or None (60).
+        lean: Whether the hot requests take the lean path (None: yes).
     """
 
     bucket: str
@@ -81,6 +85,7 @@ class S3Options:
     part_size_mb: int | None = None
     connect_timeout: float | None = None
     read_timeout: float | None = None
+    lean: bool | None = None
 
     def __post_init__(self) -> None:
         check_bucket(self.bucket)
@@ -89,11 +94,12 @@ class S3Options:
         checks = (
             ("region", _region),
             ("endpoint", _endpoint),
-            ("use_path_style", _bool),
+            ("use_path_style", _bool("use_path_style")),
             ("concurrency", _concurrency),
             ("part_size_mb", _part_size_mb),
             ("connect_timeout", _seconds("connect_timeout")),
             ("read_timeout", _seconds("read_timeout")),
+            ("lean", _bool("lean")),
         )
         for name, check in checks:
             value = getattr(self, name)
@@ -147,15 +153,17 @@ def _endpoint(value: object, where: str) -> str:
     return service_url("endpoint", value, where, "the AWS credential chain")
 
 
-def _bool(value: object, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise ConfigurationError(
-        f"option 'use_path_style' of {where} must be true or false, not {value!r}",
-        key="use_path_style",
-    )
+def _bool(name: str) -> Callable[[object, str], bool]:
+    def check(value: object, where: str) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigurationError(
+            f"option {name!r} of {where} must be true or false, not {value!r}", key=name
+        )
+
+    return check
 
 
 def _concurrency(value: object, where: str) -> int:
@@ -197,11 +205,12 @@ def parse_options(url: SplitResult, options: Mapping[str, object]) -> S3Options:
         prefix,
         region=_option(values, "region", _region, text),
         endpoint=_option(values, "endpoint", _endpoint, text),
-        use_path_style=_option(values, "use_path_style", _bool, text),
+        use_path_style=_option(values, "use_path_style", _bool("use_path_style"), text),
         concurrency=_option(values, "concurrency", _concurrency, text),
         part_size_mb=_option(values, "part_size_mb", _part_size_mb, text),
         connect_timeout=_option(values, "connect_timeout", _seconds("connect_timeout"), text),
         read_timeout=_option(values, "read_timeout", _seconds("read_timeout"), text),
+        lean=_option(values, "lean", _bool("lean"), text),
     )
 
 

@@ -1,0 +1,442 @@
+"""A small HTTP/1.1 client on anyio: the backends' lean request path.
+
+The SDKs' per-call pipelines (botocore's event hooks, parsers and user-agent
+assembly; httpx's models and middleware) cost ten to twenty times more CPU per
+small request than the request itself. This client does only what a backend's
+hot operations need: keep-alive connections in a bounded pool, a request head
+and body written as they are, a response head parsed into a dict, and the body
+read by ``Content-Length``, chunked or to the end of the connection. It runs
+unchanged under asyncio and trio (anyio streams), so both event loops get the
+same lean path.
+
+What it deliberately does not do, because the backends' contract gives those
+jobs to others: retry (the core's `RetryPolicy` is the only one), follow
+redirects, decompress, go through proxies (a backend falls back to its SDK
+when one is configured), or sign (each backend signs its own requests).
+
+Errors are Python's own: ``OSError`` subclasses for connections that fail,
+break or end early (`ConnectionClosed`), ``TimeoutError`` for a connect or read
+that takes longer than its timeout. The backend that made the request
+translates them into asyncstore's errors, with the key and location.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import socket
+import ssl
+from collections.abc import Iterable, Mapping
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+from anyio.abc import SocketAttribute
+
+__all__ = [
+    "ConnectionClosed",
+    "HttpPool",
+    "Response",
+    "Target",
+]
+
+#: The most bytes a response head may have.
+HEAD_LIMIT = 64 * 1024
+#: Bytes asked of the socket per receive while the size to come is unknown.
+RECEIVE_SIZE = 256 * 1024
+#: Seconds an idle connection is kept (services close theirs after 20 s or more).
+IDLE_SECONDS = 15.0
+#: A body up to this size is sent in one write with the head.
+SMALL_BODY = 64 * 1024
+#: Bytes per write of a larger body.
+SEND_BLOCK = 1024 * 1024
+
+
+class ConnectionClosed(ConnectionError):
+    """The connection ended or broke before the response did."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Target:
+    """Where requests go: scheme, host and port, and the ``Host`` header to send."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def host_header(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        return self.host if self.port == default else f"{self.host}:{self.port}"
+
+
+class _Connection:
+    __slots__ = ("buffer", "idle_since", "raw", "stream", "token")
+
+    def __init__(self, stream: anyio.abc.ByteStream, raw: socket.socket | None) -> None:
+        self.stream = stream
+        self.raw = raw
+        self.buffer = b""
+        self.idle_since = 0.0
+        #: What holds the pool's slot while the connection is in use.
+        self.token: object | None = None
+
+    def looks_alive(self, now: float) -> bool:
+        """False if the peer closed (or sent anything) while the connection was idle."""
+        if self.buffer or now - self.idle_since > IDLE_SECONDS:
+            return False
+        if self.raw is None:
+            return True
+        # A socket object over the same descriptor (asyncio hands out a wrapper without
+        # recv), detached again so that it closes nothing.
+        peek = socket.socket(fileno=self.raw.fileno())
+        try:
+            peek.setblocking(False)  # it is already: the event loop's sockets never block
+            peek.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return True  # nothing to read: the peer is still there
+        except OSError:
+            return False
+        finally:
+            peek.detach()
+        return False  # EOF, or bytes nobody asked for: either way, not reusable
+
+
+class Response:
+    """A response: status, headers (lower-case names), and a body to read once.
+
+    The connection stays taken until the body is read to its end (then it goes
+    back to the pool) or `aclose` is called (then it is closed, unless the body
+    was complete).
+
+    Attributes:
+        status: The status code.
+        reason: The reason phrase.
+        headers: The headers, names in lower case (repeated ones joined by ", ").
+    """
+
+    __slots__ = (
+        "_chunked",
+        "_conn",
+        "_done",
+        "_left",
+        "_pool",
+        "_reusable",
+        "headers",
+        "reason",
+        "status",
+    )
+
+    def __init__(
+        self,
+        pool: HttpPool,
+        conn: _Connection,
+        status: int,
+        reason: str,
+        headers: dict[str, str],
+        *,
+        bodiless: bool,
+    ) -> None:
+        self._pool = pool
+        self._conn: _Connection | None = conn
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self._reusable = headers.get("connection", "").lower() != "close"
+        self._chunked = False
+        self._left: int | None = 0
+        if not bodiless:
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                self._chunked = True  # _left: bytes left in the current chunk
+            elif "content-length" in headers:
+                value = headers["content-length"]
+                if not value.isdigit():
+                    raise ConnectionClosed(f"bad Content-Length {value!r}")
+                self._left = int(value)
+            else:
+                self._left = None  # to the end of the connection
+                self._reusable = False
+        self._done = not self._chunked and self._left == 0
+
+    @property
+    def complete(self) -> bool:
+        """Whether the body was read to its end."""
+        return self._done
+
+    async def _finish(self) -> None:
+        self._done = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._pool._give_back(conn, reusable=self._reusable)
+
+    async def _receive(self, conn: _Connection, most: int) -> bytes:
+        if conn.buffer:
+            data, conn.buffer = conn.buffer[:most], conn.buffer[most:]
+            return data
+        return await self._pool._receive(conn, most)
+
+    async def next_chunk(self, most: int = RECEIVE_SIZE) -> bytes:
+        """The next bytes of the body, at most ``most`` (b"" once it is all read)."""
+        conn = self._conn
+        if self._done or conn is None:
+            return b""
+        try:
+            if self._chunked:
+                return await self._next_chunked(conn, most)
+            if self._left is None:  # until the connection ends
+                try:
+                    return await self._receive(conn, most)
+                except ConnectionClosed:
+                    await self._finish()
+                    return b""
+            data = await self._receive(conn, min(most, self._left))
+            self._left -= len(data)
+            if self._left == 0:
+                await self._finish()
+        except BaseException:
+            await self.aclose()
+            raise
+        return data
+
+    async def _next_chunked(self, conn: _Connection, most: int) -> bytes:
+        if self._left == 0:
+            line = await self._line(conn)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise ConnectionClosed(f"bad chunk size line {line[:40]!r}") from None
+            if size == 0:
+                while await self._line(conn):  # trailers, up to the empty line
+                    pass
+                await self._finish()
+                return b""
+            self._left = size
+        assert self._left is not None
+        data = await self._receive(conn, min(most, self._left))
+        self._left -= len(data)
+        if self._left == 0:
+            await self._line(conn)  # the CRLF after the chunk's data
+        return data
+
+    async def _line(self, conn: _Connection) -> bytes:
+        while (end := conn.buffer.find(b"\r\n")) < 0:
+            if len(conn.buffer) > HEAD_LIMIT:
+                raise ConnectionClosed("chunk line too long")
+            conn.buffer += await self._pool._receive(conn, RECEIVE_SIZE)
+        line, conn.buffer = conn.buffer[:end], conn.buffer[end + 2 :]
+        return line
+
+    async def read(self, limit: int | None = None) -> bytes:
+        """The rest of the body (more than ``limit`` bytes is a `ConnectionClosed` error)."""
+        pieces = []
+        total = 0
+        while data := await self.next_chunk():
+            pieces.append(data)
+            total += len(data)
+            if limit is not None and total > limit:
+                await self.aclose()
+                raise ConnectionClosed(f"response body longer than {limit} bytes")
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    async def aclose(self) -> None:
+        """Release the connection: back to the pool if the body was read, else closed."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            reusable = self._done and self._reusable
+            self._done = True
+            await self._pool._give_back(conn, reusable=reusable)
+
+
+class HttpPool:
+    """Keep-alive connections to one host, at most ``max_connections`` in use at once.
+
+    A request waits for a free connection (backpressure, never an error); an
+    idle connection that the peer closed is noticed before it is used, and
+    replaced. Use a pool in one event loop.
+
+    Args:
+        target: The host to talk to.
+        max_connections: Requests in flight at once (each holds one connection
+            until its response body is read or closed).
+        connect_timeout: Seconds to wait for a connection (and a TLS handshake).
+        read_timeout: Seconds to wait for each read (or write) on a connection.
+        ssl_context: For https (default: the system's, made on first use in a
+            worker thread).
+        limiter: A limit of requests in flight shared with other requests of the
+            backend (default: the pool's own, of ``max_connections``).
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        max_connections: int,
+        connect_timeout: float,
+        read_timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
+        limiter: anyio.CapacityLimiter | None = None,
+    ) -> None:
+        self.target = target
+        self.max_connections = max_connections
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._ssl = ssl_context
+        self._idle: list[_Connection] = []
+        self._slots: anyio.CapacityLimiter | None = limiter
+        self._host_line = f"Host: {target.host_header}\r\n".encode("latin-1")
+        #: Connections opened so far.
+        self.opened = 0
+
+    @property
+    def slots(self) -> anyio.CapacityLimiter:
+        """The limit of requests in flight (made in the running event loop)."""
+        if self._slots is None:
+            self._slots = anyio.CapacityLimiter(self.max_connections)
+        return self._slots
+
+    async def _connect(self) -> _Connection:
+        target = self.target
+        with anyio.fail_after(self.connect_timeout):
+            if target.scheme == "https":
+                if self._ssl is None:
+                    self._ssl = await anyio.to_thread.run_sync(ssl.create_default_context)
+                stream: anyio.abc.ByteStream = await anyio.connect_tcp(
+                    target.host, target.port, ssl_context=self._ssl, tls_standard_compatible=False
+                )
+                raw = None
+            else:
+                tcp = await anyio.connect_tcp(target.host, target.port)
+                raw = tcp.extra(SocketAttribute.raw_socket)
+                stream = tcp
+        self.opened += 1
+        return _Connection(stream, raw)
+
+    async def _checkout(self) -> _Connection:
+        now = anyio.current_time()
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.looks_alive(now):
+                return conn
+            await self._close(conn)
+        return await self._connect()
+
+    async def _give_back(self, conn: _Connection, *, reusable: bool) -> None:
+        """Free the connection's slot; keep it for the next request, or close it."""
+        token, conn.token = conn.token, None
+        if token is not None:
+            self.slots.release_on_behalf_of(token)
+        if reusable:
+            conn.idle_since = anyio.current_time()
+            self._idle.append(conn)
+        else:
+            await self._close(conn)
+
+    @staticmethod
+    async def _close(conn: _Connection) -> None:
+        with (
+            anyio.CancelScope(shield=True),
+            contextlib.suppress(OSError, anyio.BrokenResourceError),
+        ):
+            await anyio.aclose_forcefully(conn.stream)
+
+    async def _receive(self, conn: _Connection, most: int) -> bytes:
+        try:
+            with anyio.fail_after(self.read_timeout):
+                return await conn.stream.receive(most)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            raise ConnectionClosed(f"the connection to {self.target.host_header} ended") from exc
+
+    async def _send(self, conn: _Connection, data: bytes | memoryview) -> None:
+        try:
+            with anyio.fail_after(self.read_timeout):
+                await conn.stream.send(data)  # type: ignore[arg-type]  # any buffer works
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            raise ConnectionClosed(f"the connection to {self.target.host_header} broke") from exc
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        headers: Iterable[tuple[str, str]] | Mapping[str, str] = (),
+        body: bytes | memoryview | None = None,
+    ) -> Response:
+        """Send a request and return the response once its head has arrived.
+
+        Args:
+            method: "GET", "PUT", ...
+            target: The path and query, already percent-encoded.
+            headers: Headers to send besides ``Host`` and ``Content-Length``.
+            body: The body (sent from the buffer as it is, in `SEND_BLOCK` writes).
+
+        Raises:
+            OSError: the connection failed or broke (`ConnectionClosed`).
+            TimeoutError: a connect, send or read took longer than its timeout.
+        """
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        lines = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), self._host_line]
+        lines += [f"{name}: {value}\r\n".encode("latin-1") for name, value in items]
+        if body is not None:
+            body = memoryview(body).cast("B")
+            lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
+        elif method in ("PUT", "POST", "PATCH"):
+            lines.append(b"Content-Length: 0\r\n\r\n")
+        else:
+            lines.append(b"\r\n")
+        head = b"".join(lines)
+        token = object()
+        await self.slots.acquire_on_behalf_of(token)
+        try:
+            conn = await self._checkout()
+        except BaseException:
+            self.slots.release_on_behalf_of(token)
+            raise
+        conn.token = token
+        try:
+            if body is None:
+                await self._send(conn, head)
+            elif len(body) <= SMALL_BODY:
+                await self._send(conn, head + body)
+            else:
+                await self._send(conn, head)
+                for start in range(0, len(body), SEND_BLOCK):
+                    await self._send(conn, body[start : start + SEND_BLOCK])
+            response = await self._read_head(conn, method)
+        except BaseException:
+            await self._give_back(conn, reusable=False)
+            raise
+        if response.complete:
+            await response._finish()
+        return response
+
+    async def _read_head(self, conn: _Connection, method: str) -> Response:
+        while True:
+            while (end := conn.buffer.find(b"\r\n\r\n")) < 0:
+                if len(conn.buffer) > HEAD_LIMIT:
+                    raise ConnectionClosed("response head too long")
+                conn.buffer += await self._receive(conn, RECEIVE_SIZE)
+            head = conn.buffer[:end].decode("latin-1")
+            conn.buffer = conn.buffer[end + 4 :]
+            status_line, _, rest = head.partition("\r\n")
+            code = status_line[9:12]
+            if not status_line.startswith("HTTP/1.") or not code.isdigit():
+                raise ConnectionClosed(f"bad status line {status_line[:60]!r}")
+            status = int(code)
+            if not 100 <= status < 200:
+                break  # an interim answer (100 Continue) is skipped: the real one follows
+        headers: dict[str, str] = {}
+        for line in rest.split("\r\n"):
+            name, _, value = line.partition(":")
+            name = name.strip().lower()
+            value = value.strip()
+            if name in headers:
+                headers[name] += ", " + value
+            else:
+                headers[name] = value
+        bodiless = method == "HEAD" or status in (204, 304)
+        return Response(self, conn, status, status_line[13:], headers, bodiless=bodiless)
+
+    async def aclose(self) -> None:
+        """Close every idle connection (those in use close as their responses finish)."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await self._close(conn)

@@ -1,0 +1,221 @@
+"""The lean request path of S3: GET, HEAD, PUT and UploadPart, signed and sent by asyncstore.
+
+aiobotocore spends most of a small request's CPU in botocore's per-call
+machinery (event hooks, parameter validation, endpoint rules, the signer,
+response parsing), not on the wire. For the requests that carry the bytes,
+which a service sends by the thousand, the backend builds the request itself,
+signs it with `Signer` (SigV4, ``UNSIGNED-PAYLOAD`` plus the signed
+``x-amz-checksum-sha256`` header) and sends it on the small HTTP/1.1 client of
+``backends/_http.py``, under asyncio and trio alike. The response's headers are
+read directly.
+
+The SDK keeps what it does well, and everything else: the credential chain and
+its refresh (the lean path asks the same credentials object before each
+request), region and endpoint resolution (the base URL is taken once from a
+URL the SDK presigns, so custom endpoints, path or virtual-hosted addressing,
+FIPS and dual-stack endpoints come out as the SDK would send them), and every
+other operation. Errors are turned into botocore ``ClientError`` objects with
+the service's code and message, so they go through the one translation table
+(``_translate.py``) like the SDK's.
+
+The path is not used (the SDK sends every request) when a proxy is configured
+for the endpoint, or with ``lean=False``. A request that S3 redirects to the
+bucket's real region (301/307, or 400 naming another region) makes the backend
+fall back to the SDK, which follows such redirects.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+
+from .._http import HttpPool, Response, Target
+from ._sigv4 import Signer, canonical_query, encode_path
+
+__all__ = ["LeanS3", "WrongRegion", "client_error"]
+
+#: The key presigned once to learn the URL the SDK would send requests to.
+PROBE_KEY = "asyncstore-lean-probe"
+#: The most bytes of an error response read (S3's error documents are small).
+ERROR_BODY_LIMIT = 64 * 1024
+_CODE = re.compile(rb"<Code>([^<]*)</Code>")
+_MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
+_REQUEST_ID = re.compile(rb"<RequestId>([^<]*)</RequestId>")
+
+
+class WrongRegion(Exception):
+    """S3 answered that the bucket lives in another region than the one signed for."""
+
+
+def _operation(method: str, query: Mapping[str, str] | None) -> str:
+    if method == "PUT":
+        return "UploadPart" if query and "partNumber" in query else "PutObject"
+    return "HeadObject" if method == "HEAD" else "GetObject"
+
+
+def client_error(
+    response: Response, body: bytes, operation: str, headers: Mapping[str, str]
+) -> Exception:
+    """A botocore ClientError of an error response, as the SDK would raise it."""
+    import botocore.exceptions  # type: ignore[import-untyped,unused-ignore]
+
+    code = _CODE.search(body)
+    message = _MESSAGE.search(body)
+    request_id = _REQUEST_ID.search(body)
+    error = {
+        "Code": code.group(1).decode("utf-8", "replace") if code else str(response.status),
+        "Message": message.group(1).decode("utf-8", "replace") if message else response.reason,
+    }
+    metadata: dict[str, Any] = {
+        "HTTPStatusCode": response.status,
+        "HTTPHeaders": dict(headers),
+        "RequestId": headers.get("x-amz-request-id")
+        or (request_id.group(1).decode("utf-8", "replace") if request_id else None),
+    }
+    return botocore.exceptions.ClientError(  # type: ignore[no-any-return]
+        {"Error": error, "ResponseMetadata": metadata}, operation
+    )
+
+
+def http_date(value: str | None) -> Any:
+    """A ``Last-Modified`` header as an aware datetime (None if absent or unreadable)."""
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _proxied(url: str) -> bool:
+    """Whether the environment routes requests to ``url`` through a proxy."""
+    split = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    if not proxies.get(split.scheme) and not proxies.get("all"):
+        return False
+    return not urllib.request.proxy_bypass(split.hostname or "")
+
+
+class LeanS3:
+    """Sends the byte-carrying S3 requests of one bucket itself.
+
+    Made by `setup` once the SDK client exists. Every request waits for a slot
+    of ``limiter``, the backend's one bound on requests in flight.
+
+    Args:
+        pool: Connections to the endpoint.
+        prefix: The encoded path before an object key ("/bucket/" for path style).
+        signer: Signs for the client's region.
+        credentials: aiobotocore's credentials object (refreshed as the SDK would).
+    """
+
+    def __init__(self, pool: HttpPool, prefix: str, signer: Signer, credentials: Any) -> None:
+        self.pool = pool
+        self.prefix = prefix
+        self.signer = signer
+        self._credentials = credentials
+        self._host = pool.target.host_header
+
+    @classmethod
+    async def setup(
+        cls,
+        client: Any,
+        credentials: Any,
+        bucket: str,
+        region: str,
+        *,
+        limiter: anyio.CapacityLimiter,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> LeanS3 | None:
+        """The lean path for ``bucket``, or None where the SDK must send every request.
+
+        The SDK presigns a GET of `PROBE_KEY` (no request is made): its URL is
+        where the SDK would send requests for the bucket's keys.
+        """
+        if credentials is None:
+            return None  # anonymous access: leave it all to the SDK
+        url: str = await client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": PROBE_KEY}, ExpiresIn=60
+        )
+        split = urlsplit(url)
+        if (
+            _proxied(url)
+            or split.scheme not in ("http", "https")
+            or not split.hostname
+            or not split.path.endswith("/" + PROBE_KEY)
+        ):
+            return None
+        port = split.port or (443 if split.scheme == "https" else 80)
+        target = Target(split.scheme, split.hostname, port)
+        pool = HttpPool(
+            target,
+            max_connections=limiter.total_tokens,  # type: ignore[arg-type]
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            limiter=limiter,
+        )
+        prefix = split.path[: -len(PROBE_KEY)]
+        return cls(pool, prefix, Signer(region), credentials)
+
+    async def request(
+        self,
+        method: str,
+        key: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        body: memoryview | None = None,
+    ) -> Response:
+        """Sign and send a request for ``key`` (the full key, prefix included).
+
+        Returns the response of any status; an error status is for the caller
+        to turn into an error (`raise_for_status`).
+        """
+        frozen = await self._credentials.get_frozen_credentials()
+        path = self.prefix + encode_path(key)
+        query_string = canonical_query(query.items()) if query else ""
+        sent = headers if headers is not None else {}
+        sent.update(
+            self.signer.sign(
+                method,
+                self._host,
+                path,
+                query_string,
+                sent,
+                access_key=frozen.access_key,
+                secret_key=frozen.secret_key,
+                token=frozen.token,
+            )
+        )
+        target = f"{path}?{query_string}" if query_string else path
+        return await self.pool.request(method, target, sent, body)
+
+    async def raise_for_status(
+        self, response: Response, method: str, query: Mapping[str, str] | None = None
+    ) -> None:
+        """Raise the SDK's ClientError for an error response (after reading its body).
+
+        Raises:
+            WrongRegion: S3 redirected the request to the bucket's own region.
+        """
+        if response.status < 300:
+            return
+        headers = response.headers
+        body = await response.read(ERROR_BODY_LIMIT) if method != "HEAD" else b""
+        await response.aclose()
+        region = headers.get("x-amz-bucket-region")
+        if (
+            response.status in (301, 307) or (response.status == 400 and region)
+        ) and region != self.signer.region:
+            raise WrongRegion(region)
+        raise client_error(response, body, _operation(method, query), headers)
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
