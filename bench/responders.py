@@ -29,19 +29,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import collections
 import email.utils
-import hashlib
 import itertools
 import json
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 MiB = 1024 * 1024
 HEAD_LIMIT = 64 * 1024
@@ -207,7 +204,7 @@ class Responder:
     # -- shared pieces -------------------------------------------------------------------------
 
     @staticmethod
-    def byte_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
+    def byte_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
         """``(start, end)`` (end exclusive) of a Range header; None: none; False: unsatisfiable."""
         if not header:
             return None
@@ -277,7 +274,9 @@ class S3(Responder):
             if obj is None:
                 return self._error(404, "NoSuchKey")
             if request.method == "PUT":
-                obj.tags = dict(re.findall(rb"<Key>(.*?)</Key>\s*<Value>(.*?)</Value>", request.body))  # type: ignore[arg-type]
+                obj.tags = dict(
+                    re.findall(rb"<Key>(.*?)</Key>\s*<Value>(.*?)</Value>", request.body)
+                )  # type: ignore[arg-type]
                 obj.tags = {k.decode(): v.decode() for k, v in obj.tags.items()}  # type: ignore[attr-defined]
                 return Response(200)
             tags = "".join(
@@ -313,7 +312,9 @@ class S3(Responder):
                 parts[int(q["partNumber"])] = body if len(body) <= self.keep_max else len(body)
                 headers = [("ETag", f'"{self.new_etag()}"')]
                 if "x-amz-checksum-sha256" in request.headers:
-                    headers.append(("x-amz-checksum-sha256", request.headers["x-amz-checksum-sha256"]))
+                    headers.append(
+                        ("x-amz-checksum-sha256", request.headers["x-amz-checksum-sha256"])
+                    )
                 return Response(200, headers)
             if request.headers.get("if-none-match") == "*" and obj is not None:
                 return self._error(412, "PreconditionFailed")
@@ -345,9 +346,9 @@ class S3(Responder):
                 }
             ).encode()
             body = (
-                "<InitiateMultipartUploadResult><Bucket>{}</Bucket><Key>{}</Key>"
-                "<UploadId>{}</UploadId></InitiateMultipartUploadResult>"
-            ).format(bucket, key, upload_id)
+                f"<InitiateMultipartUploadResult><Bucket>{bucket}</Bucket><Key>{key}</Key>"
+                f"<UploadId>{upload_id}</UploadId></InitiateMultipartUploadResult>"
+            )
             return Response(200, [("Content-Type", "application/xml")], body.encode())
         if request.method == "POST" and "uploadId" in q:
             parts = self.uploads.pop(q["uploadId"], None)
@@ -364,9 +365,9 @@ class S3(Responder):
                 self.objects[full] = stored
             stored.etag = f"{stored.etag}-{len(pieces)}"
             body = (
-                "<CompleteMultipartUploadResult><Bucket>{}</Bucket><Key>{}</Key>"
-                '<ETag>"{}"</ETag></CompleteMultipartUploadResult>'
-            ).format(bucket, key, stored.etag)
+                f"<CompleteMultipartUploadResult><Bucket>{bucket}</Bucket><Key>{key}</Key>"
+                f'<ETag>"{stored.etag}"</ETag></CompleteMultipartUploadResult>'
+            )
             return Response(200, [("Content-Type", "application/xml")], body.encode())
         if request.method == "DELETE":
             if "uploadId" in q:
@@ -497,7 +498,7 @@ class GCS(Responder):
             parts = request.body.split(b"--" + boundary.group(1).encode())
             meta_part, media_part = parts[1], parts[2]
             meta = json.loads(meta_part.split(b"\r\n\r\n", 1)[1].strip())
-            media_head, _, media = media_part.partition(b"\r\n\r\n")
+            _media_head, _, media = media_part.partition(b"\r\n\r\n")
             media = media[:-2] if media.endswith(b"\r\n") else media
             name = meta.get("name") or q.get("name")
             if (failed := self._check(self.objects.get(f"{bucket}/{name}"), q)) is not None:
@@ -514,8 +515,14 @@ class GCS(Responder):
             if "upload_id" not in q:
                 meta = json.loads(request.body or b"{}")
                 upload_id = f"rs{self.new_etag()}"
-                self.uploads[upload_id] = {0: json.dumps({"bucket": bucket, "meta": meta, "q": q}).encode()}
-                location = f"http://{request.headers.get('host', '127.0.0.1')}/upload/storage/v1/b/{bucket}/o?uploadType=resumable&upload_id={upload_id}"
+                self.uploads[upload_id] = {
+                    0: json.dumps({"bucket": bucket, "meta": meta, "q": q}).encode()
+                }
+                host = request.headers.get("host", "127.0.0.1")
+                location = (
+                    f"http://{host}/upload/storage/v1/b/{bucket}/o"
+                    f"?uploadType=resumable&upload_id={upload_id}"
+                )
                 return Response(200, [("Location", location)])
             return self._resumable_chunk(bucket, q["upload_id"], request)
         return self._error(400, f"uploadType {kind!r} not served")
@@ -528,7 +535,9 @@ class GCS(Responder):
         content_range = request.headers.get("content-range", "")
         total_match = re.fullmatch(r"bytes (?:(\d+)-(\d+)|\*)/(\d+|\*)", content_range)
         if request.body:
-            parts[len(parts)] = request.body if len(request.body) <= self.keep_max else len(request.body)
+            parts[len(parts)] = (
+                request.body if len(request.body) <= self.keep_max else len(request.body)
+            )
             received += len(request.body)
         total = total_match.group(3) if total_match else "*"
         if total == "*" or int(total) != received:
@@ -633,7 +642,9 @@ class Azure(Responder):
         if request.method == "PUT" and comp == "block":
             staged = self.uploads.setdefault(full, {})
             block = len(staged) + 1
-            staged[block] = request.body if len(request.body) <= self.keep_max else len(request.body)
+            staged[block] = (
+                request.body if len(request.body) <= self.keep_max else len(request.body)
+            )
             self.uploads.setdefault(full + "#ids", {})[block] = q["blockid"].encode()  # type: ignore[assignment]
             return Response(201, [("x-ms-request-server-encrypted", "true")])
         if request.method == "PUT" and comp == "blocklist":
@@ -651,7 +662,9 @@ class Azure(Responder):
                 size = sum(p if isinstance(p, int) else len(p) for p in pieces)
                 stored = Obj(None, size, self.new_etag(), **attrs)
                 self.objects[full] = stored
-            return Response(201, [("ETag", self._etag(stored)), ("Last-Modified", _http_date(stored.modified))])
+            return Response(
+                201, [("ETag", self._etag(stored)), ("Last-Modified", _http_date(stored.modified))]
+            )
         if request.method == "PUT" and comp is None:
             conditional = self._conditional(obj, request)
             if conditional is not None:
@@ -690,7 +703,9 @@ class Azure(Responder):
                 for name, value in request.headers.items()
                 if name.startswith("x-ms-meta-")
             },
-            "content_type": request.headers.get("x-ms-blob-content-type", "application/octet-stream"),
+            "content_type": request.headers.get(
+                "x-ms-blob-content-type", "application/octet-stream"
+            ),
         }
 
     def _list(self, container: str, prefix: str) -> Response:
