@@ -177,10 +177,14 @@ class Backend(abc.ABC):
             unless told otherwise (None: the Store's own default). Backends set it
             from URL options such as S3's ``part_size_mb``.
         default_max_concurrency: Likewise for parts / ranges in flight.
+        default_max_connections: The most calls a Store over this backend runs at
+            once unless told otherwise (the size of the backend's connection pool;
+            None: no bound, for backends without connections).
     """
 
     capabilities: Capabilities = Capabilities()
     default_chunk_size: int | None = None
+    default_max_connections: int | None = None
     default_max_concurrency: int | None = None
 
     @abc.abstractmethod

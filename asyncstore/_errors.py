@@ -2,7 +2,7 @@
 
 Every error raised by the public API is a `StoreError`. Backends
 translate their vendor's exceptions where they call the vendor (with
-`map_exceptions`), so no botocore, azure-core or aiohttp exception
+`translating`), so no botocore, azure-core or aiohttp exception
 escapes; the original is kept as ``__cause__``:
 
     StoreError
@@ -31,8 +31,8 @@ never a secret: URLs are shown through `redact_url`.
 from __future__ import annotations
 
 import builtins
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable
+from types import TracebackType
 
 __all__ = [
     "AlreadyExistsError",
@@ -53,7 +53,7 @@ __all__ = [
     "TimeoutError",
     "TransportError",
     "UploadNotFoundError",
-    "map_exceptions",
+    "translating",
     "redact_url",
 ]
 
@@ -164,30 +164,45 @@ class ConnectionError(TransportError, builtins.ConnectionError):
     """The connection could not be made or was lost."""
 
 
-@contextlib.contextmanager
-def map_exceptions(
-    mapping: Mapping[type[BaseException], type[StoreError]], *, key: str | None = None
-) -> Iterator[None]:
-    """Translate foreign exceptions into asyncstore ones, keeping the original as the cause.
+class translating:
+    """``with translating(translate, *args, **context):``: foreign errors become asyncstore's.
 
-    The first entry of ``mapping`` that the exception is an instance of wins;
-    an exception that is already a `StoreError`, or matches nothing,
-    passes through unchanged.
-
-    Args:
-        mapping: Foreign exception type to asyncstore exception type.
-        key: The key the operation was about, set on the translated error.
+    An exception raised in the block that is not already a `StoreError` (nor a
+    cancellation) is handed to ``translate(exc, *args, **context)``, a
+    backend's table of its SDK's and HTTP client's exceptions; the error it
+    returns is raised from the original (kept as ``__cause__``); None lets the
+    original through (a bug, not the service's). The one translating context of
+    every backend, in the spirit of httpcore's ``map_exceptions``: a class, not a
+    generator, because it wraps every request.
     """
-    try:
-        yield
-    except StoreError:
-        raise
-    except Exception as exc:
-        for source, target in mapping.items():
-            if isinstance(exc, source):
-                where = f" (key {key!r})" if key is not None else ""
-                raise target(f"{exc}{where}", key=key) from exc
-        raise
+
+    __slots__ = ("_args", "_context", "_translate")
+
+    def __init__(
+        self,
+        translate: Callable[..., StoreError | None],
+        /,
+        *args: object,
+        **context: object,
+    ) -> None:
+        self._translate = translate
+        self._args = args
+        self._context = context
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None or isinstance(exc, StoreError) or not isinstance(exc, Exception):
+            return
+        error = self._translate(exc, *self._args, **self._context)
+        if error is not None:
+            raise error from exc
 
 
 def redact_url(url: object) -> str:

@@ -28,6 +28,7 @@ from ._stream._files import AtomicFile
 from ._stream._hashing import Sha256, part_checksums_async
 from ._stream._retry import RetryPolicy, call_with_retry
 from ._stream._source import open_source
+from ._stream._tasks import acquire
 from ._stream._upload import ProgressReporter, plan_part_size, upload
 from ._types import CommonPrefix, ObjectInfo, Progress, PutMode, PutResult, TransferInfo
 
@@ -152,6 +153,12 @@ class Store:
             no overall limit, only the backend's connect and read timeouts. A
             caller's own ``anyio.fail_after``/``move_on_after`` scope works the same
             way around any call, and is how to bound a `stream` or `list`.
+        max_connections: The most calls (`get`, `head`, `put`, `delete`, ...) the
+            store runs at once; more wait their turn before doing any work, so a
+            caller who gathers thousands of calls cannot swamp the event loop.
+            Default: the backend's ``default_max_connections``, the size of its
+            connection pool (64 on S3, GCS and Azure; no bound in memory or on
+            local files). Each call's own parts or ranges still share the pool.
     """
 
     def __init__(
@@ -162,6 +169,7 @@ class Store:
         max_concurrency: int | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
+        max_connections: int | None = None,
     ) -> None:
         if not isinstance(backend, Backend):
             raise InvalidArgumentError(
@@ -191,6 +199,30 @@ class Store:
                 key="timeout",
             )
         self.timeout = timeout
+        if max_connections is None:
+            max_connections = backend.default_max_connections
+        #: The most calls in flight at once (None: no bound).
+        self.max_connections = (
+            None if max_connections is None else _positive_int("max_connections", max_connections)
+        )
+        self._slots: anyio.CapacityLimiter | None = None
+
+    @contextlib.asynccontextmanager
+    async def _operation(self, what: str, key: str) -> AsyncIterator[None]:
+        """One call: within the store's ``timeout``, after waiting for one of its slots."""
+        with self._deadline(what, key):
+            if self.max_connections is None:
+                yield
+                return
+            slots = self._slots
+            if slots is None:
+                slots = self._slots = anyio.CapacityLimiter(self.max_connections)
+            token = object()
+            await acquire(slots, token)
+            try:
+                yield
+            finally:
+                slots.release_on_behalf_of(token)
 
     @contextlib.contextmanager
     def _deadline(self, what: str, key: str) -> Iterator[None]:
@@ -260,7 +292,7 @@ class Store:
     ) -> tuple[PutResult, TransferInfo]:
         validate_key(key)
         _check_progress(progress, key)
-        with self._deadline("put", key):
+        async with self._operation("put", key):
             part_size, concurrency = self._sizes(chunk_size, max_concurrency, key)
             attrs = _write_attributes(key, content_type, metadata, mode)
             started = time.perf_counter()
@@ -400,13 +432,13 @@ class Store:
         """
         validate_key(src)
         validate_key(dst)
-        with self._deadline("copy", src):
+        async with self._operation("copy", src):
             await call_with_retry(self.retry, "copy", src, lambda: self.backend.copy(src, dst))
 
     async def delete(self, key: str) -> None:
         """Delete an object. Deleting a key that does not exist is not an error."""
         validate_key(key)
-        with self._deadline("delete", key):
+        async with self._operation("delete", key):
             await call_with_retry(self.retry, "delete", key, lambda: self.backend.delete(key))
 
     async def delete_many(self, keys: Iterable[str]) -> None:
@@ -426,7 +458,7 @@ class Store:
             ) from None
         checked = [validate_key(k) for k in given]
         if checked:
-            with self._deadline("delete_many", checked[0]):
+            async with self._operation("delete_many", checked[0]):
                 await call_with_retry(
                     self.retry,
                     "delete_many",
@@ -457,7 +489,7 @@ class Store:
         `complete_upload`. For a whole source at once, use `put`.
         """
         validate_key(key)
-        with self._deadline("create upload", key):
+        async with self._operation("create upload", key):
             attrs = _write_attributes(key, content_type, metadata, mode)
             return await call_with_retry(
                 self.retry, "create upload", key, lambda: self.backend.create_upload(key, attrs)
@@ -511,7 +543,7 @@ class Store:
                 f"object an upload can make ({caps.max_parts * caps.max_part_size} bytes)",
                 key=key,
             )
-        with self._deadline(f"upload part {number}", key):
+        async with self._operation(f"upload part {number}", key):
             sums = await part_checksums_async(view, self.capabilities.part_checksums)
             return await call_with_retry(
                 self.retry,
@@ -560,7 +592,7 @@ class Store:
                 key=key,
             )
         attrs = _write_attributes(key, content_type, metadata, mode, {SHA256: sha256})
-        with self._deadline("complete upload", key):
+        async with self._operation("complete upload", key):
             result = await call_with_retry(
                 self.retry,
                 "complete upload",
@@ -573,7 +605,7 @@ class Store:
         """Discard an upload and its parts. Aborting twice is not an error."""
         validate_key(key)
         _check_upload_id(upload_id, key)
-        with self._deadline("abort upload", key):
+        async with self._operation("abort upload", key):
             await call_with_retry(
                 self.retry, "abort upload", key, lambda: self.backend.abort_upload(key, upload_id)
             )
@@ -587,7 +619,7 @@ class Store:
             NotFoundError: the key does not exist.
         """
         validate_key(key)
-        with self._deadline("head", key):
+        async with self._operation("head", key):
             info = await call_with_retry(self.retry, "head", key, lambda: self.backend.head(key))
             return public_info(info)
 
@@ -640,7 +672,7 @@ class Store:
             PreconditionFailedError: the object was replaced during the read.
         """
         validate_key(key)
-        with self._deadline("get", key):
+        async with self._operation("get", key):
             part, window = self._sizes(chunk_size, max_concurrency, key)
             download = await self._open(key, start, end, suffix, part)
             data, _, _ = await read_all(download, window=window, verify=verify)
@@ -727,7 +759,7 @@ class Store:
         """
         validate_key(key)
         _check_progress(progress, key)
-        with self._deadline("download", key):
+        async with self._operation("download", key):
             if not isinstance(path, (str, os.PathLike)):
                 raise InvalidArgumentError(
                     f"path for key {key!r} must be a str or os.PathLike, not {type(path).__name__}",

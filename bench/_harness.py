@@ -121,6 +121,9 @@ class LoopLag:
     """
 
     lags: list[float] = field(default_factory=list)
+    #: The event loop thread's CPU seconds between two beats (what the lag would be on an
+    #: idle machine: on a loaded one the wall lag also counts waiting for a CPU).
+    cpu_lags: list[float] = field(default_factory=list)
 
     async def run(self) -> None:
         """Beat until cancelled: with anyio's sleep (asyncio or trio), else asyncio's."""
@@ -129,18 +132,23 @@ class LoopLag:
         except ImportError:  # bench/.venv-peers: asyncio only
             from asyncio import sleep
         while True:
-            before = time.perf_counter()
+            before, cpu_before = time.perf_counter(), time.thread_time()
             await sleep(HEARTBEAT)
             self.lags.append(time.perf_counter() - before - HEARTBEAT)
+            self.cpu_lags.append(time.thread_time() - cpu_before)
 
     def figures(self) -> dict[str, float]:
-        """``loop_lag_max_ms`` and ``loop_lag_p99_ms``; nothing if the heartbeat never woke."""
+        """``loop_lag_max_ms``, ``loop_lag_p99_ms`` and the same of the loop thread's CPU
+        between beats (``loop_cpu_max_ms``, ``loop_cpu_p99_ms``); nothing if it never woke."""
         ordered = sorted(self.lags)
         if not ordered:
             return {}
+        cpu = sorted(self.cpu_lags)
         return {
             "loop_lag_max_ms": ordered[-1] * 1e3,
             "loop_lag_p99_ms": ordered[int(len(ordered) * 0.99)] * 1e3,
+            "loop_cpu_max_ms": cpu[-1] * 1e3,
+            "loop_cpu_p99_ms": cpu[int(len(cpu) * 0.99)] * 1e3,
         }
 
 
@@ -443,6 +451,25 @@ def run_child(
         result["server_cpu_seconds"] = server_cpu
         result["server_cpu_per_wall_s"] = server_cpu / max(result["seconds"], 1e-9)
     return result
+
+
+#: The virtualenv of the peers that cannot share asyncstore's (s3fs and aioboto3 pin
+#: aiobotocore 2.x); their cases never import asyncstore.
+PEER_VENV = BENCH / ".venv-peers"
+PEER_PACKAGES = ("s3fs", "aioboto3", "psutil")
+
+
+def peer_python() -> pathlib.Path:
+    """The interpreter of `PEER_VENV`, created (venv + pip install) on first use."""
+    python = PEER_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {PEER_VENV} (pip install {' '.join(PEER_PACKAGES)}) ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+    probe = [str(python), "-c", "import " + ", ".join(PEER_PACKAGES)]
+    if subprocess.run(probe, capture_output=True, check=False).returncode != 0:
+        install = [str(python), "-m", "pip", "install", "--quiet", *PEER_PACKAGES]
+        subprocess.run(install, check=True)
+    return python
 
 
 def script_parser(doc: str, cases: Sequence[str], out: pathlib.Path) -> argparse.ArgumentParser:

@@ -57,12 +57,12 @@ import concurrent.futures
 import functools
 import importlib.util
 import os
-import pathlib
 import subprocess
 import sys
 from typing import Any
 
 from _harness import (
+    PEER_VENV,
     REPO,
     RESULTS,
     CaseFailed,
@@ -80,6 +80,7 @@ from _harness import (
     measure_asyncio,
     obstore_transfer,
     parse_cases,
+    peer_python,
     print_workload_table,
     run_child,
     script_parser,
@@ -103,8 +104,6 @@ ASYNCSTORE = ("asyncstore-asyncio-aiohttp", "asyncstore-asyncio-httpx", "asyncst
 PEER_VENV_CLIENTS = ("aioboto3", "s3fs")
 LARGE_CLIENTS = (*ASYNCSTORE, "boto3", "obstore", *PEER_VENV_CLIENTS)
 SMALL_CLIENTS = (*ASYNCSTORE, "aiobotocore-raw", "boto3", "obstore", *PEER_VENV_CLIENTS)
-PEER_VENV = REPO / "bench" / ".venv-peers"
-PEER_PACKAGES = ("s3fs", "aioboto3", "psutil")
 CASES = (
     *(f"{direction}:{client}" for client in LARGE_CLIENTS for direction in ("upload", "download")),
     *(f"get-small:{client}" for client in SMALL_CLIENTS),
@@ -380,19 +379,6 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- the parent: the server, the data, every case in a subprocess, the report --------------------
-
-
-def peer_python() -> pathlib.Path:
-    """The interpreter of ``bench/.venv-peers``, created (venv + pip install) on first use."""
-    python = PEER_VENV / "bin" / "python"
-    if not python.exists():
-        print(f"creating {PEER_VENV} (pip install {' '.join(PEER_PACKAGES)}) ...", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
-    probe = [str(python), "-c", "import " + ", ".join(PEER_PACKAGES)]
-    if subprocess.run(probe, capture_output=True, check=False).returncode != 0:
-        install = [str(python), "-m", "pip", "install", "--quiet", *PEER_PACKAGES]
-        subprocess.run(install, check=True)
-    return python
 
 
 def child(name: str, args: argparse.Namespace, server_pid: int) -> dict[str, Any]:

@@ -133,18 +133,24 @@ def test_every_error_is_a_store_error_and_the_builtin_it_resembles() -> None:
             assert issubclass(value, asyncstore.StoreError)
 
 
-def test_map_exceptions_translates_and_keeps_the_cause() -> None:
-    from asyncstore._errors import map_exceptions
+def test_translating_raises_the_tables_error_from_the_original() -> None:
+    from asyncstore._errors import translating
 
-    with (
-        pytest.raises(asyncstore.NotFoundError) as info,
-        map_exceptions({KeyError: asyncstore.NotFoundError}, key="k"),
-    ):
+    def table(exc: BaseException, *, key: str) -> asyncstore.StoreError | None:
+        if isinstance(exc, KeyError):
+            return asyncstore.NotFoundError(f"no {key!r}", key=key)
+        return None
+
+    with pytest.raises(asyncstore.NotFoundError) as info, translating(table, key="k"):
         raise KeyError("boom")
     assert isinstance(info.value.__cause__, KeyError)
     assert info.value.key == "k"
-    with pytest.raises(ZeroDivisionError), map_exceptions({KeyError: asyncstore.NotFoundError}):
+    with pytest.raises(ZeroDivisionError), translating(table, key="k"):  # not in the table
         1 / 0  # noqa: B018
+    ours = asyncstore.PreconditionFailedError("already ours")
+    with pytest.raises(asyncstore.PreconditionFailedError) as same, translating(table, key="k"):
+        raise ours
+    assert same.value is ours
 
 
 # -- key rules as properties ------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""A task group that raises the error users expect, not an ExceptionGroup.
+"""Concurrency helpers: a task group that raises the error users expect, and slots.
+
+`task_group`: a task group that raises the error users expect, not an ExceptionGroup.
 
 anyio wraps every failure of a child task in an ExceptionGroup. Inside the
 engine the children are parts and ranges of one transfer, and the error that
@@ -19,7 +21,21 @@ import anyio.abc
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
-__all__ = ["task_group"]
+__all__ = ["acquire", "task_group"]
+
+
+async def acquire(limiter: anyio.CapacityLimiter, borrower: object) -> None:
+    """Take one of ``limiter``'s tokens for ``borrower``, waiting only if none is free.
+
+    ``CapacityLimiter.acquire_on_behalf_of`` yields to the event loop twice even
+    when a token is free; on a path taken once per request, those round trips
+    cost more than the request's own work. The caller reaches a checkpoint soon
+    after anyway (it is about to do I/O).
+    """
+    try:
+        limiter.acquire_on_behalf_of_nowait(borrower)
+    except anyio.WouldBlock:
+        await limiter.acquire_on_behalf_of(borrower)
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -26,18 +26,26 @@ import contextlib
 import dataclasses
 import socket
 import ssl
-from collections.abc import Iterable, Mapping
+import time
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
 import anyio.to_thread
 from anyio.abc import SocketAttribute
 
+from .._stream._tasks import acquire
+
 __all__ = [
+    "ConnectFailed",
     "ConnectionClosed",
     "HttpPool",
     "Response",
     "Target",
+    "proxied",
+    "target_of",
 ]
 
 #: The most bytes a response head may have.
@@ -52,8 +60,35 @@ SMALL_BODY = 64 * 1024
 SEND_BLOCK = 1024 * 1024
 
 
+def proxied(url: str) -> bool:
+    """Whether the environment routes requests to ``url`` through a proxy (``*_PROXY``).
+
+    The lean client does not speak to proxies: a backend sends such requests
+    through its SDK instead.
+    """
+    split = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    if not proxies.get(split.scheme) and not proxies.get("all"):
+        return False
+    return not urllib.request.proxy_bypass(split.hostname or "")
+
+
+def target_of(url: str) -> Target | None:
+    """The `Target` of an ``http(s)://host[:port]`` URL (None for another scheme)."""
+    split = urlsplit(url)
+    if split.scheme not in ("http", "https") or not split.hostname:
+        return None
+    return Target(
+        split.scheme, split.hostname, split.port or (443 if split.scheme == "https" else 80)
+    )
+
+
 class ConnectionClosed(ConnectionError):
     """The connection ended or broke before the response did."""
+
+
+class ConnectFailed(ConnectionError):
+    """No connection could be opened (refused, unreachable, no such host)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -136,13 +171,17 @@ class Response:
         headers: dict[str, str],
         *,
         bodiless: bool,
+        http10: bool = False,
     ) -> None:
         self._pool = pool
         self._conn: _Connection | None = conn
         self.status = status
         self.reason = reason
         self.headers = headers
-        self._reusable = headers.get("connection", "").lower() != "close"
+        # HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 closes it unless
+        # told to keep it (Python's http.server, the GCS emulator, answer in 1.0).
+        connection = headers.get("connection", "").lower()
+        self._reusable = connection == "keep-alive" if http10 else connection != "close"
         self._chunked = False
         self._left: int | None = 0
         if not bodiless:
@@ -162,6 +201,11 @@ class Response:
     def complete(self) -> bool:
         """Whether the body was read to its end."""
         return self._done
+
+    @property
+    def status_code(self) -> int:
+        """The status (httpx's name for it)."""
+        return self.status
 
     async def _finish(self) -> None:
         self._done = True
@@ -238,6 +282,10 @@ class Response:
                 raise ConnectionClosed(f"response body longer than {limit} bytes")
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
+    async def aread(self) -> bytes:
+        """The rest of the body (httpx's name for `read`)."""
+        return await self.read()
+
     async def aclose(self) -> None:
         """Release the connection: back to the pool if the body was read, else closed."""
         conn, self._conn = self._conn, None
@@ -296,6 +344,14 @@ class HttpPool:
 
     async def _connect(self) -> _Connection:
         target = self.target
+        try:
+            return await self._open(target)
+        except OSError as exc:
+            if isinstance(exc, (TimeoutError, ConnectionError)):
+                raise
+            raise ConnectFailed(f"no connection to {target.host_header}: {exc}") from exc
+
+    async def _open(self, target: Target) -> _Connection:
         with anyio.fail_after(self.connect_timeout):
             if target.scheme == "https":
                 if self._ssl is None:
@@ -312,7 +368,7 @@ class HttpPool:
         return _Connection(stream, raw)
 
     async def _checkout(self) -> _Connection:
-        now = anyio.current_time()
+        now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
             if conn.looks_alive(now):
@@ -326,7 +382,7 @@ class HttpPool:
         if token is not None:
             self.slots.release_on_behalf_of(token)
         if reusable:
-            conn.idle_since = anyio.current_time()
+            conn.idle_since = time.monotonic()
             self._idle.append(conn)
         else:
             await self._close(conn)
@@ -339,8 +395,12 @@ class HttpPool:
         ):
             await anyio.aclose_forcefully(conn.stream)
 
-    async def _receive(self, conn: _Connection, most: int) -> bytes:
+    async def _receive(self, conn: _Connection, most: int, *, timed: bool = True) -> bytes:
+        """The next bytes from the connection, within the read timeout unless ``timed`` is
+        False (the caller's own scope then bounds the wait)."""
         try:
+            if not timed:
+                return await conn.stream.receive(most)
             with anyio.fail_after(self.read_timeout):
                 return await conn.stream.receive(most)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
@@ -348,8 +408,7 @@ class HttpPool:
 
     async def _send(self, conn: _Connection, data: bytes | memoryview) -> None:
         try:
-            with anyio.fail_after(self.read_timeout):
-                await conn.stream.send(data)  # type: ignore[arg-type]  # any buffer works
+            await conn.stream.send(data)  # type: ignore[arg-type]  # any buffer works
         except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             raise ConnectionClosed(f"the connection to {self.target.host_header} broke") from exc
 
@@ -358,7 +417,7 @@ class HttpPool:
         method: str,
         target: str,
         headers: Iterable[tuple[str, str]] | Mapping[str, str] = (),
-        body: bytes | memoryview | None = None,
+        body: bytes | memoryview | Sequence[bytes | memoryview] | None = None,
     ) -> Response:
         """Send a request and return the response once its head has arrived.
 
@@ -366,7 +425,8 @@ class HttpPool:
             method: "GET", "PUT", ...
             target: The path and query, already percent-encoded.
             headers: Headers to send besides ``Host`` and ``Content-Length``.
-            body: The body (sent from the buffer as it is, in `SEND_BLOCK` writes).
+            body: The body: a buffer, or buffers sent one after another (sent from
+                the buffers as they are, in writes of at most `SEND_BLOCK` bytes).
 
         Raises:
             OSError: the connection failed or broke (`ConnectionClosed`).
@@ -375,32 +435,38 @@ class HttpPool:
         items = headers.items() if isinstance(headers, Mapping) else headers
         lines = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), self._host_line]
         lines += [f"{name}: {value}\r\n".encode("latin-1") for name, value in items]
+        pieces: list[memoryview] = []
         if body is not None:
-            body = memoryview(body).cast("B")
-            lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
+            given = [body] if isinstance(body, (bytes, bytearray, memoryview)) else body
+            pieces = [memoryview(piece).cast("B") for piece in given]
+            lines.append(b"Content-Length: %d\r\n\r\n" % sum(len(p) for p in pieces))
         elif method in ("PUT", "POST", "PATCH"):
             lines.append(b"Content-Length: 0\r\n\r\n")
         else:
             lines.append(b"\r\n")
         head = b"".join(lines)
         token = object()
-        await self.slots.acquire_on_behalf_of(token)
+        slots = self.slots
+        await acquire(slots, token)
         try:
             conn = await self._checkout()
         except BaseException:
-            self.slots.release_on_behalf_of(token)
+            slots.release_on_behalf_of(token)
             raise
         conn.token = token
         try:
-            if body is None:
-                await self._send(conn, head)
-            elif len(body) <= SMALL_BODY:
-                await self._send(conn, head + body)
-            else:
-                await self._send(conn, head)
-                for start in range(0, len(body), SEND_BLOCK):
-                    await self._send(conn, body[start : start + SEND_BLOCK])
-            response = await self._read_head(conn, method)
+            # One deadline for the request and the response's head (each write and read of
+            # a large body gets its own): a scope per socket call costs more than the call.
+            with anyio.fail_after(self.read_timeout):
+                if sum(len(piece) for piece in pieces) <= SMALL_BODY:
+                    await self._send(conn, b"".join([head, *pieces]))
+                else:
+                    await self._send(conn, head)
+                    for piece in pieces:
+                        for start in range(0, len(piece), SEND_BLOCK):
+                            with anyio.fail_after(self.read_timeout):
+                                await self._send(conn, piece[start : start + SEND_BLOCK])
+                response = await self._read_head(conn, method)
         except BaseException:
             await self._give_back(conn, reusable=False)
             raise
@@ -413,7 +479,7 @@ class HttpPool:
             while (end := conn.buffer.find(b"\r\n\r\n")) < 0:
                 if len(conn.buffer) > HEAD_LIMIT:
                     raise ConnectionClosed("response head too long")
-                conn.buffer += await self._receive(conn, RECEIVE_SIZE)
+                conn.buffer += await self._receive(conn, RECEIVE_SIZE, timed=False)
             head = conn.buffer[:end].decode("latin-1")
             conn.buffer = conn.buffer[end + 4 :]
             status_line, _, rest = head.partition("\r\n")
@@ -433,7 +499,10 @@ class HttpPool:
             else:
                 headers[name] = value
         bodiless = method == "HEAD" or status in (204, 304)
-        return Response(self, conn, status, status_line[13:], headers, bodiless=bodiless)
+        http10 = status_line.startswith("HTTP/1.0")
+        return Response(
+            self, conn, status, status_line[13:], headers, bodiless=bodiless, http10=http10
+        )
 
     async def aclose(self) -> None:
         """Close every idle connection (those in use close as their responses finish)."""

@@ -9,7 +9,15 @@ from urllib.parse import parse_qsl, urlsplit
 from .._errors import ConfigurationError, InvalidKeyError, redact_url
 from .._keys import validate_key
 
-__all__ = ["MAX_TIMEOUT", "bounded_int", "check_prefix", "merge_options", "seconds", "service_url"]
+__all__ = [
+    "MAX_TIMEOUT",
+    "boolean",
+    "bounded_int",
+    "check_prefix",
+    "merge_options",
+    "seconds",
+    "service_url",
+]
 
 
 def check_prefix(prefix: object, service: str) -> str:
@@ -92,6 +100,21 @@ def merge_options(
             )
         values[name] = given
     return values
+
+
+def boolean(name: str, value: object, where: str) -> bool:
+    """A bool option: a bool, or "true" / "false" (any case) from a URL.
+
+    Raises:
+        ConfigurationError: naming the option and the store.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigurationError(
+        f"option {name!r} of {where} must be true or false, not {value!r}", key=name
+    )
 
 
 def bounded_int(name: str, value: object, where: str, low: int, high: int) -> int:

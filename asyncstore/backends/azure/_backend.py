@@ -40,6 +40,7 @@ import collections
 import contextlib
 import datetime
 import email.utils
+import functools
 import importlib
 import platform
 import re
@@ -86,9 +87,12 @@ from ..._errors import (
     StoreError,
     TransportError,
     UploadNotFoundError,
+    translating,
 )
 from ..._stream._tasks import task_group
 from ..._types import CommonPrefix, ObjectInfo
+from .._http import Response
+from ._lean import LeanAzure
 from ._metadata import decode_metadata, encode_metadata, encode_name
 from ._options import AzureConfig, resolve
 from ._settle import settled
@@ -109,6 +113,8 @@ DELETE_CONCURRENCY = 16
 #: Bytes a read yields at a time: socket reads (64 KiB) are joined up to this, so
 #: that the core sees few, large pieces, while a response is never held whole.
 READ_PIECE = 1 * MiB
+#: Requests in flight at once on the lean path (and the Store's default bound).
+LEAN_CONNECTIONS = 64
 #: Bytes per read of azure-core's aiohttp transport (its default is 4 KiB).
 AIOHTTP_BLOCK = 256 * 1024
 #: BlobClients kept for reuse (making one costs ~0.1 ms of CPU).
@@ -137,6 +143,7 @@ def _etag(value: object) -> str:
     return text if text.startswith(('"', "W/")) else f'"{text}"'
 
 
+@functools.lru_cache(maxsize=1024)  # a service sends the same few dates over and over
 def _parse_http_date(value: str | None) -> datetime.datetime | None:
     if not value:
         return None
@@ -147,7 +154,7 @@ def _parse_http_date(value: str | None) -> datetime.datetime | None:
 
 
 def _content_range_size(headers: Mapping[str, str]) -> int | None:
-    value = headers.get("Content-Range") or ""
+    value = headers.get("content-range") or ""
     _, _, total = value.rpartition("/")
     return int(total) if total.isdigit() else None
 
@@ -170,6 +177,12 @@ def _transport_timeouts(config: AzureConfig) -> tuple[float, float] | None:
     if isinstance(connect, int | float) and isinstance(read, int | float):
         return (float(connect), float(read))
     return None
+
+
+async def _body_of(response: Response) -> AsyncIterator[bytes]:
+    """A lean response's body, as the pieces arrive (the response closes with the stream)."""
+    while piece := await response.next_chunk():
+        yield piece
 
 
 async def _no_chunks() -> AsyncIterator[bytes]:
@@ -209,6 +222,10 @@ class AzureBackend(Backend):
             the Store retries (a download resumes from the byte it reached).
             With a transport object, set its own timeouts instead.
         environ: Where to read ``AZURE_STORAGE_CONNECTION_STRING`` (default: the environment).
+        lean: Send Get Blob, Get Blob Properties, Put Blob and Put Block on
+            asyncstore's lean HTTP/1.1 client (signed with the account key, or with
+            the SAS token) instead of through azure-core's pipeline; token
+            credentials, connection strings and proxies keep the SDK's path.
 
     Attributes:
         timeouts: The (connect, read) timeouts in seconds of the transport, or
@@ -246,6 +263,7 @@ class AzureBackend(Backend):
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
         environ: Mapping[str, str] | None = None,
+        lean: bool = True,
     ) -> None:
         options: dict[str, object] = {
             "account": account,
@@ -260,6 +278,7 @@ class AzureBackend(Backend):
             "part_size_mb": part_size_mb,
             "connect_timeout": connect_timeout,
             "read_timeout": read_timeout,
+            "lean": lean,
         }
         self._setup(resolve(container, prefix, options, environ=environ))
 
@@ -286,6 +305,9 @@ class AzureBackend(Backend):
         self._closed = False
         self._transport_settles = True
         self._transport_name: str | None = None
+        self._lean: LeanAzure | None = None
+        self._lean_ready = False
+        self.default_max_connections = LEAN_CONNECTIONS
 
     def describe(self) -> str:
         where = self.config.account_url or "?"
@@ -298,7 +320,7 @@ class AzureBackend(Backend):
 
     # -- the SDK client ----------------------------------------------------------------------
 
-    def _errors(self, what: str, key: str | None) -> contextlib.AbstractContextManager[None]:
+    def _errors(self, what: str, key: str | None) -> translating:
         return azure_errors(
             what,
             key=key,
@@ -425,6 +447,48 @@ class AzureBackend(Backend):
         stack.push_async_callback(credential.close)
         return credential
 
+    async def _lean_path(self) -> LeanAzure | None:
+        """The lean request path (made with the SDK client; None: the SDK sends all)."""
+        if not self._lean_ready:
+            await self._client()
+            config = self.config
+            if not self._lean_ready and self._stack is not None:
+                lean = None
+                if config.lean and config.account_url is not None:
+                    lean = LeanAzure.setup(
+                        f"{config.account_url.rstrip('/')}/{config.container}",
+                        (await self._client()).api_version,
+                        auth=config.auth,
+                        account=config.account,
+                        account_key=config.account_key,
+                        sas_token=config.sas_token,
+                        max_connections=LEAN_CONNECTIONS,
+                        connect_timeout=config.timeouts[0],
+                        read_timeout=config.timeouts[1],
+                    )
+                if lean is not None:
+                    self._stack.push_async_callback(lean.aclose)
+                self._lean, self._lean_ready = lean, True
+        return self._lean
+
+    async def _lean_send(
+        self,
+        lean: LeanAzure,
+        method: str,
+        key: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        body: memoryview | None = None,
+    ) -> Response:
+        """A lean request whose whole answer is read (for writes and HEAD); its response."""
+        response = await lean.request(
+            method, self._root + key, query=query, headers=headers, body=body
+        )
+        await lean.raise_for_status(response, method)
+        await response.read()
+        return response
+
     async def _blob(self, key: str) -> BlobClient:
         blob = self._blobs.get(key)
         if blob is not None:
@@ -443,6 +507,7 @@ class AzureBackend(Backend):
         stack, self._stack = self._stack, None
         self._container = None
         self._blobs.clear()
+        self._lean, self._lean_ready = None, False
         if stack is not None:
             with anyio.CancelScope(shield=True):
                 await stack.aclose()
@@ -461,20 +526,21 @@ class AzureBackend(Backend):
         )
 
     def _info_from_headers(self, key: str, headers: Mapping[str, str]) -> ObjectInfo:
+        """ObjectInfo from a Get Blob (Properties) answer's headers (lower-case names)."""
         size = _content_range_size(headers)
         if size is None:
-            size = int(headers.get("Content-Length") or 0)
+            size = int(headers.get("content-length") or 0)
         stored = {
             name[len("x-ms-meta-") :]: value
             for name, value in headers.items()
-            if name.lower().startswith("x-ms-meta-")
+            if name.startswith("x-ms-meta-")
         }
         return ObjectInfo(
             key=key,
             size=size,
-            etag=_etag(headers.get("ETag")),
-            last_modified=_parse_http_date(headers.get("Last-Modified")),
-            content_type=headers.get("Content-Type"),
+            etag=_etag(headers.get("etag")),
+            last_modified=_parse_http_date(headers.get("last-modified")),
+            content_type=headers.get("content-type"),
             metadata=decode_metadata(stored),
         )
 
@@ -484,6 +550,11 @@ class AzureBackend(Backend):
         Raises:
             NotFoundError: The key does not exist.
         """
+        lean = await self._lean_path()
+        if lean is not None:
+            with self._errors("head", key):
+                response = await self._lean_send(lean, "HEAD", key)
+            return self._info_from_headers(key, response.headers)
         blob = await self._blob(key)
         with self._errors("head", key):
             props = await blob.get_blob_properties()
@@ -516,8 +587,11 @@ class AzureBackend(Backend):
             )
         if end is not None and end == start:  # HTTP cannot ask for zero bytes
             return await self._empty_read(key, start, if_match)
-        blob = await self._blob(key)
         byte_range = f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
+        lean = await self._lean_path()
+        if lean is not None:
+            return await self._lean_read(lean, key, start, byte_range, if_match)
+        blob = await self._blob(key)
         conditions = ModifiedAccessConditions(if_match=if_match) if if_match is not None else None
 
         def keep(pipeline_response: Any, body: Any, headers: Any) -> tuple[Any, Any]:
@@ -537,7 +611,7 @@ class AzureBackend(Backend):
                 )
         except InvalidRangeError:  # start >= size, or an empty blob
             return await self._empty_read(key, start, if_match)
-        info = self._info_from_headers(key, response.headers)
+        info = self._info_from_headers(key, {k.lower(): v for k, v in response.headers.items()})
 
         async def close() -> None:
             with anyio.CancelScope(shield=True):
@@ -547,6 +621,23 @@ class AzureBackend(Backend):
                 await response.close()
 
         return IteratorReadStream(info, self._chunks(key, body), close=close)
+
+    async def _lean_read(
+        self, lean: LeanAzure, key: str, start: int, byte_range: str, if_match: str | None
+    ) -> ReadStream:
+        headers = {"x-ms-range": byte_range}
+        if if_match is not None:
+            headers["if-match"] = if_match
+        try:
+            with self._errors("read", key):
+                response = await lean.request("GET", self._root + key, headers=headers)
+                await lean.raise_for_status(response, "GET")
+        except InvalidRangeError:  # start >= size, or an empty blob
+            return await self._empty_read(key, start, if_match)
+        info = self._info_from_headers(key, response.headers)
+        return IteratorReadStream(
+            info, self._chunks(key, _body_of(response)), close=response.aclose
+        )
 
     async def _empty_read(self, key: str, start: int, if_match: str | None) -> ReadStream:
         info = await self._head_pinned(key, if_match)
@@ -627,6 +718,9 @@ class AzureBackend(Backend):
             PreconditionFailedError: ``attrs.if_match`` does not match.
             IntegrityError: the bytes arrived damaged (Content-MD5 mismatch).
         """
+        lean = await self._lean_path()
+        if lean is not None:
+            return await self._lean_put(lean, key, data, attrs, checksums)
         blob = await self._blob(key)
         body = BufferBody(data)
         headers = {f"x-ms-meta-{n}": v for n, v in encode_metadata(attrs.metadata, key=key).items()}
@@ -654,6 +748,34 @@ class AzureBackend(Backend):
                 )
             )
         return WriteResult(etag=_etag(result["ETag"]), request_id=result.get("x-ms-request-id"))
+
+    async def _lean_put(
+        self,
+        lean: LeanAzure,
+        key: str,
+        data: memoryview,
+        attrs: WriteAttributes,
+        checksums: Mapping[str, bytes],
+    ) -> WriteResult:
+        headers = {"x-ms-blob-type": "BlockBlob"}
+        headers.update(
+            (f"x-ms-meta-{n}", v) for n, v in encode_metadata(attrs.metadata, key=key).items()
+        )
+        if attrs.content_type:
+            headers["x-ms-blob-content-type"] = attrs.content_type
+        if attrs.if_match is not None:
+            headers["if-match"] = attrs.if_match
+        if attrs.if_none_match:
+            headers["if-none-match"] = "*"
+        headers.update((k.lower(), v) for k, v in _md5_header(checksums).items())
+        with self._write_errors("put", key, attrs):
+            response = await settled(
+                lambda: self._lean_send(lean, "PUT", key, headers=headers, body=_byte_view(data))
+            )
+        return WriteResult(
+            etag=_etag(response.headers.get("etag")),
+            request_id=response.headers.get("x-ms-request-id"),
+        )
 
     async def create_upload(self, key: str, attrs: WriteAttributes) -> str:
         """Make an upload id: Azure has no "start" call, the blocks make the upload.
@@ -693,9 +815,20 @@ class AzureBackend(Backend):
                 f"between 1 and {self.capabilities.max_parts}",
                 key=key,
             )
-        blob = await self._blob(key)
         view = _byte_view(data)
         name = block_id(upload_id, number)
+        lean = await self._lean_path()
+        if lean is not None:
+            headers = {k.lower(): v for k, v in _md5_header(checksums).items()}
+            query = {"comp": "block", "blockid": name}
+            with self._errors(f"stage block {number}", key):
+                await settled(
+                    lambda: self._lean_send(
+                        lean, "PUT", key, query=query, headers=headers, body=view
+                    )
+                )
+            return CompletedPart(number, offset, view.nbytes, etag=name, checksums=checksums)
+        blob = await self._blob(key)
         body: Any = BufferBody(view)  # sent in slices, not copied (see BufferBody)
         with self._errors(f"stage block {number}", key):
             await self._write(

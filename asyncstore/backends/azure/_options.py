@@ -9,7 +9,7 @@ the names other tools use):
 
 Options, in the URL query or as keyword arguments: ``account``,
 ``account_url``, ``anonymous``, ``transport``, ``concurrency``,
-``part_size_mb``, ``connect_timeout``, ``read_timeout``. Secrets are
+``part_size_mb``, ``connect_timeout``, ``read_timeout``, ``lean``. Secrets are
 keyword arguments only (``connection_string``, ``account_key``,
 ``sas_token``, ``credential``): in a URL they would end up in logs and shell
 histories, so they are rejected there.
@@ -39,6 +39,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 from azure.core.pipeline.transport import AsyncHttpTransport
 
 from ..._errors import ConfigurationError, redact_url
+from .._url import boolean
 from .._url import bounded_int as _check_int
 from .._url import check_prefix as _check_prefix
 from .._url import seconds as _seconds
@@ -70,6 +71,7 @@ OPTION_NAMES = (
     "part_size_mb",
     "connect_timeout",
     "read_timeout",
+    "lean",
 )
 #: Options that carry secrets: keyword arguments only.
 KEYWORD_ONLY = ("connection_string", "account_key", "sas_token", "credential")
@@ -115,6 +117,8 @@ class AzureConfig:
         read_timeout: Seconds to wait for each read or write on a connection, or
             None (120): a stalled response fails with a TimeoutError, which the
             Store retries.
+        lean: Whether Get Blob, Get Blob Properties, Put Blob and Put Block take
+            asyncstore's lean request path (account key, SAS or anonymous access).
     """
 
     container: str
@@ -127,6 +131,7 @@ class AzureConfig:
     part_size_mb: int | None = None
     connect_timeout: float | None = None
     read_timeout: float | None = None
+    lean: bool = True
     connection_string: str | None = dataclasses.field(default=None, repr=False)
     account_key: str | None = dataclasses.field(default=None, repr=False)
     sas_token: str | None = dataclasses.field(default=None, repr=False)
@@ -288,16 +293,6 @@ def _account_from_url(account_url: str) -> str | None:
     return segment if _ACCOUNT.match(segment) else None
 
 
-def _check_bool(name: str, value: object, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise ConfigurationError(
-        f"option {name!r} of {where} must be true or false, not {value!r}", key=name
-    )
-
-
 def _check_secret(name: str, value: object, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigurationError(
@@ -423,7 +418,7 @@ def resolve(
     account_url = (
         _check_account_url(given["account_url"], where) if "account_url" in given else None
     )
-    anonymous = _check_bool("anonymous", given.get("anonymous", False), where)
+    anonymous = boolean("anonymous", given.get("anonymous", False), where)
     transport = given.get("transport", "auto")
     if not isinstance(transport, AsyncHttpTransport) and transport not in TRANSPORTS:
         raise ConfigurationError(
@@ -459,6 +454,7 @@ def resolve(
         "transport": transport,
         "concurrency": concurrency,
         "part_size_mb": part_size_mb,
+        "lean": boolean("lean", given.get("lean", True), where),
         **timeouts,
     }
     if account_url is not None:

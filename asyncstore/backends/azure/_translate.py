@@ -29,10 +29,10 @@ scrubbed from any text the SDK produced).
 
 from __future__ import annotations
 
-import contextlib
+import builtins
 import enum
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -66,6 +66,7 @@ from ..._errors import (
     TimeoutError,
     TransportError,
     UploadNotFoundError,
+    translating,
 )
 
 __all__ = ["azure_errors", "error_code", "scrub", "translate"]
@@ -234,6 +235,12 @@ def translate(
         )
     if isinstance(exc, AzureError | httpx.HTTPError):
         return StoreError(f"{what} of {subject} failed: {scrub(str(exc), secrets)}", key=key)
+    if isinstance(exc, builtins.TimeoutError):  # the lean client's, and anyio's
+        return TimeoutError(f"{what} of {subject} timed out", key=key)
+    if isinstance(exc, OSError):  # the lean client's connections
+        return ConnectionError(
+            f"{what} of {subject}: connection failed: {scrub(str(exc), secrets)}", key=key
+        )
     if type(exc).__module__.startswith("aiohttp"):
         return ConnectionError(
             f"{what} of {subject}: connection failed: {scrub(str(exc), secrets)}", key=key
@@ -241,7 +248,6 @@ def translate(
     return None
 
 
-@contextlib.contextmanager
 def azure_errors(
     what: str,
     *,
@@ -249,20 +255,12 @@ def azure_errors(
     container: str,
     location: str,
     secrets: Sequence[str] = (),
-) -> Iterator[None]:
+) -> translating:
     """Translate SDK exceptions raised in the block (see `translate`).
 
     asyncstore errors and exceptions that are not the SDK's (bugs, cancellation)
     pass through unchanged.
     """
-    try:
-        yield
-    except StoreError:
-        raise
-    except Exception as exc:
-        error = translate(
-            exc, what=what, key=key, container=container, location=location, secrets=secrets
-        )
-        if error is None:
-            raise
-        raise error from exc
+    return translating(
+        translate, what=what, key=key, container=container, location=location, secrets=secrets
+    )

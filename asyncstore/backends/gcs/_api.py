@@ -18,7 +18,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import anyio
 import httpx
@@ -27,7 +27,9 @@ from gcloud.aio.storage import Storage
 
 from ..._backend import WriteAttributes
 from ..._errors import PreconditionFailedError, StoreError, TransportError
+from ..._stream._tasks import acquire
 from ..._types import ObjectInfo
+from .._http import HttpPool, Response
 from ._http import CompatSession, TokenSource
 from ._translate import Where, gcs_errors, raise_for_status
 
@@ -80,7 +82,7 @@ class Media:
             timeout), or None when it is whole.
     """
 
-    response: httpx.Response
+    response: httpx.Response | Response
     body: bytes
     error: TransportError | None = None
 
@@ -93,11 +95,11 @@ class BodyPieces(httpx.AsyncByteStream):
     """
 
     def __init__(self, *pieces: bytes | memoryview) -> None:
-        self._pieces = [memoryview(piece).cast("B") for piece in pieces]
-        self.size = sum(piece.nbytes for piece in self._pieces)
+        self.pieces = [memoryview(piece).cast("B") for piece in pieces]
+        self.size = sum(piece.nbytes for piece in self.pieces)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return _Slices(self._pieces)
+        return _Slices(self.pieces)
 
     async def aclose(self) -> None:
         """Nothing to release."""
@@ -163,8 +165,11 @@ class GCSApi:
         service_file: str | None,
         max_connections: int = 64,
         timeouts: tuple[float, float] | None = None,
+        pool: HttpPool | None = None,
     ) -> None:
         self.client = client
+        #: The lean request path (None: httpx sends every request).
+        self.pool = pool
         self.bucket = bucket
         self.root = root
         self.api_root = api_root
@@ -229,7 +234,7 @@ class GCSApi:
         content: bytes | BodyPieces | None = None,
         ok: Sequence[int] = (),
         raw: bool = False,
-    ) -> tuple[httpx.Response, bytes]:
+    ) -> tuple[httpx.Response | Response, bytes]:
         """Send a request, read the whole answer; raise the translated error for an error status.
 
         Statuses in ``ok`` are returned like successes. With ``raw`` the body is
@@ -237,6 +242,9 @@ class GCSApi:
         a gzip-encoded object). The body is always read to its end, so that no
         half-read httpx stream is left for the garbage collector (trio warns).
         """
+        target = self._lean_target(url, params)
+        if target is not None:
+            return await self._send_lean(method, target, where, headers, content, ok)
         async with self.limiter:
             sent = await self.headers(headers)
             with gcs_errors(where):
@@ -278,6 +286,9 @@ class GCSApi:
         """
         pieces: list[bytes] = []
         cut: Exception | None = None
+        target = self._lean_target(url, params)
+        if target is not None:
+            return await self._get_media_lean(target, where, headers, ok)
         async with self.limiter:
             sent = await self.headers(headers)
             with gcs_errors(where):
@@ -295,14 +306,75 @@ class GCSApi:
                         cut = exc
                 finally:
                     await response.aclose()
-        error: TransportError | None = None
-        if cut is not None:
-            try:
-                with gcs_errors(where):
-                    raise cut
-            except TransportError as translated:
-                error = translated
-        return Media(response, b"".join(pieces), error)
+        return Media(response, b"".join(pieces), _cut(cut, where))
+
+    # -- the lean path: the same requests on backends/_http.py's client instead of httpx
+
+    def _lean_target(self, url: str, params: Mapping[str, str] | None) -> str | None:
+        """``url``'s path and query for the lean client (None: a URL it does not serve)."""
+        if self.pool is None or not url.startswith(self.api_root + "/"):
+            return None
+        path = url[len(self.api_root) :]
+        if params:
+            joiner = "&" if "?" in path else "?"
+            path += joiner + urlencode(params, quote_via=quote)
+        return path
+
+    async def _send_lean(
+        self,
+        method: str,
+        target: str,
+        where: Where,
+        headers: Mapping[str, str] | None,
+        content: bytes | BodyPieces | None,
+        ok: Sequence[int],
+    ) -> tuple[Response, bytes]:
+        assert self.pool is not None
+        token = object()
+        await acquire(self.limiter, token)
+        try:
+            sent = await self.headers(headers)
+            body = content.pieces if isinstance(content, BodyPieces) else content
+            with gcs_errors(where):
+                response = await self.pool.request(method, target, sent, body)
+                try:
+                    if response.status >= 400 and response.status not in ok:
+                        await raise_for_status(response, where)
+                    data = await response.read()
+                finally:
+                    await response.aclose()
+        finally:
+            self.limiter.release_on_behalf_of(token)
+        return response, data
+
+    async def _get_media_lean(
+        self, target: str, where: Where, headers: Mapping[str, str], ok: Sequence[int]
+    ) -> Media:
+        assert self.pool is not None
+        pieces: list[bytes] = []
+        cut: Exception | None = None
+        token = object()
+        await acquire(self.limiter, token)
+        try:
+            sent = await self.headers(headers)
+            with gcs_errors(where):
+                response = await self.pool.request("GET", target, sent)
+                try:
+                    if response.status >= 400 and response.status not in ok:
+                        await raise_for_status(response, where)
+                    try:
+                        while piece := await response.next_chunk():
+                            pieces.append(piece)
+                    except OSError as exc:  # TimeoutError included
+                        if not pieces or response.status >= 300:
+                            raise
+                        cut = exc
+                finally:
+                    await response.aclose()
+        finally:
+            self.limiter.release_on_behalf_of(token)
+        body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return Media(response, body, _cut(cut, where))
 
     async def send_json(
         self,
@@ -358,6 +430,18 @@ class GCSApi:
             headers=headers,
             content=BodyPieces(head, data, tail),
         )
+
+
+def _cut(cause: Exception | None, where: Where) -> TransportError | None:
+    """The TransportError of a body cut short by ``cause`` (None if it was not)."""
+    if cause is None:
+        return None
+    try:
+        with gcs_errors(where):
+            raise cause
+    except TransportError as translated:
+        return translated
+    return None  # pragma: no cover - gcs_errors raises a StoreError for every exception
 
 
 def decode_json(body: bytes, where: Where) -> JSON:

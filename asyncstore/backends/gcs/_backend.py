@@ -15,7 +15,6 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
-import httpx
 
 from ..._backend import (
     Backend,
@@ -37,6 +36,7 @@ from ..._errors import (
 )
 from ..._stream._tasks import task_group
 from ..._types import CommonPrefix, ObjectInfo
+from .._http import HttpPool, proxied, target_of
 from ._api import (
     JSON_TIMEOUT,
     GCSApi,
@@ -49,7 +49,7 @@ from ._api import (
 from ._crc32c import to_base64
 from ._http import default_timeouts, make_client
 from ._options import DEFAULT_MAX_CONNECTIONS, GCSOptions, UploadMethod, resolve_api_root
-from ._translate import Where, gcs_errors, status_error
+from ._translate import Answer, Where, gcs_errors, status_error
 from ._uploads import TEMP_SEGMENT, Uploads
 
 __all__ = ["GCSBackend"]
@@ -87,6 +87,13 @@ _RESUMABLE = Capabilities(
 )
 
 
+_GENERATION = re.compile(r"[0-9]{1,20}")
+
+
+class _NoGeneration(Exception):
+    """A media response without ``x-goog-generation``: the read starts with the metadata."""
+
+
 def _is_temp(name: str) -> bool:
     return name.startswith(TEMP_SEGMENT + "/") or f"/{TEMP_SEGMENT}/" in name
 
@@ -116,6 +123,9 @@ class GCSBackend(Backend):
             bytes (default 120); a stalled answer fails with a TimeoutError,
             which the Store retries. gcloud-aio's own per-call timeouts never
             make it longer.
+        lean: Send the backend's own requests (object reads, metadata, uploads)
+            on asyncstore's lean HTTP/1.1 client instead of httpx (under asyncio
+            and trio alike); off, or with a proxy configured, httpx sends them.
 
     Attributes:
         options: The validated options.
@@ -141,6 +151,7 @@ class GCSBackend(Backend):
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
+        lean: bool = True,
     ) -> None:
         options = GCSOptions(
             bucket,
@@ -154,6 +165,7 @@ class GCSBackend(Backend):
             max_connections=max_connections,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            lean=lean,
         )
         self.options = options
         default_connect, default_read = default_timeouts()
@@ -167,6 +179,7 @@ class GCSBackend(Backend):
             self.default_chunk_size = options.part_size_mb * MiB
         if options.concurrency is not None:
             self.default_max_concurrency = options.concurrency
+        self.default_max_connections = options.max_connections
         self._root = f"{options.prefix}/" if options.prefix else ""
         self._lock = anyio.Lock()
         self._api: GCSApi | None = None
@@ -196,6 +209,9 @@ class GCSBackend(Backend):
                         make_client, self.options.max_connections, self.timeouts
                     )
                     stack.push_async_callback(client.aclose)
+                    pool = self._lean_pool()
+                    if pool is not None:
+                        stack.push_async_callback(pool.aclose)
                     api = GCSApi(
                         client=client,
                         bucket=self.options.bucket,
@@ -206,6 +222,7 @@ class GCSBackend(Backend):
                         service_file=self.options.service_file,
                         max_connections=self.options.max_connections,
                         timeouts=self.timeouts,
+                        pool=pool,
                     )
                     self._stack = stack
                     self._uploads = Uploads(api, self)
@@ -213,6 +230,18 @@ class GCSBackend(Backend):
         assert self._api is not None
         assert self._uploads is not None
         return self._api, self._uploads
+
+    def _lean_pool(self) -> HttpPool | None:
+        """The lean client's pool for the JSON API's host (None: httpx sends every request)."""
+        target = target_of(self.api_root)
+        if not self.options.lean or target is None or proxied(self.api_root):
+            return None
+        return HttpPool(
+            target,
+            max_connections=self.options.max_connections,
+            connect_timeout=self.timeouts[0],
+            read_timeout=self.timeouts[1],
+        )
 
     async def aclose(self) -> None:
         """Close the HTTP client; the backend cannot be used afterwards."""
@@ -262,13 +291,14 @@ class GCSBackend(Backend):
     async def read(
         self, key: str, start: int = 0, end: int | None = None, *, if_match: str | None = None
     ) -> ReadStream:
-        """Open ``[start, end)`` of an object, pinned to one generation.
+        """Open ``[start, end)`` of an object, pinned to one generation: one request.
 
-        Without ``if_match`` the object's metadata is read first and the bytes
-        are then requested with ``ifGenerationMatch`` set to its generation
-        (the media response of the JSON API does not reliably carry the
-        metadata); with ``if_match`` (the later ranges of a download) one
-        request does, and a replaced object fails with PreconditionFailedError.
+        The media response carries what the object's metadata would say
+        (``x-goog-generation``, the size, the content type, the user metadata as
+        ``x-goog-meta-*``), so a small object costs one GET; the later requests of
+        the read (and of a download: ``if_match``) are pinned to that generation,
+        and a replaced object fails with PreconditionFailedError. A service whose
+        media responses lack the generation gets the metadata read first.
         """
         api, _ = await self._ready()
         name = self.name(key)
@@ -279,6 +309,9 @@ class GCSBackend(Backend):
                 info = object_info(await api.resource(name, where, generation=generation), key)
                 return _empty(info, start, key)
             return await self._read_pinned(api, name, key, start, end, generation)
+        if end is None or end > start:
+            with contextlib.suppress(_NoGeneration):
+                return await self._read_pinned(api, name, key, start, end, None)
         for attempt in builtins.range(1, _READ_ATTEMPTS + 1):
             info = object_info(await api.resource(name, where), key)
             stop = info.size if end is None else min(end, info.size)
@@ -298,13 +331,15 @@ class GCSBackend(Backend):
         key: str,
         start: int,
         end: int | None,
-        generation: str,
+        generation: str | None,
         info: ObjectInfo | None = None,
     ) -> ReadStream:
         """Read ``[start, end)`` of generation ``generation``, at most 16 MiB per request.
 
         The first request is made here (so a missing object, a replaced one or
-        a bad range fails now); the rest as the stream is consumed.
+        a bad range fails now); the rest as the stream is consumed. With no
+        ``generation``, the first answer's ``x-goog-generation`` pins the rest
+        (`_NoGeneration` if it has none).
         """
         where = self.where(key)
         ranges = _Ranges(api, name, where, generation, start)
@@ -316,6 +351,11 @@ class GCSBackend(Backend):
             if info is None:
                 info = object_info(await api.resource(name, where, generation=generation), key)
             return _empty(info, start, key, size=info.size if total is None else total)
+        if generation is None:
+            generation = response.headers.get("x-goog-generation")
+            if generation is None or not _GENERATION.fullmatch(generation):
+                raise _NoGeneration
+            ranges.pin(generation)
         body_start, size = _body_range(response, start)
         if info is None:
             info = _info_from_headers(response.headers, key, generation, size)
@@ -550,7 +590,7 @@ def _unsatisfied_size(content_range: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _body_range(response: httpx.Response, start: int) -> tuple[int, int]:
+def _body_range(response: Answer, start: int) -> tuple[int, int]:
     """(offset of the body's first byte, size of the whole object) of a media response."""
     headers = response.headers
     if response.status_code == 206:
@@ -574,7 +614,9 @@ def _body_range(response: httpx.Response, start: int) -> tuple[int, int]:
     return 0, int(stored)
 
 
-def _info_from_headers(headers: httpx.Headers, key: str, generation: str, size: int) -> ObjectInfo:
+def _info_from_headers(
+    headers: Mapping[str, str], key: str, generation: str, size: int
+) -> ObjectInfo:
     metadata = {
         name[len(_META_HEADER) :]: value
         for name, value in headers.items()
@@ -607,7 +649,9 @@ class _Ranges:
     byte reached instead of fetching the whole request again.
     """
 
-    def __init__(self, api: GCSApi, name: str, where: Where, generation: str, start: int) -> None:
+    def __init__(
+        self, api: GCSApi, name: str, where: Where, generation: str | None, start: int
+    ) -> None:
         self._api = api
         self._name = name
         self._where = where
@@ -617,6 +661,10 @@ class _Ranges:
         #: Raised once the bytes before it are consumed (an answer cut short).
         self.error: StoreError | None = None
         self._ready: builtins.list[bytes] = []
+
+    def pin(self, generation: str) -> None:
+        """Pin the requests still to come to ``generation``."""
+        self._generation = generation
 
     async def fetch(self, start: int, end: int) -> Media:
         """GET bytes ``[start, end)`` as stored (no decoding), pinned to the generation."""
@@ -687,9 +735,7 @@ class _Ranges:
         self.position = self.stop
 
 
-def _batch_statuses(
-    response: httpx.Response, body: bytes, count: int
-) -> builtins.list[tuple[int, str]]:
+def _batch_statuses(response: Answer, body: bytes, count: int) -> builtins.list[tuple[int, str]]:
     """The status and message of each inner response of a batch response, in request order."""
     content_type = response.headers.get("content-type", "")
     match = re.search(r'boundary="?([^";]+)"?', content_type)

@@ -19,7 +19,9 @@
 * ``part_size_mb``: the store's default part / range size in MiB, 1..5120;
 * ``max_connections``: the most HTTP connections open at once, 1..1000 (default 64);
 * ``connect_timeout`` / ``read_timeout``: seconds to wait for a connection
-  (default 30) and for each read or write of a request's bytes (default 120).
+  (default 30) and for each read or write of a request's bytes (default 120);
+* ``lean``: ``true`` (default) / ``false``: the backend's own requests (reads,
+  writes, uploads) go on asyncstore's lean HTTP client, or through httpx.
 
 Anything else is a `ConfigurationError` naming it. Credentials never come from
 the URL.
@@ -40,9 +42,9 @@ from typing import Literal, TypeVar
 from urllib.parse import SplitResult, unquote
 
 from ..._errors import ConfigurationError, redact_url
+from .._url import boolean, merge_options, seconds, service_url
 from .._url import bounded_int as _bounded_int
 from .._url import check_prefix as _check_prefix
-from .._url import merge_options, seconds, service_url
 
 __all__ = [
     "DEFAULT_API_ROOT",
@@ -66,6 +68,7 @@ OPTION_NAMES = (
     "max_connections",
     "connect_timeout",
     "read_timeout",
+    "lean",
 )
 #: The environment variable Google's clients read to talk to an emulator.
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
@@ -107,6 +110,7 @@ class GCSOptions:
         connect_timeout: Seconds to wait for a connection, or None (30).
         read_timeout: Seconds to wait for each read or write of a request's
             bytes, or None (120).
+        lean: Whether the backend's own requests take the lean HTTP client.
     """
 
     bucket: str
@@ -120,6 +124,7 @@ class GCSOptions:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     connect_timeout: float | None = None
     read_timeout: float | None = None
+    lean: bool = True
 
     def __post_init__(self) -> None:
         check_bucket(self.bucket)
@@ -135,6 +140,7 @@ class GCSOptions:
             ("max_connections", _max_connections),
             ("connect_timeout", _connect_timeout),
             ("read_timeout", _read_timeout),
+            ("lean", _lean),
         )
         for name, check in checks:
             value = getattr(self, name)
@@ -244,6 +250,10 @@ def _service_file(value: object, where: str) -> str:
     return path
 
 
+def _lean(value: object, where: str) -> bool:
+    return boolean("lean", value, where)
+
+
 def _upload(value: object, where: str) -> UploadMethod:
     for method in _UPLOAD_METHODS:
         if value == method:
@@ -323,4 +333,5 @@ def parse_options(url: SplitResult, options: Mapping[str, object]) -> GCSOptions
         or DEFAULT_MAX_CONNECTIONS,
         connect_timeout=_option(values, "connect_timeout", _connect_timeout, where),
         read_timeout=_option(values, "read_timeout", _read_timeout, where),
+        lean=_option(values, "lean", _lean, where) is not False,
     )

@@ -27,9 +27,9 @@ builds one even though the requests themselves go through httpx, see
 from __future__ import annotations
 
 import builtins
-import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Mapping
+from typing import Protocol
 
 import aiohttp
 import httpx
@@ -48,6 +48,7 @@ from ..._errors import (
     TimeoutError,
     TransportError,
     UploadNotFoundError,
+    translating,
 )
 
 __all__ = ["GCSHTTPError", "Where", "gcs_errors", "raise_for_status", "status_error"]
@@ -158,7 +159,19 @@ def status_error(status: int, message: str, where: Where) -> StoreError:
     return StoreError(f"GCS answered HTTP {status} for {what}{said}", key=key)
 
 
-async def raise_for_status(response: httpx.Response, where: Where) -> None:
+class Answer(Protocol):
+    """What the backend reads of a response, from httpx or from the lean client."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    async def aread(self) -> bytes: ...
+
+
+async def raise_for_status(response: Answer, where: Where) -> None:
     """Raise `GCSHTTPError` for an error status, reading the (small) body for its message.
 
     Raises:
@@ -176,37 +189,36 @@ def _aiohttp_message(exc: aiohttp.ClientResponseError) -> str:
     return _message_of(body) if body else reason
 
 
-@contextlib.contextmanager
-def gcs_errors(where: Where) -> Iterator[None]:
-    """Translate whatever a GCS request raised into the asyncstore tree.
+def translate(exc: BaseException, where: Where) -> StoreError | None:
+    """The asyncstore error for what a GCS request raised (None: not the service's)."""
+    key = where.key
+    if isinstance(exc, GCSHTTPError):
+        return status_error(exc.status, exc.message, where)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return status_error(exc.status, _aiohttp_message(exc), where)
+    if isinstance(exc, httpx.TimeoutException):
+        return TimeoutError(
+            f"timed out talking to GCS about {_about(where)}: {type(exc).__name__}", key=key
+        )
+    if isinstance(exc, (httpx.TransportError, aiohttp.ClientError, builtins.ConnectionError)):
+        return ConnectionError(
+            f"connection to GCS lost or refused for {_about(where)}: {exc!r}", key=key
+        )
+    if isinstance(exc, builtins.TimeoutError):
+        return TimeoutError(f"timed out talking to GCS about {_about(where)}", key=key)
+    if isinstance(exc, httpx.InvalidURL):
+        return ConfigurationError(f"invalid GCS request URL: {exc}", key=key)
+    if isinstance(exc, (httpx.HTTPError, OSError, ValueError, KeyError)):
+        return StoreError(f"unexpected error from GCS about {_about(where)}: {exc!r}", key=key)
+    return None
+
+
+def gcs_errors(where: Where) -> translating:
+    """Translate whatever a GCS request raised into the asyncstore tree (see `translate`).
 
     StoreErrors (and cancellation) pass through unchanged.
     """
-    key = where.key
-    try:
-        yield
-    except StoreError:
-        raise
-    except GCSHTTPError as exc:
-        raise status_error(exc.status, exc.message, where) from exc
-    except aiohttp.ClientResponseError as exc:
-        raise status_error(exc.status, _aiohttp_message(exc), where) from exc
-    except httpx.TimeoutException as exc:
-        raise TimeoutError(
-            f"timed out talking to GCS about {_about(where)}: {type(exc).__name__}", key=key
-        ) from exc
-    except (httpx.TransportError, aiohttp.ClientError, builtins.ConnectionError) as exc:
-        raise ConnectionError(
-            f"connection to GCS lost or refused for {_about(where)}: {exc!r}", key=key
-        ) from exc
-    except builtins.TimeoutError as exc:
-        raise TimeoutError(f"timed out talking to GCS about {_about(where)}", key=key) from exc
-    except httpx.InvalidURL as exc:
-        raise ConfigurationError(f"invalid GCS request URL: {exc}", key=key) from exc
-    except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
-        raise StoreError(
-            f"unexpected error from GCS about {_about(where)}: {exc!r}", key=key
-        ) from exc
+    return translating(translate, where)
 
 
 def _about(where: Where) -> str:

@@ -289,6 +289,7 @@ class S3Backend(Backend):
             self.options.read_timeout or DEFAULT_READ_TIMEOUT,
         )
         self.default_max_concurrency = self.options.concurrency
+        self.default_max_connections = max_connections
         self.default_chunk_size = (
             self.options.part_size_mb * MiB if self.options.part_size_mb is not None else None
         )

@@ -27,15 +27,15 @@ fall back to the SDK, which follows such redirects.
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 
-from .._http import HttpPool, Response, Target
+from .._http import HttpPool, Response, Target, proxied
 from ._sigv4 import Signer, canonical_query, encode_path
 
 __all__ = ["LeanS3", "WrongRegion", "client_error"]
@@ -83,23 +83,18 @@ def client_error(
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def http_date(value: str | None) -> Any:
-    """A ``Last-Modified`` header as an aware datetime (None if absent or unreadable)."""
+    """A ``Last-Modified`` header as an aware datetime (None if absent or unreadable).
+
+    Cached: a service sends the same few dates over and over (one per object version).
+    """
     if not value:
         return None
     try:
         return email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-
-
-def _proxied(url: str) -> bool:
-    """Whether the environment routes requests to ``url`` through a proxy."""
-    split = urlsplit(url)
-    proxies = urllib.request.getproxies_environment()
-    if not proxies.get(split.scheme) and not proxies.get("all"):
-        return False
-    return not urllib.request.proxy_bypass(split.hostname or "")
 
 
 class LeanS3:
@@ -146,7 +141,7 @@ class LeanS3:
         )
         split = urlsplit(url)
         if (
-            _proxied(url)
+            proxied(url)
             or split.scheme not in ("http", "https")
             or not split.hostname
             or not split.path.endswith("/" + PROBE_KEY)

@@ -27,9 +27,9 @@ from typing import TypeVar
 from urllib.parse import SplitResult, unquote
 
 from ..._errors import ConfigurationError, redact_url
+from .._url import boolean, merge_options, seconds, service_url
 from .._url import bounded_int as _bounded_int
 from .._url import check_prefix as _check_prefix
-from .._url import merge_options, seconds, service_url
 
 
 def _seconds(name: str) -> Callable[[object, str], float]:
@@ -154,16 +154,7 @@ def _endpoint(value: object, where: str) -> str:
 
 
 def _bool(name: str) -> Callable[[object, str], bool]:
-    def check(value: object, where: str) -> bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise ConfigurationError(
-            f"option {name!r} of {where} must be true or false, not {value!r}", key=name
-        )
-
-    return check
+    return lambda value, where: boolean(name, value, where)
 
 
 def _concurrency(value: object, where: str) -> int:

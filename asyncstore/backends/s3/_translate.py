@@ -25,8 +25,6 @@ exception escapes the backend; the original stays as ``__cause__``::
 from __future__ import annotations
 
 import builtins
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -45,6 +43,7 @@ from ..._errors import (
     TimeoutError,
     TransportError,
     UploadNotFoundError,
+    translating,
 )
 
 try:  # the httpx session is optional in aiobotocore; httpx2 is its preferred fork
@@ -233,19 +232,10 @@ def translate(
     return None
 
 
-@contextlib.contextmanager
-def s3_errors(what: str, *, key: str | None, bucket: str, location: str) -> Iterator[None]:
+def s3_errors(what: str, *, key: str | None, bucket: str, location: str) -> translating:
     """Translate vendor exceptions raised in the block (see `translate`).
 
     asyncstore errors and exceptions that are not the SDK's (bugs, cancellation)
     pass through unchanged.
     """
-    try:
-        yield
-    except StoreError:
-        raise
-    except Exception as exc:
-        error = translate(exc, what=what, key=key, bucket=bucket, location=location)
-        if error is None:
-            raise
-        raise error from exc
+    return translating(translate, what=what, key=key, bucket=bucket, location=location)

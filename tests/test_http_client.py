@@ -1,0 +1,307 @@
+"""The lean HTTP/1.1 client (asyncstore/backends/_http.py), against scripted loopback servers.
+
+Each test runs a server in its own event loop that reads request heads and answers with
+exactly the bytes the test gives (framing by Content-Length, chunked, to the end of the
+connection; HTTP/1.0; interim answers; peers that close, stall or cut a body short), and
+checks what the client made of them: the bodies, which connections were reused, the errors.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+
+import anyio
+import anyio.abc
+import pytest
+
+from asyncstore.backends._http import ConnectionClosed, HttpPool, Target
+
+pytestmark = pytest.mark.anyio
+
+Handler = Callable[["Peer"], Awaitable[None]]
+
+
+class Peer:
+    """One accepted connection, as the server script sees it."""
+
+    def __init__(self, stream: anyio.abc.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    async def request(self) -> tuple[str, dict[str, str], bytes] | None:
+        """The next request (start line, headers, body by Content-Length); None at EOF."""
+        while b"\r\n\r\n" not in self.buffer:
+            try:
+                self.buffer += await self.stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                return None
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        size = int(headers.get("content-length", "0"))
+        while len(self.buffer) < size:
+            self.buffer += await self.stream.receive()
+        body, self.buffer = self.buffer[:size], self.buffer[size:]
+        return lines[0], headers, body
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send(data)
+
+
+class Server:
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.port = 0
+
+    async def _serve(self, stream: anyio.abc.SocketStream) -> None:
+        self.connections += 1
+        async with stream:
+            with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                await self.handler(Peer(stream))
+
+
+@asynccontextmanager
+async def serving(handler: Handler) -> AsyncIterator[tuple[Server, HttpPool]]:
+    server = Server(handler)
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    server.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    pool = HttpPool(
+        Target("http", "127.0.0.1", server.port),
+        max_connections=4,
+        connect_timeout=10,
+        read_timeout=10,
+    )
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, server._serve)
+        try:
+            yield server, pool
+        finally:
+            await pool.aclose()
+            tg.cancel_scope.cancel()
+
+
+def answer(body: bytes, *headers: str, status: str = "200 OK", version: str = "1.1") -> bytes:
+    head = [f"HTTP/{version} {status}", f"Content-Length: {len(body)}", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def every_request(peer: Peer, reply: Callable[[str, dict[str, str], bytes], bytes]) -> None:
+    while (request := await peer.request()) is not None:
+        await peer.send(reply(*request))
+
+
+async def test_a_body_by_content_length_keeps_the_connection() -> None:
+    async def handler(peer: Peer) -> None:
+        await every_request(peer, lambda line, headers, body: answer(b"hello " + body))
+
+    async with serving(handler) as (server, pool):
+        for word in (b"one", b"two", b"three"):
+            response = await pool.request("PUT", "/k", {"x-test": "1"}, word)
+            assert response.status == 200
+            assert await response.read() == b"hello " + word
+    assert server.connections == 1
+
+
+async def test_a_chunked_body_with_trailers_is_decoded_and_the_connection_kept() -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: yes\r\n\r\n"
+    )
+
+    async def handler(peer: Peer) -> None:
+        await every_request(peer, lambda *request: chunked)
+
+    async with serving(handler) as (server, pool):
+        for _ in range(2):
+            response = await pool.request("GET", "/k")
+            assert await response.read() == b"hello world"
+    assert server.connections == 1
+
+
+async def test_http10_answers_close_the_connection_unless_kept_alive() -> None:
+    async def handler(peer: Peer) -> None:
+        request = await peer.request()
+        assert request is not None
+        kept = "keep-alive" in request[0]
+        await peer.send(answer(b"x", *(["Connection: keep-alive"] if kept else []), version="1.0"))
+        if kept:
+            await every_request(
+                peer, lambda *r: answer(b"y", "Connection: keep-alive", version="1.0")
+            )
+
+    async with serving(handler) as (server, pool):
+        for _ in range(2):  # HTTP/1.0 without keep-alive: the server closes; never reused
+            assert await (await pool.request("GET", "/close")).read() == b"x"
+        assert server.connections == 2
+        assert await (await pool.request("GET", "/keep-alive")).read() == b"x"
+        assert await (await pool.request("GET", "/again")).read() == b"y"
+    assert server.connections == 3
+
+
+async def test_connection_close_is_honoured_and_a_body_to_eof_is_read_whole() -> None:
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        await peer.send(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nto the end")
+
+    async with serving(handler) as (server, pool):
+        for _ in range(2):
+            assert await (await pool.request("GET", "/k")).read() == b"to the end"
+    assert server.connections == 2
+
+
+async def test_head_and_204_have_no_body_and_keep_the_connection() -> None:
+    async def handler(peer: Peer) -> None:
+        async def reply(line: str, headers: dict[str, str], body: bytes) -> None:
+            if line.startswith("HEAD"):
+                await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 12345\r\n\r\n")
+            else:
+                await peer.send(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+        while (request := await peer.request()) is not None:
+            await reply(*request)
+
+    async with serving(handler) as (server, pool):
+        head = await pool.request("HEAD", "/k")
+        assert head.complete and head.headers["content-length"] == "12345"
+        assert await head.read() == b""
+        deleted = await pool.request("DELETE", "/k")
+        assert deleted.status == 204 and deleted.complete
+    assert server.connections == 1
+
+
+async def test_an_interim_100_continue_is_skipped() -> None:
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        await peer.send(b"HTTP/1.1 100 Continue\r\n\r\n" + answer(b"done"))
+
+    async with serving(handler) as (_, pool):
+        response = await pool.request("PUT", "/k", {}, b"body")
+        assert (response.status, await response.read()) == (200, b"done")
+
+
+async def test_an_idle_connection_the_peer_closed_is_replaced_without_an_error() -> None:
+    first_answered = anyio.Event()
+
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        await peer.send(answer(b"first"))  # says nothing of closing, then closes
+        first_answered.set()
+        await peer.stream.aclose()
+
+    async with serving(handler) as (server, pool):
+        assert await (await pool.request("GET", "/1")).read() == b"first"
+        await first_answered.wait()
+        with anyio.fail_after(10):
+            while server.connections == 1:  # the FIN reaches the idle connection
+                idle = pool._idle[0]
+                peek = socket.socket(fileno=idle.raw.fileno())  # type: ignore[union-attr]
+                try:
+                    peek.setblocking(False)
+                    if peek.recv(1, socket.MSG_PEEK) == b"":
+                        break
+                except BlockingIOError:
+                    await anyio.sleep(0.001)
+                finally:
+                    peek.detach()
+        assert await (await pool.request("GET", "/2")).read() == b"first"
+    assert server.connections == 2
+
+
+async def test_a_body_cut_short_gives_its_bytes_then_connection_closed() -> None:
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+        await peer.stream.aclose()
+
+    async with serving(handler) as (_, pool):
+        response = await pool.request("GET", "/k")
+        assert await response.next_chunk() == b"x" * 10
+        with pytest.raises(ConnectionClosed):
+            await response.next_chunk()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"SPDY/3 200 OK\r\n\r\n",
+        b"HTTP/1.1 2x0 OK\r\nContent-Length: 1\r\n\r\nx",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: lots\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+)
+async def test_a_malformed_answer_is_a_connection_error(reply: bytes) -> None:
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        await peer.send(reply)
+        await anyio.sleep_forever()
+
+    async with serving(handler) as (_, pool):
+        with pytest.raises(ConnectionClosed):
+            response = await pool.request("GET", "/k")
+            await response.read()
+
+
+async def test_a_stalled_answer_is_a_timeout_error() -> None:
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        await anyio.sleep_forever()
+
+    async with serving(handler) as (_, pool):
+        pool.read_timeout = 0.2
+        with anyio.fail_after(30), pytest.raises(TimeoutError):
+            await pool.request("GET", "/k")
+        assert pool.slots.borrowed_tokens == 0  # the connection was given up, not leaked
+
+
+async def test_requests_in_flight_never_exceed_max_connections() -> None:
+    in_flight = peak = 0
+    release = anyio.Event()
+
+    async def handler(peer: Peer) -> None:
+        nonlocal in_flight, peak
+        while (request := await peer.request()) is not None:
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await release.wait()
+            in_flight -= 1
+            await peer.send(answer(request[0].encode()))
+
+    async with serving(handler) as (server, pool):
+        results = []
+
+        async def get(index: int) -> None:
+            results.append(await (await pool.request("GET", f"/{index}")).read())
+
+        async with anyio.create_task_group() as tg:
+            for index in range(10):
+                tg.start_soon(get, index)
+            with anyio.fail_after(30):
+                while in_flight < pool.max_connections:
+                    await anyio.sleep(0.001)
+            await anyio.wait_all_tasks_blocked()
+            release.set()
+    assert peak == pool.max_connections == 4
+    assert len(results) == 10
+    assert server.connections == 4
+
+
+async def test_a_body_of_several_buffers_is_sent_whole() -> None:
+    received: list[bytes] = []
+
+    async def handler(peer: Peer) -> None:
+        while (request := await peer.request()) is not None:
+            received.append(request[2])
+            await peer.send(answer(b""))
+
+    pieces = [b"head-", memoryview(bytes(range(256)) * 1000), b"-tail"]
+    async with serving(handler) as (_, pool):
+        await (await pool.request("POST", "/k", {}, pieces)).read()
+        await (await pool.request("POST", "/k", {}, [b"small", b"-one"])).read()
+    assert received == [b"".join(bytes(p) for p in pieces), b"small-one"]
