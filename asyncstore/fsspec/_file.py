@@ -50,7 +50,7 @@ class _StreamingPut:
         self._task: asyncio.Task[PutResult] | None = None
 
     async def start(self) -> None:
-        _, store, key = self._fs._locate(self._path)  # on the loop that will use it
+        _, store, key = await self._fs._locate(self._path)  # on the loop that will use it
         send, receive = anyio.create_memory_object_stream[bytes](1)
         self._send = send
 
@@ -213,7 +213,7 @@ class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
         return True
 
     async def _put_whole(self, data: bytes) -> None:
-        _, store, key = self.fs._locate(self.path)
+        _, store, key = await self.fs._locate(self.path)
         await store.put(key, data, mode=_mode(self.mode))  # type: ignore[arg-type]
 
     def discard(self) -> None:

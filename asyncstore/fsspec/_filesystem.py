@@ -237,12 +237,10 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
             url = f"{self.scheme}://{bucket}"
         return open_store(url, **self._store_options, **self._backend_options)
 
-    def _store(self, bucket: str) -> Store:
+    async def _store(self, bucket: str) -> Store:
         if self._fixed is not None:
             return self._fixed
-        if self.scheme == "memory":  # named memory stores are shared in-process anyway
-            return self._open_root(bucket)
-        return self._stores.get(bucket)
+        return await self._stores.get(bucket)
 
     def _split(self, path: str) -> tuple[str, str]:
         """``path`` as (bucket, key); the bucket is "" when the filesystem is rooted."""
@@ -257,9 +255,9 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
             return key
         return f"{bucket}/{key}" if key else bucket
 
-    def _locate(self, path: str) -> tuple[str, Store, str]:
+    async def _locate(self, path: str) -> tuple[str, Store, str]:
         bucket, key = self._split(path)
-        return bucket, self._store(bucket), key
+        return bucket, await self._store(bucket), key
 
     @classmethod
     def _strip_protocol(cls, path: Any) -> Any:
@@ -350,7 +348,7 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
         return False
 
     async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        bucket, store, key = self._locate(path)
+        bucket, store, key = await self._locate(path)
         name = self._join(bucket, key)
         if not key:
             return self._dir_entry(name)
@@ -369,7 +367,7 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
         return True
 
     async def _ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
-        bucket, store, key = self._locate(path)
+        bucket, store, key = await self._locate(path)
         prefix = f"{key}/" if key else ""
         out: list[dict[str, Any]] = []
         try:
@@ -400,7 +398,7 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
         detail = kwargs.pop("detail", False)
         if maxdepth is not None and maxdepth < 1:
             raise ValueError("maxdepth must be at least 1")
-        bucket, store, key = self._locate(path)
+        bucket, store, key = await self._locate(path)
         prefix = f"{key}/" if key else ""
         out: dict[str, dict[str, Any]] = {}
         try:
@@ -456,7 +454,7 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
 
         A whole-object read is verified against the recorded sha256.
         """
-        _, store, key = self._locate(path)
+        _, store, key = await self._locate(path)
         for name, value in (("start", start), ("end", end)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise InvalidRangeError(
@@ -517,7 +515,7 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
 
     async def _read_pinned(self, path: str, start: int, end: int, etag: str | None) -> bytes:
         """``[start, end)`` of the version whose ETag is ``etag`` (for open files)."""
-        _, store, key = self._locate(path)
+        _, store, key = await self._locate(path)
         async with store.stream(key, start=start, end=end) as body:
             pieces = [chunk async for chunk in body]
             info = body.info
@@ -533,7 +531,7 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
         self, rpath: str, lpath: str, callback: Callback = DEFAULT_CALLBACK, **kwargs: Any
     ) -> None:
         """Download to a local file, atomically and verified, feeding ``callback``."""
-        _, store, key = self._locate(rpath)
+        _, store, key = await self._locate(rpath)
         if await anyio.to_thread.run_sync(os.path.isdir, lpath):
             return
         try:
@@ -569,7 +567,7 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
         self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any
     ) -> None:
         """Write ``value`` at ``path`` (``mode="create"``: FileExistsError if it exists)."""
-        _, store, key = self._locate(path)
+        _, store, key = await self._locate(path)
         await store.put(key, value, mode=_put_mode(mode, path))
 
     async def _put_file(
@@ -583,15 +581,15 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
         """Upload a local file (streamed in parts, hashed on the way), feeding ``callback``."""
         if await anyio.to_thread.run_sync(os.path.isdir, lpath):
             return  # directories exist only through the keys below them
-        _, store, key = self._locate(rpath)
+        _, store, key = await self._locate(rpath)
         await store.upload_file(
             lpath, key, mode=_put_mode(mode, rpath), progress=_progress(callback)
         )
 
     async def _cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         """Copy an object: server-side within a store, else streamed between the two."""
-        bucket1, store1, key1 = self._locate(path1)
-        bucket2, store2, key2 = self._locate(path2)
+        bucket1, store1, key1 = await self._locate(path1)
+        bucket2, store2, key2 = await self._locate(path2)
         if bucket1 == bucket2:
             await store1.copy(key1, key2)
             return
@@ -600,7 +598,7 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
         await store2.put(key2, _chunks(body), content_type=info.content_type)
 
     async def _rm_file(self, path: str, **kwargs: Any) -> None:
-        _, store, key = self._locate(path)
+        _, store, key = await self._locate(path)
         await store.delete(key)
 
     async def _rm(
@@ -618,7 +616,7 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
             if key:
                 by_bucket.setdefault(bucket, []).append(key)
         for bucket, keys in by_bucket.items():
-            store = self._store(bucket)
+            store = await self._store(bucket)
             present = set(keys)
             files = [key for key in keys if not _is_prefix_of_another(key, present)]
             await store.delete_many(files)

@@ -19,6 +19,8 @@ import os
 import threading
 from collections.abc import Callable
 
+import anyio.to_thread
+
 from .. import Store
 
 __all__ = ["LoopStores", "current_loop"]
@@ -54,16 +56,25 @@ class LoopStores:
             self._stores = {}
             self._pid = os.getpid()
 
-    def get(self, root: str) -> Store:
-        """The Store for ``root`` on the running loop, made now if there is none yet."""
+    async def get(self, root: str) -> Store:
+        """The Store for ``root`` on the running loop, made now if there is none yet.
+
+        It is made in a worker thread: opening a URL may scan entry points and
+        import a backend's SDK the first time.
+        """
         loop = current_loop()
         with self._lock:
             self._forget_after_fork()
             store = self._stores.get((loop, root))
-            if store is None:
-                self._drop_closed_loops()
-                store = self._stores[(loop, root)] = self._opener(root)
+        if store is not None:
             return store
+        made = await anyio.to_thread.run_sync(self._opener, root)
+        with self._lock:
+            self._drop_closed_loops()
+            store = self._stores.setdefault((loop, root), made)
+        if store is not made:  # another task of this loop made one meanwhile
+            await made.aclose()
+        return store
 
     def _drop_closed_loops(self) -> None:
         for key in [k for k in self._stores if _is_closed(k[0])]:
