@@ -106,15 +106,13 @@ class S3Fixtures(_Fixtures):
     @pytest.fixture(scope="class")
     @classmethod
     def fs(cls, s3: S3Server) -> Iterator[AsyncStoreFileSystem]:
-        fs = fsspec.filesystem(
-            "asyncstore+s3", endpoint_url=s3.endpoint, skip_instance_cache=True
-        )
+        fs = fsspec.filesystem("asyncstore+s3", endpoint_url=s3.endpoint, skip_instance_cache=True)
         yield fs
         fs.close()
 
     @pytest.fixture
-    def fs_path(self) -> Iterator[str]:
-        yield f"{BUCKET}/fsspec-{uuid.uuid4().hex[:8]}"
+    def fs_path(self) -> str:
+        return f"{BUCKET}/fsspec-{uuid.uuid4().hex[:8]}"
 
 
 class GCSFixtures(_Fixtures):

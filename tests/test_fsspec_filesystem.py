@@ -352,9 +352,7 @@ class _Recorder(Callback):  # type: ignore[misc]
         self.values.append(value)
 
 
-def test_put_and_get_feed_fsspec_callbacks(
-    s3fs: AsyncStoreS3FileSystem, tmp_path: Path
-) -> None:
+def test_put_and_get_feed_fsspec_callbacks(s3fs: AsyncStoreS3FileSystem, tmp_path: Path) -> None:
     source = tmp_path / "src.bin"
     source.write_bytes(_pattern(20 * MiB))
     remote = f"{BUCKET}/{_prefix()}/f.bin"
