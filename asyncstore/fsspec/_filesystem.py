@@ -42,9 +42,9 @@ from .. import (
     open_store,
 )
 from .._errors import redact_url
+from .._loopstores import LoopStores, close_on_loops
 from .._stream._tasks import task_group
 from ._file import AsyncStoreFile
-from ._loops import LoopStores, close_on_loops
 
 __all__ = [
     "AsyncStoreAzureFileSystem",
@@ -212,7 +212,8 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
                 raise ConfigurationError(
                     f"{name} must be an integer number of bytes, not {value!r}", key=name
                 )
-        self._stores = LoopStores(self._open_root)
+        # The opener holds no reference to self, so that the finalizer can run.
+        self._stores = LoopStores(_RootOpener(self))
         weakref.finalize(self, _close_stores, self._stores)
 
     # -- stores, paths ------------------------------------------------------------------------
@@ -225,17 +226,7 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
         return self.scheme
 
     def _open_root(self, bucket: str) -> Store:
-        if self._root_url is not None:
-            url = self._root_url
-        else:
-            if not bucket:
-                raise InvalidArgumentError(
-                    f"a path of the {self.protocol[0]} filesystem starts with a bucket: "
-                    f"{self.protocol[0]}://bucket/key",
-                    key="",
-                )
-            url = f"{self.scheme}://{bucket}"
-        return open_store(url, **self._store_options, **self._backend_options)
+        return _RootOpener(self)(bucket)
 
     async def _store(self, bucket: str) -> Store:
         if self._fixed is not None:
@@ -279,7 +270,7 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
 
     async def _aclose(self) -> None:
         """Close the Stores made on the running loop (their HTTP clients)."""
-        from ._loops import current_loop
+        from .._loopstores import current_loop
 
         for store in self._stores.take_for(current_loop()):
             await store.aclose()
@@ -620,6 +611,27 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
             present = set(keys)
             files = [key for key in keys if not _is_prefix_of_another(key, present)]
             await store.delete_many(files)
+
+
+class _RootOpener:
+    """Opens the store of a bucket (or the root) with a filesystem's options."""
+
+    def __init__(self, fs: AsyncStoreFileSystem) -> None:
+        self.root_url = fs._root_url
+        self.scheme = fs.scheme
+        self.protocol = fs.protocol[0]
+        self.options = {**fs._store_options, **fs._backend_options}
+
+    def __call__(self, bucket: str) -> Store:
+        if self.root_url is not None:
+            return open_store(self.root_url, **self.options)
+        if not bucket:
+            raise InvalidArgumentError(
+                f"a path of the {self.protocol} filesystem starts with a bucket: "
+                f"{self.protocol}://bucket/key",
+                key="",
+            )
+        return open_store(f"{self.scheme}://{bucket}", **self.options)
 
 
 def _is_prefix_of_another(key: str, keys: set[str]) -> bool:

@@ -1,9 +1,10 @@
 """One Store per event loop (and per bucket), made lazily, dropped after a fork.
 
-fsspec drives an async filesystem from its own IO thread and loop for the
+fsspec and zarr drive their async code from their own IO thread and loop for the
 synchronous API, and from the caller's loop when ``asynchronous=True``; a
 Store's HTTP clients belong to the loop that first used them. So the
-filesystem keeps a Store per (loop, root) and makes it on first use there.
+adapters (asyncstore.fsspec, asyncstore.zarr) keep a Store per (loop, root)
+and make it on first use there. Only the adapters import this module.
 
 After ``os.fork()`` the child has the parent's Store objects but not the
 threads and loops that served them: their connections must not be touched
@@ -21,7 +22,7 @@ from collections.abc import Callable
 
 import anyio.to_thread
 
-from .. import Store
+from . import Store
 
 __all__ = ["LoopStores", "current_loop"]
 
