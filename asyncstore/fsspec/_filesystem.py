@@ -38,6 +38,7 @@ from .. import (
     NotFoundError,
     ObjectInfo,
     PreconditionFailedError,
+    RetryPolicy,
     Store,
     open_store,
 )
@@ -55,10 +56,6 @@ __all__ = [
     "register",
 ]
 
-#: Options of the Store itself (the rest go to the backend).
-_STORE_OPTIONS = ("chunk_size", "max_concurrency", "retry", "timeout")
-#: Options of the filesystem and its files, never given to open_store.
-_FS_OPTIONS = ("block_size", "full_read_threshold")
 #: Backend options that hold a secret: never pickled (see __reduce__).
 _SECRET_OPTIONS = frozenset(
     {"account_key", "sas_token", "connection_string", "credential", "token", "secret", "key"}
@@ -164,14 +161,25 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
         self,
         root: str | Store | None = None,
         *,
+        chunk_size: int | None = None,
+        max_concurrency: int | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        block_size: int | None = None,
+        full_read_threshold: int = FULL_READ_THRESHOLD,
         asynchronous: bool = False,
         loop: Any = None,
         batch_size: int | None = None,
         **options: Any,
     ) -> None:
         super().__init__(asynchronous=asynchronous, loop=loop, batch_size=batch_size)
-        fs_options = {k: options.pop(k) for k in _FS_OPTIONS if k in options}
-        self._store_options = {k: options.pop(k) for k in _STORE_OPTIONS if k in options}
+        given = {
+            "chunk_size": chunk_size,
+            "max_concurrency": max_concurrency,
+            "retry": retry,
+            "timeout": timeout,
+        }
+        self._store_options = {k: v for k, v in given.items() if v is not None}
         self._backend_options = _translate_options(self._root_scheme(root), options)
         self._fixed: Store | None = None
         self._given_store = isinstance(root, Store)
@@ -200,10 +208,8 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
                 "the asyncstore+<scheme> protocols (asyncstore+s3://bucket/key, ...)",
                 key="root",
             )
-        block_size = fs_options.get("block_size")
-        chunk = self._store_options.get("chunk_size")
-        self.blocksize: int = block_size or chunk or 8 * 2**20
-        self.full_read_threshold: int = fs_options.get("full_read_threshold", FULL_READ_THRESHOLD)
+        self.blocksize: int = block_size or chunk_size or 8 * 2**20
+        self.full_read_threshold: int = full_read_threshold
         for name, value in (
             ("block_size", self.blocksize),
             ("full_read_threshold", self.full_read_threshold),
