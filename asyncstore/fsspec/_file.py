@@ -1,0 +1,240 @@
+"""`AsyncStoreFile`: the file object of ``fs.open()``, reading ranges and streaming writes.
+
+Reading: a file no larger than the filesystem's ``full_read_threshold`` is
+read whole on first access, in one verified transfer, and served from memory
+(a Parquet reader's many small reads then cost one request, and the sha256 is
+checked). A larger file is read in ranges through fsspec's readahead cache;
+every range must come from the version that was opened (its ETag), and when
+the ranges cover the file in order to its end (a CSV reader, ``f.read()``)
+their sha256 is checked against the one recorded at upload.
+
+Writing (``wb``, or ``xb`` to create only): bytes are buffered up to the
+block size and then handed, one block at a time, to one streaming `put` on
+the filesystem's loop, which uploads them as a multipart upload (parts in
+parallel, sha256 computed on the way). Memory stays bounded: the block being
+filled, one block in hand-over, and the upload's window. Nothing is visible
+at the path until ``close()``; leaving a ``with`` block by an exception
+aborts the upload instead of committing part of the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import fsspec.asyn
+import fsspec.spec
+
+from .. import AlreadyExistsError, DigestMismatchError, InvalidArgumentError, PutResult
+
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectSendStream
+
+    from ._filesystem import AsyncStoreFileSystem
+
+__all__ = ["AsyncStoreFile"]
+
+
+class _StreamingPut:
+    """One `Store.put` fed block by block from another thread; lives on one asyncio loop."""
+
+    def __init__(self, fs: AsyncStoreFileSystem, path: str, mode: str) -> None:
+        self._fs = fs
+        self._path = path
+        self._mode = mode
+        self._send: MemoryObjectSendStream[bytes] | None = None
+        self._task: asyncio.Task[PutResult] | None = None
+
+    async def start(self) -> None:
+        _, store, key = await self._fs._locate(self._path)  # on the loop that will use it
+        send, receive = anyio.create_memory_object_stream[bytes](1)
+        self._send = send
+
+        async def run() -> PutResult:
+            with receive:
+                return await store.put(key, receive, mode=self._mode)  # type: ignore[arg-type]
+
+        # Owned by this object: awaited by finish() or abort(), which the file always calls.
+        self._task = asyncio.get_running_loop().create_task(run())
+
+    async def feed(self, data: bytes) -> None:
+        assert self._send is not None
+        assert self._task is not None
+        try:
+            await self._send.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await self._task  # the put ended early: raise its error
+            raise
+
+    async def finish(self) -> PutResult:
+        assert self._send is not None
+        assert self._task is not None
+        await self._send.aclose()
+        return await self._task
+
+    async def abort(self) -> None:
+        if self._send is not None:
+            self._send.close()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self._task is not None:
+            # The upload's own error, or its cancellation, is what the abort asked for.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+
+class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
+    """A file of an `AsyncStoreFileSystem`, opened with ``fs.open(path, "rb" | "wb" | "xb")``.
+
+    Raises:
+        FileNotFoundError: (asyncstore's NotFoundError) opening a missing file for reading.
+        FileExistsError: (asyncstore's AlreadyExistsError) ``xb`` and the file exists,
+            at open or, if another writer created it meanwhile, at close.
+        DigestMismatchError: a file read whole, or in order to its end, does not
+            match the sha256 recorded at upload.
+        PreconditionFailedError: the file was replaced while open for reading.
+    """
+
+    fs: AsyncStoreFileSystem
+
+    def __init__(
+        self,
+        fs: AsyncStoreFileSystem,
+        path: str,
+        mode: str = "rb",
+        block_size: int | None = None,
+        autocommit: bool = True,
+        cache_type: str | None = None,
+        cache_options: dict[str, Any] | None = None,
+        size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        path = fs._strip_protocol(path)
+        if mode not in ("rb", "wb", "xb"):
+            raise InvalidArgumentError(
+                f"mode {mode!r} for {path!r} is not supported: use 'rb', 'wb' or 'xb' "
+                "(objects cannot be appended to)",
+                key=path,
+            )
+        if not autocommit:
+            raise InvalidArgumentError(
+                f"{path!r}: asyncstore's files commit when closed; fsspec transactions "
+                "are not supported",
+                key=path,
+            )
+        self._upload: _StreamingPut | None = None
+        self._whole: bytes | None = None
+        self._hasher: Any = None
+        self._hashed = 0
+        self._expected: str | None = None
+        self._etag: str | None = None
+        if mode == "xb" and fs.exists(path):
+            raise AlreadyExistsError(f"{path!r} already exists (mode 'xb')", key=path)
+        if mode == "rb":
+            self.details = fs.info(path)
+            if self.details["type"] != "file":
+                raise IsADirectoryError(f"{path!r} is a directory")
+            self._etag = self.details.get("etag")
+            self._expected = self.details.get("sha256")
+            self._read_whole = self.details["size"] <= fs.full_read_threshold
+            if self._expected is not None and not self._read_whole:
+                self._hasher = hashlib.sha256()
+            if cache_type is None:
+                cache_type = "none" if self._read_whole else "readahead"
+        super().__init__(
+            fs,
+            path,
+            mode,
+            block_size=block_size,
+            autocommit=autocommit,
+            cache_type=cache_type or "readahead",
+            cache_options=cache_options,
+            size=self.details["size"] if mode == "rb" else None,
+            **kwargs,
+        )
+
+    def _run(self, func: Any, *args: Any) -> Any:
+        return fsspec.asyn.sync(self.fs.loop, func, *args)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        if self._read_whole:
+            if self._whole is None:
+                self._whole = self._run(self.fs._cat_file, self.path)
+            return self._whole[start:end]
+        data: bytes = self._run(self.fs._read_pinned, self.path, start, end, self._etag)
+        self._check_in_order(start, data)
+        return data
+
+    def _check_in_order(self, start: int, data: bytes) -> None:
+        if self._hasher is None or not start <= self._hashed < start + len(data):
+            return
+        self._hasher.update(memoryview(data)[self._hashed - start :])
+        self._hashed = start + len(data)
+        if self._hashed >= self.size:
+            actual = "sha256:" + self._hasher.hexdigest()
+            self._hasher = None
+            if actual != self._expected:
+                raise DigestMismatchError(
+                    f"{self.path!r} is corrupt: its bytes hash to {actual}, but "
+                    f"{self._expected} was recorded at upload",
+                    expected=str(self._expected),
+                    actual=actual,
+                    key=self.path,
+                )
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _initiate_upload(self) -> None:
+        if self.forced:
+            return  # the whole file is in the buffer: one put at close
+        upload = _StreamingPut(self.fs, self.path, _mode(self.mode))
+        self._run(upload.start)
+        self._upload = upload
+
+    def _upload_chunk(self, final: bool = False) -> bool:
+        data = self.buffer.getvalue()
+        if self._upload is None:
+            self._run(self._put_whole, data)
+            return True
+        try:
+            if data:
+                self._run(self._upload.feed, data)
+            if final:
+                self._run(self._upload.finish)
+        except BaseException:
+            self.discard()
+            raise
+        return True
+
+    async def _put_whole(self, data: bytes) -> None:
+        _, store, key = await self.fs._locate(self.path)
+        await store.put(key, data, mode=_mode(self.mode))  # type: ignore[arg-type]
+
+    def discard(self) -> None:
+        """Abort the upload in progress: nothing is written."""
+        upload, self._upload = self._upload, None
+        if upload is not None:
+            self._run(upload.abort)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None and self.writable() and not self.closed:  # type: ignore[has-type]
+            self.discard()
+            self.forced = True
+            self.closed = True  # nothing to commit: the upload was aborted
+            return
+        self.close()
+
+
+def _mode(mode: str) -> str:
+    return "create" if mode == "xb" else "overwrite"
