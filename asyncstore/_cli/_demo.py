@@ -229,8 +229,9 @@ async def demo(args: argparse.Namespace, ui: UI) -> int:
     else:
         await ui.note(f"using the files already in {source}")
     entries = [_Entry(relative, size) for relative, size in await list_files(source)]
-    await anyio.to_thread.run_sync(_clear, store_dir, restored)
-    url = args.store_url or pathlib.Path(store_dir).as_uri()
+    await anyio.to_thread.run_sync(_clear, *([restored] if args.store else [store_dir, restored]))
+    # -s/--store only: the demo never writes to $ASYNCSTORE_URL's store by accident.
+    url = args.store or pathlib.Path(store_dir).as_uri()
     await ui.note(
         f"store: {url}  ({len(entries)} files, {human_bytes(sum(e.size for e in entries))})"
     )

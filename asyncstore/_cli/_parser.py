@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 __all__ = ["ENV_URL", "UsageError", "build_parser"]
 
@@ -33,7 +32,7 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "-s",
         "--store",
         metavar="URL",
-        default=os.environ.get(ENV_URL) if top else argparse.SUPPRESS,
+        default=None if top else argparse.SUPPRESS,
         help=f"the store URL, e.g. file:///srv/store or memory://name (default: ${ENV_URL})",
     )
     parser.add_argument(
@@ -114,7 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="working folder: DIR/source (generated if missing), DIR/store, DIR/restored",
     )
     demo.add_argument("--big-mib", type=_positive_int, default=256, help=argparse.SUPPRESS)
-    demo.add_argument("--store-url", default=None, help=argparse.SUPPRESS)
     return parser
 
 

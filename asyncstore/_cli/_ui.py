@@ -22,7 +22,7 @@ from rich.progress import (
 from .._types import Progress as ProgressCallback
 from .._types import TransferInfo
 
-__all__ = ["UI", "Bars", "human_bytes", "transfer_line"]
+__all__ = ["UI", "Bars", "human_bytes", "transfer_line", "write_stdout"]
 
 #: The width of tables written to a pipe or a file.
 WIDE = 132
@@ -49,6 +49,18 @@ def transfer_line(verb: str, src: str, dst: str, info: TransferInfo) -> str:
     )
 
 
+def write_stdout(text: str) -> None:
+    """Write ``text`` to stdout as UTF-8, byte-exact (blocking: call in a worker thread).
+
+    Text that came from the file system with undecodable bytes (surrogate
+    escapes) is written back as those bytes.
+    """
+    sys.stdout.flush()
+    out = sys.stdout.buffer
+    out.write(text.encode("utf-8", "surrogateescape"))
+    out.flush()
+
+
 class UI:
     """Where a command writes: ``out`` for results, ``err`` for progress and errors.
 
@@ -61,7 +73,7 @@ class UI:
     @functools.cached_property
     def out(self) -> Console:
         """Results: plain text when stdout is not a terminal, never wrapped."""
-        console = Console(highlight=False, soft_wrap=True)
+        console = Console(highlight=False, soft_wrap=True, emoji=False)
         if not console.is_terminal and "COLUMNS" not in os.environ:
             # Rich assumes 80 columns for a pipe or a file; tables need more.
             console.width = WIDE
@@ -70,15 +82,19 @@ class UI:
     @functools.cached_property
     def err(self) -> Console:
         """Progress bars and notes."""
-        return Console(stderr=True, highlight=False, soft_wrap=True)
+        return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
     async def emit(self, renderable: RenderableType, *, markup: bool = False) -> None:
-        """Print a result on stdout: text (markup only if asked), or a rich table."""
-        # A table's cells carry their own markup: only plain text may turn it off.
-        use_markup = markup if isinstance(renderable, str) else None
-        await anyio.to_thread.run_sync(
-            functools.partial(self.out.print, renderable, markup=use_markup)
-        )
+        """Print a result on stdout: plain text byte-exact (markup only if asked), or a table.
+
+        Plain text never goes through rich, which would turn ``:name:`` into
+        emoji, ``[tags]`` into styles and wrap or pad the line: keys must
+        reach stdout exactly as they are, piped or on a terminal.
+        """
+        if isinstance(renderable, str) and not markup:
+            await anyio.to_thread.run_sync(write_stdout, renderable + "\n")
+            return
+        await anyio.to_thread.run_sync(functools.partial(self.out.print, renderable))
 
     async def note(self, message: str) -> None:
         """Print an informational line on stderr (no markup)."""
