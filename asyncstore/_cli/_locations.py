@@ -242,6 +242,7 @@ class Stores:
 
     def __init__(self) -> None:
         self._open: dict[StoreRef, Store] = {}
+        self._lock = anyio.Lock()  # concurrent first uses open one Store, not several
 
     async def open(self, ref: StoreRef, *, write: bool) -> Store:
         """The Store of ``ref``, opened in a worker thread on first use.
@@ -251,9 +252,13 @@ class Stores:
         """
         key = dataclasses.replace(ref, label="")
         store = self._open.get(key)
-        if store is None:
-            store = await anyio.to_thread.run_sync(_open_blocking, ref, write)
-            self._open[key] = store
+        if store is not None:
+            return store
+        async with self._lock:
+            store = self._open.get(key)
+            if store is None:
+                store = await anyio.to_thread.run_sync(_open_blocking, ref, write)
+                self._open[key] = store
         return store
 
     def same_store(self, a: StoreRef, b: StoreRef) -> bool:
