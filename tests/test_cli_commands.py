@@ -462,3 +462,23 @@ def test_registry_serve_hands_its_arguments_to_the_registry(
 
 def test_registry_without_an_action_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["registry"]) == 2
+
+
+# -- the progress view -------------------------------------------------------------------------
+
+
+def test_the_progress_view_shows_totals_on_a_terminal_and_results_stay_on_stdout(
+    cli: CLI, tree: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich draws on stderr as on a terminal
+    monkeypatch.setenv("COLUMNS", "160")
+    missing = tmp_path / "missing.bin"
+    result = cli("cp", "-r", str(tree), str(missing), ":t/")
+    assert result.code == 1
+    assert f"{len(TREE)}/{len(TREE)} files" in result.err
+    assert "1 failed" in result.err
+    assert "\x1b[" in result.err  # drawn with terminal codes
+    assert "\x1b[" not in result.out  # results are plain, one per line
+    assert result.out.count("uploaded ") == len(TREE)
+    quiet = cli("-q", "cp", "-r", str(tree), ":u/")
+    assert (quiet.code, quiet.out, quiet.err) == (0, "", "")

@@ -29,7 +29,7 @@ from ._locations import Local, Location, Remote, Stdio, Stores, has_glob
 from ._parser import UsageError
 from ._progress import TransferView
 from ._transfer import Engine, Job, Outcome, TransferOptions
-from ._tree import as_prefix, local_path, local_tree, store_tree
+from ._tree import Item, as_prefix, local_path, local_tree, store_tree
 from ._ui import UI, human_bytes
 
 __all__ = ["cp", "mv", "plan_copy", "summary_record", "transfer_options"]
@@ -142,7 +142,9 @@ async def plan_copy(
                 problems += unreadable
                 for item in files.values():
                     target = _tree_target(dst, item.rel, item.rel)
-                    jobs.append(Job(Local(item.where), target, item.size, move=move))
+                    jobs.append(
+                        Job(Local(item.where), target, item.size, move=move, label=item.rel)
+                    )
                 continue
             name = os.path.basename(src.path.rstrip(os.sep))
             size = await anyio.to_thread.run_sync(_size_or_none, src.path)
@@ -164,14 +166,14 @@ async def plan_copy(
                 raise NotFoundError(f"{command}: nothing matches {src.show()!r}", key=src.key)
             for item in items.values():
                 target = _tree_target(dst, item.rel, item.where)
-                jobs.append(Job(Remote(src.ref, item.where), target, item.size, move=move))
+                jobs.append(job_for(src, item, target, move))
             continue
         if recursive:
             items = await store_tree(store, src.key, filter)
             if items:
                 for item in items.values():
                     target = _tree_target(dst, item.rel, item.where)
-                    jobs.append(Job(Remote(src.ref, item.where), target, item.size, move=move))
+                    jobs.append(job_for(src, item, target, move))
                 continue
             if src.key == "" or src.key.endswith("/"):
                 raise NotFoundError(
@@ -183,6 +185,11 @@ async def plan_copy(
         target = await _single_target(dst, _basename(src.key), many)
         jobs.append(Job(src, target, info.size, move=move))
     return jobs, problems
+
+
+def job_for(src: Remote, item: Item, target: Location, move: bool) -> Job:
+    """The job of one object of a listed tree."""
+    return Job(Remote(src.ref, item.where), target, item.size, move=move, label=item.rel)
 
 
 def _size_or_none(path: str) -> int | None:

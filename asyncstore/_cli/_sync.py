@@ -317,6 +317,7 @@ async def sync(args: argparse.Namespace, ui: UI) -> int:
                 dst_side.at(rel, dst_items.get(rel)),
                 src_items[rel].size,
                 reason=reason,
+                label=rel,
             )
             for rel, reason in todo
         ]

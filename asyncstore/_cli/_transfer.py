@@ -82,6 +82,7 @@ class Job:
         size: The source's size when known (for the progress view).
         reason: Why ``sync`` transfers it (``"new"`` or ``"changed"``); None for ``cp``.
         move: Delete the source once the transfer has succeeded (``mv``).
+        label: Its row in the progress view (default: the source as written).
     """
 
     src: Local | Remote | Stdio
@@ -89,6 +90,7 @@ class Job:
     size: int | None = None
     reason: str | None = None
     move: bool = False
+    label: str | None = None
 
     @property
     def action(self) -> Action:
@@ -396,7 +398,7 @@ class Engine:
                 tg.start_soon(run_one, job)
 
     async def _run_one(self, job: Job, view: TransferView, outcome: Outcome) -> None:
-        progress = view.start(job.src.show(), job.size)
+        progress = view.start(job.label or job.src.show(), job.size)
         started = time.perf_counter()
         try:
             size, sha, info = await self.transfer(job, progress)
