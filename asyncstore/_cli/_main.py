@@ -168,7 +168,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         ui.flush_nowait()
-        ui.error_nowait("interrupted")
+        if not interrupt.received:  # else the finally clause says it
+            ui.error_nowait("interrupted")
         return EXIT_INTERRUPTED
     except Exception as exc:
         error = _first_error(exc)

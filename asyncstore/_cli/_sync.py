@@ -311,16 +311,16 @@ async def sync(args: argparse.Namespace, ui: UI) -> int:
             jobs=options.jobs,
             ui=ui,
         )
-        jobs = [
-            Job(
-                src_side.at(rel, src_items[rel]),
-                dst_side.at(rel, dst_items.get(rel)),
-                src_items[rel].size,
-                reason=reason,
-                label=rel,
-            )
-            for rel, reason in todo
-        ]
+        jobs: list[Job] = []
+        for rel, reason in todo:
+            try:  # a key that cannot be a local file name fails alone
+                target = dst_side.at(rel, dst_items.get(rel))
+            except StoreError as exc:
+                compare_failed += 1
+                await ui.error(describe_error(exc))
+                continue
+            source = src_side.at(rel, src_items[rel])
+            jobs.append(Job(source, target, src_items[rel].size, reason=reason, label=rel))
         engine = Engine(ui, stores, options, command="sync")
         outcome = await engine.run(jobs, label="sync")
         failed = outcome.failed + compare_failed + len(src_problems) + len(dst_problems)
