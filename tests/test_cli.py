@@ -527,6 +527,11 @@ def test_demo_uses_the_store_given_with_dash_s(
         ["cp", ":k", "{tmp}/out.bin"],
         ["cp", ":k", "-"],
         ["digest", ":k"],
+        ["digest", "-r", ":p/"],
+        ["du"],
+        ["verify", ":p/", "{tmp}"],
+        ["sync", ":p/", "{tmp}/copy"],
+        ["rm", "-r", ":p/"],
     ],
 )
 def test_read_commands_do_not_create_a_missing_file_store_root(

@@ -24,6 +24,11 @@ from azure.core.exceptions import AzureError
 
 BACKENDS = ["memory", "file", "s3", "gcs", "azure"]
 
+pytestmark = [
+    # aiobotocore warns once that it prefers httpx2 over the legacy httpx package (trio).
+    pytest.mark.filterwarnings("ignore:aiobotocore's httpx backend:DeprecationWarning"),
+]
+
 
 @dataclasses.dataclass
 class Remote:
@@ -247,3 +252,35 @@ def test_a_missing_key_is_one_line_naming_it(cli: CLI, remote: Remote) -> None:
         assert result.code == 1, argv
         assert result.err.count("\n") == 1, result.err
         assert "no/such" in result.err
+
+
+def test_sync_flags_and_quiet_output(
+    cli: CLI, remote: Remote, tree: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    dst = remote.at("f/")
+    dry = ok(cli("--json", "sync", str(tree), dst, "--dry-run", "--exclude", "*.tmp"))
+    assert dry.json[-1]["dry_run"] is True
+    assert cli("ls", "-r", ":f/").out == ""
+    quiet = ok(cli("-q", "sync", str(tree), dst, "--exclude", "*.tmp", "--exclude", "logs/"))
+    assert (quiet.out, quiet.err) == ("", "")
+    keys = cli("ls", "-r", ":f/").out.splitlines()
+    assert len(keys) == len(TREE) - 4
+    assert not [k for k in keys if k.endswith(".tmp") or "/logs/" in k]
+    sneaky = tree / "a.txt"
+    st = sneaky.stat()
+    sneaky.write_bytes(b"alphZ\n")
+    os.utime(sneaky, ns=(st.st_atime_ns, st.st_mtime_ns))
+    checked = ok(cli("--json", "sync", str(tree), dst, "--checksum", "--exclude", "*.tmp"))
+    sent = [r["src"] for r in checked.json if r["type"] == "transfer"]
+    assert str(sneaky) in sent
+    assert cli("cat", ":f/a.txt").out == "alphZ\n"
+    human = ok(cli("du", "-h", "--summarize", dst)).out
+    assert "KiB" in human
+    assert "KiB" in ok(cli("ls", "-lh", remote.at("f/b.bin"))).out
+
+
+def test_cp_r_and_sync_under_trio(cli: CLI, remote: Remote, tree: pathlib.Path) -> None:
+    ok(cli("--async-backend", "trio", "cp", "-r", str(tree), remote.at("trio/")))
+    again = ok(cli("--async-backend", "trio", "--json", "sync", str(tree), remote.at("trio/")))
+    assert again.json[-1]["transferred"] == 0
+    ok(cli("--async-backend", "trio", "verify", str(tree), remote.at("trio/")))

@@ -301,12 +301,14 @@ def no_temp_files(root: pathlib.Path) -> list[str]:
     return [p.name for p in root.rglob("*") if ".asyncstore-" in p.name]
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
 def test_an_interrupted_sync_up_to_a_file_store_leaves_no_partial_object_and_converges(
-    tmp_path: pathlib.Path, capsysbinary: pytest.CaptureFixture[bytes]
+    tmp_path: pathlib.Path, capsysbinary: pytest.CaptureFixture[bytes], loop: str
 ) -> None:
     files = make_big_tree(tmp_path / "src")
     root = tmp_path / "store"
-    argv = ["-s", root.as_uri(), "sync", str(tmp_path / "src"), ":t/", "--part-size", "1M"]
+    argv = ["-s", root.as_uri(), "--async-backend", loop, "sync", str(tmp_path / "src"), ":t/"]
+    argv += ["--part-size", "1M"]
     status, err = interrupted_sync(tmp_path, "big.bin", [*argv, "--concurrency", "1"])
     assert status == 130, err
     assert err.rstrip().endswith("asyncstore: error: interrupted")
