@@ -290,3 +290,12 @@ def test_a_key_becomes_a_path_below_the_folder(tmp_path: pathlib.Path) -> None:
     assert local_path(str(tmp_path), "a/b c/d.txt", "k") == os.path.join(
         tmp_path, "a", "b c", "d.txt"
     )
+
+
+def test_urls_are_shown_without_secrets() -> None:
+    from asyncstore._cli._locations import shown_url
+
+    assert shown_url("s3://u:pw@bucket/p?token=abc&region=x#f") == (
+        "s3://bucket/p?token=***&region=***#***"
+    )
+    assert shown_url("file:///srv/store") == "file:///srv/store"

@@ -29,7 +29,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from .._errors import ConfigurationError
+from .. import ConfigurationError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -23,7 +23,7 @@ import os
 
 import anyio.to_thread
 
-from .._errors import NotFoundError
+from .. import NotFoundError
 from ._globs import Filter, Glob
 from ._locations import Local, Location, Remote, Stdio, Stores, has_glob
 from ._parser import UsageError

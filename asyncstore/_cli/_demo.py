@@ -30,12 +30,10 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from .._errors import redact_url
-from .._store import Store
+from .. import ObjectInfo, Store, TransferInfo
 from .._stream._tasks import task_group
-from .._types import ObjectInfo, TransferInfo
 from ._digest import sha256_file
-from ._locations import StoreRef, Stores
+from ._locations import StoreRef, Stores, shown_url
 from ._samples import generate_samples, list_files, sample_plan
 from ._ui import UI, human_bytes
 
@@ -234,7 +232,7 @@ async def demo(args: argparse.Namespace, ui: UI) -> int:
     # -s/--store only: the demo never writes to $ASYNCSTORE_URL's store by accident.
     if args.store:
         ref = await anyio.to_thread.run_sync(args.resolver.default_store)
-        shown = redact_url(args.store)
+        shown = shown_url(args.store)
     else:
         shown = pathlib.Path(store_dir).as_uri()
         ref = StoreRef(shown)

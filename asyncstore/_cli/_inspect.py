@@ -16,12 +16,10 @@ from typing import Any, BinaryIO
 
 import anyio.to_thread
 
-from .._errors import InvalidArgumentError
-from .._store import Store
-from .._types import CommonPrefix, ObjectInfo
+from .. import CommonPrefix, InvalidArgumentError, ObjectInfo, Store
 from ._config import config_path, load_stores
 from ._globs import Glob
-from ._locations import Remote, Stores, has_glob
+from ._locations import Remote, Stores, has_glob, shown_url
 from ._parser import UsageError
 from ._tree import as_prefix
 from ._ui import UI, human_bytes
@@ -307,14 +305,12 @@ async def presign(args: argparse.Namespace, ui: UI) -> int:
 
 async def stores(args: argparse.Namespace, ui: UI) -> int:
     """List the named stores of the config file (URLs with secrets hidden)."""
-    from .._errors import redact_url
-
     path = config_path()
     named = await anyio.to_thread.run_sync(load_stores, path)
     if not named:
         await ui.note(f"no named stores in {path}")
     for name, store in sorted(named.items()):
-        shown = redact_url(store.url)
+        shown = shown_url(store.url)
         options = ", ".join(sorted(store.options))
         await ui.result(
             f"{name:<16}{shown}" + (f"  (options: {options})" if options else ""),

@@ -31,9 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 import anyio.to_thread
 
-from .._errors import NotFoundError, StoreError
-from .._registry import open_store
-from .._store import Store
+from .. import NotFoundError, Store, StoreError, open_store
 from ._config import NAME, NamedStore, load_stores
 from ._parser import ENV_URL, UsageError
 
@@ -46,6 +44,7 @@ __all__ = [
     "StoreRef",
     "Stores",
     "has_glob",
+    "shown_url",
 ]
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
@@ -112,6 +111,19 @@ class Stdio:
 
 
 Location = Remote | Local | Stdio
+
+
+def shown_url(url: str) -> str:
+    """``url`` as it may be printed: no user info, query values and fragment as ``***``."""
+    text, hash_mark, _ = url.partition("#")
+    base, question, query = text.partition("?")
+    scheme, sep, rest = base.partition("://")
+    netloc, slash, path = rest.partition("/")
+    shown = f"{scheme}{sep}{netloc.rpartition('@')[2]}{slash}{path}"
+    if question:
+        names = (item.split("=", 1)[0] for item in query.split("&") if item)
+        shown += "?" + "&".join(f"{name}=***" for name in names)
+    return shown + ("#***" if hash_mark else "")
 
 
 def _label(scheme: str, netloc: str) -> str:

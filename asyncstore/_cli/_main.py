@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import anyio
 import anyio.abc
 
-from .._errors import StoreError
+from .. import StoreError
 from .._stream._tasks import task_group
 from ._globs import Filter
 from ._locations import Resolver

@@ -34,7 +34,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from .._types import Progress as ProgressCallback
+from .. import Progress as ProgressCallback
 from ._ui import UI
 
 __all__ = ["FileProgress", "TransferView"]

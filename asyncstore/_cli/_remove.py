@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from .._errors import StoreError
+from .. import StoreError
 from ._globs import Glob
 from ._locations import Remote, Stores, has_glob
 from ._parser import UsageError

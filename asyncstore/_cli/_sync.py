@@ -35,7 +35,7 @@ from typing import Literal
 import anyio
 import anyio.to_thread
 
-from .._errors import NotFoundError, StoreError
+from .. import NotFoundError, StoreError
 from .._stream._tasks import task_group
 from ._copy import summary_record, transfer_options
 from ._digest import sha256_file, sha256_object

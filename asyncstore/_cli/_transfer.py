@@ -23,9 +23,8 @@ from typing import Any, BinaryIO, Literal
 import anyio
 import anyio.to_thread
 
-from .._errors import StoreError
+from .. import ObjectInfo, StoreError, TransferInfo
 from .._stream._tasks import task_group
-from .._types import ObjectInfo, TransferInfo
 from ._locations import Local, Remote, Stdio, Stores
 from ._progress import FileProgress, TransferView
 from ._ui import UI, human_bytes, transfer_line

@@ -14,9 +14,7 @@ import stat as stat_module
 
 import anyio.to_thread
 
-from .._errors import InvalidKeyError
-from .._store import Store
-from .._types import ObjectInfo
+from .. import InvalidKeyError, ObjectInfo, Store
 from ._globs import Filter, Glob
 from ._locations import has_glob
 

@@ -30,8 +30,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from .._types import Progress as ProgressCallback
-from .._types import TransferInfo
+from .. import Progress as ProgressCallback
+from .. import TransferInfo
 
 __all__ = ["UI", "Bars", "human_bytes", "transfer_line", "write_stdout"]
 

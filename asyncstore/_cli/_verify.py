@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .._errors import StoreError
+from .. import StoreError
 from .._stream._tasks import task_group
 from ._digest import sha256_file, sha256_object
 from ._locations import Local, Location, Remote, Stores, has_glob
