@@ -555,3 +555,21 @@ def test_a_write_command_creates_a_missing_file_store_root(
     root = tmp_path / "made" / "on" / "write"
     assert main(["-s", root.as_uri(), "cp", str(sample), ":k"]) == 0
     assert (root / "k").read_bytes() == sample.read_bytes()
+
+
+def test_a_reader_that_goes_away_ends_ls_quietly_with_141(tmp_path: pathlib.Path) -> None:
+    root = tmp_path / "store"
+    for i in range(600):  # plain files are objects of a file store; ~200 KB of JSON lines
+        (root / f"d{i % 10}").mkdir(parents=True, exist_ok=True)
+        (root / f"d{i % 10}" / f"key-{i:04d}.bin").write_bytes(b"x")
+    command = [sys.executable, "-m", "asyncstore._cli", "--json", "-s", root.as_uri(), "ls", "-r"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    first = process.stdout.readline()
+    process.stdout.close()  # like `| head -1`
+    status = process.wait(timeout=60)
+    err = process.stderr.read()
+    process.stderr.close()
+    assert b'"type":"object"' in first
+    assert status == 141
+    assert err == b""

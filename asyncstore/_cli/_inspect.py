@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import sys
 from collections.abc import AsyncIterator
 from typing import Any, BinaryIO
@@ -22,7 +21,7 @@ from ._globs import Glob
 from ._locations import Remote, Stores, has_glob, shown_url
 from ._parser import UsageError
 from ._tree import as_prefix
-from ._ui import UI, human_bytes
+from ._ui import UI, human_bytes, silence_stdout
 
 __all__ = ["cat", "du", "info_record", "ls", "presign", "stat", "stores"]
 
@@ -233,15 +232,6 @@ def _stdout_binary() -> BinaryIO:
     return buffer
 
 
-def _silence_stdout() -> None:
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):  # stdout is not a real file (tests)
-        pass
-
-
 async def cat(args: argparse.Namespace, ui: UI) -> int:
     """Stream objects to stdout (parallel ranged reads, sha256 verified at the end)."""
     remotes = await _remotes(args, args.locations)
@@ -259,7 +249,7 @@ async def cat(args: argparse.Namespace, ui: UI) -> int:
     except BrokenPipeError:
         # The reader went away (``| head``): stop quietly, and keep Python from
         # complaining about stdout once more when it flushes at exit.
-        _silence_stdout()
+        silence_stdout()
         return EXIT_BROKEN_PIPE
     return 0
 

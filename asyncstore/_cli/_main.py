@@ -32,6 +32,7 @@ from ._ui import UI
 __all__ = ["EXIT_INTERRUPTED", "run"]
 
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 128 + 13
 
 Command = Callable[[argparse.Namespace, UI], Awaitable[int]]
 
@@ -166,6 +167,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         ui.error_nowait(str(exc))
         return 2
+    except BrokenPipeError:
+        # The reader of stdout went away (``| head``): stop quietly, as a process
+        # killed by SIGPIPE would.
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         ui.flush_nowait()
         if not interrupt.received:  # else the finally clause says it
@@ -173,6 +178,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as exc:
         error = _first_error(exc)
+        if isinstance(error, BrokenPipeError):
+            return EXIT_BROKEN_PIPE
         if isinstance(error, UsageError):
             parser.print_usage(sys.stderr)
             ui.error_nowait(str(error))

@@ -33,7 +33,7 @@ from rich.text import Text
 from .. import Progress as ProgressCallback
 from .. import TransferInfo
 
-__all__ = ["UI", "Bars", "human_bytes", "transfer_line", "write_stdout"]
+__all__ = ["UI", "Bars", "human_bytes", "silence_stdout", "transfer_line", "write_stdout"]
 
 #: The width of tables written to a pipe or a file.
 WIDE = 132
@@ -76,6 +76,16 @@ def write_stdout(text: str) -> None:
     out.flush()
 
 
+def silence_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's own flush at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (tests)
+        pass
+
+
 def _is_tty(stream: Any) -> bool:
     try:
         return os.isatty(stream.fileno())
@@ -99,6 +109,8 @@ class UI:
     def __init__(self, *, json: bool = False, quiet: bool = False) -> None:
         self.json = json
         self.quiet = quiet
+        #: The reader of stdout went away (``| head``): results are dropped from then on.
+        self.stdout_closed = False
         self._pending: list[str] = []
         self._pending_bytes = 0
         self._last_flush = time.monotonic()
@@ -154,13 +166,20 @@ class UI:
             await self.line(text)
 
     async def flush(self) -> None:
-        """Write the queued result lines."""
+        """Write the queued result lines.
+
+        Raises:
+            BrokenPipeError: the reader of stdout went away (the first time only:
+                stdout is then silenced and later results are dropped).
+        """
         if not self._pending:
             return
         text = "".join(self._pending)
         self._pending.clear()
         self._pending_bytes = 0
         self._last_flush = time.monotonic()
+        if self.stdout_closed:
+            return
         live = self.live_console
         if live is not None and self.stdout_is_tty:
             # stdout is the terminal the view is drawn on: print above the view.
@@ -168,15 +187,24 @@ class UI:
                 functools.partial(live.print, Text(text.rstrip("\n")), soft_wrap=True)
             )
         else:
-            await anyio.to_thread.run_sync(write_stdout, text)
+            try:
+                await anyio.to_thread.run_sync(write_stdout, text)
+            except BrokenPipeError:
+                self.stdout_closed = True
+                await anyio.to_thread.run_sync(silence_stdout)
+                raise
 
     def flush_nowait(self) -> None:
         """:meth:`flush` on the calling thread (after the event loop has ended)."""
         text = "".join(self._pending)
         self._pending.clear()
         self._pending_bytes = 0
-        if text:
-            write_stdout(text)
+        if text and not self.stdout_closed:
+            try:
+                write_stdout(text)
+            except BrokenPipeError:
+                self.stdout_closed = True
+                silence_stdout()
 
     # -- notes and errors ----------------------------------------------------------------------
 
