@@ -115,6 +115,23 @@ def _guess_type(path: str) -> str | None:
     return content_type
 
 
+_mime_tables_read = False
+
+
+async def _init_mimetypes() -> None:
+    """Read the system's MIME tables once, in a worker thread.
+
+    After that ``mimetypes.guess_type`` only looks up a dict, so it can run on
+    the event loop: one worker-thread hop less per uploaded file. (The first
+    ``guess_type`` reads the tables; ``mimetypes.inited`` is no guide, since
+    making a ``MimeTypes()`` sets it without reading them for the module.)
+    """
+    global _mime_tables_read
+    if not _mime_tables_read:
+        await anyio.to_thread.run_sync(_guess_type, "x.txt")
+        _mime_tables_read = True
+
+
 def _stdin_binary() -> BinaryIO:
     buffer: BinaryIO = sys.stdin.buffer
     return buffer
@@ -168,6 +185,7 @@ class Engine:
         self.stores = stores
         self.options = options
         self.command = command
+        self._folders: set[str] = set()
 
     # -- one transfer --------------------------------------------------------------------------
 
@@ -175,7 +193,8 @@ class Engine:
         store = await self.stores.open(dst.ref, write=True)
         content_type = self.options.content_type
         if content_type is None:
-            content_type = await anyio.to_thread.run_sync(_guess_type, src.path)
+            await _init_mimetypes()
+            content_type = _guess_type(src.path)
         return await store.upload_file(
             src.path,
             dst.key,
@@ -188,7 +207,10 @@ class Engine:
 
     async def _download(self, src: Remote, dst: Local, progress: FileProgress) -> Any:
         store = await self.stores.open(src.ref, write=False)
-        await anyio.to_thread.run_sync(_makedirs_for, dst.path)
+        parent = os.path.dirname(dst.path)
+        if parent not in self._folders:  # one worker-thread hop per folder, not per file
+            await anyio.to_thread.run_sync(_makedirs_for, dst.path)
+            self._folders.add(parent)
         return await store.download_file(
             src.key,
             dst.path,
