@@ -299,3 +299,14 @@ def test_urls_are_shown_without_secrets() -> None:
         "s3://bucket/p?token=***&region=***#***"
     )
     assert shown_url("file:///srv/store") == "file:///srv/store"
+
+
+def test_a_small_file_is_uploaded_with_a_part_size_near_its_own() -> None:
+    from asyncstore._cli._transfer import SMALL_FILE_CHUNK, _small_file_chunk
+
+    eight = 8 * 1024 * 1024
+    assert _small_file_chunk(4096, eight, None) == SMALL_FILE_CHUNK
+    assert _small_file_chunk(1024 * 1024, eight, None) == 2 * 1024 * 1024
+    assert _small_file_chunk(5 * 1024 * 1024, eight, None) is None  # the store's default
+    assert _small_file_chunk(4096, eight, 1024 * 1024) == 1024 * 1024  # --part-size wins
+    assert _small_file_chunk(None, eight, None) is None

@@ -132,6 +132,23 @@ async def _init_mimetypes() -> None:
         _mime_tables_read = True
 
 
+#: The smallest part size the CLI asks for a small file (the backend may raise it).
+SMALL_FILE_CHUNK = 64 * 1024
+
+
+def _small_file_chunk(size: int | None, default: int, requested: int | None) -> int | None:
+    """The part size for uploading a file of ``size`` bytes.
+
+    The Store reads a file in buffers of the part size, so a 4 KiB file sent
+    with the default 8 MiB parts costs an 8 MiB zero-filled buffer. A file much
+    smaller than a part is still sent in one request with a part size of twice
+    its size (headroom should it grow meanwhile); ``--part-size`` is kept as given.
+    """
+    if requested is not None or size is None or size * 2 >= default:
+        return requested
+    return max(size * 2, SMALL_FILE_CHUNK)
+
+
 def _stdin_binary() -> BinaryIO:
     buffer: BinaryIO = sys.stdin.buffer
     return buffer
@@ -200,7 +217,7 @@ class Engine:
             dst.key,
             content_type=content_type,
             metadata=self.options.metadata,
-            chunk_size=self.options.chunk_size,
+            chunk_size=_small_file_chunk(job.size, store.chunk_size, self.options.chunk_size),
             max_concurrency=self.options.max_concurrency,
             progress=progress.callback(),
         )
