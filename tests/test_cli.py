@@ -573,3 +573,20 @@ def test_a_reader_that_goes_away_ends_ls_quietly_with_141(tmp_path: pathlib.Path
     assert b'"type":"object"' in first
     assert status == 141
     assert err == b""
+
+
+def test_cp_to_stdout_into_a_reader_that_goes_away_ends_quietly_with_141(
+    tmp_path: pathlib.Path, file_store: str
+) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(4 * 1024 * 1024))
+    assert main(["-s", file_store, "-q", "cp", str(big), ":big"]) == 0
+    command = [sys.executable, "-m", "asyncstore._cli", "-s", file_store, "cp", ":big", "-"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    assert len(process.stdout.read(1000)) == 1000
+    process.stdout.close()  # like `| head -c 1000`
+    status = process.wait(timeout=60)
+    err = process.stderr.read()
+    process.stderr.close()
+    assert (status, err) == (141, b"")

@@ -27,7 +27,7 @@ from ._globs import Filter
 from ._locations import Resolver
 from ._parser import UsageError, build_parser
 from ._transfer import describe_error
-from ._ui import UI
+from ._ui import UI, silence_stdout
 
 __all__ = ["EXIT_INTERRUPTED", "run"]
 
@@ -170,6 +170,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader of stdout went away (``| head``): stop quietly, as a process
         # killed by SIGPIPE would.
+        silence_stdout()
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         ui.flush_nowait()
@@ -179,6 +180,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         error = _first_error(exc)
         if isinstance(error, BrokenPipeError):
+            silence_stdout()
             return EXIT_BROKEN_PIPE
         if isinstance(error, UsageError):
             parser.print_usage(sys.stderr)

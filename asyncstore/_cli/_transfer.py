@@ -192,7 +192,7 @@ class Engine:
         ui: Output.
         stores: The command's open stores.
         options: The transfer options.
-        verb: How a finished job is reported (``cp`` → ``uploaded``; ``mv`` → ``moved``).
+        command: The command running the jobs (``cp``, ``mv``, ``sync``).
     """
 
     def __init__(
@@ -442,6 +442,13 @@ class Engine:
             size, sha, info = await self.transfer(job, progress)
             if job.move:
                 await _delete_source(job, self.stores)
+        except BrokenPipeError:
+            if isinstance(job.dst, Stdio):
+                raise  # the reader of stdout went away: the command ends (status 141)
+            view.finish(progress, ok=False)
+            outcome.failed += 1
+            await self.ui.error(f"{job.src.show()}: broken pipe")
+            return
         except (StoreError, OSError) as exc:
             view.finish(progress, ok=False)
             outcome.failed += 1
