@@ -173,6 +173,8 @@ async def _compare(
             todo.append((rel, "changed"))
     failed = 0
     if later:
+        how = "by sha256" if checksum else "by the mtime recorded with each object"
+        await ui.note(f"sync: comparing {len(later)} files {how} ...")
         slots = anyio.Semaphore(jobs)
 
         async def look(rel: str) -> None:
