@@ -49,6 +49,7 @@ bench: $(BENCH_STAMP) $(NODE_STAMP)
 	$(BIN)/python bench/azure.py
 	$(BIN)/python bench/cas.py
 	$(BIN)/python bench/soak.py
+	$(BIN)/python bench/cli.py
 
 # The table of docs/reliability.md: every fault, load and bad-input case, then the soak's memory bound.
 reliability: $(STAMP) $(NODE_STAMP)

@@ -17,6 +17,7 @@ from asyncstore._cli import main
 
 @pytest.fixture
 def file_store(tmp_path: pathlib.Path) -> str:
+    (tmp_path / "store").mkdir()
     return (tmp_path / "store").as_uri()
 
 
@@ -129,6 +130,8 @@ def test_ls_lists_keys_and_rolls_up_folders(
     put_files(memory_store, sample, "top.bin", "logs/a.txt", "logs/deep/b.txt")
     capsys.readouterr()
     assert main(["-s", memory_store, "ls"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["logs/", "top.bin"]
+    assert main(["-s", memory_store, "ls", "-l"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[-1] for line in lines] == ["logs/", "top.bin"]
     assert lines[0].split()[0] == "PRE"
@@ -343,7 +346,9 @@ def test_argument_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[s
 
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
-    assert ":path/to/key" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert ":key" in out
+    assert "s3://bucket/key" in out
 
 
 def test_without_rich_the_cli_says_what_to_install(
@@ -422,3 +427,166 @@ def test_demo_exits_1_when_a_restored_file_differs(
     err = capsys.readouterr().err
     assert "asyncstore: error: demo: demo/docs/notes.md: restored file has sha256:000" in err
     assert "1 of 12 files did not round-trip intact" in err
+
+
+# -- defects of issue 13 (each of these failed before its fix) ---------------------------------
+
+ODD_KEYS = ["a", "x:smile:y", ":thumbs_up:/[bold]b[/bold]", "café/\\n/ok:+1:", "🙂 wide/名前"]
+
+
+def test_keys_print_byte_exact_in_cp_ls_and_stat(
+    memory_store: str, tmp_path: pathlib.Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    """Defect 6: rich turned ``:name:`` into emoji and ate ``[markup]`` in keys."""
+    small = tmp_path / "small.txt"
+    small.write_bytes(b"small")
+    for key in ODD_KEYS:
+        assert main(["-s", memory_store, "cp", str(small), f":{key}"]) == 0
+        out = capsysbinary.readouterr().out
+        assert f":{key}".encode() in out, out
+    assert main(["-s", memory_store, "ls", "-r", "-l"]) == 0
+    listed = capsysbinary.readouterr().out.decode("utf-8").splitlines()
+    assert sorted(line.split(None, 3)[-1] for line in listed) == sorted(ODD_KEYS)
+    for key in ODD_KEYS:
+        assert main(["-s", memory_store, "stat", f":{key}"]) == 0
+        fields = dict(
+            line.split(None, 1) for line in capsysbinary.readouterr().out.decode().splitlines()
+        )
+        assert fields["key"] == key
+
+
+def test_keys_print_byte_exact_on_a_terminal_too(
+    memory_store: str,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    """Defect 6, with rich believing stdout is a terminal (colour and all)."""
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    small = tmp_path / "small.txt"
+    small.write_bytes(b"small")
+    assert main(["-s", memory_store, "cp", str(small), ":x:smile:y"]) == 0
+    capsysbinary.readouterr()
+    assert main(["-s", memory_store, "ls"]) == 0
+    assert capsysbinary.readouterr().out.decode().split()[-1] == "x:smile:y"
+
+
+def test_cp_to_dash_writes_the_object_to_stdout(
+    memory_store: str,
+    sample: pathlib.Path,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    """Defect 8: ``cp :key -`` wrote a file named '-'."""
+    monkeypatch.chdir(tmp_path)
+    put_files(memory_store, sample, "k.bin")
+    capsysbinary.readouterr()
+    assert main(["-s", memory_store, "cp", ":k.bin", "-"]) == 0
+    assert capsysbinary.readouterr().out == sample.read_bytes()
+    assert not (tmp_path / "-").exists()
+
+
+def test_cp_from_dash_uploads_stdin(
+    file_store: str, tmp_path: pathlib.Path, sample: pathlib.Path
+) -> None:
+    """Defect 8, upload side, through a real pipe: ``cp - :key`` reads stdin."""
+    run = [sys.executable, "-m", "asyncstore._cli", "-s", file_store]
+    with open(sample, "rb") as stdin:
+        up = subprocess.run(
+            [*run, "cp", "-", ":from-stdin"], stdin=stdin, capture_output=True, cwd=tmp_path
+        )
+    assert up.returncode == 0, up.stderr
+    assert not (tmp_path / "-").exists()
+    down = subprocess.run([*run, "cp", ":from-stdin", "-"], capture_output=True, cwd=tmp_path)
+    assert down.returncode == 0, down.stderr
+    assert down.stdout == sample.read_bytes()
+    assert not (tmp_path / "-").exists()
+
+
+def test_demo_uses_the_store_given_with_dash_s(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Defect 9: ``asyncstore -s URL demo`` ignored URL and used DIR/store."""
+    elsewhere = tmp_path / "elsewhere"
+    url = elsewhere.as_uri()
+    assert main(["-s", url, "demo", "--dir", str(tmp_path / "d"), "--big-mib", "1"]) == 0
+    assert (elsewhere / "demo" / "big" / "blob-1m.bin").is_file()
+    assert not (tmp_path / "d" / "store").exists()
+    assert same_tree(tmp_path / "d" / "source", tmp_path / "d" / "restored")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ls"],
+        ["ls", "-r", ":p/"],
+        ["stat", ":k"],
+        ["cat", ":k"],
+        ["cp", ":k", "{tmp}/out.bin"],
+        ["cp", ":k", "-"],
+        ["digest", ":k"],
+        ["digest", "-r", ":p/"],
+        ["du"],
+        ["verify", ":p/", "{tmp}"],
+        ["sync", ":p/", "{tmp}/copy"],
+        ["rm", "-r", ":p/"],
+    ],
+)
+def test_read_commands_do_not_create_a_missing_file_store_root(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """Defect 7: ``-s file://.../never-made ls`` exited 0 and made the directory."""
+    root = tmp_path / "never-made"
+    args = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
+    assert main(["-s", root.as_uri(), *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("asyncstore: error:")
+    assert len(err.strip().splitlines()) == 1
+    assert str(root) in err
+    assert "does not exist" in err
+    assert not root.exists()
+
+
+def test_a_write_command_creates_a_missing_file_store_root(
+    tmp_path: pathlib.Path, sample: pathlib.Path
+) -> None:
+    root = tmp_path / "made" / "on" / "write"
+    assert main(["-s", root.as_uri(), "cp", str(sample), ":k"]) == 0
+    assert (root / "k").read_bytes() == sample.read_bytes()
+
+
+def test_a_reader_that_goes_away_ends_ls_quietly_with_141(tmp_path: pathlib.Path) -> None:
+    root = tmp_path / "store"
+    for i in range(600):  # plain files are objects of a file store; ~200 KB of JSON lines
+        (root / f"d{i % 10}").mkdir(parents=True, exist_ok=True)
+        (root / f"d{i % 10}" / f"key-{i:04d}.bin").write_bytes(b"x")
+    command = [sys.executable, "-m", "asyncstore._cli", "--json", "-s", root.as_uri(), "ls", "-r"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    first = process.stdout.readline()
+    process.stdout.close()  # like `| head -1`
+    status = process.wait(timeout=60)
+    err = process.stderr.read()
+    process.stderr.close()
+    assert b'"type":"object"' in first
+    assert status == 141
+    assert err == b""
+
+
+def test_cp_to_stdout_into_a_reader_that_goes_away_ends_quietly_with_141(
+    tmp_path: pathlib.Path, file_store: str
+) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(4 * 1024 * 1024))
+    assert main(["-s", file_store, "-q", "cp", str(big), ":big"]) == 0
+    command = [sys.executable, "-m", "asyncstore._cli", "-s", file_store, "cp", ":big", "-"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    assert len(process.stdout.read(1000)) == 1000
+    process.stdout.close()  # like `| head -c 1000`
+    status = process.wait(timeout=60)
+    err = process.stderr.read()
+    process.stderr.close()
+    assert (status, err) == (141, b"")

@@ -30,11 +30,10 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from .._store import Store
+from .. import ObjectInfo, Store, TransferInfo
 from .._stream._tasks import task_group
-from .._types import ObjectInfo, TransferInfo
-from ._commands import open_store_async
 from ._digest import sha256_file
+from ._locations import StoreRef, Stores, shown_url
 from ._samples import generate_samples, list_files, sample_plan
 from ._ui import UI, human_bytes
 
@@ -229,12 +228,19 @@ async def demo(args: argparse.Namespace, ui: UI) -> int:
     else:
         await ui.note(f"using the files already in {source}")
     entries = [_Entry(relative, size) for relative, size in await list_files(source)]
-    await anyio.to_thread.run_sync(_clear, store_dir, restored)
-    url = args.store_url or pathlib.Path(store_dir).as_uri()
+    await anyio.to_thread.run_sync(_clear, *([restored] if args.store else [store_dir, restored]))
+    # -s/--store only: the demo never writes to $ASYNCSTORE_URL's store by accident.
+    if args.store:
+        ref = await anyio.to_thread.run_sync(args.resolver.default_store)
+        shown = shown_url(args.store)
+    else:
+        shown = pathlib.Path(store_dir).as_uri()
+        ref = StoreRef(shown)
     await ui.note(
-        f"store: {url}  ({len(entries)} files, {human_bytes(sum(e.size for e in entries))})"
+        f"store: {shown}  ({len(entries)} files, {human_bytes(sum(e.size for e in entries))})"
     )
-    async with await open_store_async(url) as store:
+    async with Stores() as stores:
+        store = await stores.open(ref, write=True)
         up_wall = await _upload_all(store, source, entries, ui)
         await _list(store, entries, ui)
         down_wall = await _download_all(store, restored, entries, ui)

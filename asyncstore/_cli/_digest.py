@@ -8,8 +8,7 @@ import os
 
 import anyio.to_thread
 
-from .._errors import DigestMismatchError
-from .._store import Store
+from .. import DigestMismatchError, Store
 
 __all__ = ["BLOCK_SIZE", "sha256_file", "sha256_object"]
 
