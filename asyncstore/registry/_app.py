@@ -45,7 +45,7 @@ log = logging.getLogger("asyncstore.registry")
 
 MiB = 1024 * 1024
 
-_NAME = r"(?P<name>[a-z0-9][a-z0-9._/-]*?)"
+_NAME = r"(?P<name>.+?)"  # checked by check_repository: NAME_INVALID
 _ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"/v2/?"), "base"),
     (re.compile(rf"/v2/{_NAME}/blobs/uploads/?"), "uploads"),
@@ -227,6 +227,13 @@ class RegistryApp:
             await self._error(request, send, exc)
         except ClientDisconnected:
             log.info("%s %s: the client disconnected", request.method, request.path[:200])
+        except Exception:
+            # A bug, or a backend error outside the error tree: a JSON 500, never a traceback.
+            log.exception("%s %s failed", request.method, request.path[:200])
+            if started:
+                raise
+            failure = RegistryError(500, "UNKNOWN", "the registry failed to complete the request")
+            await self._error(request, send, failure)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
