@@ -1,4 +1,4 @@
-"""Registry authentication and access: htpasswd (bcrypt) Basic auth, bearer tokens, read/write users.
+"""Registry authentication and access: htpasswd (bcrypt), bearer tokens, read or write users.
 
 Every write endpoint is tried with no credentials, wrong ones and a read-only
 user; no password or token may appear in any log line (at DEBUG), any error
