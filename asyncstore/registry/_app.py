@@ -67,8 +67,6 @@ _METHODS = {
 _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]{1,18})-([0-9]{1,18})(?:/(?:[0-9]{1,18}|\*))?")
 _RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")
 _JSON = (b"content-type", b"application/json")
-#: Largest page of a tag listing (a larger ``n`` is cut to this, with a Link to the rest).
-MAX_TAGS_PAGE = 10_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,6 +80,8 @@ class RegistryConfig:
         max_upload_size: Largest blob accepted, in bytes (413 above it); None: no limit.
         automatic_mount: A mount without ``from`` links any blob the store holds
             under that digest (201) instead of starting an upload (202).
+        tags_page_size: Most tags in one answer of ``tags/list`` (a larger ``n`` is
+            cut to it); a ``Link`` header points at the next page.
     """
 
     read_only: bool = False
@@ -89,16 +89,15 @@ class RegistryConfig:
     max_manifest_size: int = 4 * MiB
     max_upload_size: int | None = None
     automatic_mount: bool = True
+    tags_page_size: int = 10_000
 
     def __post_init__(self) -> None:
-        for name in ("max_manifest_size", "max_upload_size"):
+        for name in ("max_manifest_size", "max_upload_size", "tags_page_size"):
             value = getattr(self, name)
             if value is None and name == "max_upload_size":
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidArgumentError(
-                    f"{name} must be a positive number of bytes, not {value!r}", key=name
-                )
+                raise InvalidArgumentError(f"{name} must be >= 1, not {value!r}", key=name)
 
 
 def _digest(value: str, what: str = "digest") -> Digest:
@@ -539,13 +538,13 @@ class RegistryApp:
     async def _tags(self, request: Request, send: Send, params: dict[str, str]) -> None:
         name = params["name"]
         n_param, last = request.param("n"), request.param("last")
-        n: int | None = None
+        n = self.config.tags_page_size
         if n_param is not None:
             if not n_param.isdigit() or len(n_param) > 12:
                 raise RegistryError(
                     400, "UNSUPPORTED", f"n={n_param[:40]!r} is not a number of tags"
                 )
-            n = min(int(n_param), MAX_TAGS_PAGE)
+            n = min(int(n_param), n)
         page = await self.registry.list_tags(name, n=n, last=last)
         headers = [_JSON]
         if page.next is not None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 
-from .. import RegistryStorage, StoreError, open_store
+from .. import ContentStore, RegistryStorage, StoreError, open_store
 from .._errors import ConfigurationError, redact_url
 from ._app import RegistryApp, RegistryConfig
 from ._auth import Access, Authenticator, load_htpasswd, load_tokens
@@ -122,6 +122,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prefix", default="", help="key prefix for everything the registry stores ('' or a/)"
     )
+    parser.add_argument(
+        "--chunk-size",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="part size of uploads into the store and of reads (default: the store's, 8MiB); "
+        "memory use is about 2 parts per upload in flight",
+    )
+    parser.add_argument(
+        "--tags-page-size",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="most tags in one answer of tags/list (a Link header gives the next page)",
+    )
     timeouts = parser.add_argument_group("timeouts (seconds)")
     timeouts.add_argument(
         "--read-timeout",
@@ -144,6 +159,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="SECONDS",
         help="most time one storage call may take, retries included (default: no limit)",
+    )
+    timeouts.add_argument(
+        "--upload-lease",
+        type=_positive_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="an upload whose server died is taken over by another request after this "
+        "(renewed with every part stored; default: 60)",
     )
     timeouts.add_argument(
         "--shutdown-timeout",
@@ -218,6 +241,7 @@ async def _main(args: argparse.Namespace, auth: Authenticator | None, ready: Any
         max_manifest_size=args.max_manifest_size,
         max_upload_size=args.max_upload_size,
         automatic_mount=args.automatic_mount,
+        tags_page_size=args.tags_page_size,
     )
     options = ServerOptions(
         listen=args.listen,
@@ -225,8 +249,11 @@ async def _main(args: argparse.Namespace, auth: Authenticator | None, ready: Any
         keep_alive_timeout=args.keep_alive_timeout,
         shutdown_timeout=args.shutdown_timeout,
     )
-    async with open_store(args.store_url, timeout=args.storage_timeout) as store:
-        app = RegistryApp(RegistryStorage(store, args.prefix), config, auth=auth)
+    async with open_store(
+        args.store_url, timeout=args.storage_timeout, chunk_size=args.chunk_size
+    ) as store:
+        content = ContentStore(store, args.prefix, session_lease=args.upload_lease)
+        app = RegistryApp(RegistryStorage(store, content=content), config, auth=auth)
         await serve(app, options, ready=ready)
     log.info("registry stopped; the store is closed")
 
