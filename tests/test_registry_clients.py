@@ -1,11 +1,13 @@
-"""Real clients against ``asyncstore registry serve``: skopeo (Debian's package) and oras-py.
+"""Real clients against ``asyncstore registry serve``: skopeo and podman (Debian's), oras-py.
 
 skopeo copies an OCI image layout with several layers, one of 64 MiB, into the
 registry (through htpasswd Basic auth, as docker and podman log in) and back,
 with identical digests; then ``inspect``, ``list-tags`` across pages and
-``delete``. oras-py pushes and pulls an artifact monolithically and in chunks.
-`make test` installs skopeo (Debian) where it runs as root; without it (and
-not on CI) the skopeo tests are skipped with the reason.
+``delete``. podman (as root, without a daemon, on its vfs storage driver in a
+private root) pushes an image it pulled and pulls it back, through auth.
+oras-py pushes and pulls an artifact monolithically and in chunks. `make test`
+installs skopeo and podman (Debian) where it runs as root; without them (and
+not on CI) their tests are skipped with the reason.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import io
 import json
 import os
 import random
 import shutil
 import subprocess
+import tarfile
+import tempfile
 from pathlib import Path
 
 import bcrypt
@@ -51,6 +56,17 @@ def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def _tar(name: str, data: bytes) -> bytes:
+    """A tar archive holding one file: a real layer, which podman unpacks."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = 0
+        tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
 def make_layout(root: Path, layer_sizes: list[int]) -> tuple[Path, str]:
     """An OCI image layout (tag ``1``) of gzip layers (stored, so skopeo sends them as they are)."""
     blobs = root / "blobs" / "sha256"
@@ -63,8 +79,8 @@ def make_layout(root: Path, layer_sizes: list[int]) -> tuple[Path, str]:
         return d
 
     layers = []
-    for size in layer_sizes:
-        data = gzip.compress(rng.randbytes(size), compresslevel=0, mtime=0)
+    for number, size in enumerate(layer_sizes):
+        data = gzip.compress(_tar(f"file-{number}.bin", rng.randbytes(size)), 0, mtime=0)
         layers.append(
             {
                 "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -211,3 +227,56 @@ def test_basic_auth_challenge_is_what_clients_answer(htpasswd: Path, tmp_path: P
         token = base64.b64encode(f"pusher:{PASSWORD}".encode()).decode()
         again = client.get("/v2/", headers={"authorization": f"Basic {token}"})
         assert again.status_code == 200
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{tool} is not installed: make test installs it (apt-get install {tool})")
+        pytest.skip(f"{tool} is not installed (apt-get install {tool}; make test does it as root)")
+    return path
+
+
+def test_podman_pushes_and_pulls_through_basic_auth(
+    tmp_path: Path, htpasswd: Path, request: pytest.FixtureRequest
+) -> None:
+    podman_path = need("podman")
+    layout, _ = make_layout(tmp_path / "image", [300_000, 2000])
+    short = Path(tempfile.mkdtemp(prefix="pm-"))  # podman wants a runroot under 50 characters
+    request.addfinalizer(lambda: shutil.rmtree(short, ignore_errors=True))
+    base = [
+        podman_path,
+        "--root",
+        str(tmp_path / "podman-root"),
+        "--runroot",
+        str(short / "run"),
+        "--storage-driver",
+        "vfs",
+        "--cgroup-manager",
+        "cgroupfs",
+        "--events-backend",
+        "none",
+    ]
+
+    def podman(*args: str) -> str:
+        done = subprocess.run(
+            [*base, *args], capture_output=True, text=True, timeout=300, check=False
+        )
+        assert done.returncode == 0, f"podman {args[0]}: {done.stderr[-2000:]}"
+        return done.stdout
+
+    creds = f"pusher:{PASSWORD}"
+    with RegistryServer("memory://", "--htpasswd", str(htpasswd), log=tmp_path / "l") as server:
+        image = f"{server.address}/test/podman:1"
+        podman("pull", f"oci:{layout}:1")
+        image_id = podman("images", "--quiet", "--no-trunc").split()[0].removeprefix("sha256:")
+        podman("push", "--tls-verify=false", "--creds", creds, image_id, f"docker://{image}")
+        podman("rmi", "--all", "--force")
+        podman("pull", "--tls-verify=false", "--creds", creds, f"docker://{image}")
+        pulled = json.loads(podman("image", "inspect", image))
+        assert pulled[0]["Id"] == image_id
+        with httpx.Client(base_url=server.url, auth=("pusher", PASSWORD)) as client:
+            tags = client.get("/v2/test/podman/tags/list").json()["tags"]
+        assert tags == ["1"]
+        assert server.stop() == 0
