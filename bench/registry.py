@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import gzip
 import hashlib
+import importlib.util
 import json
 import os
 import pathlib
@@ -57,7 +58,15 @@ from _moto import FAKE_ENV, MotoServer  # noqa: E402
 MiB = 1024 * 1024
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 SERVERS = ("asyncstore-file", "asyncstore-file-trio", "asyncstore-s3", "docker-registry")
-SECTIONS = ("skopeo", "manifests", "memory")
+SECTIONS = ("skopeo", "manifests", "memory", "frameworks")
+#: The framework section: the same manifest GET served by each ASGI framework and server.
+VARIANTS = (
+    "plain-asgi+hypercorn-asyncio",
+    "plain-asgi+hypercorn-trio",
+    "plain-asgi+uvicorn",
+    "starlette+hypercorn-asyncio",
+    "starlette+uvicorn",
+)
 
 
 # --------------------------------------------------------------------------- servers
@@ -351,18 +360,7 @@ async def _manifest_requests(url: str, requests: int, rounds: int) -> dict[str, 
             t0 = time.perf_counter()
             latencies += await asyncio.gather(*(one(i) for i in range(requests)))
             wall += time.perf_counter() - t0
-    latencies.sort()
-
-    def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
-
-    return {
-        "requests": len(latencies),
-        "req_per_s": len(latencies) / wall,
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
-        "max_ms": latencies[-1] * 1000,
-    }
+    return _latency_figures(latencies, wall)
 
 
 def section_manifests(server: Server, requests: int, rounds: int) -> dict[str, Any]:
@@ -416,6 +414,162 @@ def section_memory(server: Server, pushes: int, size_mib: int) -> dict[str, Any]
     return result
 
 
+# --------------------------------------------------------------------------- frameworks
+
+
+def serve_variant(variant: str, port: int) -> None:
+    """Child: serve a registry with one tagged manifest on memory://, as ``variant`` says."""
+    import anyio
+
+    from asyncstore import MemoryBackend, Store
+    from asyncstore.oci import OCI_MANIFEST as MANIFEST
+    from asyncstore.oci import RegistryStorage
+    from asyncstore.registry import RegistryApp, ServerOptions, serve
+
+    framework, server = variant.split("+")
+
+    async def main() -> None:
+        async with Store(MemoryBackend()) as store:
+            registry = RegistryStorage(store)
+            config = await registry.put_blob("bench/small", b'{"architecture":"amd64"}')
+            body = json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": MANIFEST,
+                    "config": {
+                        "mediaType": "application/vnd.oci.image.config.v1+json",
+                        "digest": str(config.digest),
+                        "size": config.size,
+                    },
+                    "layers": [],
+                }
+            ).encode()
+            await registry.put_manifest("bench/small", body, MANIFEST, tags=["v1"])
+            app: Any = RegistryApp(registry)
+            if framework == "starlette":
+                app = _starlette_app(registry)
+            if server == "uvicorn":
+                import uvicorn
+
+                config_ = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+                print("READY", flush=True)
+                await uvicorn.Server(config_).serve()
+                return
+            await serve(
+                app,
+                ServerOptions(listen=f"127.0.0.1:{port}"),
+                ready=lambda url: print("READY", flush=True),
+            )
+
+    anyio.run(main, backend="trio" if server.endswith("trio") else "asyncio")
+
+
+def _starlette_app(registry: Any) -> Any:
+    """The manifest GET/HEAD of RegistryApp written as a Starlette route (for the comparison)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from asyncstore import NotFoundError
+
+    async def manifest(request: Request) -> Response:
+        name, reference = request.path_params["name"], request.path_params["reference"]
+        try:
+            if request.method == "HEAD":
+                descriptor = await registry.stat_manifest(name, reference)
+                body = b""
+            else:
+                body, descriptor = await registry.get_manifest(name, reference)
+        except NotFoundError as exc:
+            return JSONResponse(
+                {"errors": [{"code": "MANIFEST_UNKNOWN", "message": str(exc)}]}, 404
+            )
+        headers = {
+            "docker-content-digest": str(descriptor.digest),
+            "docker-distribution-api-version": "registry/2.0",
+            "content-length": str(descriptor.size),
+        }
+        return Response(body, headers=headers, media_type=descriptor.media_type)
+
+    routes = [
+        Route("/v2/{name:path}/manifests/{reference}", manifest, methods=["GET", "HEAD"]),
+        Route("/v2/", lambda request: JSONResponse({})),
+    ]
+    return Starlette(routes=routes)
+
+
+@contextmanager
+def variant_server(variant: str) -> Iterator[Server]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve-variant", variant, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+    )
+    try:
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != b"READY":
+            raise RuntimeError(f"{variant} did not start")
+        server = Server(variant, f"http://127.0.0.1:{port}", process)
+        _wait_http(server.url)
+        yield server
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
+async def _gets(url: str, requests: int, rounds: int) -> dict[str, Any]:
+    import httpx
+
+    limits = httpx.Limits(max_connections=requests, max_keepalive_connections=requests)
+    accept = {"accept": OCI_MANIFEST}
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+
+        async def one(i: int) -> float:
+            start = time.perf_counter()
+            if i % 2:
+                response = await client.head("/v2/bench/small/manifests/v1", headers=accept)
+            else:
+                response = await client.get("/v2/bench/small/manifests/v1", headers=accept)
+            if response.status_code != 200:
+                raise RuntimeError(f"manifest request answered {response.status_code}")
+            return time.perf_counter() - start
+
+        await asyncio.gather(*(one(i) for i in range(min(requests, 100))))
+        latencies: list[float] = []
+        wall = 0.0
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            latencies += await asyncio.gather(*(one(i) for i in range(requests)))
+            wall += time.perf_counter() - t0
+    return _latency_figures(latencies, wall)
+
+
+def _latency_figures(latencies: list[float], wall: float) -> dict[str, Any]:
+    latencies = sorted(latencies)
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
+
+    return {
+        "requests": len(latencies),
+        "req_per_s": len(latencies) / wall,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": latencies[-1] * 1000,
+    }
+
+
+def section_frameworks(variant: str, requests: int, rounds: int) -> dict[str, Any]:
+    with variant_server(variant) as server:
+        cpu0 = server.cpu()
+        result = asyncio.run(_gets(server.url, requests, rounds))
+        result["server_cpu_per_1000_requests_s"] = (server.cpu() - cpu0) / result["requests"] * 1000
+        result["server_peak_rss_mib"] = server.peak_rss_mib()
+    return result
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -433,7 +587,13 @@ def main() -> int:
     parser.add_argument(
         "--out", type=pathlib.Path, default=REPO / "bench" / "results" / "registry.json"
     )
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each case (median kept)")
+    parser.add_argument("--serve-variant", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_variant:
+        serve_variant(args.serve_variant, args.port)
+        return 0
     sections = [s for s in args.sections.split(",") if s]
     servers = [s for s in args.servers.split(",") if s]
     for name in sections:
@@ -449,6 +609,12 @@ def main() -> int:
     if "skopeo" in missing and "skopeo" in sections:
         print("skopeo is not installed (apt-get install skopeo): section skipped")
         sections.remove("skopeo")
+    if "frameworks" in sections:
+        for package in ("uvicorn", "starlette"):
+            if importlib.util.find_spec(package) is None:
+                print(f"{package} is not installed (pip install {package}): frameworks skipped")
+                sections.remove("frameworks")
+                break
     args.work.mkdir(parents=True, exist_ok=True)
     layout = (
         make_image(args.work, args.big_mib, args.small_layers) if "skopeo" in sections else None
@@ -461,24 +627,20 @@ def main() -> int:
         boto3.client("s3", endpoint_url=moto.endpoint, region_name="us-east-1").create_bucket(
             Bucket="bench-registry"
         )
-        for section in sections:
-            for name in servers:
-                if section == "memory" and name == "asyncstore-s3":
-                    continue  # moto keeps every byte in its own memory: 4 GiB for nothing
-                print(f"-- {section}: {name}", flush=True)
-                with server_named(name, args.work, moto) as server:
-                    try:
-                        if section == "skopeo":
-                            assert layout is not None
-                            row = section_skopeo(server, layout, args.work)
-                        elif section == "manifests":
-                            row = section_manifests(server, args.requests, args.rounds)
-                        else:
-                            row = section_memory(server, args.pushes, args.push_mib)
-                    except Exception as exc:  # a failing server is a row, not the end
-                        row = {"error": f"{type(exc).__name__}: {exc}"[:300]}
-                results[section][name] = row
-                print(f"   {row}", flush=True)
+        runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for attempt in range(args.repeat):  # interleaved, so a busy minute hits every server
+            for section in sections:
+                names = VARIANTS if section == "frameworks" else servers
+                for name in names:
+                    if section == "memory" and name == "asyncstore-s3":
+                        continue  # moto keeps every byte in its own memory: 4 GiB for nothing
+                    print(f"-- {section}: {name} (run {attempt + 1})", flush=True)
+                    row = run_case(section, name, args, layout, moto)
+                    runs.setdefault(section, {}).setdefault(name, []).append(row)
+                    print(f"   {row}", flush=True)
+        for section, by_name in runs.items():
+            for name, rows in by_name.items():
+                results[section][name] = {**median_row(section, rows), "runs": rows}
     report(results, args)
     write_json(
         args.out,
@@ -490,6 +652,38 @@ def main() -> int:
     )
     print(f"\nJSON written to {args.out}")
     return 0
+
+
+def run_case(
+    section: str, name: str, args: argparse.Namespace, layout: Any, moto: MotoServer
+) -> dict[str, Any]:
+    try:
+        if section == "frameworks":
+            return section_frameworks(name, args.requests, args.rounds)
+        with server_named(name, args.work, moto) as server:
+            if section == "skopeo":
+                return section_skopeo(server, layout, args.work)
+            if section == "manifests":
+                return section_manifests(server, args.requests, args.rounds)
+            return section_memory(server, args.pushes, args.push_mib)
+    except Exception as exc:  # a failing server is a row, not the end
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+
+
+def median_row(section: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median figure of merit (rows that failed sort last)."""
+
+    def merit(row: dict[str, Any]) -> float:
+        if "error" in row:
+            return float("inf")
+        if section == "skopeo":
+            return float(row["push_s"] + row["pull_s"])
+        if section == "memory":
+            return float(row["seconds"])
+        return -float(row["req_per_s"])
+
+    ordered = sorted(rows, key=merit)
+    return dict(ordered[(len(ordered) - 1) // 2])
 
 
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
@@ -530,6 +724,23 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
                 for name, row in results["manifests"].items()
             ],
             left=("server",),
+        )
+    if "frameworks" in results:
+        print_table(
+            f"{args.requests} concurrent manifest HEAD/GETs x {args.rounds} rounds, memory://",
+            ["framework+server", "req/s", "p50 ms", "p99 ms", "CPU s/1000 req", "peak RSS MiB"],
+            [
+                [
+                    name,
+                    cell(row, "req_per_s", ",.0f"),
+                    cell(row, "p50_ms", ".1f"),
+                    cell(row, "p99_ms", ".1f"),
+                    cell(row, "server_cpu_per_1000_requests_s", ".3f"),
+                    cell(row, "server_peak_rss_mib", ".0f"),
+                ]
+                for name, row in results["frameworks"].items()
+            ],
+            left=("framework+server",),
         )
     if "memory" in results:
         print_table(

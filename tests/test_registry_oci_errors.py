@@ -14,6 +14,8 @@ import pytest
 import asyncstore
 from asyncstore import (
     BlobNotFoundError,
+    DigestMismatchError,
+    InvalidArgumentError,
     ManifestNotFoundError,
     MemoryBackend,
     NotFoundError,
@@ -107,3 +109,54 @@ async def test_tags_of_a_repository_that_does_not_exist_raise_repository_not_fou
         registry = RegistryStorage(store)
         with pytest.raises(RepositoryNotFoundError, match="'nothing/here'"):
             await registry.list_tags("nothing/here")
+
+
+async def test_a_manifest_whose_stored_bytes_were_replaced_is_a_digest_mismatch() -> None:
+    async with Store(MemoryBackend()) as store:
+        registry = RegistryStorage(store, manifest_cache=0)
+        config = await registry.put_blob("app", b"{}")
+        body = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": str(config.digest), "size": 2},
+                "layers": [],
+            }
+        ).encode()
+        descriptor = await registry.put_manifest("app", body, OCI_MANIFEST, tags=["v1"])
+        assert await registry.get_manifest("app", "v1") == (body, descriptor)
+        # someone rewrites the stored body (the store records the new bytes' sha256)
+        await store.put(registry.cas.blob_key(descriptor.digest), b"{}" + b" " * (len(body) - 2))
+        with pytest.raises(DigestMismatchError, match="is corrupt") as info:
+            await registry.get_manifest("app", "v1")
+        assert info.value.expected == str(descriptor.digest)
+
+
+async def test_a_cached_manifest_is_not_served_once_deleted_or_untagged() -> None:
+    async with Store(MemoryBackend()) as store:
+        registry = RegistryStorage(store)
+        other = RegistryStorage(store)  # another server process over the same store
+        config = await registry.put_blob("app", b"{}")
+        body = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": str(config.digest), "size": 2},
+                "layers": [],
+            }
+        ).encode()
+        descriptor = await registry.put_manifest("app", body, OCI_MANIFEST, tags=["v1"])
+        assert (await registry.get_manifest("app", "v1"))[0] == body  # cached now
+        await other.untag("app", "v1")
+        with pytest.raises(TagNotFoundError):
+            await registry.get_manifest("app", "v1")
+        assert (await registry.get_manifest("app", str(descriptor.digest)))[0] == body
+        await other.delete_manifest("app", descriptor.digest)
+        with pytest.raises(ManifestNotFoundError):
+            await registry.get_manifest("app", str(descriptor.digest))
+
+
+def test_the_manifest_cache_size_is_checked() -> None:
+    store = Store(MemoryBackend())
+    with pytest.raises(InvalidArgumentError, match="manifest_cache"):
+        RegistryStorage(store, manifest_cache=-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -77,6 +78,10 @@ class RegistryStorage:
             layers) or manifests (index entries) the repository does not hold.
         content: Use this ContentStore (sharing its blobs and statistics)
             instead of creating one over ``store`` and ``prefix``.
+        manifest_cache: Bytes of manifest bodies kept in memory, by digest, once
+            verified (0: none). Bodies are content-addressed, so a cached one is
+            never stale; whether the repository holds the manifest (and what a
+            tag points at) is still read from the store on every call.
     """
 
     def __init__(
@@ -86,11 +91,33 @@ class RegistryStorage:
         *,
         check_references: bool = True,
         content: ContentStore | None = None,
+        manifest_cache: int = 16 * 1024 * 1024,
     ) -> None:
         self.cas = content if content is not None else ContentStore(store, prefix)
         self.store = self.cas.store
         self.prefix = self.cas.prefix
         self.check_references = bool(check_references)
+        if (
+            not isinstance(manifest_cache, int)
+            or isinstance(manifest_cache, bool)
+            or manifest_cache < 0
+        ):
+            raise InvalidArgumentError(
+                f"manifest_cache must be a number of bytes >= 0, not {manifest_cache!r}",
+                key="manifest_cache",
+            )
+        self._cache_limit = manifest_cache
+        self._cache_bytes = 0
+        self._cache: collections.OrderedDict[Digest, bytes] = collections.OrderedDict()
+
+    def _remember(self, digest: Digest, body: bytes) -> None:
+        if len(body) > self._cache_limit // 4 or digest in self._cache:
+            return
+        self._cache[digest] = body
+        self._cache_bytes += len(body)
+        while self._cache_bytes > self._cache_limit:
+            _, dropped = self._cache.popitem(last=False)
+            self._cache_bytes -= len(dropped)
 
     def __repr__(self) -> str:
         return f"<RegistryStorage prefix={self.prefix!r} over {self.store!r}>"
@@ -460,6 +487,7 @@ class RegistryStorage:
         if self.check_references:
             await self._check_references(repo, actual, info.blobs, info.manifests)
         await self.cas.put(raw, expected=actual, media_type=media_type)
+        self._remember(actual, raw)
         descriptor = Descriptor(
             actual, len(raw), media_type, info.artifact_type, dict(info.annotations)
         )
@@ -510,13 +538,31 @@ class RegistryStorage:
             DigestMismatchError: the stored bytes are corrupt.
         """
         descriptor = await self._reference(repo, reference)
+        cached = self._cache.get(descriptor.digest)
+        if cached is not None:
+            self._cache.move_to_end(descriptor.digest)
+            return cached, descriptor
+        key = self.cas.blob_key(descriptor.digest)
         try:
-            body = await self.cas.get(descriptor.digest)
+            # A manifest is small: one read (checked against the sha256 recorded at
+            # upload by the store) and one hash against its digest, in place of a
+            # blob stream's machinery.
+            body = await self.store.get(key)
         except NotFoundError as exc:
             raise ManifestNotFoundError(
-                f"manifest {descriptor.digest} of repository {repo!r}: its body is gone",
-                key=self.cas.blob_key(descriptor.digest),
+                f"manifest {descriptor.digest} of repository {repo!r}: its body is gone", key=key
             ) from exc
+        actual = await hash_bytes(body, descriptor.digest.algorithm)
+        if actual != descriptor.digest:
+            self.cas._count(digest_mismatches=1)
+            raise DigestMismatchError(
+                f"manifest {descriptor.digest} of repository {repo!r} is corrupt: "
+                f"its bytes hash to {actual}",
+                expected=str(descriptor.digest),
+                actual=str(actual),
+                key=key,
+            )
+        self._remember(descriptor.digest, body)
         return body, descriptor
 
     async def stat_manifest(self, repo: str, reference: str) -> Descriptor:

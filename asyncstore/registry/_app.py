@@ -67,6 +67,8 @@ _METHODS = {
 _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]{1,18})-([0-9]{1,18})(?:/(?:[0-9]{1,18}|\*))?")
 _RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")
 _JSON = (b"content-type", b"application/json")
+#: Bodies up to this size (declared) are read whole before they are stored; larger ones stream.
+SMALL_BODY = 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -388,10 +390,8 @@ class RegistryApp:
         given = request.param("digest")
         if given is not None:
             digest = _digest(given)
-            limit = self._upload_limit()
-            descriptor = await self.registry.put_blob(
-                name, request.chunks(limit=limit, what="blob"), expected=digest
-            )
+            body = await _body(request, self._upload_limit(), None, "blob")
+            descriptor = await self.registry.put_blob(name, body, expected=digest)
             await send_response(send, 201, self._blob_location(name, descriptor.digest))
             return
         await request.discard()
@@ -440,9 +440,7 @@ class RegistryApp:
                 "SIZE_INVALID",
                 f"the blob would exceed the upload limit of {self.config.max_upload_size} bytes",
             )
-        body = request.chunks(limit=limit, what="chunk")
-        if length is not None:
-            body = _exactly(body, length)
+        body = await _body(request, limit, length, "chunk")
         size = await self.registry.append_upload(name, session, offset, body)
         await send_response(send, 202, _upload_headers(name, session, size), length=0)
 
@@ -454,9 +452,7 @@ class RegistryApp:
         digest = _digest(given)
         if await request.has_body():
             offset, length = await self._body_offset(request, name, session)
-            body = request.chunks(limit=self._upload_limit(offset), what="chunk")
-            if length is not None:
-                body = _exactly(body, length)
+            body = await _body(request, self._upload_limit(offset), length, "chunk")
             descriptor = await self.registry.finish_upload(
                 name, session, digest, chunk=body, offset=offset
             )
@@ -630,6 +626,29 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     if start >= size or end <= start:
         raise unsatisfiable
     return start, min(end, size)
+
+
+async def _body(
+    request: Request, limit: int | None, length: int | None, what: str
+) -> bytes | AsyncIterator[bytes]:
+    """The body to store: read whole when small, else a stream of its pieces.
+
+    A body whose declared size (``length``, from Content-Range, or Content-Length)
+    is at most `SMALL_BODY` is read into memory, so the store takes the buffer path
+    (no part buffers, no staging object); any other body streams as it arrives.
+    """
+    declared = length if length is not None else request.content_length()
+    if declared is not None and declared <= SMALL_BODY and (limit is None or declared <= limit):
+        data = await request.read(limit=declared, what=what)
+        if length is not None and len(data) != length:
+            raise RegistryError(
+                400,
+                "SIZE_INVALID",
+                f"the {what} ended after {len(data)} of the {length} bytes of its Content-Range",
+            )
+        return data
+    body = request.chunks(limit=limit, what=what)
+    return body if length is None else _exactly(body, length)
 
 
 async def _exactly(body: AsyncIterator[bytes], length: int) -> AsyncIterator[bytes]:
