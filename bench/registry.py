@@ -364,11 +364,68 @@ async def _manifest_requests(url: str, requests: int, rounds: int) -> dict[str, 
 
 
 def section_manifests(server: Server, requests: int, rounds: int) -> dict[str, Any]:
+    """``requests`` concurrent connections asking for a manifest by tag.
+
+    With wrk installed (a C load generator, so the client is not the limit): GETs over
+    ``requests`` connections for 10 s. The httpx figures (half HEAD, half GET, ``rounds``
+    waves of ``requests`` at once) are kept beside them as ``httpx_*``.
+    """
     cpu0 = server.cpu()
     result = asyncio.run(_manifest_requests(server.url, requests, rounds))
     result["server_cpu_per_1000_requests_s"] = (server.cpu() - cpu0) / result["requests"] * 1000
+    if shutil.which("wrk") is not None:
+        httpx_figures = {f"httpx_{k}": v for k, v in result.items()}
+        cpu0 = server.cpu()
+        result = _wrk(server.url, requests, 10)
+        result["server_cpu_per_1000_requests_s"] = (server.cpu() - cpu0) / result["requests"] * 1000
+        result.update(httpx_figures)
+        result["client"] = "wrk"
+    else:
+        result["client"] = "httpx"
     result["server_peak_rss_mib"] = server.peak_rss_mib()
     return result
+
+
+def _wrk(url: str, connections: int, seconds: int) -> dict[str, Any]:
+    script = (
+        "wrk.method = 'GET'\n"
+        f"wrk.headers['Accept'] = '{OCI_MANIFEST}'\n"
+        "wrk.path = '/v2/bench/small/manifests/v1'\n"
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    try:
+        done = subprocess.run(
+            ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name, url],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 120,
+            check=True,
+        )
+    finally:
+        os.unlink(f.name)
+    out = done.stdout
+
+    def ms(label: str) -> float:
+        match = re.search(rf"^\s*{label}\s+([0-9.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+        if match is None:
+            return float("nan")
+        return float(match[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match[2]]
+
+    total = re.search(r"([0-9]+) requests in", out)
+    rate = re.search(r"Requests/sec:\s+([0-9.]+)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: ([0-9]+)", out)
+    if total is None or rate is None:
+        raise RuntimeError(f"wrk printed no figures: {out[-400:]}")
+    if errors is not None:
+        raise RuntimeError(f"wrk: {errors[1]} answers were not 200")
+    return {
+        "requests": int(total[1]),
+        "req_per_s": float(rate[1]),
+        "p50_ms": ms("50%"),
+        "p99_ms": ms("99%"),
+        "max_ms": float("nan"),
+    }
 
 
 async def _pushes(url: str, pushes: int, size_mib: int) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from _registry_app import (
     running,
 )
 
-from asyncstore import MemoryBackend, PermissionDeniedError, Store
+from asyncstore import ConnectionError as StoreConnectionError
+from asyncstore import MemoryBackend, PermissionDeniedError, RetryPolicy, Store
 from asyncstore.oci import OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, RegistryStorage
 from asyncstore.registry import RegistryApp, RegistryConfig
 
@@ -570,3 +571,17 @@ async def test_concurrent_pushes_of_the_same_layers_store_each_blob_once() -> No
         for n in range(16):
             for layer in layers:
                 assert await registry.blob_exists(f"team/r{n}", digest(layer))
+
+
+async def test_a_storage_that_does_not_answer_gets_503_with_retry_after() -> None:
+    class Unreachable(MemoryBackend):
+        async def head(self, key: str):  # type: ignore[no-untyped-def]
+            raise StoreConnectionError("connection refused", key=key)
+
+    async with Store(Unreachable(), retry=RetryPolicy(attempts=1)) as store:
+        app = RegistryApp(RegistryStorage(store))
+        async with running(app) as url, httpx.AsyncClient(base_url=url) as client:
+            response = await client.get(f"/v2/{REPO}/blobs/{digest(b'x')}")
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "1"
+            assert error_code(response) == "TOOMANYREQUESTS"
