@@ -396,7 +396,18 @@ def _wrk(url: str, connections: int, seconds: int) -> dict[str, Any]:
         f.write(script)
     try:
         done = subprocess.run(
-            ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name, url],
+            [
+                "wrk",
+                "-t2",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--timeout",
+                "60s",
+                "--latency",
+                "-s",
+                f.name,
+                url,
+            ],
             capture_output=True,
             text=True,
             timeout=seconds + 120,
@@ -415,6 +426,9 @@ def _wrk(url: str, connections: int, seconds: int) -> dict[str, Any]:
     total = re.search(r"([0-9]+) requests in", out)
     rate = re.search(r"Requests/sec:\s+([0-9.]+)", out)
     errors = re.search(r"Non-2xx or 3xx responses: ([0-9]+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    if socket_errors is not None:
+        raise RuntimeError(f"wrk: socket errors: {socket_errors[1]}")
     if total is None or rate is None:
         raise RuntimeError(f"wrk printed no figures: {out[-400:]}")
     if errors is not None:

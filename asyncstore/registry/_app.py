@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -213,11 +214,14 @@ class RegistryApp:
             return  # websockets: not part of the API
         request = Request(scope, receive)
         started = False
+        status = 0
+        begun = time.perf_counter()
 
         async def tracking_send(message: MutableMapping[str, Any]) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
                 started = True
+                status = message["status"]
             await send(message)
 
         try:
@@ -225,7 +229,7 @@ class RegistryApp:
         except RegistryError as exc:
             if started:
                 raise
-            await self._error(request, send, exc)
+            await self._error(request, tracking_send, exc)
         except ClientDisconnected:
             log.info("%s %s: the client disconnected", request.method, request.path[:200])
         except Exception:
@@ -234,7 +238,16 @@ class RegistryApp:
             if started:
                 raise
             failure = RegistryError(500, "UNKNOWN", "the registry failed to complete the request")
-            await self._error(request, send, failure)
+            await self._error(request, tracking_send, failure)
+        finally:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "%s %s %d %.1f ms",
+                    request.method,
+                    request.path[:200],
+                    status,
+                    (time.perf_counter() - begun) * 1000,
+                )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
