@@ -585,3 +585,16 @@ async def test_a_storage_that_does_not_answer_gets_503_with_retry_after() -> Non
             assert response.status_code == 503
             assert response.headers["retry-after"] == "1"
             assert error_code(response) == "TOOMANYREQUESTS"
+
+
+async def test_an_empty_blob_is_pushed_and_served() -> None:
+    async with registry_client() as (client, _):
+        d = await push_blob(client, REPO, b"")
+        assert d == digest(b"")
+        response = await client.get(f"/v2/{REPO}/blobs/{d}")
+        assert response.status_code == 200
+        assert response.content == b""
+        assert response.headers["content-length"] == "0"
+        location = (await client.post(f"/v2/{REPO}/blobs/uploads/")).headers["location"]
+        done = await client.put(location, params={"digest": d})
+        assert done.status_code == 201
