@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+REGISTRY_TOOLS_STAMP := $(VENV)/.installed-registry-tools
 
 .PHONY: demo test lint types docs pytest bench reliability clean
 
@@ -17,6 +18,19 @@ $(STAMP): pyproject.toml
 $(NODE_STAMP): package.json
 	npm install --no-audit --no-fund --no-package-lock --loglevel=error
 	touch $(NODE_STAMP)
+
+# skopeo and podman (Debian's packages) for the registry's client tests: installed when
+# missing and we are root (CI is); otherwise those tests say how to install them and skip.
+$(REGISTRY_TOOLS_STAMP): | $(STAMP)
+	@missing=""; for tool in skopeo podman; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "apt-get install$$missing (for tests/test_registry_clients.py)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null && apt-get install -y -qq $$missing >/dev/null; }; \
+	else echo "missing:$$missing (not root): their registry tests will be skipped"; fi
+	touch $(REGISTRY_TOOLS_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/asyncstore demo --dir demo
@@ -33,7 +47,7 @@ types: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .site
 
-pytest: $(STAMP) $(NODE_STAMP)
+pytest: $(STAMP) $(NODE_STAMP) $(REGISTRY_TOOLS_STAMP)
 	$(BIN)/pytest
 
 BENCH_STAMP := $(VENV)/.installed-bench

@@ -7,6 +7,10 @@ escapes; the original is kept as ``__cause__``:
 
     StoreError
     ├── NotFoundError              (also FileNotFoundError)
+    │   ├── TagNotFoundError       (asyncstore.oci: the tag is unknown)
+    │   ├── BlobNotFoundError      (asyncstore.oci: the blob is unknown)
+    │   ├── ManifestNotFoundError  (asyncstore.oci: the manifest is unknown)
+    │   └── RepositoryNotFoundError (asyncstore.oci: the repository is unknown)
     ├── AlreadyExistsError         (also FileExistsError)
     ├── PreconditionFailedError
     ├── IntegrityError
@@ -17,7 +21,6 @@ escapes; the original is kept as ``__cause__``:
     │   ├── InvalidRangeError
     │   └── InvalidOffsetError
     ├── UploadNotFoundError
-    ├── TagNotFoundError
     ├── PermissionDeniedError      (also PermissionError)
     ├── ConfigurationError         (bad URL, unknown scheme, missing extra)
     └── TransportError             (retried by the Store)
@@ -36,6 +39,7 @@ from types import TracebackType
 
 __all__ = [
     "AlreadyExistsError",
+    "BlobNotFoundError",
     "ConfigurationError",
     "ConnectionError",
     "DigestMismatchError",
@@ -45,9 +49,11 @@ __all__ = [
     "InvalidKeyError",
     "InvalidOffsetError",
     "InvalidRangeError",
+    "ManifestNotFoundError",
     "NotFoundError",
     "PermissionDeniedError",
     "PreconditionFailedError",
+    "RepositoryNotFoundError",
     "StoreError",
     "TagNotFoundError",
     "TimeoutError",
@@ -129,8 +135,20 @@ class UploadNotFoundError(StoreError):
     """The multipart upload or upload session does not exist (or is finished)."""
 
 
-class TagNotFoundError(StoreError):
-    """The tag does not exist in the repository."""
+class TagNotFoundError(NotFoundError):
+    """The tag does not exist in the repository (an `asyncstore.oci` error)."""
+
+
+class BlobNotFoundError(NotFoundError):
+    """The repository does not hold the blob, or its bytes are gone (an `asyncstore.oci` error)."""
+
+
+class ManifestNotFoundError(NotFoundError):
+    """The repository does not hold the manifest (an `asyncstore.oci` error)."""
+
+
+class RepositoryNotFoundError(NotFoundError):
+    """The repository holds nothing at all (an `asyncstore.oci` error)."""
 
 
 class PermissionDeniedError(StoreError, PermissionError):

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import anyio
 
 from .._errors import (
+    BlobNotFoundError,
     DigestMismatchError,
     IntegrityError,
     InvalidArgumentError,
+    ManifestNotFoundError,
     NotFoundError,
+    RepositoryNotFoundError,
     TagNotFoundError,
 )
 from .._store import Store
+from .._stream._download import ObjectStream
 from .._stream._tasks import task_group
 from .._types import CommonPrefix, ObjectInfo
 from ..cas import BlobStream, ContentStore, Descriptor, Digest, UploadStatus
@@ -73,6 +78,10 @@ class RegistryStorage:
             layers) or manifests (index entries) the repository does not hold.
         content: Use this ContentStore (sharing its blobs and statistics)
             instead of creating one over ``store`` and ``prefix``.
+        manifest_cache: Bytes of manifest bodies kept in memory, by digest, once
+            verified (0: none). Bodies are content-addressed, so a cached one is
+            never stale; whether the repository holds the manifest (and what a
+            tag points at) is still read from the store on every call.
     """
 
     def __init__(
@@ -82,11 +91,33 @@ class RegistryStorage:
         *,
         check_references: bool = True,
         content: ContentStore | None = None,
+        manifest_cache: int = 16 * 1024 * 1024,
     ) -> None:
         self.cas = content if content is not None else ContentStore(store, prefix)
         self.store = self.cas.store
         self.prefix = self.cas.prefix
         self.check_references = bool(check_references)
+        if (
+            not isinstance(manifest_cache, int)
+            or isinstance(manifest_cache, bool)
+            or manifest_cache < 0
+        ):
+            raise InvalidArgumentError(
+                f"manifest_cache must be a number of bytes >= 0, not {manifest_cache!r}",
+                key="manifest_cache",
+            )
+        self._cache_limit = manifest_cache
+        self._cache_bytes = 0
+        self._cache: collections.OrderedDict[Digest, bytes] = collections.OrderedDict()
+
+    def _remember(self, digest: Digest, body: bytes) -> None:
+        if len(body) > self._cache_limit // 4 or digest in self._cache:
+            return
+        self._cache[digest] = body
+        self._cache_bytes += len(body)
+        while self._cache_bytes > self._cache_limit:
+            _, dropped = self._cache.popitem(last=False)
+            self._cache_bytes -= len(dropped)
 
     def __repr__(self) -> str:
         return f"<RegistryStorage prefix={self.prefix!r} over {self.store!r}>"
@@ -121,7 +152,7 @@ class RegistryStorage:
 
     async def _require_blob(self, repo: str, digest: Digest) -> None:
         if not await self.store.exists(self._layer_key(repo, digest)):
-            raise NotFoundError(
+            raise BlobNotFoundError(
                 f"blob {digest} is not in repository {repo!r}", key=self._layer_key(repo, digest)
             )
 
@@ -149,19 +180,22 @@ class RegistryStorage:
         """Read a blob of ``repo``, verified against its digest.
 
         Raises:
-            NotFoundError: the repository does not hold the blob.
+            BlobNotFoundError: the repository does not hold the blob.
             DigestMismatchError: the stored bytes are corrupt.
         """
         d = Digest(digest)
         self._repo(repo)
-        return await self.cas._get(d, before=lambda: self._require_blob(repo, d))
+        with self._blob_gone(repo, d):
+            return await self.cas._get(d, before=lambda: self._require_blob(repo, d))
 
     def stream_blob(self, repo: str, digest: Digest | str) -> BlobStream:
         """Stream a blob of ``repo``, verified after the last chunk (see `BlobStream`).
 
         Raises:
             InvalidDigestError: ``digest`` is malformed (at once).
-            NotFoundError: the repository does not hold the blob (on iteration).
+            BlobNotFoundError: the repository does not hold the blob (on entering
+                ``async with`` or on iteration); a plain `NotFoundError` if the link
+                is there but the bytes are gone.
         """
         d = Digest(digest)
         self._repo(repo)
@@ -173,22 +207,40 @@ class RegistryStorage:
         """Download a blob of ``repo`` to a file, atomically and verified.
 
         Raises:
-            NotFoundError: the repository does not hold the blob.
+            BlobNotFoundError: the repository does not hold the blob.
             DigestMismatchError: the stored bytes are corrupt; nothing is left at ``path``.
         """
         d = Digest(digest)
         self._repo(repo)
-        return await self.cas._fetch(d, path, before=lambda: self._require_blob(repo, d))
+        with self._blob_gone(repo, d):
+            return await self.cas._fetch(d, path, before=lambda: self._require_blob(repo, d))
+
+    async def stream_blob_range(
+        self, repo: str, digest: Digest | str, start: int, end: int
+    ) -> ObjectStream:
+        """Stream the bytes ``[start, end)`` of a blob of ``repo`` (an HTTP Range request).
+
+        A part of a blob cannot be checked against the blob's digest, so these
+        bytes are not verified; read the whole blob (`stream_blob`) for that.
+
+        Raises:
+            BlobNotFoundError: the repository does not hold the blob (before any byte).
+            InvalidRangeError: the range is negative, inverted or starts past the end.
+        """
+        d = Digest(digest)
+        await self._require_blob(repo, d)
+        return self.store.stream(self.cas.blob_key(d), start=start, end=end, verify=False)
 
     async def stat_blob(self, repo: str, digest: Digest | str) -> Descriptor:
         """The descriptor of a blob of ``repo`` (no bytes are read).
 
         Raises:
-            NotFoundError: the repository does not hold the blob.
+            BlobNotFoundError: the repository does not hold the blob.
         """
         d = Digest(digest)
         await self._require_blob(repo, d)
-        return await self.cas.stat(d)
+        with self._blob_gone(repo, d):
+            return await self.cas.stat(d)
 
     async def blob_exists(self, repo: str, digest: Digest | str) -> bool:
         """Whether ``repo`` holds the blob (and its bytes are stored)."""
@@ -199,7 +251,7 @@ class RegistryStorage:
         """Remove a blob from ``repo`` (its link; the bytes stay for other repositories).
 
         Raises:
-            NotFoundError: the repository does not hold the blob.
+            BlobNotFoundError: the repository does not hold the blob.
         """
         d = Digest(digest)
         await self._require_blob(repo, d)
@@ -209,14 +261,44 @@ class RegistryStorage:
         """Make a blob of ``from_repo`` part of ``repo`` without copying any bytes.
 
         Raises:
-            NotFoundError: ``from_repo`` does not hold the blob (start an upload instead).
+            BlobNotFoundError: ``from_repo`` does not hold the blob (start an upload instead).
         """
         d = Digest(digest)
         self._repo(repo)
         await self._require_blob(from_repo, d)
-        descriptor = await self.cas.stat(d)
+        with self._blob_gone(from_repo, d):
+            descriptor = await self.cas.stat(d)
         await self._link(repo, d)
         return descriptor
+
+    async def mount_stored_blob(self, repo: str, digest: Digest | str) -> Descriptor:
+        """Make any blob the content store holds under ``digest`` part of ``repo``.
+
+        The distribution spec's automatic mount (a mount request without
+        ``from``): blob bytes are shared by every repository, so no bytes are copied.
+
+        Raises:
+            BlobNotFoundError: the content store does not hold the blob (start an upload).
+        """
+        d = Digest(digest)
+        self._repo(repo)
+        with self._blob_gone(repo, d):
+            descriptor = await self.cas.stat(d)
+        await self._link(repo, d)
+        return descriptor
+
+    @contextlib.contextmanager
+    def _blob_gone(self, repo: str, digest: Digest) -> Iterator[None]:
+        """Report a blob whose bytes are missing from the content store as BlobNotFoundError."""
+        try:
+            yield
+        except BlobNotFoundError:
+            raise
+        except NotFoundError as exc:
+            raise BlobNotFoundError(
+                f"blob {digest} is not stored (asked for in repository {repo!r})",
+                key=self.cas.blob_key(digest),
+            ) from exc
 
     # -- upload sessions ----------------------------------------------------------------------
 
@@ -308,7 +390,7 @@ class RegistryStorage:
         try:
             raw = await self.store.get(key)
         except NotFoundError as exc:
-            raise NotFoundError(
+            raise ManifestNotFoundError(
                 f"manifest {digest} is not in repository {repo!r}", key=key
             ) from exc
         try:
@@ -405,6 +487,7 @@ class RegistryStorage:
         if self.check_references:
             await self._check_references(repo, actual, info.blobs, info.manifests)
         await self.cas.put(raw, expected=actual, media_type=media_type)
+        self._remember(actual, raw)
         descriptor = Descriptor(
             actual, len(raw), media_type, info.artifact_type, dict(info.annotations)
         )
@@ -433,14 +516,14 @@ class RegistryStorage:
     ) -> None:
         for blob in blobs:
             if not await self.blob_exists(repo, blob.digest):
-                raise NotFoundError(
+                raise BlobNotFoundError(
                     f"manifest {digest} references blob {blob.digest}, "
                     f"which is not in repository {repo!r}",
                     key=self._layer_key(repo, blob.digest),
                 )
         for manifest in manifests:
             if not await self.store.exists(self._revision_key(repo, manifest.digest)):
-                raise NotFoundError(
+                raise ManifestNotFoundError(
                     f"manifest {digest} references manifest {manifest.digest}, "
                     f"which is not in repository {repo!r}",
                     key=self._revision_key(repo, manifest.digest),
@@ -455,7 +538,31 @@ class RegistryStorage:
             DigestMismatchError: the stored bytes are corrupt.
         """
         descriptor = await self._reference(repo, reference)
-        body = await self.cas.get(descriptor.digest)
+        cached = self._cache.get(descriptor.digest)
+        if cached is not None:
+            self._cache.move_to_end(descriptor.digest)
+            return cached, descriptor
+        key = self.cas.blob_key(descriptor.digest)
+        try:
+            # A manifest is small: one read (checked against the sha256 recorded at
+            # upload by the store) and one hash against its digest, in place of a
+            # blob stream's machinery.
+            body = await self.store.get(key)
+        except NotFoundError as exc:
+            raise ManifestNotFoundError(
+                f"manifest {descriptor.digest} of repository {repo!r}: its body is gone", key=key
+            ) from exc
+        actual = await hash_bytes(body, descriptor.digest.algorithm)
+        if actual != descriptor.digest:
+            self.cas._count(digest_mismatches=1)
+            raise DigestMismatchError(
+                f"manifest {descriptor.digest} of repository {repo!r} is corrupt: "
+                f"its bytes hash to {actual}",
+                expected=str(descriptor.digest),
+                actual=str(actual),
+                key=key,
+            )
+        self._remember(descriptor.digest, body)
         return body, descriptor
 
     async def stat_manifest(self, repo: str, reference: str) -> Descriptor:
@@ -471,9 +578,7 @@ class RegistryStorage:
         """Whether ``repo`` has the manifest (by digest or by tag)."""
         try:
             await self._reference(repo, reference)
-        except NotFoundError:
-            return False
-        except TagNotFoundError:
+        except NotFoundError:  # TagNotFoundError and ManifestNotFoundError too
             return False
         return True
 
@@ -493,7 +598,9 @@ class RegistryStorage:
         try:
             raw = await self.store.get(key)
         except NotFoundError as exc:
-            raise NotFoundError(f"manifest {d} is not in repository {repo!r}", key=key) from exc
+            raise ManifestNotFoundError(
+                f"manifest {d} is not in repository {repo!r}", key=key
+            ) from exc
         for tag in await self.lookup_tags(repo, d):
             await self.store.delete(self._tag_key(repo, tag))
         try:
@@ -557,7 +664,7 @@ class RegistryStorage:
         if not await self.store.exists(self._revision_key(repo, d)):
             # The manifest was deleted while we tagged it: do not leave a dangling tag.
             await self.store.delete(self._tag_key(repo, tag))
-            raise NotFoundError(
+            raise ManifestNotFoundError(
                 f"manifest {d} was deleted from repository {repo!r} while being tagged {tag!r}",
                 key=self._revision_key(repo, d),
             )
@@ -619,7 +726,9 @@ class RegistryStorage:
             )
         names = await self._tag_names(repo)
         if not names and not await self.repository_exists(repo):
-            raise NotFoundError(f"repository {repo!r} does not exist", key=self._repo(repo))
+            raise RepositoryNotFoundError(
+                f"repository {repo!r} does not exist", key=self._repo(repo)
+            )
         if last is not None:
             names = [name for name in names if name > last]
         if n is None or n >= len(names):
