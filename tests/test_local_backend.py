@@ -11,10 +11,12 @@ from urllib.parse import urlsplit
 import anyio
 import pytest
 
+from asyncstore import Store
 from asyncstore._backend import CompletedPart, MiB, WriteAttributes
 from asyncstore._errors import (
     AlreadyExistsError,
     ConfigurationError,
+    DigestMismatchError,
     InvalidArgumentError,
     InvalidKeyError,
     InvalidRangeError,
@@ -580,6 +582,62 @@ async def test_replaced_data_file_drops_stale_metadata(backend: LocalBackend, ro
     async with await backend.read("k") as stream:
         assert stream.info.metadata == {}
         assert b"".join([c async for c in stream]) == b"original"
+
+
+def _rewrite_in_place(path: Path, data: bytes) -> None:
+    """What another program does to a file it opens for writing: same inode, new bytes."""
+    before = path.stat()
+    with open(path, "r+b") as file:
+        file.seek(0)
+        file.write(data)
+        file.truncate()
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    after = path.stat()
+    assert after.st_ino == before.st_ino
+    assert after.st_mtime_ns != before.st_mtime_ns
+
+
+@pytest.mark.parametrize("change", ["flipped bytes", "truncated", "appended"])
+async def test_a_file_rewritten_in_place_is_reported_corrupt(
+    change: str, root: Path, tmp_path: Path
+) -> None:
+    original = bytes(range(256)) * 64
+    changed = {
+        "flipped bytes": bytes(b ^ 0xFF for b in original[:10]) + original[10:],
+        "truncated": original[:-100],
+        "appended": original + b"more",
+    }[change]
+    async with Store(LocalBackend(root), chunk_size=4096) as store:
+        put = await store.put("k", original, content_type="x/y", metadata={"m": "1"})
+        _rewrite_in_place(root / "k", changed)
+        info = await store.head("k")
+        assert (info.sha256, info.content_type, dict(info.metadata)) == (
+            put.sha256,
+            "x/y",
+            {"m": "1"},
+        )
+        with pytest.raises(DigestMismatchError) as raised:
+            await store.get("k")
+        assert raised.value.key == "k"
+        assert raised.value.expected == put.sha256
+        with pytest.raises(DigestMismatchError):
+            async with store.stream("k") as body:
+                async for _ in body:
+                    pass
+        with pytest.raises(DigestMismatchError):
+            await store.download_file("k", tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+        assert await store.get("k", verify=False) == changed
+
+
+async def test_a_file_replaced_by_a_new_one_is_a_new_object(root: Path) -> None:
+    async with Store(LocalBackend(root)) as store:
+        await store.put("k", b"original", content_type="x/y")
+        (root / "new").write_bytes(b"replaced")  # written elsewhere, renamed over the key
+        os.replace(root / "new", root / "k")
+        info = await store.head("k")
+        assert (info.sha256, info.content_type) == (None, None)
+        assert await store.get("k") == b"replaced"
 
 
 async def test_metadata_always_describes_the_bytes_read(backend: LocalBackend) -> None:

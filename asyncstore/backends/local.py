@@ -34,11 +34,13 @@ fsynced. A create-if-absent write commits with ``os.link`` instead (atomic
 and race-free even between processes), and writes its sidecar only once the
 link has won, so a losing writer never touches the winner's sidecar.
 
-The inode check: a sidecar is only believed when the inode, size and mtime it
-records are those of the data file (for a read, of the file actually opened).
-When they differ (another writer is between its two renames, or a crash
-happened there) the backend retries briefly and then reports the object
-without metadata rather than with someone else's.
+The inode check: a sidecar is only believed when the inode it records is that
+of the data file (for a read, of the file actually opened). When it differs
+(another writer is between its two renames, a crash happened there, or another
+program replaced the file with a new one) the backend retries briefly and then
+reports the object without metadata rather than with someone else's. A file
+changed in place (same inode, new bytes, mtime or size) keeps its sidecar and
+its recorded sha256, so a whole read of it raises DigestMismatchError.
 
 The ETag is ``<inode>-<mtime ns>-<size>`` in hex, from the data file's stat:
 a replaced file is a new inode, so the ETag changes with every write. Every
@@ -459,11 +461,10 @@ def _load_sidecar(p: _Paths, st: os.stat_result) -> tuple[_Record | None, bool]:
     except InvalidKeyError:
         return None, False  # a planted symbolic link: the object is shown without metadata
     record, meta_st = _read_record(p.meta)
-    if record is not None and (
-        record.get("inode") == st.st_ino
-        and record.get("size") == st.st_size
-        and record.get("mtime_ns") == st.st_mtime_ns
-    ):
+    # The sidecar belongs to the inode it records, whatever happened to the bytes since:
+    # a file changed in place (same inode, new mtime or size) keeps its recorded
+    # sha256, so that a whole read reports the corruption (DigestMismatchError).
+    if record is not None and record.get("inode") == st.st_ino:
         return record, False
     # No (matching) sidecar: a writer may be between its two renames. Only then is
     # a retry worth it; an old mismatch (crash, file placed by hand) is final.
