@@ -77,6 +77,10 @@ async def listing(
     return out
 
 
+def local_store(url: str, **options: bool) -> Store:
+    return Store(from_url(urlsplit(url), **options))
+
+
 def temp_files(root: Path) -> list[Path]:
     return list(root.rglob(".asyncstore-*.part"))
 
@@ -108,8 +112,10 @@ def test_from_url_rejects_bad_paths(url: str) -> None:
 
 
 def test_from_url_rejects_query_host_and_options(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="query"):
+    with pytest.raises(ConfigurationError, match="unknown option 'sync'"):
         from_url(urlsplit(f"file://{tmp_path}?sync=1"))
+    with pytest.raises(ConfigurationError, match="fragment"):
+        from_url(urlsplit(f"file://{tmp_path}#frag"))
     with pytest.raises(ConfigurationError, match="otherhost"):
         from_url(urlsplit(f"file://otherhost{tmp_path}"))
     with pytest.raises(ConfigurationError, match="'colour'"):
@@ -128,6 +134,79 @@ async def test_root_created_lazily_or_required(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="absent"):
         await missing.head("k")
     assert not (tmp_path / "absent").exists()
+
+
+def test_from_url_create_option(tmp_path: Path) -> None:
+    assert from_url(urlsplit(f"file://{tmp_path}"))._create is True
+    assert from_url(urlsplit(f"file://{tmp_path}?create=false"))._create is False
+    assert from_url(urlsplit(f"file://{tmp_path}?create=True"))._create is True
+    assert from_url(urlsplit(f"file://{tmp_path}"), create=False)._create is False
+    with pytest.raises(ConfigurationError, match=r"'create'.*true or false"):
+        from_url(urlsplit(f"file://{tmp_path}?create=maybe"))
+    with pytest.raises(ConfigurationError, match="'create' is given both"):
+        from_url(urlsplit(f"file://{tmp_path}?create=false"), create=True)
+    with pytest.raises(ConfigurationError, match="'create' is given twice"):
+        from_url(urlsplit(f"file://{tmp_path}?create=false&create=true"))
+
+
+async def test_reads_never_create_the_root(tmp_path: Path) -> None:
+    """Opening a store to read leaves the disk alone: a missing root is NotFoundError."""
+    root = tmp_path / "never-made"
+    async with local_store(f"file://{root}") as store:
+        for read in (
+            lambda: store.head("k"),
+            lambda: store.get("k"),
+            lambda: store.download_file("k", tmp_path / "out"),
+            lambda: store.copy("k", "k2"),
+        ):
+            with pytest.raises(NotFoundError, match=f"root '{root}' does not exist") as raised:
+                await read()
+            assert raised.value.key == "k"
+        with pytest.raises(NotFoundError, match=f"root '{root}' does not exist") as raised:
+            [item async for item in store.list("p/")]
+        assert raised.value.key == "p/"
+        with pytest.raises(NotFoundError, match=f"root '{root}' does not exist"):
+            async for _ in store.stream("k"):
+                pass
+        upload_id = ".asyncstore-" + "0" * 32 + ".part"
+        with pytest.raises(UploadNotFoundError, match=f"root '{root}' does not exist"):
+            await store.upload_part("k", upload_id, 1, b"x", offset=0)
+        await store.delete("k")  # a missing key is not an error, and creates nothing
+        await store.delete_many(["k", "j"])
+        await store.abort_upload("k", upload_id)
+        assert not root.exists()
+        await store.put("k", b"v")  # the first write creates it
+        assert (root / "k").read_bytes() == b"v"
+        assert [info.key async for info in store.list()] == ["k"]
+
+
+async def test_create_false_requires_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "absent"
+    for url, options in (
+        (f"file://{root}?create=false", {}),
+        (f"file://{root}", {"create": False}),
+    ):
+        async with local_store(url, **options) as store:
+            with pytest.raises(ConfigurationError, match=f"root '{root}' does not exist") as raised:
+                await store.put("k", b"v")
+            assert raised.value.key == str(root)
+            with pytest.raises(ConfigurationError, match=f"root '{root}' does not exist"):
+                await store.head("k")
+            with pytest.raises(ConfigurationError, match=f"root '{root}' does not exist"):
+                await store.create_upload("k")
+        assert not root.exists()
+    root.mkdir()
+    async with local_store(f"file://{root}?create=false") as store:
+        await store.put("k", b"v")
+        assert await store.get("k") == b"v"
+
+
+async def test_a_root_that_is_a_file_is_a_configuration_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    async with local_store(f"file://{tmp_path}/file") as store:
+        for call in (lambda: store.head("k"), lambda: store.put("k", b"v")):
+            with pytest.raises(ConfigurationError, match="not a directory"):
+                await call()
 
 
 # --------------------------------------------------------------------------- reads and writes

@@ -9,7 +9,15 @@ from urllib.parse import parse_qsl, urlsplit
 from .._errors import ConfigurationError, InvalidKeyError, redact_url
 from .._keys import validate_key
 
-__all__ = ["MAX_TIMEOUT", "bounded_int", "check_prefix", "merge_options", "seconds", "service_url"]
+__all__ = [
+    "MAX_TIMEOUT",
+    "bounded_int",
+    "check_prefix",
+    "flag",
+    "merge_options",
+    "seconds",
+    "service_url",
+]
 
 
 def check_prefix(prefix: object, service: str) -> str:
@@ -111,6 +119,21 @@ def bounded_int(name: str, value: object, where: str, low: int, high: int) -> in
             key=name,
         )
     return number
+
+
+def flag(name: str, value: object, where: str) -> bool:
+    """A boolean option: True or False, or its text in a URL (``true`` / ``false``).
+
+    Raises:
+        ConfigurationError: naming the option and the store.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigurationError(
+        f"option {name!r} of {where} must be true or false, not {value!r:.80}", key=name
+    )
 
 
 #: The longest connect or read timeout a backend accepts, in seconds (one day).
