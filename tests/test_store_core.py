@@ -400,6 +400,42 @@ async def test_bad_data_raises_invalid_argument_naming_the_key(
     assert not await store.exists("my/key")
 
 
+class _ReadsText:
+    """A file-like object that is not an io.TextIOBase but reads str all the same."""
+
+    def read(self, n: int = -1) -> str:
+        return "text"
+
+
+@pytest.mark.parametrize("opener", ["open()", "anyio.open_file()", "duck-typed"])
+async def test_a_text_mode_file_raises_invalid_argument_naming_the_key(
+    store: Store, tmp_path: Any, opener: str
+) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("some text\n" * 1000)
+    if opener == "open()":
+        file: Any = open(path)  # noqa: SIM115 - closed below
+    elif opener == "anyio.open_file()":
+        file = await anyio.open_file(path)
+    else:
+        file = _ReadsText()
+    try:
+        with pytest.raises(InvalidArgumentError, match=r"text mode.*'rb'") as info:
+            await store.put("my/key", file)
+        assert info.value.key == "my/key"
+        assert "'my/key'" in str(info.value)
+    finally:
+        close = getattr(file, "aclose", None)
+        if close is not None:
+            await close()
+        elif hasattr(file, "close"):
+            file.close()
+    assert not await store.exists("my/key")
+    with open(path, "rb") as binary:  # the same file in binary mode is fine
+        await store.put("my/key", binary)
+    assert await store.get("my/key") == path.read_bytes()
+
+
 async def test_missing_source_file_is_named(store: Store, tmp_path: Any) -> None:
     missing = tmp_path / "nope.bin"
     with pytest.raises(InvalidArgumentError, match="no such file") as info:
