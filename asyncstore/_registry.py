@@ -19,6 +19,7 @@ from ._backend import Backend
 from ._errors import ConfigurationError, redact_url
 from ._store import Store
 from ._stream._retry import RetryPolicy
+from .backends._extras import missing_extra_message
 
 __all__ = ["BackendFactory", "known_schemes", "open_store", "redact_url", "register_backend"]
 
@@ -56,9 +57,7 @@ def _factory(scheme: str, url: str) -> BackendFactory:
     if entry is None:
         if extra is not None:
             raise ConfigurationError(
-                f"{scheme}:// stores need the '{extra}' extra, which is not installed: "
-                f"pip install 'asyncstore[{extra}]'",
-                key=redact_url(url),
+                missing_extra_message(f"{scheme}:// stores", extra), key=redact_url(url)
             )
         raise ConfigurationError(
             f"unknown URL scheme {scheme!r} in {redact_url(url)!r}; "
@@ -68,6 +67,13 @@ def _factory(scheme: str, url: str) -> BackendFactory:
     try:
         factory: BackendFactory = entry.load()
     except ImportError as exc:
+        # A vendor module of the extra is missing (not one of asyncstore's own): name
+        # the extra, as the backend package does; the module is the error's cause.
+        missing = getattr(exc, "name", None) or ""
+        if extra is not None and not missing.startswith("asyncstore"):
+            raise ConfigurationError(
+                missing_extra_message(f"{scheme}:// stores", extra), key=redact_url(url)
+            ) from exc
         hint = f"pip install 'asyncstore[{extra}]'" if extra else f"reinstall {entry.value}"
         raise ConfigurationError(
             f"{scheme}:// stores cannot be opened: {exc}; {hint}", key=redact_url(url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import subprocess
 import sys
 from typing import Any
 
@@ -70,6 +71,53 @@ def test_entry_point_whose_vendor_sdk_is_missing_names_the_extra(
     monkeypatch.setattr(_registry, "_entry_points", lambda: {"s3": entry})
     with pytest.raises(ConfigurationError, match=r"pip install 'asyncstore\[s3\]'"):
         open_store("s3://bucket")
+
+
+_WITHOUT = """
+import sys
+for name in {hidden!r}:
+    sys.modules[name] = None  # as if not installed: every import of it fails
+import asyncstore
+try:
+    asyncstore.open_store({url!r})
+except asyncstore.ConfigurationError as exc:
+    print("open_store:", exc)
+try:
+    import asyncstore.backends.{package}
+except ImportError as exc:
+    print("import:", exc)
+"""
+
+
+@pytest.mark.parametrize(
+    ("scheme", "package", "extra", "hidden"),
+    [
+        ("s3", "s3", "s3", ["aiohttp"]),
+        ("s3", "s3", "s3", ["aiobotocore"]),
+        ("gs", "gcs", "gcs", ["aiohttp"]),
+        ("gs", "gcs", "gcs", ["gcloud", "gcloud.aio", "gcloud.aio.storage"]),
+        ("az", "azure", "azure", ["aiohttp"]),
+        ("az", "azure", "azure", ["azure.storage", "azure.storage.blob"]),
+    ],
+)
+def test_a_missing_vendor_module_is_reported_as_the_missing_extra(
+    scheme: str, package: str, extra: str, hidden: list[str]
+) -> None:
+    """With the extra's vendor modules missing, both ways in name the extra, not the module."""
+    script = _WITHOUT.format(hidden=hidden, url=f"{scheme}://bucket/p", package=package)
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    lines = run.stdout.splitlines()
+    assert lines[0] == (
+        f"open_store: {scheme}:// stores need the '{extra}' extra, which is not installed: "
+        f"pip install 'asyncstore[{extra}]'"
+    )
+    assert lines[1].startswith(
+        f"import: asyncstore.backends.{package} needs the '{extra}' extra, which is not "
+        f"installed: pip install 'asyncstore[{extra}]'"
+    )
+    assert "No module named" not in run.stdout
 
 
 def test_register_backend_adds_a_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
