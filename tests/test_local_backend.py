@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import anyio
 import pytest
 
-from asyncstore import Store
+from asyncstore import Store, open_store_async
 from asyncstore._backend import CompletedPart, MiB, WriteAttributes
 from asyncstore._errors import (
     AlreadyExistsError,
@@ -75,10 +75,6 @@ async def listing(
     async for item in backend.list(prefix, delimiter=delimiter):
         out.append(item.key if isinstance(item, ObjectInfo) else f"P:{item.prefix}")
     return out
-
-
-def local_store(url: str, **options: bool) -> Store:
-    return Store(from_url(urlsplit(url), **options))
 
 
 def temp_files(root: Path) -> list[Path]:
@@ -152,7 +148,7 @@ def test_from_url_create_option(tmp_path: Path) -> None:
 async def test_reads_never_create_the_root(tmp_path: Path) -> None:
     """Opening a store to read leaves the disk alone: a missing root is NotFoundError."""
     root = tmp_path / "never-made"
-    async with local_store(f"file://{root}") as store:
+    async with open_store_async(f"file://{root}") as store:
         for read in (
             lambda: store.head("k"),
             lambda: store.get("k"),
@@ -186,7 +182,7 @@ async def test_create_false_requires_the_root(tmp_path: Path) -> None:
         (f"file://{root}?create=false", {}),
         (f"file://{root}", {"create": False}),
     ):
-        async with local_store(url, **options) as store:
+        async with open_store_async(url, **options) as store:
             with pytest.raises(ConfigurationError, match=f"root '{root}' does not exist") as raised:
                 await store.put("k", b"v")
             assert raised.value.key == str(root)
@@ -196,14 +192,14 @@ async def test_create_false_requires_the_root(tmp_path: Path) -> None:
                 await store.create_upload("k")
         assert not root.exists()
     root.mkdir()
-    async with local_store(f"file://{root}?create=false") as store:
+    async with open_store_async(f"file://{root}?create=false") as store:
         await store.put("k", b"v")
         assert await store.get("k") == b"v"
 
 
 async def test_a_root_that_is_a_file_is_a_configuration_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"")
-    async with local_store(f"file://{tmp_path}/file") as store:
+    async with open_store_async(f"file://{tmp_path}/file") as store:
         for call in (lambda: store.head("k"), lambda: store.put("k", b"v")):
             with pytest.raises(ConfigurationError, match="not a directory"):
                 await call()
