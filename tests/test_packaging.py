@@ -64,3 +64,14 @@ def test_python_dash_m_asyncstore_runs_the_command_line() -> None:
     )
     assert version.returncode == 0, version.stderr
     assert "0.1.0" in version.stdout
+
+
+def test_the_store_reference_lists_every_public_store_member() -> None:
+    """docs/api/store.md lists the members one by one (everyday calls first): none missing."""
+    from asyncstore import Store
+
+    page = (ROOT / "docs" / "api" / "store.md").read_text()
+    listed = set(re.findall(r"^::: asyncstore\.Store\.(\w+)$", page, re.MULTILINE))
+    public = {name for name in vars(Store) if not name.startswith("_")}
+    assert public - listed == set()
+    assert page.index("asyncstore.Store.put") < page.index("asyncstore.Store.create_upload")
