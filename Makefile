@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint types docs pytest bench reliability clean
+.PHONY: demo test lint types docs pytest bench charts reliability clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ bench: $(BENCH_STAMP) $(NODE_STAMP)
 	$(BIN)/python bench/azure.py
 	$(BIN)/python bench/cas.py
 	$(BIN)/python bench/soak.py
+
+# The SVG charts of the docs (docs/assets/bench/) from bench/results/*.json.
+charts: $(BENCH_STAMP)
+	$(BIN)/python bench/charts.py
 
 # The table of docs/reliability.md: every fault, load and bad-input case, then the soak's memory bound.
 reliability: $(STAMP) $(NODE_STAMP)
