@@ -16,7 +16,7 @@ so the comparison reads at a glance; the run's machine, size and date are in
 the chart's caption. A case without a figure (a peer that was skipped or
 failed) has no bar.
 
-The SVGs are plain files (fonts as paths, no timestamp, a fixed hash salt), so
+The SVGs are plain files (text as text, no timestamp, a fixed hash salt), so
 that running the script again on the same JSON gives the same bytes and a
 regenerated chart shows up in a diff only when its figures changed. Needs
 matplotlib (the ``bench`` extra).
@@ -142,7 +142,7 @@ def draw(
     import matplotlib.pyplot as plt
 
     machine = machine_of(document, rows)
-    plt.rcParams.update({"svg.hashsalt": "asyncstore", "svg.fonttype": "path", "font.size": 9})
+    plt.rcParams.update({"svg.hashsalt": "asyncstore", "svg.fonttype": "none", "font.size": 9})
     requests = any("requests_per_s" in row for row in rows)
     labels = [label_of(row) for row in rows]
     colours = [colour_of(row) for row in rows]
