@@ -943,3 +943,50 @@ class CountingReads(MemoryBackend):
         self.reads += 1
         self.open_reads += 1
         return _Counted(stream, self)
+
+
+# -- the parallel stream's memory object streams are closed on every way out ----------------------
+
+
+def _unclosed_streams_collected() -> list[str]:
+    """The "Unclosed <MemoryObject...>" warnings that a garbage collection emits now."""
+    import gc
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    return [str(w.message) for w in caught if "MemoryObject" in str(w.message)]
+
+
+@pytest.mark.parametrize(
+    "way_out", ["read to the end", "break", "error in the block", "cancelled", "never iterated"]
+)
+async def test_a_parallel_stream_closes_its_memory_streams_whatever_the_way_out(
+    way_out: str,
+) -> None:
+    async with Store(MemoryBackend(), chunk_size=MiB, max_concurrency=3) as store:
+        await store.put("k", pattern(5 * MiB))
+        assert _unclosed_streams_collected() == []
+
+        async def read() -> None:
+            async with store.stream("k") as body:
+                if way_out == "never iterated":
+                    return
+                async for _ in body:
+                    if way_out == "break":
+                        break
+                    if way_out == "error in the block":
+                        raise LookupError("the caller's own error")
+                    if way_out == "cancelled":
+                        await anyio.sleep_forever()
+
+        if way_out == "error in the block":
+            with pytest.raises(LookupError):
+                await read()
+        elif way_out == "cancelled":
+            with anyio.move_on_after(0.05):
+                await read()
+        else:
+            await read()
+        assert _unclosed_streams_collected() == []
