@@ -741,10 +741,12 @@ class LocalBackend(Backend):
         root: The directory holding the objects.
         create: True (the default): the first write (`put`, `create_upload`, the
             destination of `copy`) creates ``root``, with its parents, if it does
-            not exist; until then, reads (`head`, `read`, `list`, the source of
-            `copy`) raise `NotFoundError` naming the root, and deleting is a no-op.
-            No read ever creates the root. False: ``root`` must exist; any
-            operation on a missing root raises `ConfigurationError` naming it.
+            not exist; until then the store is empty: `head`, `read` and the
+            source of `copy` raise `NotFoundError` naming the key and the missing
+            root, `list` yields nothing and deleting does nothing. No read ever
+            creates the root. False: ``root`` must exist; any operation on a
+            missing root raises `ConfigurationError` naming it (what a read-only
+            program wants for a clear error).
 
     The directory is looked up lazily, in a worker thread, by the first
     operation, so constructing a backend never touches the disk.
@@ -1138,11 +1140,7 @@ class LocalBackend(Backend):
                 )
         root = await self._ready()
         if root is None:
-            raise NotFoundError(
-                f"cannot list prefix {prefix!r}: the local store root {self._missing_root!r} "
-                "does not exist (the first write creates it)",
-                key=prefix,
-            )
+            return  # nothing written yet: an empty store (and the root stays uncreated)
         with _os_errors(prefix, "list"):
             start_real, entries = await _run(
                 _scan_start, root, os.path.join(root, *dir_segments), base, name_filter
