@@ -237,6 +237,8 @@ class GCSApi:
         a gzip-encoded object). The body is always read to its end, so that no
         half-read httpx stream is left for the garbage collector (trio warns).
         """
+        if content is not None and not isinstance(content, BodyPieces):
+            content = BodyPieces(content)  # never an httpx generator that a cut-off leaves open
         async with self.limiter:
             sent = await self.headers(headers)
             with gcs_errors(where):
