@@ -64,15 +64,7 @@ from asyncstore._meta import SHA256
 from asyncstore.backends.gcs import GCSBackend
 from asyncstore.testing import pattern
 
-pytestmark = [
-    pytest.mark.anyio,
-    # Before every GCS request body went to httpx as a class-based stream, a body cut off
-    # mid-request left httpx's ByteStream generator for trio to warn about. Kept until a
-    # run of this module on an unloaded machine shows the warning gone; then remove it.
-    pytest.mark.filterwarnings(
-        r"ignore:Async generator 'httpx\._content\.\w*ByteStream\.__aiter__':ResourceWarning"
-    ),
-]
+pytestmark = pytest.mark.anyio
 
 SIZE = 64 * MiB
 PART = 8 * MiB
