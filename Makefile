@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 REGISTRY_TOOLS_STAMP := $(VENV)/.installed-registry-tools
 
-.PHONY: demo test lint types docs pytest bench reliability clean
+.PHONY: demo test lint types docs pytest bench charts reliability clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ bench: $(BENCH_STAMP) $(NODE_STAMP)
 	$(BIN)/python bench/cas.py
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/cli.py
+
+# The SVG charts of the docs (docs/assets/bench/) from bench/results/*.json.
+charts: $(BENCH_STAMP)
+	$(BIN)/python bench/charts.py
 
 # The table of docs/reliability.md: every fault, load and bad-input case, then the soak's memory bound.
 reliability: $(STAMP) $(NODE_STAMP)

@@ -50,7 +50,8 @@ from ._errors import (
     TransportError,
     UploadNotFoundError,
 )
-from ._registry import known_schemes, open_store, register_backend
+from ._opening import Opening
+from ._registry import known_schemes, open_store, open_store_async, register_backend
 from ._store import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY, Store
 from ._stream._download import ObjectStream
 from ._stream._retry import RetryPolicy
@@ -88,6 +89,7 @@ __all__ = [
     "NotFoundError",
     "ObjectInfo",
     "ObjectStream",
+    "Opening",
     "PermissionDeniedError",
     "PreconditionFailedError",
     "Progress",
@@ -108,5 +110,6 @@ __all__ = [
     "WriteResult",
     "known_schemes",
     "open_store",
+    "open_store_async",
     "register_backend",
 ]

@@ -13,14 +13,25 @@ import functools
 import importlib.metadata
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
+
+import anyio.to_thread
 
 from ._backend import Backend
 from ._errors import ConfigurationError, redact_url
+from ._opening import Opening
 from ._store import Store
 from ._stream._retry import RetryPolicy
+from .backends._extras import missing_extra_message
 
-__all__ = ["BackendFactory", "known_schemes", "open_store", "redact_url", "register_backend"]
+__all__ = [
+    "BackendFactory",
+    "known_schemes",
+    "open_store",
+    "open_store_async",
+    "redact_url",
+    "register_backend",
+]
 
 #: ``(url, **options) -> Backend``: how a scheme's backend is made.
 BackendFactory = Callable[..., Backend]
@@ -56,9 +67,7 @@ def _factory(scheme: str, url: str) -> BackendFactory:
     if entry is None:
         if extra is not None:
             raise ConfigurationError(
-                f"{scheme}:// stores need the '{extra}' extra, which is not installed: "
-                f"pip install 'asyncstore[{extra}]'",
-                key=redact_url(url),
+                missing_extra_message(f"{scheme}:// stores", extra), key=redact_url(url)
             )
         raise ConfigurationError(
             f"unknown URL scheme {scheme!r} in {redact_url(url)!r}; "
@@ -68,11 +77,40 @@ def _factory(scheme: str, url: str) -> BackendFactory:
     try:
         factory: BackendFactory = entry.load()
     except ImportError as exc:
+        # A vendor module of the extra is missing (not one of asyncstore's own): name
+        # the extra, as the backend package does; the module is the error's cause.
+        missing = getattr(exc, "name", None) or ""
+        if extra is not None and not missing.startswith("asyncstore"):
+            raise ConfigurationError(
+                missing_extra_message(f"{scheme}:// stores", extra), key=redact_url(url)
+            ) from exc
         hint = f"pip install 'asyncstore[{extra}]'" if extra else f"reinstall {entry.value}"
         raise ConfigurationError(
             f"{scheme}:// stores cannot be opened: {exc}; {hint}", key=redact_url(url)
         ) from exc
     return factory
+
+
+def _resolve(url: object) -> tuple[BackendFactory, SplitResult]:
+    """The backend factory of a store URL's scheme, and the URL's parts.
+
+    Blocks: the first call scans the entry points, and loading one imports a module.
+
+    Raises:
+        ConfigurationError: a URL not of the form scheme://..., unparseable, or of an
+            unknown scheme or one whose extra is missing.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigurationError(
+            f"store URL must look like scheme://..., not {redact_url(str(url))!r}; "
+            f"known schemes: {', '.join(known_schemes())}",
+            key=redact_url(str(url)),
+        )
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid store URL: {exc}", key=redact_url(url)) from exc
+    return _factory(parts.scheme.lower(), url), parts
 
 
 def open_store(
@@ -91,6 +129,12 @@ def open_store(
         async with open_store("file:///srv/data") as store:
             ...
 
+    The first store of a scheme in a process finds the backend (a scan of the
+    installed entry points) and imports its module, which reads files and
+    blocks for as long as that takes (tens to hundreds of milliseconds for the
+    cloud SDKs). In async code, `open_store_async` does that work in a worker
+    thread instead.
+
     Args:
         url: The store URL; its scheme picks the backend.
         chunk_size: Default part / range size of the store's transfers.
@@ -103,18 +147,8 @@ def open_store(
         ConfigurationError: unknown scheme (naming the known ones), missing
             extra (naming the ``pip install`` that fixes it), or a bad URL or option.
     """
-    if not isinstance(url, str) or "://" not in url:
-        raise ConfigurationError(
-            f"store URL must look like scheme://..., not {redact_url(str(url))!r}; "
-            f"known schemes: {', '.join(known_schemes())}",
-            key=redact_url(str(url)),
-        )
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise ConfigurationError(f"invalid store URL: {exc}", key=redact_url(url)) from exc
-    scheme = parts.scheme.lower()
-    backend = _factory(scheme, url)(parts, **options)
+    factory, parts = _resolve(url)
+    backend = factory(parts, **options)
     return Store(
         backend,
         chunk_size=chunk_size,
@@ -122,3 +156,46 @@ def open_store(
         retry=retry,
         timeout=timeout,
     )
+
+
+def open_store_async(
+    url: str,
+    *,
+    chunk_size: int | None = None,
+    max_concurrency: int | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    **options: Any,
+) -> Opening[Store]:
+    """`open_store` for async code: the backend is found and imported in a worker thread.
+
+    The event loop never waits for the entry-point scan or for the import of a
+    backend's SDK, which `open_store` does in the caller's thread the first
+    time a scheme is opened. Await it, or use it as an async context manager:
+
+        async with open_store_async("s3://bucket/prefix") as store:
+            ...
+
+        store = await open_store_async("s3://bucket/prefix")
+        try:
+            ...
+        finally:
+            await store.aclose()
+
+    Takes the same arguments as `open_store`.
+
+    Raises:
+        ConfigurationError: as `open_store`, when awaited or entered.
+    """
+
+    async def opening() -> Store:
+        factory, parts = await anyio.to_thread.run_sync(_resolve, url)
+        return Store(
+            factory(parts, **options),
+            chunk_size=chunk_size,
+            max_concurrency=max_concurrency,
+            retry=retry,
+            timeout=timeout,
+        )
+
+    return Opening(opening)

@@ -23,6 +23,7 @@ from ._errors import (
 )
 from ._keys import validate_key, validate_prefix
 from ._meta import MODE, MTIME, SHA256, check_user_metadata, is_sha256_digest, public_info
+from ._opening import Opening
 from ._stream._download import Download, ObjectStream, check_range, open_download, read_all
 from ._stream._files import AtomicFile
 from ._stream._hashing import Sha256, part_checksums_async
@@ -702,6 +703,64 @@ class Store:
         return ObjectStream(
             lambda: self._open(key, start, end, suffix, part), window=window, verify=verify
         )
+
+    def open(
+        self,
+        key: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        suffix: int | None = None,
+        chunk_size: int | None = None,
+        max_concurrency: int | None = None,
+        verify: bool = True,
+    ) -> Opening[ObjectStream]:
+        """Open an object for streaming: the first range is read before any byte is handed on.
+
+        Unlike `stream`, whose errors come at the first iteration, the opening
+        makes the first ranged read at once, so a missing key raises
+        `NotFoundError` (and a bad range `InvalidRangeError`) here, before a
+        caller has committed to anything, such as an HTTP response's headers;
+        and ``stream.info`` (size, ETag, content type, metadata) is set.
+
+            async with store.open(key) as stream:    # parallel ranged reads
+                print(stream.info.size)
+                async for chunk in stream:
+                    ...
+
+            stream = await store.open(key)           # one range at a time, closed
+            try:                                     # by stream.aclose()
+                async for chunk in stream:
+                    ...
+            finally:
+                await stream.aclose()
+
+        The store's ``timeout`` bounds the opening. Arguments are as for `stream`.
+
+        Raises:
+            NotFoundError: the key does not exist (when awaited or entered).
+            InvalidRangeError: a bad range, or ``start`` past the end of the object.
+        """
+        stream = self.stream(
+            key,
+            start=start,
+            end=end,
+            suffix=suffix,
+            chunk_size=chunk_size,
+            max_concurrency=max_concurrency,
+            verify=verify,
+        )
+
+        async def opening() -> ObjectStream:
+            try:
+                with self._deadline("open", key):
+                    await stream._open()
+            except BaseException:
+                await stream.aclose()
+                raise
+            return stream
+
+        return Opening(opening)
 
     def list(
         self, prefix: str = "", *, delimiter: str | None = None

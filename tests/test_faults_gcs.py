@@ -64,12 +64,7 @@ from asyncstore._meta import SHA256
 from asyncstore.backends.gcs import GCSBackend
 from asyncstore.testing import pattern
 
-pytestmark = [
-    pytest.mark.anyio,
-    pytest.mark.filterwarnings(
-        r"ignore:Async generator 'httpx\._content\.\w*ByteStream\.__aiter__':ResourceWarning"
-    ),
-]
+pytestmark = pytest.mark.anyio
 
 SIZE = 64 * MiB
 PART = 8 * MiB

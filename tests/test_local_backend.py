@@ -11,10 +11,12 @@ from urllib.parse import urlsplit
 import anyio
 import pytest
 
+from asyncstore import Store, open_store_async
 from asyncstore._backend import CompletedPart, MiB, WriteAttributes
 from asyncstore._errors import (
     AlreadyExistsError,
     ConfigurationError,
+    DigestMismatchError,
     InvalidArgumentError,
     InvalidKeyError,
     InvalidRangeError,
@@ -106,8 +108,10 @@ def test_from_url_rejects_bad_paths(url: str) -> None:
 
 
 def test_from_url_rejects_query_host_and_options(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="query"):
+    with pytest.raises(ConfigurationError, match="unknown option 'sync'"):
         from_url(urlsplit(f"file://{tmp_path}?sync=1"))
+    with pytest.raises(ConfigurationError, match="fragment"):
+        from_url(urlsplit(f"file://{tmp_path}#frag"))
     with pytest.raises(ConfigurationError, match="otherhost"):
         from_url(urlsplit(f"file://otherhost{tmp_path}"))
     with pytest.raises(ConfigurationError, match="'colour'"):
@@ -126,6 +130,79 @@ async def test_root_created_lazily_or_required(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="absent"):
         await missing.head("k")
     assert not (tmp_path / "absent").exists()
+
+
+def test_from_url_create_option(tmp_path: Path) -> None:
+    assert from_url(urlsplit(f"file://{tmp_path}"))._create is True
+    assert from_url(urlsplit(f"file://{tmp_path}?create=false"))._create is False
+    assert from_url(urlsplit(f"file://{tmp_path}?create=True"))._create is True
+    assert from_url(urlsplit(f"file://{tmp_path}"), create=False)._create is False
+    with pytest.raises(ConfigurationError, match=r"'create'.*true or false"):
+        from_url(urlsplit(f"file://{tmp_path}?create=maybe"))
+    with pytest.raises(ConfigurationError, match="'create' is given both"):
+        from_url(urlsplit(f"file://{tmp_path}?create=false"), create=True)
+    with pytest.raises(ConfigurationError, match="'create' is given twice"):
+        from_url(urlsplit(f"file://{tmp_path}?create=false&create=true"))
+
+
+async def test_reads_never_create_the_root(tmp_path: Path) -> None:
+    """Opening a store to read leaves the disk alone: a missing root is NotFoundError."""
+    root = tmp_path / "never-made"
+    async with open_store_async(f"file://{root}") as store:
+        for read in (
+            lambda: store.head("k"),
+            lambda: store.get("k"),
+            lambda: store.download_file("k", tmp_path / "out"),
+            lambda: store.copy("k", "k2"),
+        ):
+            with pytest.raises(NotFoundError, match=f"root '{root}' does not exist") as raised:
+                await read()
+            assert raised.value.key == "k"
+        assert [item async for item in store.list()] == []  # an empty store, not yet made
+        with pytest.raises(NotFoundError, match=f"root '{root}' does not exist"):
+            async for _ in store.stream("k"):
+                pass
+        upload_id = ".asyncstore-" + "0" * 32 + ".part"
+        with pytest.raises(UploadNotFoundError, match=f"root '{root}' does not exist"):
+            await store.upload_part("k", upload_id, 1, b"x", offset=0)
+        await store.delete("k")  # a missing key is not an error, and creates nothing
+        await store.delete_many(["k", "j"])
+        await store.abort_upload("k", upload_id)
+        assert not root.exists()
+        await store.put("k", b"v")  # the first write creates it
+        assert (root / "k").read_bytes() == b"v"
+        assert [info.key async for info in store.list()] == ["k"]
+
+
+async def test_create_false_requires_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "absent"
+    for url, options in (
+        (f"file://{root}?create=false", {}),
+        (f"file://{root}", {"create": False}),
+    ):
+        async with open_store_async(url, **options) as store:
+            with pytest.raises(ConfigurationError, match=f"root '{root}' does not exist") as raised:
+                await store.put("k", b"v")
+            assert raised.value.key == str(root)
+            with pytest.raises(ConfigurationError, match=f"root '{root}' does not exist"):
+                await store.head("k")
+            with pytest.raises(ConfigurationError, match=f"root '{root}' does not exist"):
+                await store.create_upload("k")
+            with pytest.raises(ConfigurationError, match=f"root '{root}' does not exist"):
+                [item async for item in store.list()]
+        assert not root.exists()
+    root.mkdir()
+    async with open_store_async(f"file://{root}?create=false") as store:
+        await store.put("k", b"v")
+        assert await store.get("k") == b"v"
+
+
+async def test_a_root_that_is_a_file_is_a_configuration_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    async with open_store_async(f"file://{tmp_path}/file") as store:
+        for call in (lambda: store.head("k"), lambda: store.put("k", b"v")):
+            with pytest.raises(ConfigurationError, match="not a directory"):
+                await call()
 
 
 # --------------------------------------------------------------------------- reads and writes
@@ -580,6 +657,62 @@ async def test_replaced_data_file_drops_stale_metadata(backend: LocalBackend, ro
     async with await backend.read("k") as stream:
         assert stream.info.metadata == {}
         assert b"".join([c async for c in stream]) == b"original"
+
+
+def _rewrite_in_place(path: Path, data: bytes) -> None:
+    """What another program does to a file it opens for writing: same inode, new bytes."""
+    before = path.stat()
+    with open(path, "r+b") as file:
+        file.seek(0)
+        file.write(data)
+        file.truncate()
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    after = path.stat()
+    assert after.st_ino == before.st_ino
+    assert after.st_mtime_ns != before.st_mtime_ns
+
+
+@pytest.mark.parametrize("change", ["flipped bytes", "truncated", "appended"])
+async def test_a_file_rewritten_in_place_is_reported_corrupt(
+    change: str, root: Path, tmp_path: Path
+) -> None:
+    original = bytes(range(256)) * 64
+    changed = {
+        "flipped bytes": bytes(b ^ 0xFF for b in original[:10]) + original[10:],
+        "truncated": original[:-100],
+        "appended": original + b"more",
+    }[change]
+    async with Store(LocalBackend(root), chunk_size=4096) as store:
+        put = await store.put("k", original, content_type="x/y", metadata={"m": "1"})
+        _rewrite_in_place(root / "k", changed)
+        info = await store.head("k")
+        assert (info.sha256, info.content_type, dict(info.metadata)) == (
+            put.sha256,
+            "x/y",
+            {"m": "1"},
+        )
+        with pytest.raises(DigestMismatchError) as raised:
+            await store.get("k")
+        assert raised.value.key == "k"
+        assert raised.value.expected == put.sha256
+        with pytest.raises(DigestMismatchError):
+            async with store.stream("k") as body:
+                async for _ in body:
+                    pass
+        with pytest.raises(DigestMismatchError):
+            await store.download_file("k", tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+        assert await store.get("k", verify=False) == changed
+
+
+async def test_a_file_replaced_by_a_new_one_is_a_new_object(root: Path) -> None:
+    async with Store(LocalBackend(root)) as store:
+        await store.put("k", b"original", content_type="x/y")
+        (root / "new").write_bytes(b"replaced")  # written elsewhere, renamed over the key
+        os.replace(root / "new", root / "k")
+        info = await store.head("k")
+        assert (info.sha256, info.content_type) == (None, None)
+        assert await store.get("k") == b"replaced"
 
 
 async def test_metadata_always_describes_the_bytes_read(backend: LocalBackend) -> None:

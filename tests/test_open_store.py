@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import importlib.metadata
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import pytest
+from blockbuster import BlockingError
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,6 +22,7 @@ from asyncstore import (
     Store,
     _registry,
     open_store,
+    open_store_async,
 )
 from asyncstore._keys import MAX_KEY_BYTES, validate_key, validate_prefix
 
@@ -70,6 +75,121 @@ def test_entry_point_whose_vendor_sdk_is_missing_names_the_extra(
     monkeypatch.setattr(_registry, "_entry_points", lambda: {"s3": entry})
     with pytest.raises(ConfigurationError, match=r"pip install 'asyncstore\[s3\]'"):
         open_store("s3://bucket")
+
+
+_WITHOUT = """
+import sys
+for name in {hidden!r}:
+    sys.modules[name] = None  # as if not installed: every import of it fails
+import asyncstore
+try:
+    asyncstore.open_store({url!r})
+except asyncstore.ConfigurationError as exc:
+    print("open_store:", exc)
+try:
+    import asyncstore.backends.{package}
+except ImportError as exc:
+    print("import:", exc)
+"""
+
+
+@pytest.mark.parametrize(
+    ("scheme", "package", "extra", "hidden"),
+    [
+        ("s3", "s3", "s3", ["aiohttp"]),
+        ("s3", "s3", "s3", ["aiobotocore"]),
+        ("gs", "gcs", "gcs", ["aiohttp"]),
+        ("gs", "gcs", "gcs", ["gcloud", "gcloud.aio", "gcloud.aio.storage"]),
+        ("az", "azure", "azure", ["aiohttp"]),
+        ("az", "azure", "azure", ["azure.storage", "azure.storage.blob"]),
+    ],
+)
+def test_a_missing_vendor_module_is_reported_as_the_missing_extra(
+    scheme: str, package: str, extra: str, hidden: list[str]
+) -> None:
+    """With the extra's vendor modules missing, both ways in name the extra, not the module."""
+    script = _WITHOUT.format(hidden=hidden, url=f"{scheme}://bucket/p", package=package)
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    lines = run.stdout.splitlines()
+    assert lines[0] == (
+        f"open_store: {scheme}:// stores need the '{extra}' extra, which is not installed: "
+        f"pip install 'asyncstore[{extra}]'"
+    )
+    assert lines[1].startswith(
+        f"import: asyncstore.backends.{package} needs the '{extra}' extra, which is not "
+        f"installed: pip install 'asyncstore[{extra}]'"
+    )
+    assert "No module named" not in run.stdout
+
+
+# -- opening without blocking the event loop ---------------------------------------------------
+
+OPEN_URLS = {
+    "s3": ("S3Backend", "s3://bucket/p?endpoint=http://127.0.0.1:9&region=us-east-1"),
+    "gs": ("GCSBackend", "gs://bucket/p?api_root=http://127.0.0.1:9"),
+    "az": (
+        "AzureBackend",
+        "az://cont/p?account_url=http://127.0.0.1:10000/devstoreaccount1&anonymous=true",
+    ),
+}
+
+
+@pytest.mark.parametrize("library", ["asyncio", "trio"])
+@pytest.mark.parametrize("scheme", list(OPEN_URLS))
+def test_open_store_async_imports_the_backend_off_the_event_loop(scheme: str, library: str) -> None:
+    """In a fresh interpreter (nothing imported, no entry points scanned) under
+    blockbuster, the first open of a cloud scheme blocks nothing; the plain
+    open_store does, which is what the test would catch."""
+    backend, url = OPEN_URLS[scheme]
+    script = str(Path(__file__).with_name("_open_under_blockbuster.py"))
+
+    def run(mode: str) -> str:
+        done = subprocess.run(
+            [sys.executable, script, mode, library, url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    assert run("async") == f"opened {backend}"
+    assert run("sync").startswith("raised BlockingError")
+
+
+@pytest.mark.anyio
+async def test_open_store_async_scans_entry_points_in_a_worker_thread(tmp_path: Path) -> None:
+    _registry._entry_points.cache_clear()  # as in a program's first open
+    async with open_store_async(f"file://{tmp_path}/root") as store:
+        await store.put("k", b"v")
+        assert await store.get("k") == b"v"
+    _registry._entry_points.cache_clear()
+    store = await open_store_async("memory://", chunk_size=1024, max_concurrency=3)
+    try:
+        assert isinstance(store, Store)
+        assert (store.chunk_size, store.max_concurrency) == (1024, 3)
+    finally:
+        await store.aclose()
+    _registry._entry_points.cache_clear()
+    try:
+        with pytest.raises(BlockingError):  # what blockbuster says of the plain open_store
+            open_store("memory://")
+    finally:  # leave the scan cached, as found, for the tests that follow
+        await anyio.to_thread.run_sync(_registry._entry_points)
+
+
+@pytest.mark.anyio
+async def test_open_store_async_errors_come_when_awaited_or_entered() -> None:
+    opening = open_store_async("ftp://host/path")  # nothing happens yet
+    with pytest.raises(ConfigurationError, match="'ftp'"):
+        await opening
+    with pytest.raises(ConfigurationError, match="scheme://"):
+        async with open_store_async("no-scheme"):
+            pass  # pragma: no cover
+    with pytest.raises(ConfigurationError, match="colour"):
+        await open_store_async("memory://", colour="red")
 
 
 def test_register_backend_adds_a_scheme(monkeypatch: pytest.MonkeyPatch) -> None:

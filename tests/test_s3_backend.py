@@ -37,6 +37,7 @@ import anyio.lowlevel
 import botocore.exceptions
 import httpx
 import pytest
+from _faultproxy import FaultProxy, Seen
 from _servers import BUCKET, S3Server
 from boto3.s3.transfer import TransferConfig
 
@@ -54,6 +55,7 @@ from asyncstore import (
     ObjectInfo,
     PermissionDeniedError,
     PreconditionFailedError,
+    RetryPolicy,
     Store,
     StoreError,
     TimeoutError,
@@ -73,8 +75,11 @@ pytestmark = [
     pytest.mark.anyio,
     # aiobotocore warns once that it prefers httpx2 over the legacy httpx package.
     pytest.mark.filterwarnings("ignore:aiobotocore's httpx backend:DeprecationWarning"),
-    # httpx's request body iterator is an async generator that a request cancelled
-    # mid-body leaves unfinished; trio warns when it is collected (encode/httpx#3686).
+    # httpx wraps every request body given as content= in an async generator
+    # (httpx._content.*ByteStream.__aiter__); a request cut off mid-body leaves it
+    # unfinished and trio warns when it is collected (encode/httpx#3686). aiobotocore's
+    # HttpxSession builds the request itself, so the S3 backend cannot hand httpx a
+    # class-based stream as the GCS backend does, short of sending the request itself.
     pytest.mark.filterwarnings(
         r"ignore:Async generator 'httpx\._content\.\w*ByteStream\.__aiter__':ResourceWarning"
     ),
@@ -693,6 +698,55 @@ async def test_copy_above_the_copyobject_limit_uses_upload_part_copy(
     )
     assert await store.get("dst") == data
     assert await backend.pending_uploads() == []
+
+
+def is_part_copy(seen: Seen) -> bool:
+    return (
+        seen.method == "PUT"
+        and "partNumber=" in seen.target
+        and bool(seen.header("x-amz-copy-source"))
+    )
+
+
+PART_COPY_FAULTS = {
+    "500 InternalError": (
+        500,
+        b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>InternalError</Code>"
+        b"<Message>We encountered an internal error.</Message></Error>",
+    ),
+    # What UploadPartCopy answers when the source's ETag no longer matches: the backend
+    # turns it into a TransportError ("changed during its copy") so that the copy is
+    # made again from the source's new version.
+    "412 PreconditionFailed": (
+        412,
+        b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>PreconditionFailed</Code>"
+        b"<Message>At least one of the pre-conditions you specified did not hold</Message>"
+        b"</Error>",
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", list(PART_COPY_FAULTS))
+async def test_a_failing_part_copy_is_retried_by_store_copy(
+    fault: str, s3: S3Server, prefix: str
+) -> None:
+    """A part copy that fails reaches Store.copy as a TransportError (not an
+    ExceptionGroup), so the copy is retried and completes."""
+    status, body = PART_COPY_FAULTS[fault]
+    data = pattern(12 * MiB, seed=16)
+    port = int(s3.endpoint.rsplit(":", 1)[1])
+    async with FaultProxy.running(port) as proxy:
+        backend = S3Backend(BUCKET, prefix, endpoint=proxy.endpoint)
+        backend.copy_threshold = backend.copy_part_size = 5 * MiB  # stands in for 5 GiB
+        retry = RetryPolicy(attempts=3, backoff_base=0.01, backoff_cap=0.05)
+        async with Store(backend, chunk_size=5 * MiB, retry=retry) as store:
+            await store.put("src", data)
+            injected = proxy.add("status", match=is_part_copy, skip=1, status=status, body=body)
+            await store.copy("src", "dst")
+            assert injected.fired == 1
+            assert await store.get("dst") == data
+            assert await backend.pending_uploads() == []
+    assert s3.uploads(prefix + "/") == []
 
 
 # -- conditional writes ----------------------------------------------------------------------

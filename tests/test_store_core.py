@@ -400,6 +400,42 @@ async def test_bad_data_raises_invalid_argument_naming_the_key(
     assert not await store.exists("my/key")
 
 
+class _ReadsText:
+    """A file-like object that is not an io.TextIOBase but reads str all the same."""
+
+    def read(self, n: int = -1) -> str:
+        return "text"
+
+
+@pytest.mark.parametrize("opener", ["open()", "anyio.open_file()", "duck-typed"])
+async def test_a_text_mode_file_raises_invalid_argument_naming_the_key(
+    store: Store, tmp_path: Any, opener: str
+) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("some text\n" * 1000)
+    if opener == "open()":
+        file: Any = open(path)  # noqa: SIM115 - closed below
+    elif opener == "anyio.open_file()":
+        file = await anyio.open_file(path)
+    else:
+        file = _ReadsText()
+    try:
+        with pytest.raises(InvalidArgumentError, match=r"text mode.*'rb'") as info:
+            await store.put("my/key", file)
+        assert info.value.key == "my/key"
+        assert "'my/key'" in str(info.value)
+    finally:
+        close = getattr(file, "aclose", None)
+        if close is not None:
+            await close()
+        elif hasattr(file, "close"):
+            file.close()
+    assert not await store.exists("my/key")
+    with open(path, "rb") as binary:  # the same file in binary mode is fine
+        await store.put("my/key", binary)
+    assert await store.get("my/key") == path.read_bytes()
+
+
 async def test_missing_source_file_is_named(store: Store, tmp_path: Any) -> None:
     missing = tmp_path / "nope.bin"
     with pytest.raises(InvalidArgumentError, match="no such file") as info:
@@ -800,3 +836,157 @@ async def test_a_conflict_with_no_lost_answer_is_not_second_guessed() -> None:
     await store.put("k", b"same")
     with pytest.raises(asyncstore.AlreadyExistsError):
         await store.put("k", b"same", mode="create")  # same bytes, but no attempt was lost
+
+
+# -- opening before streaming (Store.open) -------------------------------------------------------
+
+
+async def test_open_raises_not_found_before_any_byte() -> None:
+    async with Store(MemoryBackend()) as store:
+        with pytest.raises(asyncstore.NotFoundError) as info:
+            async with store.open("missing"):
+                pytest.fail("entered the block of a missing key")  # pragma: no cover
+        assert info.value.key == "missing"
+        opening = store.open("missing")  # nothing is read until it is awaited
+        with pytest.raises(asyncstore.NotFoundError):
+            await opening
+
+
+async def test_open_checks_the_range_when_opened() -> None:
+    async with Store(MemoryBackend()) as store:
+        await store.put("k", b"0123456789")
+        with pytest.raises(asyncstore.InvalidRangeError):
+            store.open("k", start=5, end=2)  # a range no object could satisfy: at once
+        with pytest.raises(asyncstore.InvalidRangeError, match="past the end"):
+            await store.open("k", start=20)
+
+
+async def test_open_exposes_the_info_before_the_first_chunk() -> None:
+    backend = CountingReads()
+    data = pattern(5 * MiB + 3)
+    async with Store(backend, chunk_size=MiB, max_concurrency=3) as store:
+        await store.put("k", data, content_type="application/x-test", metadata={"m": "1"})
+        head = await store.head("k")
+        backend.reads = 0
+        async with store.open("k") as stream:
+            assert backend.reads == 1  # the first range, no more, before any chunk is taken
+            assert stream.info is not None
+            assert (stream.info.size, stream.info.etag) == (len(data), head.etag)
+            assert (stream.info.content_type, dict(stream.info.metadata)) == (
+                "application/x-test",
+                {"m": "1"},
+            )
+            assert b"".join([chunk async for chunk in stream]) == data
+            assert stream.sha256 == head.sha256
+        assert backend.open_reads == 0
+
+
+async def test_an_awaited_open_streams_one_range_at_a_time_until_closed() -> None:
+    backend = CountingReads()
+    data = pattern(3 * MiB + 1)
+    async with Store(backend, chunk_size=MiB) as store:
+        await store.put("k", data)
+        stream = await store.open("k", start=1, end=2 * MiB + 7)
+        try:
+            assert stream.info is not None and stream.info.size == len(data)
+            assert backend.open_reads == 1
+            assert b"".join([chunk async for chunk in stream]) == data[1 : 2 * MiB + 7]
+        finally:
+            await stream.aclose()
+        assert backend.open_reads == 0
+        stream = await store.open("k")  # closed without being read: releases its read
+        await stream.aclose()
+        assert backend.open_reads == 0
+
+
+async def test_open_is_bounded_by_the_store_timeout() -> None:
+    class SlowReads(MemoryBackend):
+        async def read(
+            self, key: str, start: int = 0, end: int | None = None, *, if_match: str | None = None
+        ) -> ReadStream:
+            await anyio.sleep_forever()
+            raise AssertionError  # pragma: no cover
+
+    async with Store(SlowReads(), timeout=0.05) as store:
+        with pytest.raises(asyncstore.TimeoutError, match="open of key 'k'"):
+            await store.open("k")
+
+
+class _Counted(ReadStream):
+    def __init__(self, inner: ReadStream, backend: CountingReads) -> None:
+        self.info = inner.info
+        self._inner = inner
+        self._backend: CountingReads | None = backend
+
+    async def __anext__(self) -> bytes:
+        return await self._inner.__anext__()
+
+    async def aclose(self) -> None:
+        if self._backend is not None:
+            self._backend.open_reads -= 1
+            self._backend = None
+        await self._inner.aclose()
+
+
+class CountingReads(MemoryBackend):
+    """Counts the ranged reads made, and those not yet closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+        self.open_reads = 0
+
+    async def read(
+        self, key: str, start: int = 0, end: int | None = None, *, if_match: str | None = None
+    ) -> ReadStream:
+        stream = await super().read(key, start, end, if_match=if_match)
+        self.reads += 1
+        self.open_reads += 1
+        return _Counted(stream, self)
+
+
+# -- the parallel stream's memory object streams are closed on every way out ----------------------
+
+
+def _unclosed_streams_collected() -> list[str]:
+    """The "Unclosed <MemoryObject...>" warnings that a garbage collection emits now."""
+    import gc
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    return [str(w.message) for w in caught if "MemoryObject" in str(w.message)]
+
+
+@pytest.mark.parametrize(
+    "way_out", ["read to the end", "break", "error in the block", "cancelled", "never iterated"]
+)
+async def test_a_parallel_stream_closes_its_memory_streams_whatever_the_way_out(
+    way_out: str,
+) -> None:
+    async with Store(MemoryBackend(), chunk_size=MiB, max_concurrency=3) as store:
+        await store.put("k", pattern(5 * MiB))
+        assert _unclosed_streams_collected() == []
+
+        async def read() -> None:
+            async with store.stream("k") as body:
+                if way_out == "never iterated":
+                    return
+                async for _ in body:
+                    if way_out == "break":
+                        break
+                    if way_out == "error in the block":
+                        raise LookupError("the caller's own error")
+                    if way_out == "cancelled":
+                        await anyio.sleep_forever()
+
+        if way_out == "error in the block":
+            with pytest.raises(LookupError):
+                await read()
+        elif way_out == "cancelled":
+            with anyio.move_on_after(0.05):
+                await read()
+        else:
+            await read()
+        assert _unclosed_streams_collected() == []

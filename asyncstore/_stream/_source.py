@@ -14,6 +14,7 @@ never blocks the event loop.
 from __future__ import annotations
 
 import inspect
+import io
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Protocol
@@ -71,8 +72,11 @@ class _BufferReader:
 class _FileReader:
     """A sync binary file: ``readinto`` in a worker thread, one call per part."""
 
-    def __init__(self, file: Any, part_size: int, *, size: int | None, owned: bool) -> None:
+    def __init__(
+        self, file: Any, part_size: int, *, size: int | None, owned: bool, key: str = ""
+    ) -> None:
         self._file = file
+        self._key = key
         self.part_size = part_size
         self._pool = BufferPool(part_size)
         self._owned = owned
@@ -89,6 +93,9 @@ class _FileReader:
                 n = readinto(view[filled:])
             else:
                 chunk = self._file.read(self.part_size - filled)
+                if chunk and not isinstance(chunk, (bytes, bytearray, memoryview)):
+                    self._pool.give(buf)
+                    raise _not_binary(self._key, type(chunk).__name__)
                 n = len(chunk) if chunk else 0
                 view[filled : filled + n] = chunk if chunk else b""
             if not n:
@@ -262,6 +269,14 @@ class _AsyncFileReader(_AsyncIterableReader):
         super().__init__(chunks(), part_size, key)
 
 
+def _not_binary(key: str, got: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"the file given as data for key {key!r} reads {got}, not bytes: it is open in "
+        "text mode; open it in binary mode ('rb') or pass its pathlib.Path",
+        key=key,
+    )
+
+
 def _open_path(path: os.PathLike[str], key: str) -> tuple[Any, int, os.stat_result]:
     try:
         file = open(path, "rb")  # noqa: SIM115 - closed by _FileReader.aclose
@@ -309,12 +324,15 @@ async def open_source(
         pass
     else:
         return _BufferReader(view, plan(view.nbytes)), None
-    part_size = plan(None)
     read = getattr(data, "read", None)
+    # A text file (open(path), or anyio's AsyncFile over one) reads str, not bytes.
+    if isinstance(data, io.TextIOBase) or isinstance(getattr(data, "wrapped", None), io.TextIOBase):
+        raise _not_binary(key, "str")
+    part_size = plan(None)
     if read is not None:
         if inspect.iscoroutinefunction(read):
             return _AsyncFileReader(data, part_size, key), None
-        return _FileReader(data, part_size, size=None, owned=False), None
+        return _FileReader(data, part_size, size=None, owned=False, key=key), None
     if isinstance(data, AsyncIterable):
         return _AsyncIterableReader(data, part_size, key), None
     if isinstance(data, Iterable):

@@ -113,7 +113,7 @@ def boolean(name: str, value: object, where: str) -> bool:
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     raise ConfigurationError(
-        f"option {name!r} of {where} must be true or false, not {value!r}", key=name
+        f"option {name!r} of {where} must be true or false, not {value!r:.80}", key=name
     )
 
 

@@ -34,11 +34,13 @@ fsynced. A create-if-absent write commits with ``os.link`` instead (atomic
 and race-free even between processes), and writes its sidecar only once the
 link has won, so a losing writer never touches the winner's sidecar.
 
-The inode check: a sidecar is only believed when the inode, size and mtime it
-records are those of the data file (for a read, of the file actually opened).
-When they differ (another writer is between its two renames, or a crash
-happened there) the backend retries briefly and then reports the object
-without metadata rather than with someone else's.
+The inode check: a sidecar is only believed when the inode it records is that
+of the data file (for a read, of the file actually opened). When it differs
+(another writer is between its two renames, a crash happened there, or another
+program replaced the file with a new one) the backend retries briefly and then
+reports the object without metadata rather than with someone else's. A file
+changed in place (same inode, new bytes, mtime or size) keeps its sidecar and
+its recorded sha256, so a whole read of it raises DigestMismatchError.
 
 The ETag is ``<inode>-<mtime ns>-<size>`` in hex, from the data file's stat:
 a replaced file is a new inode, so the ETag changes with every write. Every
@@ -94,6 +96,7 @@ from .._errors import (
 from .._keys import MAX_KEY_BYTES, validate_key, validate_prefix
 from .._stream._files import fsync_dir, pwrite_all
 from .._types import CommonPrefix, ObjectInfo
+from ._url import boolean, merge_options
 
 __all__ = ["LocalBackend", "from_url"]
 
@@ -322,16 +325,17 @@ def _os_errors(
 # Plain functions run in worker threads; each does several syscalls at once.
 
 
-def _prepare_root(root: str, create: bool) -> str:
+def _prepare_root(root: str, create: bool) -> tuple[str | None, str]:
+    """(The real root, or None if it does not exist and is not to be made; the absolute root)."""
     root = os.path.abspath(root)
     try:
         if create:
             os.makedirs(root, exist_ok=True)
         real = os.path.realpath(root)
+        if not os.path.lexists(real):
+            return None, root
         if not os.path.isdir(real):
-            raise ConfigurationError(
-                f"local store root {root!r} does not exist or is not a directory", key=root
-            )
+            raise ConfigurationError(f"local store root {root!r} is not a directory", key=root)
     except FileExistsError as exc:
         raise ConfigurationError(
             f"local store root {root!r} exists and is not a directory", key=root
@@ -340,7 +344,7 @@ def _prepare_root(root: str, create: bool) -> str:
         raise ConfigurationError(
             f"cannot use local store root {root!r}: {exc.strerror or exc}", key=root
         ) from exc
-    return real
+    return real, root
 
 
 def _byte_view(data: memoryview) -> memoryview:
@@ -459,11 +463,10 @@ def _load_sidecar(p: _Paths, st: os.stat_result) -> tuple[_Record | None, bool]:
     except InvalidKeyError:
         return None, False  # a planted symbolic link: the object is shown without metadata
     record, meta_st = _read_record(p.meta)
-    if record is not None and (
-        record.get("inode") == st.st_ino
-        and record.get("size") == st.st_size
-        and record.get("mtime_ns") == st.st_mtime_ns
-    ):
+    # The sidecar belongs to the inode it records, whatever happened to the bytes since:
+    # a file changed in place (same inode, new mtime or size) keeps its recorded
+    # sha256, so that a whole read reports the corruption (DigestMismatchError).
+    if record is not None and record.get("inode") == st.st_ino:
         return record, False
     # No (matching) sidecar: a writer may be between its two renames. Only then is
     # a retry worth it; an old mismatch (crash, file placed by hand) is final.
@@ -736,11 +739,16 @@ class LocalBackend(Backend):
 
     Args:
         root: The directory holding the objects.
-        create: Create ``root`` (with its parents) if it does not exist; otherwise
-            a missing root raises `ConfigurationError` at the
-            first operation.
+        create: True (the default): the first write (`put`, `create_upload`, the
+            destination of `copy`) creates ``root``, with its parents, if it does
+            not exist; until then the store is empty: `head`, `read` and the
+            source of `copy` raise `NotFoundError` naming the key and the missing
+            root, `list` yields nothing and deleting does nothing. No read ever
+            creates the root. False: ``root`` must exist; any operation on a
+            missing root raises `ConfigurationError` naming it (what a read-only
+            program wants for a clear error).
 
-    The directory is prepared lazily, in a worker thread, by the first
+    The directory is looked up lazily, in a worker thread, by the first
     operation, so constructing a backend never touches the disk.
 
     Raises:
@@ -781,6 +789,7 @@ class LocalBackend(Backend):
         self._root = os.path.normpath(path)
         self._create = create
         self._real_root: str | None = None
+        self._missing_root = self._root  # made absolute by the lookup that finds it missing
         self._locks: dict[str, _KeyLock] = {}
 
     @property
@@ -793,14 +802,40 @@ class LocalBackend(Backend):
 
     # ---- helpers
 
-    async def _ready(self) -> str:
+    async def _ready(self, *, write: bool = False) -> str | None:
+        """The real root; None if it does not exist (yet) and this operation may not make it.
+
+        Raises:
+            ConfigurationError: the root is not a directory, or ``create`` is off
+                and the root does not exist.
+        """
         if self._real_root is None:
-            self._real_root = await _run(_prepare_root, self._root, self._create)
+            real, absolute = await _run(_prepare_root, self._root, self._create and write)
+            if real is None:
+                if not self._create:
+                    raise ConfigurationError(
+                        f"local store root {absolute!r} does not exist (and the store was "
+                        "opened with create=False)",
+                        key=absolute,
+                    )
+                self._missing_root = absolute
+                return None
+            self._real_root = real
         return self._real_root
 
-    async def _paths(self, key: str) -> _Paths:
+    def _no_root(self, key: str, what: str = "object") -> NotFoundError:
+        return NotFoundError(
+            f"no {what} at key {key!r}: the local store root {self._missing_root!r} does not "
+            "exist (the first write creates it)",
+            key=key,
+        )
+
+    async def _paths(self, key: str, *, write: bool = False) -> _Paths:
         segments = _segments(key)
-        return _make_paths(key, await self._ready(), segments)
+        root = await self._ready(write=write)
+        if root is None:
+            raise self._no_root(key)
+        return _make_paths(key, root, segments)
 
     @contextlib.asynccontextmanager
     async def _locked(self, key: str) -> AsyncIterator[None]:
@@ -905,7 +940,7 @@ class LocalBackend(Backend):
             PreconditionFailedError: ``attrs.if_match`` does not match (or the key is missing).
             InvalidKeyError: The key collides with a directory or an object.
         """
-        p = await self._paths(key)
+        p = await self._paths(key, write=True)
         view = _byte_view(data)
         temp = _Temp()
         try:
@@ -930,7 +965,7 @@ class LocalBackend(Backend):
         The id stays valid for any `LocalBackend` on the same root (another
         process may resume the upload). ``attrs`` are applied by `complete_upload`.
         """
-        p = await self._paths(key)
+        p = await self._paths(key, write=True)
         temp = _Temp()
         try:
             with _os_errors(key, "write"):
@@ -1008,21 +1043,36 @@ class LocalBackend(Backend):
         segments = _segments(key)
         if not isinstance(upload_id, str) or not _UPLOAD_ID.match(upload_id):
             return
-        p = _make_paths(key, await self._ready(), segments)
+        root = await self._ready()
+        if root is None:
+            return  # no root, so no upload
+        p = _make_paths(key, root, segments)
         with _os_errors(key, "abort the upload of"):
             await _run(_abort_upload, p, upload_id)
 
     async def _upload_paths(self, key: str, upload_id: str) -> _Paths:
         if not isinstance(upload_id, str) or not _UPLOAD_ID.match(upload_id):
             raise _no_upload(key, upload_id)
-        return await self._paths(key)
+        segments = _segments(key)
+        root = await self._ready()
+        if root is None:
+            raise UploadNotFoundError(
+                f"no upload {upload_id!r} for key {key!r}: the local store root "
+                f"{self._missing_root!r} does not exist",
+                key=key,
+            )
+        return _make_paths(key, root, segments)
 
     async def delete(self, key: str) -> None:
         """Delete the file and its sidecar, then the directories left empty.
 
         Deleting a missing key (or a "directory") is not an error.
         """
-        p = await self._paths(key)
+        segments = _segments(key)
+        root = await self._ready()
+        if root is None:
+            return  # nothing was ever written
+        p = _make_paths(key, root, segments)
         async with self._locked(key):
             with _os_errors(key, "delete"):
                 await _run(_delete, p)
@@ -1034,7 +1084,7 @@ class LocalBackend(Backend):
             NotFoundError: ``src`` does not exist.
         """
         ps = await self._paths(src)
-        pd = await self._paths(dst)
+        pd = await self._paths(dst, write=True)
         handle = _FileHandle()
         temp = _Temp()
         try:
@@ -1089,6 +1139,8 @@ class LocalBackend(Backend):
                     key=prefix,
                 )
         root = await self._ready()
+        if root is None:
+            return  # nothing written yet: an empty store (and the root stays uncreated)
         with _os_errors(prefix, "list"):
             start_real, entries = await _run(
                 _scan_start, root, os.path.join(root, *dir_segments), base, name_filter
@@ -1251,33 +1303,21 @@ def _has_object(directory: str, root: str) -> bool:
 def from_url(url: SplitResult, **options: object) -> LocalBackend:
     """Open ``file:///absolute/path`` or ``file://~/path`` (below the user's home).
 
-    ``localhost`` is accepted as the host. The only option is ``create`` (bool,
-    default True): create the directory if it does not exist.
+    ``localhost`` is accepted as the host. The only option is ``create``
+    (``?create=false`` in the URL, or ``create=False`` as a keyword; default
+    true): whether writes create the directory when it does not exist (see
+    `LocalBackend`; reads never create it).
 
     Raises:
-        ConfigurationError: The URL has a query string, another host, or a path
-            that is empty, relative or the file-system root; or an option is unknown.
+        ConfigurationError: The URL has a fragment, another host, or a path that
+            is empty, relative or the file-system root; or an option is unknown,
+            given twice or not true/false.
     """
     text = redact_url(url.geturl())
-    create = True
-    for name, value in options.items():
-        if name != "create":
-            raise ConfigurationError(
-                f"unknown option {name!r} for the local store {text!r}; "
-                "the only option is 'create'",
-                key=name,
-            )
-        if not isinstance(value, bool):
-            raise ConfigurationError(
-                f"option 'create' for the local store {text!r} must be True or False, "
-                f"not {value!r}",
-                key=name,
-            )
-        create = value
-    if url.query or url.fragment:
-        raise ConfigurationError(
-            f"local store URL {text!r} takes no query string or fragment", key=text
-        )
+    given = merge_options(text, url.query, options, ("create",), "local")
+    create = boolean("create", given.get("create", True), f"the local store {text!r}")
+    if url.fragment:
+        raise ConfigurationError(f"local store URL {text!r} takes no fragment", key=text)
     path = unquote(url.path)
     if url.netloc == "~":
         if not path.startswith("/"):

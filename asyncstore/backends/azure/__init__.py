@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from urllib.parse import SplitResult
 
+from . import _extra  # noqa: F401 - first: names the extra if a vendor module is missing
 from ._backend import AzureBackend
 from ._metadata import decode_name, encode_name
 from ._options import AzureConfig, merge, parse_url, resolve

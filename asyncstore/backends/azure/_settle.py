@@ -17,6 +17,8 @@ from typing import TypeVar
 
 import anyio
 
+from ..._stream._tasks import task_group
+
 __all__ = ["SETTLE_TIMEOUT", "settled"]
 
 T = TypeVar("T")
@@ -59,7 +61,7 @@ async def settled(
                     outcome.append(result)
         host.cancel()
 
-    async with anyio.create_task_group() as tg:
+    async with task_group() as tg:
         tg.start_soon(run, tg.cancel_scope)
         try:
             await anyio.sleep_forever()

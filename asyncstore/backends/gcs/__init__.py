@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from urllib.parse import SplitResult
 
+from . import _extra  # noqa: F401 - first: names the extra if a vendor module is missing
 from ._backend import GCSBackend
 from ._options import GCSOptions, parse_options
 

@@ -245,6 +245,8 @@ class GCSApi:
         target = self._lean_target(url, params)
         if target is not None:
             return await self._send_lean(method, target, where, headers, content, ok)
+        if content is not None and not isinstance(content, BodyPieces):
+            content = BodyPieces(content)  # never an httpx generator that a cut-off leaves open
         async with self.limiter:
             sent = await self.headers(headers)
             with gcs_errors(where):

@@ -121,6 +121,27 @@ def _content_of(data: object) -> bytes | None:
     raise TypeError(f"unsupported request body {type(data).__name__}")
 
 
+class _Body(httpx.AsyncByteStream):
+    """A request body as one chunk, from a class rather than httpx's async generator.
+
+    A request cut off mid-body leaves its body's iterator unfinished; an async
+    generator left so makes trio warn when it is collected, a plain iterator does not.
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def __aiter__(self) -> _Body:
+        self._sent = False
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._sent or not self._body:
+            raise StopAsyncIteration
+        self._sent = True
+        return self._body
+
+
 class CompatResponse:
     """The part of ``aiohttp.ClientResponse`` that gcloud-aio uses, over a read httpx response."""
 
@@ -195,14 +216,18 @@ class CompatSession:
         """Send a request and read its whole answer (aiohttp's keyword arguments)."""
         # gcloud-aio sets Content-Length itself; httpx computes it from the body.
         sent = {k: v for k, v in (headers or {}).items() if k.lower() != "content-length"}
+        body = _content_of(data)
+        if body is not None:
+            sent["Content-Length"] = str(len(body))
         request = self._client.build_request(
             method,
             url,
             headers=sent,
             params=dict(params) if params else None,
-            content=_content_of(data),
             timeout=_timeout_of(timeout, self._timeouts),
         )
+        if body is not None:  # a class, not httpx's generator, which a cut-off would leave open
+            request.stream = _Body(body)
         if self._limiter is None:
             response = await self._client.send(request)
         else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from urllib.parse import SplitResult
 
+from . import _extra  # noqa: F401 - first: names the extra if a vendor module is missing
 from ._backend import ETAG_TAG, S3_CAPABILITIES, SHA256_TAG, S3Backend
 from ._client import HttpClient
 from ._options import OPTION_NAMES, S3Options, parse_options

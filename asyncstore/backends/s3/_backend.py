@@ -846,7 +846,14 @@ class S3Backend(Backend):
     async def _copy_multipart(
         self, src: str, dst: str, info: ObjectInfo, source: Mapping[str, str]
     ) -> WriteResult:
-        """Copy an object larger than CopyObject allows, with UploadPartCopy in parallel."""
+        """Copy an object larger than CopyObject allows, with UploadPartCopy in parallel.
+
+        The parts run in the core's task group, so a failing part (a TransportError,
+        the source changing) reaches Store.copy as itself, which retries it, and not
+        as an ExceptionGroup.
+        """
+        from ..._stream._tasks import task_group
+
         part_size = max(self.copy_part_size, math.ceil(info.size / 10_000 / MiB) * MiB)
         attrs = WriteAttributes(info.content_type, info.metadata)
         upload_id = await self.create_upload(dst, attrs)
@@ -874,7 +881,7 @@ class S3Backend(Backend):
             parts.append(CompletedPart(number, offset, end - offset, etag))
 
         try:
-            async with anyio.create_task_group() as tg:
+            async with task_group() as tg:
                 for number, offset in enumerate(range(0, info.size, part_size), start=1):
                     tg.start_soon(copy_part, number, offset)
             parts.sort(key=lambda part: part.number)

@@ -1,0 +1,5 @@
+"""``python -m asyncstore``: the ``asyncstore`` command line (needs the ``cli`` extra)."""
+
+from ._cli import main
+
+raise SystemExit(main())
