@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import select
 import socket
 import ssl
 import time
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
 from urllib.parse import urlsplit
 
 import anyio
@@ -54,6 +56,7 @@ HEAD_LIMIT = 64 * 1024
 RECEIVE_SIZE = 256 * 1024
 #: Seconds an idle connection is kept (services close theirs after 20 s or more).
 IDLE_SECONDS = 15.0
+
 #: A body up to this size is sent in one write with the head.
 SMALL_BODY = 64 * 1024
 #: Bytes per write of a larger body.
@@ -122,19 +125,11 @@ class _Connection:
             return False
         if self.raw is None:
             return True
-        # A socket object over the same descriptor (asyncio hands out a wrapper without
-        # recv), detached again so that it closes nothing.
-        peek = socket.socket(fileno=self.raw.fileno())
-        try:
-            peek.setblocking(False)  # it is already: the event loop's sockets never block
-            peek.recv(1, socket.MSG_PEEK)
-        except BlockingIOError:
-            return True  # nothing to read: the peer is still there
-        except OSError:
+        try:  # readable while idle: an EOF, or bytes nobody asked for; never reusable
+            readable, _, _ = select.select([self.raw.fileno()], (), (), 0)
+        except (OSError, ValueError):
             return False
-        finally:
-            peek.detach()
-        return False  # EOF, or bytes nobody asked for: either way, not reusable
+        return not readable
 
 
 class Response:
@@ -295,6 +290,32 @@ class Response:
             await self._pool._give_back(conn, reusable=reusable)
 
 
+class _Deadline:
+    """``anyio.fail_after`` as a class (it is a generator context, and this wraps every
+    read): raises TimeoutError when the block takes longer than ``seconds``."""
+
+    __slots__ = ("_scope", "_seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._scope: anyio.CancelScope | None = None
+
+    def __enter__(self) -> None:
+        scope = self._scope = anyio.CancelScope(deadline=anyio.current_time() + self._seconds)
+        scope.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        scope = self._scope
+        assert scope is not None
+        if scope.__exit__(exc_type, exc, tb) and scope.cancelled_caught:
+            raise TimeoutError(f"no answer within {self._seconds} s")
+
+
 class HttpPool:
     """Keep-alive connections to one host, at most ``max_connections`` in use at once.
 
@@ -401,10 +422,13 @@ class HttpPool:
         try:
             if not timed:
                 return await conn.stream.receive(most)
-            with anyio.fail_after(self.read_timeout):
+            with self._deadline():
                 return await conn.stream.receive(most)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             raise ConnectionClosed(f"the connection to {self.target.host_header} ended") from exc
+
+    def _deadline(self) -> _Deadline:
+        return _Deadline(self.read_timeout)
 
     async def _send(self, conn: _Connection, data: bytes | memoryview) -> None:
         try:
@@ -457,14 +481,14 @@ class HttpPool:
         try:
             # One deadline for the request and the response's head (each write and read of
             # a large body gets its own): a scope per socket call costs more than the call.
-            with anyio.fail_after(self.read_timeout):
+            with self._deadline():
                 if sum(len(piece) for piece in pieces) <= SMALL_BODY:
                     await self._send(conn, b"".join([head, *pieces]))
                 else:
                     await self._send(conn, head)
                     for piece in pieces:
                         for start in range(0, len(piece), SEND_BLOCK):
-                            with anyio.fail_after(self.read_timeout):
+                            with self._deadline():
                                 await self._send(conn, piece[start : start + SEND_BLOCK])
                 response = await self._read_head(conn, method)
         except BaseException:

@@ -123,6 +123,11 @@ class _LeanBody:
     def __init__(self, response: Any) -> None:
         self._response = response
 
+    @property
+    def complete(self) -> bool:
+        """Whether the body was read to its end (its connection is already back)."""
+        return bool(self._response.complete)
+
     async def read(self, most: int) -> bytes:
         data: bytes = await self._response.next_chunk(most)
         return data
