@@ -820,7 +820,8 @@ class AzureBackend(Backend):
         lean = await self._lean_path()
         if lean is not None:
             headers = {k.lower(): v for k, v in _md5_header(checksums).items()}
-            query = {"comp": "block", "blockid": name}
+            # The id as the SDK sends it (base64 of the name), so its commit finds the block.
+            query = {"comp": "block", "blockid": base64.b64encode(name.encode()).decode()}
             with self._errors(f"stage block {number}", key):
                 await settled(
                     lambda: self._lean_send(
