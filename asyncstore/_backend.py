@@ -128,6 +128,26 @@ class ReadStream(abc.ABC):
     async def aclose(self) -> None:
         """Release the connection; safe to call more than once."""
 
+    async def readinto(self, view: memoryview) -> int:
+        """Read the next bytes into ``view``; return how many (0 at the end of the body).
+
+        The core reads large ranges this way, into the buffers it then hashes and
+        writes out. This default copies from the chunks `__anext__` yields (keeping
+        what does not fit for the next call); a backend that can receive straight
+        into ``view`` overrides it, so that each byte crosses memory once. Mixing
+        it with iteration on one stream is not supported.
+        """
+        rest: memoryview | None = getattr(self, "_readinto_rest", None)
+        if not rest:
+            try:
+                rest = memoryview(await self.__anext__())
+            except StopAsyncIteration:
+                return 0
+        n = min(len(view), len(rest))
+        view[:n] = rest[:n]
+        self._readinto_rest = rest[n:]
+        return n
+
     async def __aenter__(self) -> ReadStream:
         return self
 

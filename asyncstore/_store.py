@@ -126,6 +126,34 @@ def _write_attributes(
     )
 
 
+class _Slot:
+    """One of a store's slots, held for a call (see `Store._operation`)."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+        self._limiter = limiter
+
+    async def __aenter__(self) -> None:
+        await acquire(self._limiter, self)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._limiter.release_on_behalf_of(self)
+
+
+class _NoSlot:
+    """A store without a bound: nothing to wait for."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_SLOT = _NoSlot()
+
+
 class Store:
     """An object store: the user API over one backend.
 
@@ -208,22 +236,32 @@ class Store:
         )
         self._slots: anyio.CapacityLimiter | None = None
 
+    def _operation(self, what: str, key: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """One call: within the store's ``timeout``, after waiting for one of its slots.
+
+        Without a timeout (the common case) a small class does it: this wraps every
+        call, and a generator context costs more than the rest of a small call's own
+        work in the Store.
+        """
+        slot = _Slot(self._slots_now()) if self.max_connections is not None else _NO_SLOT
+        if self.timeout is None:
+            return slot
+        return self._timed(what, key, slot)
+
+    def _slots_now(self) -> anyio.CapacityLimiter:
+        slots = self._slots
+        if slots is None:
+            assert self.max_connections is not None
+            slots = self._slots = anyio.CapacityLimiter(self.max_connections)
+        return slots
+
     @contextlib.asynccontextmanager
-    async def _operation(self, what: str, key: str) -> AsyncIterator[None]:
-        """One call: within the store's ``timeout``, after waiting for one of its slots."""
+    async def _timed(
+        self, what: str, key: str, slot: contextlib.AbstractAsyncContextManager[None]
+    ) -> AsyncIterator[None]:
         with self._deadline(what, key):
-            if self.max_connections is None:
+            async with slot:
                 yield
-                return
-            slots = self._slots
-            if slots is None:
-                slots = self._slots = anyio.CapacityLimiter(self.max_connections)
-            token = object()
-            await acquire(slots, token)
-            try:
-                yield
-            finally:
-                slots.release_on_behalf_of(token)
 
     @contextlib.contextmanager
     def _deadline(self, what: str, key: str) -> Iterator[None]:

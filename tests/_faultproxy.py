@@ -560,6 +560,15 @@ class _CountingStream:
         self._entry.received += len(chunk)
         return chunk
 
+    async def readinto(self, view: memoryview) -> int:
+        try:
+            n: int = await self._stream.readinto(view)
+        except BaseException as exc:
+            self._entry.error = exc
+            raise
+        self._entry.received += n
+        return n
+
     async def aclose(self) -> None:
         await self._stream.aclose()
 

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.lowlevel
 import botocore.exceptions
+import google_crc32c
 import httpx
 import pytest
 from _faultproxy import FaultProxy, Seen
@@ -136,6 +137,10 @@ class Recorder:
 
 def b64sha(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def b64crc32c(data: bytes) -> str:
+    return base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()
 
 
 def digest(data: bytes) -> str:
@@ -583,23 +588,26 @@ async def test_read_stream_cut_short_hands_on_what_arrived_then_raises() -> None
 # -- integrity -------------------------------------------------------------------------------
 
 
-async def test_single_put_sends_sha256_and_records_it_in_metadata(
+async def test_single_put_sends_crc32c_and_records_the_sha256_in_metadata(
     s3: S3Server, backend: S3Backend, store: Store, prefix: str
 ) -> None:
+    """The body is hashed with sha256 once (the object's digest, recorded); its transit is
+    protected by a CRC32C (moto echoes checksums without checking them: this checks what
+    is sent)."""
     recorder = Recorder(s3)
     data = pattern(100_000)
     result = await store.put("single", data)
     (put,) = recorder.of("PutObject")
-    assert put["x-amz-checksum-sha256"] == b64sha(data)
-    # No second pass over the body: botocore neither signs it nor adds a checksum of its own.
+    assert put["x-amz-checksum-crc32c"] == b64crc32c(data)
+    # No second sha256 pass over the body: not signed, no sha256 checksum header.
     assert put["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
-    assert not any(name.startswith("x-amz-checksum-crc") for name in put)
+    assert "x-amz-checksum-sha256" not in put
     head = s3.boto.head_object(Bucket=BUCKET, Key=f"{prefix}/single")
     assert head["Metadata"]["asyncstore-sha256"] == digest(data) == result.sha256
     assert (await store.head("single")).sha256 == digest(data)
 
 
-async def test_multipart_sends_sha256_per_part_and_tags_the_whole_sha256(
+async def test_multipart_sends_crc32c_per_part_and_tags_the_whole_sha256(
     s3: S3Server, backend: S3Backend, store: Store, prefix: str
 ) -> None:
     recorder = Recorder(s3)
@@ -607,15 +615,16 @@ async def test_multipart_sends_sha256_per_part_and_tags_the_whole_sha256(
     result = await store.put("multi", data, chunk_size=5 * MiB, max_concurrency=3)
     assert result.part_count == 4
     (create,) = recorder.of("CreateMultipartUpload")
-    assert create["x-amz-checksum-algorithm"] == "SHA256"
+    assert create["x-amz-checksum-algorithm"] == "CRC32C"
     parts = recorder.of("UploadPart")
     assert len(parts) == 4
-    sent = sorted(headers["x-amz-checksum-sha256"] for headers in parts)
-    expected = sorted(b64sha(data[i : i + 5 * MiB]) for i in range(0, len(data), 5 * MiB))
+    sent = sorted(headers["x-amz-checksum-crc32c"] for headers in parts)
+    expected = sorted(b64crc32c(data[i : i + 5 * MiB]) for i in range(0, len(data), 5 * MiB))
     assert sent == expected
     assert all(headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD" for headers in parts)
+    assert not any("x-amz-checksum-sha256" in headers for headers in parts)
     (complete,) = recorder.bodies("CompleteMultipartUpload")
-    assert complete.count(b"<ChecksumSHA256>") == 4
+    assert complete.count(b"<ChecksumCRC32C>") == 4
     tags = s3.boto.get_object_tagging(Bucket=BUCKET, Key=f"{prefix}/multi")["TagSet"]
     assert {tag["Key"]: tag["Value"] for tag in tags} == {
         SHA256_TAG: digest(data),

@@ -137,11 +137,7 @@ class Download:
                     async for chunk in stream:
                         n = len(chunk)
                         if pos + n > end:
-                            raise IntegrityError(
-                                f"key {self.key!r}: the backend sent {pos + n - end} bytes "
-                                f"more than the range [{start}, {end}) asked for",
-                                key=self.key,
-                            )
+                            raise self._too_long(start, end, pos + n)
                         if n:
                             yield memoryview(chunk)
                             pos += n
@@ -158,21 +154,89 @@ class Download:
                 await anyio.sleep(self.retry.delay(attempt))
                 attempt += 1
             except PreconditionFailedError as exc:
-                raise PreconditionFailedError(
-                    f"key {self.key!r} was replaced during the download "
-                    f"(ETag {self.info.etag!r} no longer matches)",
-                    key=self.key,
-                ) from exc
+                raise self._replaced() from exc
+
+    async def read_one(self, hasher: Sha256) -> list[bytes]:
+        """The whole download (one range at most), hashed as it arrives.
+
+        The opened stream is read directly; a break (a TransportError, or a body
+        that ends early) goes on through `chunks`, which resumes from the byte
+        reached with the retry policy.
+        """
+        pieces: list[bytes] = []
+        pos = self.start
+        stream, self.first = self.first, None
+        if stream is not None and pos < self.stop:
+            try:
+                async with stream:
+                    async for chunk in stream:
+                        if pos + len(chunk) > self.stop:
+                            raise self._too_long(self.start, self.stop, pos + len(chunk))
+                        await hasher.update(chunk)
+                        pieces.append(bytes(chunk))
+                        pos += len(chunk)
+            except TransportError:
+                pass
+        elif stream is not None:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+        if pos < self.stop:
+            async with contextlib.aclosing(self.chunks(pos, self.stop)) as rest:
+                async for piece in rest:
+                    await hasher.update(piece)
+                    pieces.append(bytes(piece))
+        return pieces
+
+    def _too_long(self, start: int, end: int, reached: int) -> IntegrityError:
+        return IntegrityError(
+            f"key {self.key!r}: the backend sent {reached - end} bytes "
+            f"more than the range [{start}, {end}) asked for",
+            key=self.key,
+        )
 
     async def read_range(self, start: int, end: int, into: memoryview | None = None) -> memoryview:
-        """Read ``[start, end)`` fully, into ``into`` if given, else a new buffer."""
+        """Read ``[start, end)`` fully, into ``into`` if given, else a new buffer.
+
+        The stream's `ReadStream.readinto` fills the buffer (straight from the
+        socket where the backend can); a break resumes from the byte reached,
+        as in `chunks`.
+        """
         buf = into if into is not None else memoryview(bytearray(end - start))
-        pos = 0
-        async with contextlib.aclosing(self.chunks(start, end)) as chunks:
-            async for chunk in chunks:
-                buf[pos : pos + len(chunk)] = chunk
-                pos += len(chunk)
+        stream: ReadStream | None = None
+        if start == self.start:  # the first range's stream is already open; take it
+            stream, self.first = self.first, None
+        pos, attempt = start, 1
+        while pos < end:
+            try:
+                if stream is None:
+                    stream = await self.backend.read(self.key, pos, end, if_match=self.info.etag)
+                async with stream:
+                    while pos < end and (n := await stream.readinto(buf[pos - start :])):
+                        pos += n
+                    if pos == end and await stream.readinto(memoryview(bytearray(1))):
+                        raise self._too_long(start, end, end + 1)
+                stream = None
+                if pos < end:
+                    raise ConnectionError(
+                        f"the body of key {self.key!r} ended at byte {pos} of {end}",
+                        key=self.key,
+                    )
+            except TransportError as exc:
+                stream = None
+                if attempt >= self.retry.attempts:
+                    raise exhausted(exc, f"read of bytes {pos}-{end}", self.key, attempt) from exc
+                await anyio.sleep(self.retry.delay(attempt))
+                attempt += 1
+            except PreconditionFailedError as exc:
+                raise self._replaced() from exc
         return buf
+
+    def _replaced(self) -> PreconditionFailedError:
+        return PreconditionFailedError(
+            f"key {self.key!r} was replaced during the download "
+            f"(ETag {self.info.etag!r} no longer matches)",
+            key=self.key,
+        )
 
     async def fetch(
         self,
@@ -410,17 +474,9 @@ class ObjectStream:
 async def read_all(download: Download, *, window: int, verify: bool) -> tuple[bytes, str, int]:
     """Read a download into memory; return (bytes, sha256, peak ranges in flight)."""
     hasher = Sha256()
-    ranges = download.ranges()
-    if len(ranges) <= 1:
-        pieces: list[bytes] = []
-        if ranges:
-            start, end = ranges[0]
-            async with contextlib.aclosing(download.chunks(start, end)) as chunks:
-                async for chunk in chunks:
-                    await hasher.update(chunk)
-                    pieces.append(bytes(chunk))
-        await download.close_first()
-        data = b"".join(pieces)
+    if download.stop - download.start <= download.chunk_size:  # one range: no window
+        pieces = await download.read_one(hasher)
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         peak = 1
     else:
         buffer = bytearray(download.size)

@@ -63,6 +63,10 @@ class Sha256:
         The whole-object hash and the per-part checksums are computed in the
         same thread call, from the same memory: one pass over the bytes.
         """
+        if not part and len(data) < THREAD_THRESHOLD:  # the common small update
+            self._hash.update(data)
+            self.size += len(data)
+            return {}
         names = tuple(part)
         view = memoryview(data)
         if len(view) < THREAD_THRESHOLD:

@@ -22,27 +22,31 @@ translates them into asyncstore's errors, with the key and location.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import socket
 import ssl
 import time
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from types import TracebackType
 from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
 import anyio.to_thread
-from anyio.abc import SocketAttribute
 
+from .._backend import ReadStream
+from .._errors import TransportError
 from .._stream._tasks import acquire
+from .._types import ObjectInfo
+from ._connections import Connection, ConnectionClosed, open_connection
 
 __all__ = [
     "ConnectFailed",
     "ConnectionClosed",
     "HttpPool",
     "Response",
+    "ResponseStream",
     "Target",
     "proxied",
     "target_of",
@@ -54,6 +58,7 @@ HEAD_LIMIT = 64 * 1024
 RECEIVE_SIZE = 256 * 1024
 #: Seconds an idle connection is kept (services close theirs after 20 s or more).
 IDLE_SECONDS = 15.0
+
 #: A body up to this size is sent in one write with the head.
 SMALL_BODY = 64 * 1024
 #: Bytes per write of a larger body.
@@ -83,10 +88,6 @@ def target_of(url: str) -> Target | None:
     )
 
 
-class ConnectionClosed(ConnectionError):
-    """The connection ended or broke before the response did."""
-
-
 class ConnectFailed(ConnectionError):
     """No connection could be opened (refused, unreachable, no such host)."""
 
@@ -103,38 +104,6 @@ class Target:
     def host_header(self) -> str:
         default = 443 if self.scheme == "https" else 80
         return self.host if self.port == default else f"{self.host}:{self.port}"
-
-
-class _Connection:
-    __slots__ = ("buffer", "idle_since", "raw", "stream", "token")
-
-    def __init__(self, stream: anyio.abc.ByteStream, raw: socket.socket | None) -> None:
-        self.stream = stream
-        self.raw = raw
-        self.buffer = b""
-        self.idle_since = 0.0
-        #: What holds the pool's slot while the connection is in use.
-        self.token: object | None = None
-
-    def looks_alive(self, now: float) -> bool:
-        """False if the peer closed (or sent anything) while the connection was idle."""
-        if self.buffer or now - self.idle_since > IDLE_SECONDS:
-            return False
-        if self.raw is None:
-            return True
-        # A socket object over the same descriptor (asyncio hands out a wrapper without
-        # recv), detached again so that it closes nothing.
-        peek = socket.socket(fileno=self.raw.fileno())
-        try:
-            peek.setblocking(False)  # it is already: the event loop's sockets never block
-            peek.recv(1, socket.MSG_PEEK)
-        except BlockingIOError:
-            return True  # nothing to read: the peer is still there
-        except OSError:
-            return False
-        finally:
-            peek.detach()
-        return False  # EOF, or bytes nobody asked for: either way, not reusable
 
 
 class Response:
@@ -165,7 +134,7 @@ class Response:
     def __init__(
         self,
         pool: HttpPool,
-        conn: _Connection,
+        conn: Connection,
         status: int,
         reason: str,
         headers: dict[str, str],
@@ -174,7 +143,7 @@ class Response:
         http10: bool = False,
     ) -> None:
         self._pool = pool
-        self._conn: _Connection | None = conn
+        self._conn: Connection | None = conn
         self.status = status
         self.reason = reason
         self.headers = headers
@@ -213,7 +182,7 @@ class Response:
         if conn is not None:
             await self._pool._give_back(conn, reusable=self._reusable)
 
-    async def _receive(self, conn: _Connection, most: int) -> bytes:
+    async def _receive(self, conn: Connection, most: int) -> bytes:
         if conn.buffer:
             data, conn.buffer = conn.buffer[:most], conn.buffer[most:]
             return data
@@ -242,7 +211,37 @@ class Response:
             raise
         return data
 
-    async def _next_chunked(self, conn: _Connection, most: int) -> bytes:
+    async def readinto(self, view: memoryview) -> int:
+        """Read the next bytes of the body into ``view``; return how many (0 at its end).
+
+        Bytes arriving for a body of known length go straight from the socket into
+        ``view`` (no intermediate copy): this is how large reads cross memory once.
+        """
+        conn = self._conn
+        if self._done or conn is None or not len(view):
+            return 0
+        if self._chunked or self._left is None:  # framing to parse: from the pieces
+            data = await self.next_chunk(len(view))
+            view[: len(data)] = data
+            return len(data)
+        try:
+            want = min(len(view), self._left)
+            if conn.buffer:
+                n = min(want, len(conn.buffer))
+                view[:n] = conn.buffer[:n]
+                conn.buffer = conn.buffer[n:]
+            else:
+                with self._pool._deadline():
+                    n = await conn.receive_into(view[:want])
+            self._left -= n
+            if self._left == 0:
+                await self._finish()
+        except BaseException:
+            await self.aclose()
+            raise
+        return n
+
+    async def _next_chunked(self, conn: Connection, most: int) -> bytes:
         if self._left == 0:
             line = await self._line(conn)
             try:
@@ -262,7 +261,7 @@ class Response:
             await self._line(conn)  # the CRLF after the chunk's data
         return data
 
-    async def _line(self, conn: _Connection) -> bytes:
+    async def _line(self, conn: Connection) -> bytes:
         while (end := conn.buffer.find(b"\r\n")) < 0:
             if len(conn.buffer) > HEAD_LIMIT:
                 raise ConnectionClosed("chunk line too long")
@@ -293,6 +292,89 @@ class Response:
             reusable = self._done and self._reusable
             self._done = True
             await self._pool._give_back(conn, reusable=reusable)
+
+
+class ResponseStream(ReadStream):
+    """A ReadStream over a lean response's body: a backend's `ReadStream` for its reads.
+
+    `readinto` receives straight into the caller's buffer; iteration hands on
+    pieces of up to ``piece`` bytes (the core hashes large pieces in a worker
+    thread). A body cut short hands on the bytes that arrived, then raises.
+
+    Args:
+        info: The whole object's info.
+        response: The response whose body this is.
+        errors: Makes the context that translates the client's errors (the backend's).
+        piece: The size of the pieces iteration gathers.
+    """
+
+    def __init__(
+        self,
+        info: ObjectInfo,
+        response: Response,
+        errors: Callable[[], AbstractContextManager[None]],
+        *,
+        piece: int = 1024 * 1024,
+    ) -> None:
+        self.info = info
+        self._response = response
+        self._errors = errors
+        self._piece = piece
+        self._error: BaseException | None = None
+
+    async def readinto(self, view: memoryview) -> int:
+        with self._errors():
+            return await self._response.readinto(view)
+
+    async def __anext__(self) -> bytes:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        pieces: list[bytes] = []
+        size = 0
+        try:
+            with self._errors():
+                while size < self._piece and (data := await self._response.next_chunk()):
+                    pieces.append(data)
+                    size += len(data)
+        except TransportError as exc:
+            if not pieces:
+                raise
+            self._error = exc  # raised by the next call: the core resumes after these bytes
+        if not pieces:
+            raise StopAsyncIteration
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    async def aclose(self) -> None:
+        if not self._response.complete:
+            with anyio.CancelScope(shield=True):
+                await self._response.aclose()
+
+
+class _Deadline:
+    """``anyio.fail_after`` as a class (it is a generator context, and this wraps every
+    read): raises TimeoutError when the block takes longer than ``seconds``."""
+
+    __slots__ = ("_scope", "_seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._scope: anyio.CancelScope | None = None
+
+    def __enter__(self) -> None:
+        scope = self._scope = anyio.CancelScope(deadline=anyio.current_time() + self._seconds)
+        scope.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        scope = self._scope
+        assert scope is not None
+        if scope.__exit__(exc_type, exc, tb) and scope.cancelled_caught:
+            raise TimeoutError(f"no answer within {self._seconds} s")
 
 
 class HttpPool:
@@ -329,7 +411,7 @@ class HttpPool:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._ssl = ssl_context
-        self._idle: list[_Connection] = []
+        self._idle: list[Connection] = []
         self._slots: anyio.CapacityLimiter | None = limiter
         self._host_line = f"Host: {target.host_header}\r\n".encode("latin-1")
         #: Connections opened so far.
@@ -342,41 +424,36 @@ class HttpPool:
             self._slots = anyio.CapacityLimiter(self.max_connections)
         return self._slots
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self) -> Connection:
         target = self.target
         try:
             return await self._open(target)
         except OSError as exc:
-            if isinstance(exc, (TimeoutError, ConnectionError)):
+            if isinstance(exc, TimeoutError):
                 raise
             raise ConnectFailed(f"no connection to {target.host_header}: {exc}") from exc
 
-    async def _open(self, target: Target) -> _Connection:
+    async def _open(self, target: Target) -> Connection:
         with anyio.fail_after(self.connect_timeout):
+            context = None
             if target.scheme == "https":
                 if self._ssl is None:
                     self._ssl = await anyio.to_thread.run_sync(ssl.create_default_context)
-                stream: anyio.abc.ByteStream = await anyio.connect_tcp(
-                    target.host, target.port, ssl_context=self._ssl, tls_standard_compatible=False
-                )
-                raw = None
-            else:
-                tcp = await anyio.connect_tcp(target.host, target.port)
-                raw = tcp.extra(SocketAttribute.raw_socket)
-                stream = tcp
+                context = self._ssl
+            conn = await open_connection(target.host, target.port, context)
         self.opened += 1
-        return _Connection(stream, raw)
+        return conn
 
-    async def _checkout(self) -> _Connection:
+    async def _checkout(self) -> Connection:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
-            if conn.looks_alive(now):
+            if now - conn.idle_since <= IDLE_SECONDS and conn.looks_alive():
                 return conn
-            await self._close(conn)
+            await conn.close()
         return await self._connect()
 
-    async def _give_back(self, conn: _Connection, *, reusable: bool) -> None:
+    async def _give_back(self, conn: Connection, *, reusable: bool) -> None:
         """Free the connection's slot; keep it for the next request, or close it."""
         token, conn.token = conn.token, None
         if token is not None:
@@ -385,32 +462,18 @@ class HttpPool:
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
         else:
-            await self._close(conn)
+            await conn.close()
 
-    @staticmethod
-    async def _close(conn: _Connection) -> None:
-        with (
-            anyio.CancelScope(shield=True),
-            contextlib.suppress(OSError, anyio.BrokenResourceError),
-        ):
-            await anyio.aclose_forcefully(conn.stream)
-
-    async def _receive(self, conn: _Connection, most: int, *, timed: bool = True) -> bytes:
+    async def _receive(self, conn: Connection, most: int, *, timed: bool = True) -> bytes:
         """The next bytes from the connection, within the read timeout unless ``timed`` is
         False (the caller's own scope then bounds the wait)."""
-        try:
-            if not timed:
-                return await conn.stream.receive(most)
-            with anyio.fail_after(self.read_timeout):
-                return await conn.stream.receive(most)
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            raise ConnectionClosed(f"the connection to {self.target.host_header} ended") from exc
+        if not timed:
+            return await conn.receive(most)
+        with self._deadline():
+            return await conn.receive(most)
 
-    async def _send(self, conn: _Connection, data: bytes | memoryview) -> None:
-        try:
-            await conn.stream.send(data)  # type: ignore[arg-type]  # any buffer works
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            raise ConnectionClosed(f"the connection to {self.target.host_header} broke") from exc
+    def _deadline(self) -> _Deadline:
+        return _Deadline(self.read_timeout)
 
     async def request(
         self,
@@ -457,15 +520,15 @@ class HttpPool:
         try:
             # One deadline for the request and the response's head (each write and read of
             # a large body gets its own): a scope per socket call costs more than the call.
-            with anyio.fail_after(self.read_timeout):
+            with self._deadline():
                 if sum(len(piece) for piece in pieces) <= SMALL_BODY:
-                    await self._send(conn, b"".join([head, *pieces]))
+                    await conn.send(b"".join([head, *pieces]))
                 else:
-                    await self._send(conn, head)
+                    await conn.send(head)
                     for piece in pieces:
                         for start in range(0, len(piece), SEND_BLOCK):
-                            with anyio.fail_after(self.read_timeout):
-                                await self._send(conn, piece[start : start + SEND_BLOCK])
+                            with self._deadline():
+                                await conn.send(piece[start : start + SEND_BLOCK])
                 response = await self._read_head(conn, method)
         except BaseException:
             await self._give_back(conn, reusable=False)
@@ -474,7 +537,7 @@ class HttpPool:
             await response._finish()
         return response
 
-    async def _read_head(self, conn: _Connection, method: str) -> Response:
+    async def _read_head(self, conn: Connection, method: str) -> Response:
         while True:
             while (end := conn.buffer.find(b"\r\n\r\n")) < 0:
                 if len(conn.buffer) > HEAD_LIMIT:
@@ -508,4 +571,4 @@ class HttpPool:
         """Close every idle connection (those in use close as their responses finish)."""
         idle, self._idle = self._idle, []
         for conn in idle:
-            await self._close(conn)
+            await conn.close()

@@ -91,7 +91,7 @@ from ..._errors import (
 )
 from ..._stream._tasks import task_group
 from ..._types import CommonPrefix, ObjectInfo
-from .._http import Response
+from .._http import Response, ResponseStream
 from ._lean import LeanAzure
 from ._metadata import decode_metadata, encode_metadata, encode_name
 from ._options import AzureConfig, resolve
@@ -177,12 +177,6 @@ def _transport_timeouts(config: AzureConfig) -> tuple[float, float] | None:
     if isinstance(connect, int | float) and isinstance(read, int | float):
         return (float(connect), float(read))
     return None
-
-
-async def _body_of(response: Response) -> AsyncIterator[bytes]:
-    """A lean response's body, as the pieces arrive (the response closes with the stream)."""
-    while piece := await response.next_chunk():
-        yield piece
 
 
 async def _no_chunks() -> AsyncIterator[bytes]:
@@ -635,9 +629,7 @@ class AzureBackend(Backend):
         except InvalidRangeError:  # start >= size, or an empty blob
             return await self._empty_read(key, start, if_match)
         info = self._info_from_headers(key, response.headers)
-        return IteratorReadStream(
-            info, self._chunks(key, _body_of(response)), close=response.aclose
-        )
+        return ResponseStream(info, response, lambda: self._errors("read", key), piece=READ_PIECE)
 
     async def _empty_read(self, key: str, start: int, if_match: str | None) -> ReadStream:
         info = await self._head_pinned(key, if_match)

@@ -193,6 +193,10 @@ class S3ReadStream(ReadStream):
         if self._closed:
             return
         self._closed = True
+        if getattr(self._body, "complete", False):  # nothing left to release but the slot
+            if self._on_close is not None:
+                self._on_close()
+            return
         try:
             # A failure to close a connection we are done with is no failure of the read.
             with anyio.CancelScope(shield=True), contextlib.suppress(StoreError), self._errors():

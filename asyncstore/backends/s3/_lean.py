@@ -115,6 +115,10 @@ class LeanS3:
         self.prefix = prefix
         self.signer = signer
         self._credentials = credentials
+        # Credentials that never refresh (keys from the environment or a file) are frozen
+        # once; refreshable ones are asked before each request, as the SDK does.
+        self._frozen: Any = None
+        self._refreshes = hasattr(credentials, "refresh_needed")
         self._host = pool.target.host_header
 
     @classmethod
@@ -173,7 +177,11 @@ class LeanS3:
         Returns the response of any status; an error status is for the caller
         to turn into an error (`raise_for_status`).
         """
-        frozen = await self._credentials.get_frozen_credentials()
+        frozen = self._frozen
+        if frozen is None:
+            frozen = await self._credentials.get_frozen_credentials()
+            if not self._refreshes:
+                self._frozen = frozen
         path = self.prefix + encode_path(key)
         query_string = canonical_query(query.items()) if query else ""
         sent = headers if headers is not None else {}

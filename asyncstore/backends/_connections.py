@@ -1,0 +1,333 @@
+"""The lean HTTP client's connections: bytes out, bytes in, and bytes straight into a buffer.
+
+A response body of a large read should cross memory once: from the kernel into
+the buffer that the core hashes and writes out. Two implementations give that,
+one per kind of event loop, behind one small interface (`Connection`):
+
+* under asyncio, an ``asyncio.BufferedProtocol``: the transport reads from the
+  socket straight into the buffer a `Connection.receive_into` caller gave it
+  (and into a scratch buffer otherwise), with no per-read re-registration of
+  the socket and no intermediate ``bytes`` object;
+* under trio (and any other anyio backend), anyio's socket stream, with
+  `Connection.receive_into` reading the raw socket into the buffer once it is
+  readable (TLS streams copy from what they decrypted).
+
+Errors are Python's own (`ConnectionClosed` is a ``ConnectionError``); the
+backend that made the request names the key and the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import select
+import socket
+import ssl
+
+import anyio
+import anyio.abc
+import sniffio
+from anyio.abc import SocketAttribute
+
+__all__ = ["ConnectionClosed", "Connection", "open_connection"]
+
+#: Bytes asked of the socket per read when no caller's buffer is waiting.
+SCRATCH_SIZE = 256 * 1024
+#: Received bytes held for a reader before the socket stops being read (backpressure).
+HIGH_WATER = 4 * 1024 * 1024
+
+
+class ConnectionClosed(ConnectionError):
+    """The connection ended or broke before the response did."""
+
+
+class Connection:
+    """One open connection (see the module doc). Not safe for two tasks at once.
+
+    Attributes:
+        buffer: Bytes received after the end of the last answer's head, not yet consumed.
+        idle_since: When the connection last went back to the pool (``time.monotonic``).
+        token: What holds the pool's slot while the connection is in use.
+    """
+
+    __slots__ = ("buffer", "idle_since", "token")
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.idle_since = 0.0
+        self.token: object | None = None
+
+    async def send(self, data: bytes | memoryview) -> None:
+        raise NotImplementedError
+
+    async def receive(self, most: int) -> bytes:
+        """Up to ``most`` bytes (never empty).
+
+        Raises:
+            ConnectionClosed: the peer closed the connection, or it broke.
+        """
+        raise NotImplementedError
+
+    async def receive_into(self, view: memoryview) -> int:
+        """Read into ``view``; return how many bytes (at least one).
+
+        Raises:
+            ConnectionClosed: the peer closed the connection, or it broke.
+        """
+        raise NotImplementedError
+
+    def fileno(self) -> int | None:
+        """The socket's file descriptor, if the connection is plain TCP."""
+        return None
+
+    def looks_alive(self) -> bool:
+        """False if the peer closed (or sent anything) while the connection was idle."""
+        fd = self.fileno()
+        if self.buffer:
+            return False
+        if fd is None:
+            return True
+        try:  # readable while idle: an EOF, or bytes nobody asked for; never reusable
+            readable, _, _ = select.select([fd], (), (), 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+async def open_connection(host: str, port: int, ssl_context: ssl.SSLContext | None) -> Connection:
+    """Open a connection to ``host:port`` (TLS with ``ssl_context``), for the running loop.
+
+    Raises:
+        OSError: it could not be opened.
+    """
+    if sniffio.current_async_library() == "asyncio":
+        return await _AsyncioConnection.open(host, port, ssl_context)
+    return await _StreamConnection.open(host, port, ssl_context)
+
+
+# -- asyncio -------------------------------------------------------------------------------------
+
+
+class _Protocol(asyncio.BufferedProtocol):
+    """Reads into the waiting caller's buffer when there is one, else into a scratch buffer."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.scratch = bytearray(SCRATCH_SIZE)
+        self.pending = bytearray()  # received into the scratch buffer, not yet taken
+        self.target: memoryview | None = None  # a caller's buffer being filled
+        self.filled = 0
+        self.into_target = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.eof = False
+        self.error: BaseException | None = None
+        self.paused = False
+        self.drained: asyncio.Future[None] | None = None
+        self.writing_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview | bytearray:
+        target = self.target
+        if target is not None and not self.pending and self.filled < len(target):
+            self.into_target = True
+            return target[self.filled :]
+        self.into_target = False
+        return self.scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.into_target:
+            self.filled += nbytes
+        else:
+            self.pending += memoryview(self.scratch)[:nbytes]
+            if len(self.pending) > HIGH_WATER and not self.paused and self.transport is not None:
+                self.paused = True
+                self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.error = exc
+        self._wake()
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_exception(ConnectionClosed("the connection was lost"))
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def resume(self) -> None:
+        if self.paused and len(self.pending) <= HIGH_WATER // 2 and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+
+
+class _AsyncioConnection(Connection):
+    __slots__ = ("_fd", "_proto")
+
+    def __init__(self, protocol: _Protocol, fd: int | None) -> None:
+        super().__init__()
+        self._proto = protocol
+        self._fd = fd
+
+    @classmethod
+    async def open(
+        cls, host: str, port: int, ssl_context: ssl.SSLContext | None
+    ) -> _AsyncioConnection:
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_connection(
+            _Protocol, host, port, ssl=ssl_context, server_hostname=host if ssl_context else None
+        )
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        fd = sock.fileno() if sock is not None and ssl_context is None else None
+        return cls(protocol, fd)
+
+    def fileno(self) -> int | None:
+        return self._fd
+
+    def _broken(self) -> ConnectionClosed:
+        error = self._proto.error
+        closed = ConnectionClosed("the connection ended" if error is None else str(error))
+        closed.__cause__ = error
+        return closed
+
+    async def _wait(self) -> None:
+        proto = self._proto
+        proto.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await proto.waiter
+        finally:
+            proto.waiter = None
+
+    async def send(self, data: bytes | memoryview) -> None:
+        proto = self._proto
+        transport = proto.transport
+        if transport is None or transport.is_closing() or proto.error is not None:
+            raise self._broken()
+        transport.write(data)
+        if proto.writing_paused:
+            proto.drained = asyncio.get_running_loop().create_future()
+            try:
+                await proto.drained
+            finally:
+                proto.drained = None
+
+    async def receive(self, most: int) -> bytes:
+        proto = self._proto
+        while not proto.pending:
+            if proto.eof:
+                raise self._broken()
+            await self._wait()
+        data = bytes(proto.pending[:most])
+        del proto.pending[:most]
+        proto.resume()
+        return data
+
+    async def receive_into(self, view: memoryview) -> int:
+        proto = self._proto
+        if proto.pending:
+            n = min(len(view), len(proto.pending))
+            view[:n] = proto.pending[:n]
+            del proto.pending[:n]
+            proto.resume()
+            return n
+        if proto.eof:
+            raise self._broken()
+        proto.target, proto.filled = view, 0
+        try:
+            while not proto.filled:
+                if proto.eof:
+                    raise self._broken()
+                await self._wait()
+            return proto.filled
+        finally:
+            proto.target, proto.filled = None, 0
+
+    async def close(self) -> None:
+        transport = self._proto.transport
+        if transport is not None:
+            transport.abort()  # no lingering: the connection is not reused
+
+
+# -- anyio (trio, ...) -------------------------------------------------------------------------
+
+
+class _StreamConnection(Connection):
+    __slots__ = ("_raw", "_stream")
+
+    def __init__(self, stream: anyio.abc.ByteStream, raw: socket.socket | None) -> None:
+        super().__init__()
+        self._stream = stream
+        self._raw = raw
+
+    @classmethod
+    async def open(
+        cls, host: str, port: int, ssl_context: ssl.SSLContext | None
+    ) -> _StreamConnection:
+        if ssl_context is not None:
+            stream: anyio.abc.ByteStream = await anyio.connect_tcp(
+                host, port, ssl_context=ssl_context, tls_standard_compatible=False
+            )
+            return cls(stream, None)
+        tcp = await anyio.connect_tcp(host, port)
+        return cls(tcp, tcp.extra(SocketAttribute.raw_socket))
+
+    def fileno(self) -> int | None:
+        return self._raw.fileno() if self._raw is not None else None
+
+    async def send(self, data: bytes | memoryview) -> None:
+        try:
+            await self._stream.send(data)  # type: ignore[arg-type]  # any buffer works
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            raise ConnectionClosed("the connection broke") from exc
+
+    async def receive(self, most: int) -> bytes:
+        try:
+            return await self._stream.receive(most)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            raise ConnectionClosed("the connection ended") from exc
+
+    async def receive_into(self, view: memoryview) -> int:
+        raw = self._raw
+        if raw is None:  # TLS: take what the stream decrypted
+            data = await self.receive(len(view))
+            view[: len(data)] = data
+            return len(data)
+        while True:
+            try:
+                n = raw.recv_into(view)
+            except BlockingIOError:
+                await anyio.wait_readable(raw)
+                continue
+            except OSError as exc:
+                raise ConnectionClosed(f"the connection broke: {exc}") from exc
+            if not n:
+                raise ConnectionClosed("the connection ended")
+            return n
+
+    async def close(self) -> None:
+        broken = (OSError, anyio.BrokenResourceError)
+        with anyio.CancelScope(shield=True), contextlib.suppress(*broken):
+            await anyio.aclose_forcefully(self._stream)
