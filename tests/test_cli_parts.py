@@ -272,6 +272,16 @@ def test_down_without_a_recorded_mtime_asks_for_it_when_the_file_is_older() -> N
     assert differs(item(modified=150.0), item(mtime=100.0, modified=100.0), "down") is None
 
 
+def test_a_whole_second_last_modified_cannot_order_a_write_in_the_same_second() -> None:
+    # S3 listings carry whole seconds: an object listed at 150 was written in [150, 151).
+    assert differs(item(mtime=150.4, modified=150.4), item(modified=150.0), "up") is None
+    assert differs(item(mtime=151.2, modified=151.2), item(modified=150.0), "up") is True
+    assert differs(item(mtime=150.4, modified=150.4), item(modified=150.25), "up") is True
+    # Store → local: a file changed at 150.5 may predate an object listed at 150.
+    assert differs(item(modified=150.0), item(mtime=150.5, modified=150.5), "down") is None
+    assert differs(item(modified=150.0), item(mtime=151.0, modified=151.0), "down") is False
+
+
 def test_across_stores_a_newer_destination_is_up_to_date() -> None:
     assert differs(item(modified=100.0), item(modified=150.0), "across") is False
     assert differs(item(modified=200.0), item(modified=150.0), "across") is True

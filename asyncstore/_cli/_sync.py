@@ -16,7 +16,10 @@ compared with its namesake in DST:
 5. otherwise the store's last-modified time stands in: an object written
    after the local file last changed is up to date (local → store); a local
    file written after the object is up to date (store → local), and if it is
-   older the object's recorded mtime is fetched (one HEAD) and rule 4 decides;
+   older the object's recorded mtime is fetched (one HEAD) and rule 4 decides.
+   Where a listing carries whole seconds (S3), a write in the same second as
+   the file's last change cannot be ordered, so one HEAD fetches the recorded
+   mtime and rule 4 decides;
    store → store, a destination written after the source is up to date.
 
 ``--delete`` then deletes what DST holds and SRC does not (but not what the
@@ -55,10 +58,21 @@ MTIME_TOLERANCE = 1e-3
 Direction = Literal["up", "down", "across"]
 
 
+def _latest(modified: float) -> float:
+    """The latest moment an object with this last-modified time can have been written.
+
+    S3 listings and HTTP ``Last-Modified`` headers carry whole seconds: the
+    write happened somewhere in the second that follows.
+    """
+    return modified + 1.0 if modified.is_integer() else modified
+
+
 def differs(src: Item, dst: Item, direction: Direction) -> bool | None:
     """Whether ``src`` must be transferred over ``dst`` (rules 1 and 3-5 of the module).
 
-    Returns None when only the object's recorded mtime can tell (store → local).
+    Returns None when only the object's recorded mtime can tell: store → local,
+    or local → store when the listing's whole-second last-modified time cannot
+    order the write and the file's last change.
     """
     if src.size != dst.size:
         return True
@@ -67,16 +81,17 @@ def differs(src: Item, dst: Item, direction: Direction) -> bool | None:
     if src.mtime is not None and dst.mtime is not None:
         return abs(src.mtime - dst.mtime) > MTIME_TOLERANCE
     if direction == "up":  # the object's listing has no recorded mtime
-        return (
-            dst.modified is None
-            or src.mtime is None
-            or (dst.modified + MTIME_TOLERANCE < src.mtime)
-        )
+        if dst.modified is None or src.mtime is None:
+            return True
+        if src.mtime <= dst.modified + MTIME_TOLERANCE:
+            return False  # the object was written after the file last changed
+        # Within the listing's whole second the order is unknown: one HEAD decides.
+        return None if src.mtime < _latest(dst.modified) else True
     if direction == "down":
         written_after = (
             src.modified is not None
             and dst.mtime is not None
-            and src.modified <= dst.mtime + MTIME_TOLERANCE
+            and _latest(src.modified) <= dst.mtime + MTIME_TOLERANCE
         )
         return False if written_after else None
     return (
@@ -184,6 +199,9 @@ async def _compare(
                     if checksum:
                         a, b = await src.sha256(src_items[rel]), await dst.sha256(dst_items[rel])
                         changed = a != b
+                    elif direction == "up":  # the object's recorded mtime decides
+                        head = await dst.head(dst_items[rel])
+                        changed = differs(src_items[rel], head, "up") is not False
                     else:  # store → local: the object's recorded mtime decides
                         head = await src.head(src_items[rel])
                         changed = differs(head, dst_items[rel], "down") is not False
