@@ -11,8 +11,10 @@ once for the whole run in its own process. Two workloads:
 * **large**: ``upload_file`` then ``download_file`` of one ``--size-mib`` MiB
   file (generated once under ``bench/.work``), parts / ranges of 16 MiB, 8 in
   flight, for every client;
-* **small**: ``--small-count`` GETs of ``--small-kib`` KiB objects, all
-  started at once (the connection pool, 64 connections, is the only limit).
+* **small**: ``--small-count`` GETs of ``--small-kib`` KiB objects (written through
+  asyncstore, so its sha256 verification runs), all started at once. For the cost of
+  one request with the same 64-worker driver for every client, against a loopback
+  responder as well as moto, see ``bench/requests.py``.
 
 Clients (each case runs in its own child process, so CPU time and peak RSS are
 the client's alone):
@@ -414,16 +416,30 @@ def print_report(
 
 
 def prepare_small(args: argparse.Namespace) -> None:
-    import boto3
+    """Write the small objects through asyncstore, so that their sha256 is recorded and every
+    client reads the same objects (asyncstore's verification runs on each GET)."""
+    import anyio
 
-    client = boto3.client("s3", endpoint_url=args.endpoint)
+    from asyncstore import Store
+    from asyncstore.backends.s3 import S3Backend
+
     body = os.urandom(args.small_kib * 1024)
 
-    def put(key: str) -> None:
-        client.put_object(Bucket=BUCKET, Key=key, Body=body)
+    async def write() -> None:
+        limiter = anyio.CapacityLimiter(32)
+        async with (
+            Store(S3Backend(BUCKET, endpoint=args.endpoint)) as store,
+            anyio.create_task_group() as tg,
+        ):
 
-    with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        list(pool.map(put, _small_keys(args)))
+            async def put(key: str) -> None:
+                async with limiter:
+                    await store.put(key, body)
+
+            for key in _small_keys(args):
+                tg.start_soon(put, key)
+
+    anyio.run(write)
 
 
 def main() -> int:

@@ -349,6 +349,30 @@ class GCSApi:
             self.limiter.release_on_behalf_of(token)
         return response, data
 
+    async def open_media(
+        self, url: str, where: Where, *, params: Mapping[str, str], headers: Mapping[str, str]
+    ) -> Response | None:
+        """GET a body to be streamed: the response once its head is in (None: no lean path).
+
+        An error status (but 416, which is returned) is raised, translated; the
+        response's body is the caller's to read (or close).
+        """
+        target = self._lean_target(url, params)
+        if target is None:
+            return None
+        assert self.pool is not None
+        token = object()
+        await acquire(self.limiter, token)
+        try:
+            sent = await self.headers(headers)
+            with gcs_errors(where):
+                response = await self.pool.request("GET", target, sent)
+                if response.status >= 400 and response.status != 416:
+                    await raise_for_status(response, where)  # reads and closes the body
+        finally:  # the pool's own slot stays taken until the body is read or closed
+            self.limiter.release_on_behalf_of(token)
+        return response
+
     async def _get_media_lean(
         self, target: str, where: Where, headers: Mapping[str, str], ok: Sequence[int]
     ) -> Media:

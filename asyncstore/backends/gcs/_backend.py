@@ -36,7 +36,7 @@ from ..._errors import (
 )
 from ..._stream._tasks import task_group
 from ..._types import CommonPrefix, ObjectInfo
-from .._http import HttpPool, proxied, target_of
+from .._http import HttpPool, ResponseStream, proxied, target_of
 from ._api import (
     JSON_TIMEOUT,
     GCSApi,
@@ -342,15 +342,16 @@ class GCSBackend(Backend):
         (`_NoGeneration` if it has none).
         """
         where = self.where(key)
+        if end is not None and 0 < end - start <= READ_REQUEST:
+            streamed = await self._stream_pinned(api, name, key, start, end, generation, info)
+            if streamed is not None:
+                return streamed
         ranges = _Ranges(api, name, where, generation, start)
         first_end = start + READ_REQUEST if end is None else min(end, start + READ_REQUEST)
         media = await ranges.fetch(start, first_end)
         response = media.response
         if response.status_code == 416:
-            total = _unsatisfied_size(response.headers.get("content-range", ""))
-            if info is None:
-                info = object_info(await api.resource(name, where, generation=generation), key)
-            return _empty(info, start, key, size=info.size if total is None else total)
+            return await self._unsatisfied(api, name, key, start, response, generation, info)
         if generation is None:
             generation = response.headers.get("x-goog-generation")
             if generation is None or not _GENERATION.fullmatch(generation):
@@ -370,6 +371,64 @@ class GCSBackend(Backend):
                 raise media.error  # nothing usable arrived
             ranges.error = media.error  # raised after the bytes that did
         return IteratorReadStream(info, ranges)
+
+    async def _unsatisfied(
+        self,
+        api: GCSApi,
+        name: str,
+        key: str,
+        start: int,
+        response: Answer,
+        generation: str | None,
+        info: ObjectInfo | None,
+    ) -> ReadStream:
+        """The empty read (or InvalidRangeError) a 416 answer means."""
+        total = _unsatisfied_size(response.headers.get("content-range", ""))
+        if info is None:
+            resource = await api.resource(name, self.where(key), generation=generation)
+            info = object_info(resource, key)
+        return _empty(info, start, key, size=info.size if total is None else total)
+
+    async def _stream_pinned(
+        self,
+        api: GCSApi,
+        name: str,
+        key: str,
+        start: int,
+        end: int,
+        generation: str | None,
+        info: ObjectInfo | None,
+    ) -> ReadStream | None:
+        """``[start, end)`` in one request, streamed (its bytes received straight into the
+        reader's buffers); None when the answer is not the range itself (an empty or
+        gzip-encoded object): `_read_pinned` then reads it the general way."""
+        where = self.where(key)
+        response = await api.open_media(
+            api.object_url(name),
+            where,
+            params=api.params(alt="media", ifGenerationMatch=generation),
+            headers={"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "gzip"},
+        )
+        if response is None:
+            return None
+        if response.status == 416:
+            return await self._unsatisfied(api, name, key, start, response, generation, info)
+        usable = response.status == 206
+        if usable and generation is None:
+            generation = response.headers.get("x-goog-generation")
+            if generation is None or not _GENERATION.fullmatch(generation):
+                await response.aclose()
+                raise _NoGeneration
+        if usable:
+            body_start, size = _body_range(response, start)
+            usable = body_start == start and start < size
+        if not usable:  # the general way says what a start at or past the end means
+            await response.aclose()
+            return None
+        assert generation is not None
+        if info is None:
+            info = _info_from_headers(response.headers, key, generation, size)
+        return ResponseStream(info, response, lambda: gcs_errors(where))
 
     # -- writes
 
