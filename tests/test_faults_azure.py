@@ -11,6 +11,12 @@ Azurite's own listing of blobs with their uncommitted blocks.
 An upload is staged blocks (Put Block, ``comp=block``, several in flight) and
 one Put Block List (``comp=blocklist``) that commits them; a download is ranged
 Get Blobs (``x-ms-range``), every range after the first pinned with If-Match.
+
+No assertion depends on how fast this machine is: the read timeout is a hang
+guard (`READ_TIMEOUT`) except in the cases that stall a request on purpose, which
+keep one request in flight under a short one; what was sent again is judged by
+the client's own record of failed attempts (`UploadLog`, `ReadLog`); every wait
+is bounded.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from _faultproxy import (
     FaultProxy,
     ReadLog,
     Seen,
+    UploadLog,
+    assert_only_failed_parts_were_sent_again,
     assert_resumed_after_what_arrived,
     unanswered_listener,
 )
@@ -64,8 +72,18 @@ PREFIX = "f"
 KEY = "big"
 #: Patient enough to outlast each fault below, quick enough for a test.
 RETRY = RetryPolicy(attempts=8, backoff_base=0.1, backoff_cap=1.0)
-#: Fails a test that hangs (a timeout not honoured waits on an hour-long stall).
-HANG_GUARD = 60
+#: For refused connections: no jitter, so the attempts of a request span 4.5 s of the event
+#: loop's clock, and the proxy's 1 s refusal (on the same clock) ends before the last one.
+REFUSED_RETRY = RetryPolicy(attempts=8, backoff_base=0.1, backoff_cap=1.0, jitter=False)
+#: The read and connect timeout of every case that is not about them: far past anything a
+#: loaded machine takes to answer one request, so that it fires only if a request hangs.
+READ_TIMEOUT = 60.0
+#: The bound of every wait for an outcome (a whole 64 MiB transfer included): a hang fails
+#: the test instead of the session (a timeout not honoured waits on an hour-long stall).
+HANG_GUARD = 300.0
+#: The read timeout of the cases that stall a request on purpose (each waits it out once).
+#: They keep one request in flight, so that no request waits behind others at the server.
+STALL_READ_TIMEOUT = 10.0
 #: What "retries exhausted" looks like.
 FEW = RetryPolicy(attempts=3, backoff_base=0.01, backoff_cap=0.05)
 SERVER_BUSY = (
@@ -175,11 +193,16 @@ async def proxy(azurite: Azurite) -> AsyncIterator[FaultProxy]:
 
 
 def make_store(
-    proxy: FaultProxy, blobs: Blobs, retry: RetryPolicy = RETRY, **options: Any
+    proxy: FaultProxy,
+    blobs: Blobs,
+    retry: RetryPolicy = RETRY,
+    *,
+    max_concurrency: int = 4,
+    timeout: float | None = None,
+    **options: Any,
 ) -> Store:
-    timeout = options.pop("timeout", None)
-    options.setdefault("read_timeout", 2.0)
-    options.setdefault("connect_timeout", 2.0)
+    options.setdefault("read_timeout", READ_TIMEOUT)
+    options.setdefault("connect_timeout", READ_TIMEOUT)
     backend = AzureBackend(
         blobs.client.container_name,
         PREFIX,
@@ -187,7 +210,16 @@ def make_store(
         account_key=AZURITE_KEY,
         **options,
     )
-    return Store(backend, chunk_size=PART, max_concurrency=4, retry=retry, timeout=timeout)
+    return Store(
+        backend, chunk_size=PART, max_concurrency=max_concurrency, retry=retry, timeout=timeout
+    )
+
+
+def stalling(fault: dict[str, Any]) -> dict[str, Any]:
+    """The store options of a case with ``fault``: a stall is waited out one request at a time."""
+    if fault["kind"] != "stall":
+        return {}
+    return {"read_timeout": STALL_READ_TIMEOUT, "max_concurrency": 1}
 
 
 def assert_committed_cleanly(blobs: Blobs, result_etag: str) -> None:
@@ -238,13 +270,16 @@ UPLOAD_FAULTS: dict[str, dict[str, Any]] = {
 @pytest.mark.parametrize("fault", list(UPLOAD_FAULTS))
 async def test_an_upload_completes_through(fault: str, proxy: FaultProxy, blobs: Blobs) -> None:
     injected = proxy.add(**UPLOAD_FAULTS[fault])
-    async with make_store(proxy, blobs) as store:
-        result = await store.put(KEY, DATA)
+    async with make_store(proxy, blobs, **stalling(UPLOAD_FAULTS[fault])) as store:
+        log = UploadLog.attach(store)
+        with anyio.fail_after(HANG_GUARD):
+            result = await store.put(KEY, DATA)
     assert injected.fired >= 1
     assert result.sha256 == DIGEST
     assert_committed_cleanly(blobs, result.etag)
-    # Only the broken block was sent again, not the whole upload.
-    assert len([s for s in proxy.seen if is_block(s)]) <= SIZE // PART + injected.fired
+    # Only the broken block was sent again, not the whole upload, and once per attempt.
+    assert_only_failed_parts_were_sent_again(log, SIZE // PART)
+    assert len([s for s in proxy.seen if is_block(s)]) == len(log.attempts)
     assert len([s for s in proxy.seen if is_commit(s)]) == 1
 
 
@@ -261,7 +296,8 @@ async def test_an_upload_completes_when_the_commits_answer_is_lost(
     """
     injected = proxy.add("reset_response", match=is_commit, after=None)
     async with make_store(proxy, blobs) as store:
-        result = await store.put(KEY, DATA, mode=mode)  # type: ignore[arg-type]
+        with anyio.fail_after(HANG_GUARD):
+            result = await store.put(KEY, DATA, mode=mode)  # type: ignore[arg-type]
     assert injected.fired == 1
     assert result.sha256 == DIGEST
     assert_committed_cleanly(blobs, result.etag)
@@ -276,16 +312,19 @@ async def test_an_upload_completes_when_the_commits_answer_is_lost(
 async def test_an_upload_completes_through_refused_connections(
     proxy: FaultProxy, blobs: Blobs
 ) -> None:
-    async with make_store(proxy, blobs) as store, anyio.create_task_group() as tg:
+    async with make_store(proxy, blobs, REFUSED_RETRY) as store, anyio.create_task_group() as tg:
+        log = UploadLog.attach(store)
 
         async def refuse_after_the_first_block() -> None:
             await proxy.wait_for(is_block)
             await proxy.refuse(1.0)
 
         tg.start_soon(refuse_after_the_first_block)
-        result = await store.put(KEY, DATA)
+        with anyio.fail_after(HANG_GUARD):
+            result = await store.put(KEY, DATA)
     assert result.sha256 == DIGEST
     assert_committed_cleanly(blobs, result.etag)
+    assert_only_failed_parts_were_sent_again(log, SIZE // PART)
 
 
 # -- downloads through each fault ----------------------------------------------------------------
@@ -351,9 +390,10 @@ async def test_a_download_completes_through(
 ) -> None:
     injected = proxy.add(**DOWNLOAD_FAULTS[fault])
     target = tmp_path / "big"
-    async with make_store(proxy, blobs) as store:
+    async with make_store(proxy, blobs, **stalling(DOWNLOAD_FAULTS[fault])) as store:
         log = ReadLog.attach(store)
-        info = await store.download_file(stored, target)
+        with anyio.fail_after(HANG_GUARD):
+            info = await store.download_file(stored, target)
     assert injected.fired >= 1
     assert info.sha256 == DIGEST
     assert hashlib.sha256(target.read_bytes()).hexdigest() == DIGEST.removeprefix("sha256:")
@@ -364,27 +404,25 @@ async def test_a_download_completes_through(
     assert etags == {blobs.etag()}, "every range after the first is pinned to the blob's ETag"
     seen = ranges(proxy)
     broken = next(i for i, (_, _, f) in enumerate(seen) if f is not None)
-    start, end, _ = seen[broken]
-    retried = [(s, e) for s, e, f in seen[broken + 1 :] if e == end]
-    assert retried, f"range {start}-{end} was not retried: {seen}"
-    if injected.kind != "status" and injected.after:
-        # The broken range resumed from the byte the client had received, not from its start.
-        assert_resumed_after_what_arrived(log)
-    else:
-        assert retried[0][0] == start  # nothing had arrived: the whole range again
+    _, end, _ = seen[broken]
+    assert [(s, e) for s, e, f in seen[broken + 1 :] if e == end], f"not retried: {seen}"
+    # Every broken range was asked again from the first byte the client had not received:
+    # a resume where bytes had arrived, the whole range where none had.
+    assert_resumed_after_what_arrived(log, some_arrived=bool(injected.after))
 
 
 async def test_a_download_completes_through_refused_connections(
     proxy: FaultProxy, blobs: Blobs, stored: str
 ) -> None:
-    async with make_store(proxy, blobs) as store, anyio.create_task_group() as tg:
+    async with make_store(proxy, blobs, REFUSED_RETRY) as store, anyio.create_task_group() as tg:
 
         async def refuse_after_the_first_range() -> None:
             await proxy.wait_for(is_ranged_get)
             await proxy.refuse(1.0)
 
         tg.start_soon(refuse_after_the_first_range)
-        data = await store.get(stored, chunk_size=PART)
+        with anyio.fail_after(HANG_GUARD):
+            data = await store.get(stored, chunk_size=PART)
     assert hashlib.sha256(data).hexdigest() == DIGEST.removeprefix("sha256:")
 
 
@@ -416,12 +454,15 @@ async def test_an_upload_that_keeps_failing_names_key_and_attempts_and_leaves_no
 ) -> None:
     proxy.add(times=None, **EXHAUSTING_UPLOAD_FAULTS[fault])
     async with make_store(proxy, blobs, retry=FEW) as store:
-        with pytest.raises(TransportError, match=r"'big'.*after 3 attempt") as caught:
-            await store.put(KEY, DATA)
+        log = UploadLog.attach(store)
+        with anyio.fail_after(HANG_GUARD):
+            with pytest.raises(TransportError, match=r"'big'.*after 3 attempt") as caught:
+                await store.put(KEY, DATA)
     assert caught.value.key == KEY
     assert caught.value.attempts == 3
     sent = collections.Counter(s.target for s in proxy.seen if is_block(s))
     assert max(sent.values()) == 3, "one request per attempt, no hidden retries"
+    assert sum(sent.values()) <= len(log.attempts)  # a cancelled attempt may send nothing
     # No blob, and no uncommitted blocks: the abort committed an empty placeholder
     # (which discards the staged blocks) and deleted it.
     blobs.assert_nothing_left()
@@ -440,8 +481,9 @@ async def test_an_abort_whose_answers_are_lost_still_leaves_nothing(
     placeholder = proxy.add("reset_response", match=is_commit, after=None)
     delete = proxy.add("reset_response", match=lambda s: s.method == "DELETE", after=None)
     async with make_store(proxy, blobs, retry=FEW) as store:
-        with pytest.raises(TransportError, match=r"'big'.*after 3 attempt"):
-            await store.put(KEY, DATA)
+        with anyio.fail_after(HANG_GUARD):
+            with pytest.raises(TransportError, match=r"'big'.*after 3 attempt"):
+                await store.put(KEY, DATA)
     assert placeholder.fired == 1
     assert delete.fired == 1
     blobs.assert_nothing_left()
@@ -460,8 +502,9 @@ async def test_an_overwrite_that_keeps_failing_keeps_the_old_blob(
     blobs.client.upload_blob(f"{PREFIX}/{KEY}", b"old")
     proxy.add("status", match=is_block, skip=2, times=None, status=503, body=SERVER_BUSY)
     async with make_store(proxy, blobs, retry=FEW) as store:
-        with pytest.raises(TransportError, match=r"'big'.*after 3 attempt"):
-            await store.put(KEY, DATA)
+        with anyio.fail_after(HANG_GUARD):
+            with pytest.raises(TransportError, match=r"'big'.*after 3 attempt"):
+                await store.put(KEY, DATA)
         assert blobs.names() == [f"{PREFIX}/{KEY}"]
         assert blobs.client.download_blob(f"{PREFIX}/{KEY}").readall() == b"old"
         committed, uncommitted = blobs.blocks()
@@ -469,7 +512,8 @@ async def test_an_overwrite_that_keeps_failing_keeps_the_old_blob(
         assert 2 <= len(uncommitted) < SIZE // PART
         assert len({block.rsplit("-", 1)[0] for block in uncommitted}) == 1, "one upload's"
         proxy.clear()
-        result = await store.put(KEY, DATA)
+        with anyio.fail_after(HANG_GUARD):
+            result = await store.put(KEY, DATA)
     assert_committed_cleanly(blobs, result.etag)  # the leftover blocks are gone
 
 
@@ -483,8 +527,9 @@ async def test_a_commit_whose_every_answer_is_lost_is_rolled_back(
     """
     proxy.add("reset_response", match=is_commit, times=None, after=None)
     async with make_store(proxy, blobs, retry=FEW) as store:
-        with pytest.raises(TransportError, match=r"complete upload .*'big'.*after 3 attempt"):
-            await store.put(KEY, DATA)
+        with anyio.fail_after(HANG_GUARD):
+            with pytest.raises(TransportError, match=r"complete upload .*'big'.*after 3 attempt"):
+                await store.put(KEY, DATA)
     # One request per attempt: the Store's policy decides, no transport retries on its own
     # (aiohttp re-sent every PUT once on a reset connection: 6 commits, until fixed).
     assert len([s for s in proxy.seen if is_commit(s)]) == 3
@@ -496,8 +541,9 @@ async def test_a_download_that_keeps_failing_names_key_and_attempts_and_leaves_n
 ) -> None:
     proxy.add("reset_response", match=is_ranged_get, skip=1, times=None, after=MiB)
     async with make_store(proxy, blobs, retry=FEW) as store:
-        with pytest.raises(TransportError, match=r"'big'.*after 3 attempt") as caught:
-            await store.download_file(stored, tmp_path / "big")
+        with anyio.fail_after(HANG_GUARD):
+            with pytest.raises(TransportError, match=r"'big'.*after 3 attempt") as caught:
+                await store.download_file(stored, tmp_path / "big")
     assert caught.value.key == KEY
     assert caught.value.attempts == 3
     assert list(tmp_path.iterdir()) == []
@@ -506,10 +552,11 @@ async def test_a_download_that_keeps_failing_names_key_and_attempts_and_leaves_n
 async def test_a_server_that_stays_down_is_a_connection_error(
     proxy: FaultProxy, blobs: Blobs
 ) -> None:
-    await proxy.refuse(60)
+    await proxy.refuse(3600)
     async with make_store(proxy, blobs, retry=FEW) as store:
-        with pytest.raises(ConnectionError, match=r"'small'.*after 3 attempt") as caught:
-            await store.put("small", b"x")
+        with anyio.fail_after(HANG_GUARD):
+            with pytest.raises(ConnectionError, match=r"'small'.*after 3 attempt") as caught:
+                await store.put("small", b"x")
     assert caught.value.key == "small"
     assert caught.value.attempts == 3
     blobs.assert_nothing_left()
@@ -628,7 +675,7 @@ async def test_a_connection_that_never_opens_times_out_at_the_connect_timeout() 
             connect_timeout=0.5,
         )
         async with Store(backend, retry=FEW) as store:
-            with anyio.fail_after(30):  # a hang fails the test here
+            with anyio.fail_after(HANG_GUARD):  # a hang fails the test here
                 with pytest.raises(TimeoutError, match=r"'k'.*after 3 attempt") as caught:
                     await store.head("k")
     assert caught.value.attempts == 3

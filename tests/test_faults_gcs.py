@@ -24,6 +24,14 @@ The emulator's gaps that matter here (see also tests/test_gcs_backend.py):
 * it is single-threaded: a request whose client goes away mid-body, or an
   answer the proxy stalls, would block it for every other request, so the
   proxy lets go of the upstream side then (see tests/_faultproxy.py).
+
+No assertion depends on how fast this machine is: the read timeout is a hang
+guard (`READ_TIMEOUT`) except in the cases that stall a request on purpose, which
+keep one request in flight under a short one (the emulator answers one request at a
+time: with several in flight, a part waits behind the others, and under load that
+wait alone outlasted short timeouts); what was sent again is judged by the client's
+own record of failed attempts (`UploadLog`, `ReadLog`) and by the session's own
+answers; every wait is bounded.
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ from _faultproxy import (
     FaultProxy,
     ReadLog,
     Seen,
+    UploadLog,
+    assert_only_failed_parts_were_sent_again,
     assert_resumed_after_what_arrived,
     unanswered_listener,
 )
@@ -79,16 +89,21 @@ DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()
 #: Patient enough to outlast each fault below (refused connections for 1 s included),
 #: quick enough for a test.
 RETRY = RetryPolicy(attempts=10, backoff_base=0.1, backoff_cap=1.0)
+#: For refused connections: no jitter, so the attempts of a request span 4.5 s of the event
+#: loop's clock, and the proxy's 1 s refusal (on the same clock) ends before the last one.
+REFUSED_RETRY = RetryPolicy(attempts=10, backoff_base=0.1, backoff_cap=1.0, jitter=False)
 #: What "retries exhausted" looks like.
 FEW = RetryPolicy(attempts=3, backoff_base=0.01, backoff_cap=0.05)
-#: The read timeout of composite uploads. The emulator serves one request at a time and
-#: parses a composite part at ~36 MB/s, so a part may wait a few seconds for its turn
-#: with 4 in flight: a shorter timeout would fire on requests that are merely queued.
-#: Each stall case costs this much.
-COMPOSITE_READ_TIMEOUT = 5.0
-#: The read timeout of the other cases (a session's chunks go one at a time, and the
-#: emulator serves ranges at ~200 MB/s).
-READ_TIMEOUT = 2.0
+#: The read and connect timeout of every case that is not about them: far past anything a
+#: loaded machine takes to answer one request, so that it fires only if a request hangs.
+READ_TIMEOUT = 60.0
+#: The bound of every wait for an outcome (a whole 64 MiB transfer included): a hang fails
+#: the test instead of the session.
+HANG_GUARD = 300.0
+#: The read timeout of the cases that stall a request on purpose (each waits it out once).
+#: They keep one request in flight: the emulator parses an 8 MiB composite part in about
+#: 0.3 s, and in under 2 s beside two busy loops on a loaded 2-core machine.
+STALL_READ_TIMEOUT = 10.0
 BACKEND_ERROR = json.dumps({"error": {"code": 503, "message": "Backend Error"}}).encode()
 INTERNAL = json.dumps({"error": {"code": 500, "message": "Internal Error"}}).encode()
 UPLOADS = ("composite", "resumable")
@@ -160,14 +175,14 @@ def is_ranged_get(seen: Seen) -> bool:
     )
 
 
-def chunks(proxy: FaultProxy) -> list[tuple[int, int, str | None]]:
-    """(start, end + 1, fault) of every chunk of a session, in order."""
+def chunks(proxy: FaultProxy) -> list[tuple[int, int, Seen]]:
+    """(start, end + 1, request) of every request of a session that carried bytes, in order."""
     out = []
     for seen in proxy.seen:
-        if is_chunk(seen):
-            match = re.fullmatch(r"bytes (\d+)-(\d+)/\*", seen.header("content-range") or "")
-            assert match
-            out.append((int(match[1]), int(match[2]) + 1, seen.fault))
+        if seen.method == "PUT":
+            match = re.fullmatch(r"bytes (\d+)-(\d+)/(\*|\d+)", seen.header("content-range") or "")
+            if match:
+                out.append((int(match[1]), int(match[2]) + 1, seen))
     return out
 
 
@@ -188,13 +203,28 @@ async def proxy(emulator: Emulator) -> AsyncIterator[FaultProxy]:
         yield proxy
 
 
-def make_store(proxy: FaultProxy, bucket: str, retry: RetryPolicy = RETRY, **options: Any) -> Store:
-    timeout = options.pop("timeout", None)
-    composite = options.get("upload") == "composite"  # the default, given explicitly
-    options.setdefault("read_timeout", COMPOSITE_READ_TIMEOUT if composite else READ_TIMEOUT)
-    options.setdefault("connect_timeout", 2.0)
+def make_store(
+    proxy: FaultProxy,
+    bucket: str,
+    retry: RetryPolicy = RETRY,
+    *,
+    max_concurrency: int = 4,
+    timeout: float | None = None,
+    **options: Any,
+) -> Store:
+    options.setdefault("read_timeout", READ_TIMEOUT)
+    options.setdefault("connect_timeout", READ_TIMEOUT)
     backend = GCSBackend(bucket, "f", api_root=proxy.endpoint, **options)
-    return Store(backend, chunk_size=PART, max_concurrency=4, retry=retry, timeout=timeout)
+    return Store(
+        backend, chunk_size=PART, max_concurrency=max_concurrency, retry=retry, timeout=timeout
+    )
+
+
+def stalling(fault: dict[str, Any]) -> dict[str, Any]:
+    """The store options of a case with ``fault``: a stall is waited out one request at a time."""
+    if fault["kind"] != "stall":
+        return {}
+    return {"read_timeout": STALL_READ_TIMEOUT, "max_concurrency": 1}
 
 
 async def names(emulator: Emulator, bucket: str) -> list[str]:
@@ -214,13 +244,22 @@ async def stored_digest(emulator: Emulator, bucket: str, name: str) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
-def assert_contiguous(committed: list[tuple[int, int]], size: int) -> None:
-    """The chunks the session took follow each other from 0 to ``size``: none sent twice."""
-    position = 0
-    for start, end in committed:
-        assert start == position, f"chunk {start}-{end} after byte {position}: {committed}"
-        position = end
-    assert position == size
+def assert_no_acknowledged_byte_sent_again(proxy: FaultProxy) -> None:
+    """No request of the session carried bytes that the session had acknowledged.
+
+    After a broken chunk the upload asks the session for its offset and goes on from
+    there: never from the broken chunk's start when the session had taken it, never
+    from 0. "Acknowledged" is what the emulator itself answered (308 or 200), whether
+    or not that answer reached the client; a request whose answer the proxy never saw
+    constrains nothing (the session may or may not have taken it).
+    """
+    held = 0
+    sent = [(start, end, seen.status) for start, end, seen in chunks(proxy)]
+    for start, end, status in sent:
+        assert start >= held, f"bytes {start}-{end} sent after the session held {held}: {sent}"
+        if status is not None and status < 400:
+            held = max(held, end)
+    assert held == SIZE, sent
 
 
 # -- uploads through each fault ------------------------------------------------------------------
@@ -324,7 +363,8 @@ UPLOAD_GAPS = {
 async def test_an_upload_completes_through(
     upload: str, fault: str, emulator: Emulator, bucket: str, proxy: FaultProxy
 ) -> None:
-    injected = proxy.add(**UPLOAD_FAULTS[(upload, fault)])
+    spec = UPLOAD_FAULTS[(upload, fault)]
+    injected = proxy.add(**spec)
     if fault == "503 on the status query":  # the chunk's failure, then the query's
         query = proxy.add(
             "status",
@@ -332,8 +372,10 @@ async def test_an_upload_completes_through(
             body=BACKEND_ERROR,
             content_type="application/json",
         )
-    async with make_store(proxy, bucket, upload=upload) as store:
-        result = await store.put("big", DATA)
+    async with make_store(proxy, bucket, upload=upload, **stalling(spec)) as store:
+        log = UploadLog.attach(store)
+        with anyio.fail_after(HANG_GUARD):
+            result = await store.put("big", DATA)
     assert injected.fired >= 1
     if fault == "503 on the status query":
         assert query.fired == 1
@@ -341,37 +383,40 @@ async def test_an_upload_completes_through(
     assert await names(emulator, bucket) == ["f/big"]  # no temporary part left
     assert await stored_digest(emulator, bucket, "f/big") == DIGEST
     if upload == "composite":
-        # Only the broken part was sent again, not the whole upload.
-        assert len([s for s in proxy.seen if is_part(s)]) <= PARTS + injected.fired
+        # Only the broken part was sent again, not the whole upload, and once per attempt.
+        assert_only_failed_parts_were_sent_again(log, PARTS)
+        assert len([s for s in proxy.seen if is_part(s)]) == len(log.attempts)
         assert not any(is_chunk(s) for s in proxy.seen)
     else:
         assert not any(is_part(s) for s in proxy.seen)
-        # After a broken chunk the session was asked for its offset, and the upload went on
-        # from there: what the session took is every byte once, never a restart from 0.
-        sent = chunks(proxy)
-        server_had_it = {"reset_response", "stall"} if injected.after is None else set()
-        committed = [(s, e) for s, e, f in sent if f is None or f in server_had_it]
-        assert_contiguous(committed, SIZE)
-        if any(f for _, _, f in sent):
+        assert_no_acknowledged_byte_sent_again(proxy)
+        if log.failed():  # a broken chunk: the session was asked where it stood
             assert any(is_status_query(s) for s in proxy.seen)
 
 
 async def test_an_upload_completes_through_refused_connections(
     emulator: Emulator, bucket: str, proxy: FaultProxy, upload: str
 ) -> None:
-    async with make_store(proxy, bucket, upload=upload) as store, anyio.create_task_group() as tg:
+    async with (
+        make_store(proxy, bucket, REFUSED_RETRY, upload=upload) as store,
+        anyio.create_task_group() as tg,
+    ):
+        log = UploadLog.attach(store)
 
         async def refuse_after_the_first_part() -> None:
             await proxy.wait_for(is_upload_request)
             await proxy.refuse(1.0)
 
         tg.start_soon(refuse_after_the_first_part)
-        result = await store.put("big", DATA)
+        with anyio.fail_after(HANG_GUARD):
+            result = await store.put("big", DATA)
     assert result.sha256 == DIGEST
     assert await names(emulator, bucket) == ["f/big"]
     assert await stored_digest(emulator, bucket, "f/big") == DIGEST
-    if upload == "resumable":  # refused requests never reach the proxy: every chunk seen landed
-        assert_contiguous([(s, e) for s, e, _ in chunks(proxy)], SIZE)
+    if upload == "resumable":
+        assert_no_acknowledged_byte_sent_again(proxy)
+    else:
+        assert_only_failed_parts_were_sent_again(log, PARTS)
 
 
 @pytest.fixture(params=UPLOADS)
@@ -396,7 +441,8 @@ async def test_a_lost_compose_answer_of_a_create_is_not_a_conflict(
         content_type="application/json",
     )
     async with make_store(proxy, bucket, upload="composite") as store:
-        result = await store.put("big", DATA, mode="create")
+        with anyio.fail_after(HANG_GUARD):
+            result = await store.put("big", DATA, mode="create")
         info = await store.head("big")
     assert (lost.fired, conflict.fired) == (1, 1)
     assert result.sha256 == DIGEST
@@ -426,7 +472,8 @@ async def test_a_lost_final_answer_is_read_from_the_session(
         "status", match=finished_session, status=200, content_type="application/json"
     )
     async with make_store(proxy, bucket, upload="resumable") as store:
-        result = await store.put("big", DATA, mode="create")
+        with anyio.fail_after(HANG_GUARD):
+            result = await store.put("big", DATA, mode="create")
         info = await store.head("big")
     assert (lost.fired, answer.fired) == (1, 1)
     assert result.sha256 == DIGEST
@@ -451,7 +498,7 @@ async def test_a_conflicting_create_is_still_a_conflict(
             body=json.dumps({"error": {"code": 412, "message": "Precondition Failed"}}).encode(),
             content_type="application/json",
         )
-        with pytest.raises(AlreadyExistsError):
+        with anyio.fail_after(HANG_GUARD), pytest.raises(AlreadyExistsError):
             await store.put("big", DATA, mode="create")
         assert await store.get("big") == b"someone else's"
     assert await names(emulator, bucket) == ["f/big"]
@@ -523,9 +570,10 @@ async def test_a_download_completes_through(
     generation = (await anyio.to_thread.run_sync(emulator.resource, bucket, "f/big"))["generation"]
     injected = proxy.add(**DOWNLOAD_FAULTS[fault])
     target = tmp_path / "big"
-    async with make_store(proxy, bucket) as store:
+    async with make_store(proxy, bucket, **stalling(DOWNLOAD_FAULTS[fault])) as store:
         log = ReadLog.attach(store)
-        info = await store.download_file(key, target)
+        with anyio.fail_after(HANG_GUARD):
+            info = await store.download_file(key, target)
     assert injected.fired >= 1
     assert info.sha256 == DIGEST
     assert hashlib.sha256(target.read_bytes()).hexdigest() == DIGEST.removeprefix("sha256:")
@@ -533,23 +581,23 @@ async def test_a_download_completes_through(
     gets = [s for s in proxy.seen if is_ranged_get(s)]
     # Every range is pinned to the generation (GCS's backend pins the first one too).
     assert {_query(s).get("ifGenerationMatch") for s in gets} == {str(generation)}
-    if injected.kind != "status" and injected.after:
-        # The broken range resumed from the byte the client had received, not from its start.
-        assert_resumed_after_what_arrived(log)
+    # A broken range resumed from the byte the client had received, not from its start.
+    assert_resumed_after_what_arrived(log, some_arrived=bool(injected.after))
 
 
 async def test_a_download_completes_through_refused_connections(
     proxy: FaultProxy, stored: tuple[str, str]
 ) -> None:
     bucket, key = stored
-    async with make_store(proxy, bucket) as store, anyio.create_task_group() as tg:
+    async with make_store(proxy, bucket, REFUSED_RETRY) as store, anyio.create_task_group() as tg:
 
         async def refuse_after_the_first_range() -> None:
             await proxy.wait_for(is_ranged_get)
             await proxy.refuse(1.0)
 
         tg.start_soon(refuse_after_the_first_range)
-        data = await store.get(key, chunk_size=PART)
+        with anyio.fail_after(HANG_GUARD):
+            data = await store.get(key, chunk_size=PART)
     assert hashlib.sha256(data).hexdigest() == DIGEST.removeprefix("sha256:")
 
 
@@ -569,8 +617,9 @@ async def test_an_upload_that_keeps_failing_names_key_and_attempts_and_leaves_no
         content_type="application/json",
     )
     async with make_store(proxy, bucket, retry=FEW, upload=upload) as store:
-        with pytest.raises(TransportError, match=r"'big'.*after 3 attempt") as caught:
-            await store.put("big", DATA)
+        with anyio.fail_after(HANG_GUARD):
+            with pytest.raises(TransportError, match=r"'big'.*after 3 attempt") as caught:
+                await store.put("big", DATA)
     assert caught.value.key == "big"
     assert caught.value.attempts == 3
     assert await names(emulator, bucket) == []  # no object, no temporary part
@@ -584,8 +633,9 @@ async def test_a_download_that_keeps_failing_names_key_and_attempts_and_leaves_n
     bucket, key = stored
     proxy.add("reset_response", match=is_ranged_get, skip=1, times=None, after=MiB)
     async with make_store(proxy, bucket, retry=FEW) as store:
-        with pytest.raises(TransportError, match=r"'big'.*after 3 attempt") as caught:
-            await store.download_file(key, tmp_path / "big")
+        with anyio.fail_after(HANG_GUARD):
+            with pytest.raises(TransportError, match=r"'big'.*after 3 attempt") as caught:
+                await store.download_file(key, tmp_path / "big")
     assert caught.value.key == "big"
     assert caught.value.attempts == 3
     assert list(tmp_path.iterdir()) == []
@@ -594,10 +644,11 @@ async def test_a_download_that_keeps_failing_names_key_and_attempts_and_leaves_n
 async def test_a_server_that_stays_down_is_a_connection_error(
     emulator: Emulator, bucket: str, proxy: FaultProxy
 ) -> None:
-    await proxy.refuse(60)
+    await proxy.refuse(3600)
     async with make_store(proxy, bucket, retry=FEW, upload="composite") as store:
-        with pytest.raises(ConnectionError, match=r"'small'.*after 3 attempt") as caught:
-            await store.put("small", b"x")
+        with anyio.fail_after(HANG_GUARD):
+            with pytest.raises(ConnectionError, match=r"'small'.*after 3 attempt") as caught:
+                await store.put("small", b"x")
     assert caught.value.key == "small"
     assert caught.value.attempts == 3
     assert await names(emulator, bucket) == []
@@ -610,9 +661,9 @@ async def test_a_stalled_read_times_out_at_the_read_timeout(
     proxy: FaultProxy, stored: tuple[str, str]
 ) -> None:
     bucket, key = stored
-    proxy.add("stall", match=lambda s: s.method == "GET", times=None, after=MiB, seconds=60)
+    proxy.add("stall", match=lambda s: s.method == "GET", times=None, after=MiB, seconds=3600)
     async with make_store(proxy, bucket, retry=FEW, read_timeout=0.5) as store:
-        with anyio.fail_after(30):  # a hang fails the test here
+        with anyio.fail_after(HANG_GUARD):  # a hang fails the test here
             with pytest.raises(TimeoutError, match=r"'big'.*after 3 attempt") as caught:
                 await store.get(key)
     assert caught.value.key == "big"
@@ -621,11 +672,16 @@ async def test_a_stalled_read_times_out_at_the_read_timeout(
 async def test_gcloud_aio_calls_time_out_at_the_read_timeout_too(
     proxy: FaultProxy, stored: tuple[str, str]
 ) -> None:
-    """Listing and deleting go through gcloud-aio, which asks for 60 s per call: 0.5 s wins."""
+    """Listing and deleting go through gcloud-aio, which asks for 60 s per call: 0.5 s wins.
+
+    The bound is below one 60 s call: only the configured read timeout can meet it.
+    """
     bucket, _ = stored
-    proxy.add("stall", match=lambda s: s.method in ("GET", "DELETE"), times=None, after=None)
+    proxy.add(
+        "stall", match=lambda s: s.method in ("GET", "DELETE"), times=None, after=None, seconds=3600
+    )
     async with make_store(proxy, bucket, retry=FEW, read_timeout=0.5) as store:
-        with anyio.fail_after(10):
+        with anyio.fail_after(50):
             with pytest.raises(TimeoutError):
                 [entry async for entry in store.list()]
             with pytest.raises(TimeoutError):
@@ -635,9 +691,10 @@ async def test_gcloud_aio_calls_time_out_at_the_read_timeout_too(
 async def test_the_store_timeout_bounds_an_upload_and_aborts_it(
     emulator: Emulator, bucket: str, proxy: FaultProxy, upload: str
 ) -> None:
-    proxy.add("stall", match=is_upload_request, skip=2, times=None, after=None, seconds=60)
-    async with make_store(proxy, bucket, read_timeout=30, timeout=1.5, upload=upload) as store:
-        with anyio.fail_after(30):
+    # Only the Store's timeout can end the stalls (the read timeout is an hour).
+    proxy.add("stall", match=is_upload_request, skip=2, times=None, after=None, seconds=3600)
+    async with make_store(proxy, bucket, read_timeout=3600, timeout=1.5, upload=upload) as store:
+        with anyio.fail_after(HANG_GUARD):
             with pytest.raises(TimeoutError, match=r"put of key 'big'.*1\.5 s"):
                 await store.put("big", DATA)
     assert await names(emulator, bucket) == []
@@ -647,9 +704,9 @@ async def test_a_callers_cancel_scope_bounds_a_download(
     proxy: FaultProxy, stored: tuple[str, str], tmp_path: Path
 ) -> None:
     bucket, key = stored
-    proxy.add("stall", match=is_ranged_get, skip=1, times=None, after=0, seconds=60)
-    async with make_store(proxy, bucket, read_timeout=30) as store:
-        with anyio.move_on_after(1.0) as scope:
+    proxy.add("stall", match=is_ranged_get, skip=1, times=None, after=0, seconds=3600)
+    async with make_store(proxy, bucket, read_timeout=3600) as store:
+        with anyio.fail_after(HANG_GUARD), anyio.move_on_after(1.0) as scope:
             await store.download_file(key, tmp_path / "big")
     assert scope.cancelled_caught
     assert list(tmp_path.iterdir()) == []
@@ -717,7 +774,7 @@ async def test_a_connection_that_never_opens_times_out_at_the_connect_timeout(
     with unanswered_listener() as port:
         backend = GCSBackend(bucket, "f", api_root=f"http://127.0.0.1:{port}", connect_timeout=0.5)
         async with Store(backend, retry=FEW) as store:
-            with anyio.fail_after(30):  # a hang fails the test here
+            with anyio.fail_after(HANG_GUARD):  # a hang fails the test here
                 with pytest.raises(TimeoutError, match=r"'k'.*after 3 attempt") as caught:
                     await store.head("k")
     assert caught.value.attempts == 3
