@@ -43,7 +43,7 @@ import anyio
 import anyio.to_thread
 import httpx
 import pytest
-from _servers import Emulator
+from _servers import Emulator, run_emulator
 
 from asyncstore import AlreadyExistsError, ConfigurationError, TimeoutError
 from asyncstore._meta import SHA256
@@ -160,11 +160,16 @@ def new_place(emulator: Emulator) -> Iterator[Place]:
 class _GCSFaults(FaultConformance):
     """FaultConformance on the emulator, for one upload method."""
 
+    @pytest.fixture(scope="class")
+    @classmethod
+    def emulator(cls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+        """An emulator per class: it never gives back the memory of deleted objects, and
+        each class moves a few GiB through it."""
+        yield from run_emulator(tmp_path_factory)
+
     upload: ClassVar[Literal["composite", "resumable"]]
     error_bodies: ClassVar[Mapping[int, bytes]] = {503: BACKEND_ERROR, 500: INTERNAL}
     error_content_type = "application/json"
-    #: Patient enough to outlast each fault (refused connections for 1 s included).
-    retry = FaultConformance.retry
     timeout_url = "gs://bkt-1/p?api_root=http://127.0.0.1:1"
 
     @pytest.fixture

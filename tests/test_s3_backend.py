@@ -1,7 +1,7 @@
 """Tests of the S3 backend against a real S3 server (moto's server mode), under asyncio and trio.
 
 A session fixture starts moto in a child process on 127.0.0.1 (see
-``tests/_moto.py``), sets fake credentials in the environment (the standard
+``asyncstore.testing.emulators``), sets fake credentials in the environment (the standard
 AWS chain reads them) and creates the buckets with boto3. Nothing in botocore
 is mocked: every request goes over HTTP to the server.
 

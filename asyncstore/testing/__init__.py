@@ -43,7 +43,9 @@ A backend that cannot show a behaviour (an emulator gap) names the test in
 The building blocks are public too: `pattern`, `pattern_chunks` and
 `sha256_of` make and hash deterministic data; `FaultProxy` and `Fault` break
 requests; `ReadLog` and `UploadLog` record what the client received and how
-each attempt ended.
+each attempt ended. `asyncstore.testing.emulators` (standard library only)
+starts the local servers the project's tests and benchmarks run against: moto,
+the GCS emulator and Azurite.
 
 The suites need pytest (``pip install asyncstore[dev]``).
 """
