@@ -35,7 +35,8 @@ the one copy of what they have in common; plain functions and two small dataclas
   `add_ratios` for the ``asyncstore/this`` column; `wrong_digests`.
 * `print_table` (plain columns; rich's where asked and installed), `print_workload_table`,
   `fmt`, `rate_cells`; `machine_info` and `write_json`: the JSON's machine block and file.
-* `free_port`, `gcs_emulator`, `azurite`: the local emulators the scripts start.
+* `moto_server`, `gcs_emulator`, `azurite`: the local servers the scripts start (by
+  ``asyncstore.testing.emulators``, which the tests use too).
 
 Only the standard library is imported at the top: ``bench/s3.py`` runs some cases with the
 interpreter of ``bench/.venv-peers``, which has neither anyio nor asyncstore. The scripts
@@ -57,13 +58,9 @@ import platform
 import re
 import resource
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import (
     Awaitable,
     Callable,
@@ -756,76 +753,35 @@ def write_json(path: pathlib.Path, document: Any) -> None:
 
 
 # -- the emulators -------------------------------------------------------------------------------
+#
+# Started by asyncstore.testing.emulators, the module the tests use too (standard library only,
+# imported when a server is started: the peers' interpreter has no asyncstore).
 
 
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on (now)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@contextmanager
+def moto_server() -> Iterator[tuple[str, int]]:
+    """moto's S3 server in a child process: (its URL, its pid).
 
+    Sets fake AWS credentials in ``os.environ`` first, for the script's own clients and the
+    case processes it starts (they inherit them).
+    """
+    from asyncstore.testing.emulators import FAKE_AWS_ENV
+    from asyncstore.testing.emulators import moto_server as start
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
+    os.environ.update(FAKE_AWS_ENV)
+    with start() as server:
+        yield server.url, server.pid
 
 
 @contextmanager
 def gcs_emulator(bucket: str) -> Iterator[tuple[str, int]]:
     """gcp-storage-emulator, in memory on a free port, with ``bucket``: (its URL, its pid)."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "gcp_storage_emulator",
-        "start",
-        "--host=127.0.0.1",
-        f"--port={port}",
-        "--in-memory",
-        "--quiet",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/", timeout=1) as response:
-                    if response.read() == b"OK":
-                        break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("gcp-storage-emulator did not start") from None
-                time.sleep(0.1)
-        body = {"name": bucket, "softDeletePolicy": {"retentionDurationSeconds": "0"}}
-        request = urllib.request.Request(
-            f"{url}/storage/v1/b?project=bench",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30):
-            pass
-        yield url, process.pid
-    finally:
-        _stop(process)
+    from asyncstore.testing.emulators import create_gcs_bucket
+    from asyncstore.testing.emulators import gcs_emulator as start
 
-
-AZURITE_BIN = REPO / "node_modules" / ".bin" / "azurite-blob"
-AZURITE_ACCOUNT = "devstoreaccount1"
-
-
-def _azurite_answers(endpoint: str) -> bool:
-    try:
-        urllib.request.urlopen(f"{endpoint}?comp=list", timeout=1)
-    except urllib.error.HTTPError:
-        return True  # any HTTP answer (403: unsigned) means it is up
-    except OSError:
-        return False
-    return True
+    with start() as server:
+        create_gcs_bucket(server.url, bucket, project="bench")
+        yield server.url, server.pid
 
 
 @contextmanager
@@ -834,36 +790,11 @@ def azurite() -> Iterator[tuple[str, int]]:
 
     From ``node_modules`` (``make test`` installs it there).
     """
-    if not AZURITE_BIN.exists():
-        raise SystemExit(f"Azurite is not installed at {AZURITE_BIN}: run `make test` first")
-    workdir = pathlib.Path(tempfile.mkdtemp(prefix="azurite-bench-"))
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
-    command = [
-        str(AZURITE_BIN),
-        "--blobHost",
-        "127.0.0.1",
-        "--blobPort",
-        str(port),
-        "--skipApiVersionCheck",
-        "--loose",
-        "--disableTelemetry",
-        "--silent",
-        "--inMemoryPersistence",
-    ]
-    process = subprocess.Popen(
-        command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not _azurite_answers(endpoint):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("Azurite did not start")
-            time.sleep(0.1)
-        yield endpoint, process.pid
-    finally:
-        _stop(process)
-        shutil.rmtree(workdir, ignore_errors=True)
+    from asyncstore.testing.emulators import azurite as start
+    from asyncstore.testing.emulators import find_azurite
+
+    with start(find_azurite(REPO)) as server:
+        yield server.url, server.pid
 
 
 def drop_bench_from_path() -> None:

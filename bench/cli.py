@@ -2,7 +2,7 @@
 
 The tree (made once under ``bench/.work/cli-tree``, pseudo-random bytes): 5,000 files of
 4-64 KiB in 50 folders, plus 10 files of 64 MiB (about 810 MiB in all). For each tool, a
-fresh moto server (``tests/_moto.py``) and bucket; then the tool syncs the tree to
+fresh moto server (``asyncstore.testing.emulators``) and bucket; then the tool syncs the tree to
 ``s3://cli-bench/tree`` (everything is new), and syncs it again (nothing to do). Each run
 is one process of the tool, as a user would start it, with its default settings:
 
@@ -39,9 +39,9 @@ from typing import Any
 from _harness import DEFAULT_WORK, RESULTS, machine_info, print_table, write_json
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # tests/_moto.py: the server helper the tests use
 
-from _moto import FAKE_ENV, MotoServer  # noqa: E402
+from asyncstore.testing.emulators import FAKE_AWS_ENV as FAKE_ENV  # noqa: E402
+from asyncstore.testing.emulators import moto_server  # noqa: E402
 
 MiB = 1024 * 1024
 BUCKET = "cli-bench"
@@ -170,11 +170,11 @@ def bench_tool(tool: str, src: pathlib.Path, files: int, size: int) -> list[dict
     import boto3
 
     rows: list[dict[str, Any]] = []
-    with MotoServer() as server:
+    with moto_server() as server:
         assert server._process is not None
-        client = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
+        client = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
-        argv = command(tool, src, server.endpoint)
+        argv = command(tool, src, server.url)
         for run in ("first", "no-op"):
             print(f"{tool}: {run} sync ...", file=sys.stderr)
             figures = run_tool(argv, server._process.pid)
@@ -192,7 +192,7 @@ def bench_tool(tool: str, src: pathlib.Path, files: int, size: int) -> list[dict
                 }
             )
             if run == "first":
-                landed = bucket_contents(server.endpoint)
+                landed = bucket_contents(server.url)
                 if landed != (files, size):
                     raise RuntimeError(f"{tool}: the bucket holds {landed}, not {(files, size)}")
     return rows

@@ -1,7 +1,7 @@
 """The data stack against moto: pandas Parquet and zarr arrays via asyncstore, s3fs and obstore.
 
 Each case runs in a fresh interpreter (its own CPU time and peak RSS) against moto's
-server on 127.0.0.1 (``tests/_moto.py``):
+server on 127.0.0.1 (``asyncstore.testing.emulators``):
 
 * ``parquet_write:<client>`` / ``parquet_read:<client>``: ``DataFrame.to_parquet`` and
   ``pandas.read_parquet`` of a table of ``--size-mib`` MiB (default 256) of float64
@@ -27,7 +27,6 @@ import time
 from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # tests/_moto.py: the server helper the tests use
 sys.path.insert(0, str(REPO / "bench"))
 
 from _harness import (  # noqa: E402
@@ -40,7 +39,9 @@ from _harness import (  # noqa: E402
     script_parser,
     write_json,
 )
-from _moto import FAKE_ENV, MotoServer  # noqa: E402
+
+from asyncstore.testing.emulators import FAKE_AWS_ENV as FAKE_ENV  # noqa: E402
+from asyncstore.testing.emulators import moto_server  # noqa: E402
 
 BUCKET = "datastack-bench"
 MiB = 2**20
@@ -187,13 +188,13 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     env = {**os.environ, **FAKE_ENV}
     os.environ.update(FAKE_ENV)
-    with MotoServer() as server:
-        boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1").create_bucket(
+    with moto_server() as server:
+        boto3.client("s3", endpoint_url=server.url, region_name="us-east-1").create_bucket(
             Bucket=BUCKET
         )
         options = [
             "--endpoint",
-            server.endpoint,
+            server.url,
             "--size-mib",
             str(args.size_mib),
             "--chunks",

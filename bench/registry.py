@@ -4,7 +4,8 @@ Servers, each a fresh child process on 127.0.0.1 and a free port:
 
 * ``asyncstore-file``: ``python -m asyncstore.registry serve file://<dir>`` (asyncio);
 * ``asyncstore-file-trio``: the same under ``--backend trio``;
-* ``asyncstore-s3``: the same over ``s3://`` on moto (``tests/_moto.py``, its own process);
+* ``asyncstore-s3``: the same over ``s3://`` on moto (``asyncstore.testing.emulators``,
+  its own process);
 * ``docker-registry``: ``docker-registry serve`` (Debian's package, the CNCF reference
   registry) with filesystem storage and deletes on.
 
@@ -51,9 +52,9 @@ import psutil
 from _harness import free_port, machine_info, print_table, write_json
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # tests/_moto.py: the server helper the tests use
 
-from _moto import FAKE_ENV, MotoServer  # noqa: E402
+from asyncstore.testing.emulators import FAKE_AWS_ENV as FAKE_ENV  # noqa: E402
+from asyncstore.testing.emulators import LocalServer, moto_server  # noqa: E402
 
 MiB = 1024 * 1024
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -166,7 +167,7 @@ def docker_registry(root: pathlib.Path) -> Iterator[Server]:
 
 
 @contextmanager
-def server_named(name: str, work: pathlib.Path, moto: MotoServer | None) -> Iterator[Server]:
+def server_named(name: str, work: pathlib.Path, moto: LocalServer | None) -> Iterator[Server]:
     folder = pathlib.Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))
     try:
         if name == "docker-registry":
@@ -175,7 +176,7 @@ def server_named(name: str, work: pathlib.Path, moto: MotoServer | None) -> Iter
         elif name == "asyncstore-s3":
             assert moto is not None
             prefix = f"registry-{os.urandom(4).hex()}"
-            url = f"s3://bench-registry/{prefix}/?endpoint={moto.endpoint}"
+            url = f"s3://bench-registry/{prefix}/?endpoint={moto.url}"
             with asyncstore_server(name, url) as server:
                 yield server
         else:
@@ -692,10 +693,10 @@ def main() -> int:
     )
     results: dict[str, dict[str, Any]] = {section: {} for section in sections}
     os.environ.update(FAKE_ENV)
-    with MotoServer() as moto:
+    with moto_server() as moto:
         import boto3
 
-        boto3.client("s3", endpoint_url=moto.endpoint, region_name="us-east-1").create_bucket(
+        boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1").create_bucket(
             Bucket="bench-registry"
         )
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -726,7 +727,7 @@ def main() -> int:
 
 
 def run_case(
-    section: str, name: str, args: argparse.Namespace, layout: Any, moto: MotoServer
+    section: str, name: str, args: argparse.Namespace, layout: Any, moto: LocalServer
 ) -> dict[str, Any]:
     try:
         if section == "frameworks":

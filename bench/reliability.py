@@ -46,15 +46,40 @@ def _outcome(case: ET.Element) -> str:
     return "pass"
 
 
+def _where(classname: str) -> tuple[str, str | None]:
+    """(module, test class or None) of a JUnit classname such as ``tests.test_x.TestY``."""
+    parts = classname.split(".")
+    found = [i for i, part in enumerate(parts) if part.startswith("test_")]
+    if not found:
+        return parts[-1], None
+    i = found[-1]
+    return parts[i], parts[i + 1] if i + 1 < len(parts) else None
+
+
+def _words(cls: str) -> str:
+    """``TestCompositeUploads`` -> ``composite uploads``."""
+    return " ".join(re.findall(r"[A-Z][a-z0-9]*", cls.removeprefix("Test"))).lower()
+
+
 def collect(junit: Path) -> list[dict[str, Any]]:
-    """Rows of (group, case) with the outcome per event loop, from a JUnit XML file."""
+    """Rows of (group, case) with the outcome per event loop, from a JUnit XML file.
+
+    A module with several test classes (GCS's upload methods) has a group per class;
+    cases skipped everywhere (run by another class) have no row.
+    """
+    cases = list(ET.parse(junit).iter("testcase"))
+    classes: dict[str, set[str | None]] = collections.defaultdict(set)
+    for case in cases:
+        module, cls = _where(case.get("classname") or "")
+        classes[module].add(cls)
     table: dict[tuple[str, str], dict[str, Any]] = collections.OrderedDict()
-    for case in ET.parse(junit).iter("testcase"):
-        module = (case.get("classname") or "").split(".")[-1] if case.get("classname") else ""
+    for case in cases:
+        module, cls = _where(case.get("classname") or "")
         group = next(
-            (label for path, label in MODULES.items() if Path(path).stem == module.split(".")[0]),
-            module,
+            (label for path, label in MODULES.items() if Path(path).stem == module), module
         )
+        if cls is not None and len(classes[module]) > 1:
+            group = f"{group}, {_words(cls)}"
         match = _PARAMS.match(case.get("name") or "")
         assert match is not None
         params = [p for p in (match["params"] or "").split("-") if p]
@@ -69,12 +94,12 @@ def collect(junit: Path) -> list[dict[str, Any]]:
         outcome = _outcome(case)
         previous = row["results"].get(loop)
         # A collapsed row shows its worst variant: FAIL over skip/xfail over pass.
-        rank = {"pass": 0, "xfail": 1, "skip": 1, "FAIL": 2}
+        rank = {"pass": 0, "skip": 1, "xfail": 1, "FAIL": 2}
         if previous is None or rank[outcome] > rank[previous]:
             row["results"][loop] = outcome
         row["variants"] += loop != "trio"
         row["seconds"] += float(case.get("time") or 0)
-    return list(table.values())
+    return [row for row in table.values() if set(row["results"].values()) != {"skip"}]
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:

@@ -50,7 +50,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from _harness import (
-    REPO,
     RESULTS,
     CaseFailed,
     LoopLag,
@@ -60,6 +59,7 @@ from _harness import (
     machine_info,
     measure,
     measure_asyncio,
+    moto_server,
     peer_python,
     print_table,
     run_child,
@@ -491,15 +491,11 @@ def emulator(service: str) -> Iterator[tuple[str, int]]:
     """moto, gcp-storage-emulator or Azurite on 127.0.0.1, with the bench's bucket: (endpoint,
     pid). An Azure endpoint is the account URL's host part (the account is in the path)."""
     if service == "s3":
-        sys.path.insert(0, str(REPO / "tests"))  # tests/_moto.py: the server helper of the tests
-        from _moto import MotoServer
-
-        with MotoServer() as server:
+        with moto_server() as (url, pid):
             import boto3
 
-            boto3.client("s3", endpoint_url=server.endpoint).create_bucket(Bucket=BUCKET)
-            assert server._process is not None
-            yield server.endpoint, server._process.pid
+            boto3.client("s3", endpoint_url=url).create_bucket(Bucket=BUCKET)
+            yield url, pid
     elif service == "gcs":
         with gcs_emulator(BUCKET) as (url, pid):
             yield url, pid

@@ -5,8 +5,9 @@ Usage::
     python bench/s3.py [--size-mib 1024] [--small-count 2000] [--small-kib 16]
                        [--repeat 1] [--cases a,b,...] [--out bench/results/s3.json]
 
-The server is moto's server mode on 127.0.0.1 (``tests/_moto.py``), started
-once for the whole run in its own process. Two workloads:
+The server is moto's server mode on 127.0.0.1 (started by
+``asyncstore.testing.emulators``, as in the tests), once for the whole run in its
+own process. Two workloads:
 
 * **large**: ``upload_file`` then ``download_file`` of one ``--size-mib`` MiB
   file (generated once under ``bench/.work``), parts / ranges of 16 MiB, 8 in
@@ -65,7 +66,6 @@ from typing import Any
 
 from _harness import (
     PEER_VENV,
-    REPO,
     RESULTS,
     CaseFailed,
     LoopLag,
@@ -80,6 +80,7 @@ from _harness import (
     make_source,
     measure,
     measure_asyncio,
+    moto_server,
     obstore_transfer,
     parse_cases,
     peer_python,
@@ -91,10 +92,6 @@ from _harness import (
     write_json,
     wrong_digests,
 )
-
-sys.path.insert(0, str(REPO / "tests"))  # tests/_moto.py: the server helper the tests use
-
-from _moto import FAKE_ENV, MotoServer
 
 DEFAULT_OUT = RESULTS / "s3.json"
 BUCKET = "asyncstore-bench"
@@ -447,9 +444,8 @@ def main() -> int:
     add_transfer_options(parser)
     args = parser.parse_args()
     args.work = args.work.resolve()
-    os.environ.update(FAKE_ENV)
 
-    if args.case:
+    if args.case:  # the parent's environment, fake AWS credentials included, is ours
         os.environ["BENCH_ENDPOINT"] = args.endpoint
         emit_result(run_case(args.case, args))
         return 0
@@ -471,12 +467,11 @@ def main() -> int:
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in cases}
     load_at_start = list(os.getloadavg())
     failed: dict[str, str] = {}
-    with MotoServer() as server:
-        assert server._process is not None
-        args.endpoint = server.endpoint
+    with moto_server() as (endpoint, server_pid):
+        args.endpoint = endpoint
         import boto3
 
-        boto3.client("s3", endpoint_url=server.endpoint).create_bucket(Bucket=BUCKET)
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
         if any(name.startswith("get-small:") for name in cases):
             print(f"preparing {args.small_count} objects ...", file=sys.stderr)
             prepare_small(args)
@@ -488,17 +483,15 @@ def main() -> int:
                 print(f"run {attempt + 1}/{args.repeat}: {name} ...", file=sys.stderr)
                 try:
                     if workload == "download" and f"upload:{client}" not in cases:
-                        child(f"upload:{client}", args, server._process.pid)
-                    runs[name].append(child(name, args, server._process.pid))
+                        child(f"upload:{client}", args, server_pid)
+                    runs[name].append(child(name, args, server_pid))
                 except CaseFailed as error:
                     if client.startswith("asyncstore-"):
                         raise SystemExit(f"case {name} failed: {error}") from None
                     failed[client] = f"{name} failed: {error}"
                 if workload == "download":  # free the server's memory
                     key = f"large/{client}.bin"
-                    boto3.client("s3", endpoint_url=server.endpoint).delete_object(
-                        Bucket=BUCKET, Key=key
-                    )
+                    boto3.client("s3", endpoint_url=endpoint).delete_object(Bucket=BUCKET, Key=key)
     skipped.update(failed)
     size, count = args.size, args.small_count
     rows = [summarise_case(n, runs[n], size=size, small_count=count) for n in cases if runs[n]]

@@ -16,7 +16,7 @@ delete is checked to have taken effect and the listing is checked to hold
 exactly the surviving keys. A failed check fails the case.
 
 Backends: ``memory``, ``local`` (a folder under ``--work``), ``s3`` (moto's
-server, ``tests/_moto.py``), ``gcs`` (gcp-storage-emulator, in memory, 4
+server), ``gcs`` (gcp-storage-emulator, in memory, 4
 connections: it serves one request at a time) and ``azure`` (Azurite, in
 memory, from ``./node_modules``), each under ``asyncio`` and ``trio``. The
 servers start once, in their own processes; every case runs in its own child
@@ -44,7 +44,6 @@ written + read) is reported, never checked.
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import shutil
 import sys
@@ -65,6 +64,7 @@ from _harness import (
     fmt,
     gcs_emulator,
     machine_info,
+    moto_server,
     parse_cases,
     peak_rss_mib,
     print_table,
@@ -76,9 +76,7 @@ from _harness import (
 # Run as a script, this file's folder is on sys.path, and bench/azure.py there would shadow
 # the azure package (azure.core, azure.storage.blob).
 drop_bench_from_path()
-sys.path.insert(0, str(REPO / "tests"))  # the workload and the servers the tests use
-
-from _moto import FAKE_ENV, MotoServer  # noqa: E402
+sys.path.insert(0, str(REPO / "tests"))  # the workload (tests/_soak.py) and the tests' checks
 
 DEFAULT_OUT = RESULTS / "soak.json"
 BACKENDS = ("memory", "local", "s3", "gcs", "azure")
@@ -224,9 +222,8 @@ class Servers:
             from _servers import BUCKET as S3_BUCKET  # S3Server's bucket
             from _servers import S3Server
 
-            os.environ.update(FAKE_ENV)
-            server = stack.enter_context(MotoServer())
-            self.s3 = S3Server(server.endpoint)
+            endpoint, _ = stack.enter_context(moto_server())
+            self.s3 = S3Server(endpoint)
             self.s3.boto.create_bucket(Bucket=S3_BUCKET)
         if "gcs" in backends:
             self.gcs, _ = stack.enter_context(gcs_emulator(BUCKET))

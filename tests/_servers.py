@@ -1,10 +1,12 @@
 """The session's servers on 127.0.0.1, shared by every test module that needs them.
 
-- ``s3``: moto's S3 server in a child process (`_moto.MotoServer`), with fake
-  credentials in the environment and the bucket `BUCKET`;
+- ``s3``: moto's S3 server in a child process, with fake credentials in the environment
+  and the bucket `BUCKET`, behind `SigV4Proxy` (which checks every request's signature);
 - ``emulator``: gcp-storage-emulator, in memory (one per module: see the fixture);
 - ``azurite``: Azurite's Blob service (installed into ./node_modules by `make test`).
 
+They are started by `asyncstore.testing.emulators`, which the benchmarks use too; this
+module adds the fixtures and the helpers that check what each server holds.
 `conftest.py` imports the fixtures, so moto and Azurite start at most once per session,
 whichever modules use them (the backend tests, the fault and soak tests).
 """
@@ -12,15 +14,7 @@ whichever modules use them (the backend tests, the fault and soak tests).
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,22 +23,23 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from _moto import FAKE_ENV, MotoServer, fake_aws_env
 from _sigv4 import SigV4Proxy
 from azure.storage.blob import BlobServiceClient
 
 from asyncstore.backends.azure._options import AZURITE_ACCOUNT, AZURITE_KEY
 from asyncstore.backends.s3 import S3Backend
+from asyncstore.testing.emulators import (
+    FAKE_AWS_ENV,
+    EmulatorError,
+    fake_aws_env,
+    gcs_emulator,
+    moto_server,
+)
+from asyncstore.testing.emulators import azurite as azurite_server
 
 REPO = Path(__file__).resolve().parent.parent
 AZURITE_BIN = REPO / "node_modules" / ".bin" / "azurite-blob"
 BUCKET = "asyncstore-test"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- S3 (moto)
@@ -58,10 +53,10 @@ class S3Server:
     of the checks, and the fault proxies, talk to moto directly (``moto_endpoint``).
     """
 
-    def __init__(self, moto_endpoint: str, proxy: SigV4Proxy) -> None:
+    def __init__(self, moto_endpoint: str, proxy: SigV4Proxy | None = None) -> None:
         self.moto_endpoint = moto_endpoint
         self.proxy = proxy
-        self.endpoint = proxy.endpoint
+        self.endpoint = proxy.endpoint if proxy is not None else moto_endpoint
         self.boto = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
 
     def backend(self, prefix: str = "", **options: Any) -> S3Backend:
@@ -93,14 +88,17 @@ class S3Server:
 @pytest.fixture(scope="session")
 def s3() -> Iterator[S3Server]:
     """moto's S3 server on 127.0.0.1, fake credentials in the environment, the test bucket."""
-    with (
-        fake_aws_env(),
-        MotoServer() as server,
-        SigV4Proxy(server.endpoint, FAKE_ENV["AWS_SECRET_ACCESS_KEY"]).running() as proxy,
-    ):
-        s3 = S3Server(server.endpoint, proxy)
-        s3.boto.create_bucket(Bucket=BUCKET)
-        yield s3
+    try:
+        with (
+            fake_aws_env(),
+            moto_server() as server,
+            SigV4Proxy(server.url, FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"]).running() as proxy,
+        ):
+            s3 = S3Server(server.url, proxy)
+            s3.boto.create_bucket(Bucket=BUCKET)
+            yield s3
+    except EmulatorError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(autouse=True)
@@ -109,6 +107,7 @@ def _signatures_hold(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if "s3" in request.fixturenames:
         s3: S3Server = request.getfixturevalue("s3")
+        assert s3.proxy is not None
         failures, s3.proxy.failures[:] = list(s3.proxy.failures), []
         assert not failures, "requests whose SigV4 signature botocore rejects:\n" + "\n".join(
             failures
@@ -165,40 +164,17 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     objects it has deleted (it reached 7.5 GiB after the fault tests' 64 MiB
     transfers and was killed by the OOM killer), and it starts in about a second.
     """
-    port = free_port()
+    yield from run_emulator(tmp_path_factory)
+
+
+def run_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """A fresh gcp-storage-emulator, for a fixture of any scope (its log in a temp folder)."""
     log = tmp_path_factory.mktemp("gcs-emulator") / "emulator.log"
-    command = [
-        sys.executable,
-        "-m",
-        "gcp_storage_emulator",
-        "start",
-        "--host=127.0.0.1",
-        f"--port={port}",
-        "--in-memory",
-        "--quiet",
-    ]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/", timeout=1) as response:
-                    if response.read() == b"OK":
-                        break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"gcp-storage-emulator did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.1)
-        yield Emulator(url)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        with gcs_emulator(log=log) as server:
+            yield Emulator(server.url)
+    except EmulatorError as exc:
+        pytest.fail(str(exc))
 
 
 # --------------------------------------------------------------------------- Azure (Azurite)
@@ -221,72 +197,16 @@ class Azurite:
         return BlobServiceClient.from_connection_string(self.connection_string)
 
 
-def _answers(endpoint: str) -> bool:
-    try:
-        urllib.request.urlopen(f"{endpoint}?comp=list", timeout=1)
-    except urllib.error.HTTPError:
-        return True  # any HTTP answer (403: unsigned) means it is up
-    except OSError:
-        return False
-    return True
-
-
-def _start_azurite(workdir: Path, in_memory: bool) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = free_port()
-    storage = ["--inMemoryPersistence"] if in_memory else ["--location", str(workdir)]
-    log = workdir / f"azurite-{port}.log"
-    command = [
-        str(AZURITE_BIN),
-        "--blobHost",
-        "127.0.0.1",
-        "--blobPort",
-        str(port),
-        "--skipApiVersionCheck",
-        "--loose",
-        "--disableTelemetry",
-        "--silent",
-        *storage,
-    ]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(command, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
-    return proc, f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}", log
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-
-
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:
-    """Azurite on 127.0.0.1 and a free port, in memory (else in a temp folder), for the session."""
+    """Azurite on 127.0.0.1 and a free port, in memory, for the session."""
     if not AZURITE_BIN.exists():
         pytest.fail(
             f"Azurite is not installed at {AZURITE_BIN}: run `make test`, which installs it "
             "into ./node_modules with npm"
         )
-    workdir = Path(tempfile.mkdtemp(prefix="azurite-"))
     try:
-        for in_memory in (True, False):
-            proc, endpoint, log = _start_azurite(workdir, in_memory)
-            deadline = time.monotonic() + 60
-            while proc.poll() is None and not _answers(endpoint):
-                if time.monotonic() > deadline:
-                    _stop(proc)
-                    pytest.fail(f"Azurite did not answer within 60 s: {log.read_text()}")
-                time.sleep(0.1)
-            if proc.poll() is None:
-                break
-            output = log.read_text()
-            if not in_memory or "inMemoryPersistence" not in output:
-                pytest.fail(f"Azurite exited with status {proc.returncode}: {output}")
-        try:
-            yield Azurite(endpoint)
-        finally:
-            _stop(proc)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        with azurite_server(AZURITE_BIN) as server:
+            yield Azurite(server.url)
+    except EmulatorError as exc:
+        pytest.fail(str(exc))

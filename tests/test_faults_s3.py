@@ -1,45 +1,29 @@
-"""S3 under faults: moto behind the fault-injecting proxy (tests/_faultproxy.py).
+"""S3 under faults: moto behind the fault-injecting proxy (`asyncstore.testing.FaultProxy`).
 
-Every case moves 64 MiB (8 parts or ranges of 8 MiB) through one fault, under
-asyncio and trio, and checks the promise: the transfer completes with the
-right sha256 using the core's retries (part-level for uploads, ranged resume
-pinned to the ETag for downloads), or fails with a TransportError naming the
-key and the attempt count; either way nothing is left behind, by moto's own
-listing of objects and of multipart uploads.
+`TestS3Faults` runs `asyncstore.testing.FaultConformance` on moto: 64 MiB
+uploads (8 parts of 8 MiB) and downloads through every fault, under asyncio and
+trio, with nothing left behind by moto's own listing of objects and of
+multipart uploads. S3's own case: a single-request create whose answer was lost.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
 import anyio
+import anyio.to_thread
 import pytest
-from _faultproxy import (
-    FaultProxy,
-    ReadLog,
-    Seen,
-    assert_resumed_after_what_arrived,
-    unanswered_listener,
-)
 from _servers import BUCKET, S3Server
 
-from asyncstore import (
-    ConnectionError,
-    RetryPolicy,
-    Store,
-    TimeoutError,
-    TransportError,
-)
 from asyncstore._backend import MiB
 from asyncstore.backends.s3 import S3Backend
-from asyncstore.testing import pattern
+from asyncstore.testing import FaultConformance, FaultProxy, Seen
 
 pytestmark = [
-    pytest.mark.anyio,
     pytest.mark.filterwarnings("ignore:aiobotocore's httpx backend:DeprecationWarning"),
     # httpx wraps every request body given as content= in an async generator
     # (httpx._content.*ByteStream.__aiter__); a request cut off mid-body leaves it
@@ -51,14 +35,6 @@ pytestmark = [
     ),
 ]
 
-SIZE = 64 * MiB
-PART = 8 * MiB
-DATA = pattern(SIZE, seed=7)
-DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()
-#: Patient enough to outlast each fault below, quick enough for a test.
-RETRY = RetryPolicy(attempts=8, backoff_base=0.1, backoff_cap=1.0)
-#: What "retries exhausted" looks like.
-FEW = RetryPolicy(attempts=3, backoff_base=0.01, backoff_cap=0.05)
 SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>"
@@ -69,6 +45,30 @@ INTERNAL = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class Place:
+    """A prefix of the moto bucket, checked by boto3 straight at moto (not through the proxy)."""
+
+    s3: S3Server
+    prefix: str
+
+    def keys(self) -> list[str]:
+        return [key.removeprefix(self.prefix + "/") for key in self.s3.keys(self.prefix + "/")]
+
+    def uploads(self) -> list[str]:
+        return self.s3.uploads(self.prefix + "/")
+
+    def get(self, key: str) -> dict[str, Any]:
+        return dict(self.s3.boto.get_object(Bucket=BUCKET, Key=f"{self.prefix}/{key}"))
+
+    def clean(self) -> None:
+        self.s3.clean(self.prefix + "/")
+
+
+def new_place(s3: S3Server) -> Place:
+    return Place(s3, f"f-{uuid.uuid4().hex[:12]}")
+
+
 def is_part(seen: Seen) -> bool:
     return seen.method == "PUT" and "partNumber=" in seen.target
 
@@ -77,297 +77,73 @@ def is_complete(seen: Seen) -> bool:
     return seen.method == "POST" and "uploadId=" in seen.target
 
 
-def is_ranged_get(seen: Seen) -> bool:
-    return seen.method == "GET" and seen.header("range") is not None
+class TestS3Faults(FaultConformance):
+    """FaultConformance on moto (multipart uploads: UploadPart, CompleteMultipartUpload)."""
 
+    error_bodies: ClassVar[Mapping[int, bytes]] = {503: SLOW_DOWN, 500: INTERNAL}
+    timeout_url = "s3://bkt/p?endpoint=http://127.0.0.1:1"
 
-@pytest.fixture
-def prefix(s3: S3Server) -> Iterator[str]:
-    name = f"f-{uuid.uuid4().hex[:12]}"
-    yield name
-    s3.clean(name + "/")
+    @pytest.fixture
+    def upstream(self, s3: S3Server) -> int:
+        return int(s3.moto_endpoint.rsplit(":", 1)[1])
 
+    @pytest.fixture
+    def place(self, s3: S3Server) -> Iterator[Place]:
+        place = new_place(s3)
+        yield place
+        place.clean()
 
-@pytest.fixture
-async def proxy(s3: S3Server) -> AsyncIterator[FaultProxy]:
-    port = int(s3.moto_endpoint.rsplit(":", 1)[1])
-    async with FaultProxy.running(port) as proxy:
-        yield proxy
+    @pytest.fixture(scope="class")
+    @classmethod
+    def stored(cls, s3: S3Server) -> Iterator[Place]:
+        place = new_place(s3)
+        s3.boto.put_object(Bucket=BUCKET, Key=f"{place.prefix}/{cls.key}", Body=cls.data())
+        yield place
+        place.clean()
 
+    def make_backend(self, place: Place, endpoint: str, **options: Any) -> S3Backend:
+        return S3Backend(BUCKET, place.prefix, endpoint=endpoint, **options)
 
-def make_store(proxy: FaultProxy, prefix: str, retry: RetryPolicy = RETRY, **options: Any) -> Store:
-    timeout = options.pop("timeout", None)
-    options.setdefault("read_timeout", 2.0)
-    options.setdefault("connect_timeout", 2.0)
-    backend = S3Backend(BUCKET, prefix, endpoint=proxy.endpoint, **options)
-    return Store(backend, chunk_size=PART, max_concurrency=4, retry=retry, timeout=timeout)
+    def is_part(self, seen: Seen) -> bool:
+        return is_part(seen)
 
+    def is_commit(self, seen: Seen) -> bool:
+        return is_complete(seen)
 
-def assert_nothing_left(s3: S3Server, prefix: str) -> None:
-    assert s3.keys(prefix + "/") == []
-    assert s3.uploads(prefix + "/") == []
+    def is_abort(self, seen: Seen) -> bool:
+        return seen.method == "DELETE" and "uploadId=" in seen.target
 
+    async def version(self, place: Place, key: str) -> str:
+        return str((await anyio.to_thread.run_sync(place.get, key))["ETag"])
 
-def stored_digest(s3: S3Server, prefix: str, key: str) -> str:
-    body = s3.boto.get_object(Bucket=BUCKET, Key=f"{prefix}/{key}")["Body"].read()
-    return "sha256:" + hashlib.sha256(body).hexdigest()
+    async def objects(self, place: Place) -> list[str]:
+        return sorted(await anyio.to_thread.run_sync(place.keys))
 
+    async def leftovers(self, place: Place) -> list[str]:
+        return await anyio.to_thread.run_sync(place.uploads)
 
-# -- uploads through each fault ------------------------------------------------------------------
+    async def stored_digest(self, place: Place, key: str) -> str:
+        body = (await anyio.to_thread.run_sync(place.get, key))["Body"].read()
+        return "sha256:" + hashlib.sha256(body).hexdigest()
 
-UPLOAD_FAULTS: dict[str, dict[str, Any]] = {
-    "reset mid-part body": {"kind": "reset_request", "match": is_part, "skip": 2, "after": MiB},
-    "reset mid-response": {"kind": "reset_response", "match": is_part, "skip": 1, "after": None},
-    "503 SlowDown burst": {
-        "kind": "status",
-        "match": is_part,
-        "times": 4,
-        "status": 503,
-        "body": SLOW_DOWN,
-    },
-    "500 burst": {"kind": "status", "match": is_part, "times": 3, "status": 500, "body": INTERNAL},
-    "stalled part past the read timeout": {
-        "kind": "stall",
-        "match": is_part,
-        "skip": 3,
-        "after": None,
-        "seconds": 30,
-    },
-    "lost CompleteMultipartUpload answer": {
-        "kind": "reset_response",
-        "match": is_complete,
-        "after": None,
-    },
-}
+    # -- S3's own cases ----------------------------------------------------------------------
 
-
-@pytest.mark.parametrize("fault", list(UPLOAD_FAULTS))
-async def test_an_upload_completes_through(
-    fault: str, s3: S3Server, proxy: FaultProxy, prefix: str
-) -> None:
-    injected = proxy.add(**UPLOAD_FAULTS[fault])
-    async with make_store(proxy, prefix) as store:
-        result = await store.put("big", DATA)
-    assert injected.fired >= 1
-    assert result.sha256 == DIGEST
-    assert stored_digest(s3, prefix, "big") == DIGEST
-    assert s3.keys(prefix + "/") == [f"{prefix}/big"]
-    assert s3.uploads(prefix + "/") == []
-    # Only the broken part was sent again, not the whole upload.
-    parts = [s for s in proxy.seen if is_part(s)]
-    assert len(parts) <= SIZE // PART + injected.fired
-
-
-async def test_an_upload_completes_through_refused_connections(
-    s3: S3Server, proxy: FaultProxy, prefix: str
-) -> None:
-    async with make_store(proxy, prefix) as store, anyio.create_task_group() as tg:
-
-        async def refuse_after_the_first_part() -> None:
-            await proxy.wait_for(is_part)
-            await proxy.refuse(1.0)
-
-        tg.start_soon(refuse_after_the_first_part)
-        result = await store.put("big", DATA)
-    assert result.sha256 == DIGEST
-    assert stored_digest(s3, prefix, "big") == DIGEST
-    assert s3.uploads(prefix + "/") == []
-
-
-@pytest.mark.parametrize("size", [MiB, SIZE], ids=["put", "multipart"])
-async def test_a_create_whose_answer_was_lost_succeeds_on_retry(
-    size: int, s3: S3Server, proxy: FaultProxy, prefix: str
-) -> None:
-    """The write landed, the answer was lost: the retry meets its own object (412 on a
-    create-if-absent PUT) and recognises it by its sha256 instead of failing."""
-    commit = (
-        (lambda s: s.method == "PUT" and "uploadId=" not in s.target)
-        if size == MiB
-        else is_complete
-    )
-    injected = proxy.add("reset_response", match=commit, after=None)
-    async with make_store(proxy, prefix) as store:
-        result = await store.put("once", DATA[:size], mode="create")
-    assert injected.fired == 1
-    assert result.sha256 == "sha256:" + hashlib.sha256(DATA[:size]).hexdigest()
-    assert stored_digest(s3, prefix, "once") == result.sha256
-    assert s3.uploads(prefix + "/") == []
-
-
-# -- downloads through each fault ----------------------------------------------------------------
-
-DOWNLOAD_FAULTS: dict[str, dict[str, Any]] = {
-    "reset mid-range": {
-        "kind": "reset_response",
-        "match": is_ranged_get,
-        "skip": 2,
-        "after": 3 * MiB,
-    },
-    "503 burst": {
-        "kind": "status",
-        "match": is_ranged_get,
-        "times": 4,
-        "status": 503,
-        "body": SLOW_DOWN,
-    },
-    "stalled range past the read timeout": {
-        "kind": "stall",
-        "match": is_ranged_get,
-        "skip": 1,
-        "after": 2 * MiB,
-        "seconds": 30,
-    },
-}
-
-
-@pytest.fixture
-def stored(s3: S3Server, prefix: str) -> str:
-    s3.boto.put_object(Bucket=BUCKET, Key=f"{prefix}/big", Body=DATA)
-    return "big"
-
-
-@pytest.mark.parametrize("fault", list(DOWNLOAD_FAULTS))
-async def test_a_download_completes_through(
-    fault: str, proxy: FaultProxy, prefix: str, stored: str, tmp_path: Path
-) -> None:
-    injected = proxy.add(**DOWNLOAD_FAULTS[fault])
-    target = tmp_path / "big"
-    async with make_store(proxy, prefix) as store:
-        log = ReadLog.attach(store)
-        info = await store.download_file(stored, target)
-    assert injected.fired >= 1
-    assert info.sha256 == DIGEST
-    assert hashlib.sha256(target.read_bytes()).hexdigest() == DIGEST.removeprefix("sha256:")
-    assert [p.name for p in tmp_path.iterdir()] == ["big"]  # no temp file left
-    gets = [s for s in proxy.seen if is_ranged_get(s)]
-    first = next(i for i, s in enumerate(gets) if s.fault is None)
-    etags = {s.header("if-match") for s in gets[first + 1 :]}
-    assert len(etags) == 1 and None not in etags, "every range after the first is pinned"
-    if DOWNLOAD_FAULTS[fault]["kind"] != "status":
-        # The broken range resumed from the byte the client had received, not from its start.
-        assert_resumed_after_what_arrived(log)
-
-
-async def test_a_download_completes_through_refused_connections(
-    proxy: FaultProxy, prefix: str, stored: str
-) -> None:
-    async with make_store(proxy, prefix) as store, anyio.create_task_group() as tg:
-
-        async def refuse_after_the_first_range() -> None:
-            await proxy.wait_for(is_ranged_get)
-            await proxy.refuse(1.0)
-
-        tg.start_soon(refuse_after_the_first_range)
-        data = await store.get(stored, chunk_size=PART)
-    assert hashlib.sha256(data).hexdigest() == DIGEST.removeprefix("sha256:")
-
-
-# -- retries exhausted ---------------------------------------------------------------------------
-
-
-async def test_an_upload_that_keeps_failing_names_key_and_attempts_and_leaves_nothing(
-    s3: S3Server, proxy: FaultProxy, prefix: str
-) -> None:
-    proxy.add("status", match=is_part, skip=2, times=None, status=503, body=SLOW_DOWN)
-    async with make_store(proxy, prefix, retry=FEW) as store:
-        with pytest.raises(TransportError, match=r"'big'.*after 3 attempt") as caught:
-            await store.put("big", DATA)
-    assert caught.value.key == "big"
-    assert caught.value.attempts == 3
-    assert_nothing_left(s3, prefix)
-    assert any(s.method == "DELETE" and "uploadId=" in s.target for s in proxy.seen), "aborted"
-
-
-async def test_a_download_that_keeps_failing_names_key_and_attempts_and_leaves_no_file(
-    proxy: FaultProxy, prefix: str, stored: str, tmp_path: Path
-) -> None:
-    proxy.add("reset_response", match=is_ranged_get, skip=1, times=None, after=MiB)
-    async with make_store(proxy, prefix, retry=FEW) as store:
-        with pytest.raises(TransportError, match=r"'big'.*after 3 attempt") as caught:
-            await store.download_file(stored, tmp_path / "big")
-    assert caught.value.key == "big"
-    assert list(tmp_path.iterdir()) == []
-
-
-async def test_a_server_that_stays_down_is_a_connection_error(
-    s3: S3Server, proxy: FaultProxy, prefix: str
-) -> None:
-    await proxy.refuse(60)
-    async with make_store(proxy, prefix, retry=FEW) as store:
-        with pytest.raises(ConnectionError, match=r"'small'.*after 3 attempt") as caught:
-            await store.put("small", b"x")
-    assert caught.value.key == "small"
-    assert_nothing_left(s3, prefix)
-
-
-# -- timeouts ------------------------------------------------------------------------------------
-
-
-async def test_a_stalled_read_times_out_at_the_read_timeout(
-    proxy: FaultProxy, prefix: str, stored: str
-) -> None:
-    proxy.add("stall", match=lambda s: s.method == "GET", times=None, after=MiB, seconds=60)
-    async with make_store(proxy, prefix, retry=FEW, read_timeout=0.5) as store:
-        with anyio.fail_after(30):  # a hang fails the test here
-            with pytest.raises(TimeoutError, match=r"'big'.*after 3 attempt") as caught:
-                await store.get(stored)
-    assert caught.value.key == "big"
-
-
-async def test_the_store_timeout_bounds_an_upload_and_aborts_it(
-    s3: S3Server, proxy: FaultProxy, prefix: str
-) -> None:
-    proxy.add("stall", match=is_part, skip=2, times=None, after=None, seconds=60)
-    async with make_store(proxy, prefix, read_timeout=30, timeout=1.5) as store:
-        with anyio.fail_after(30):
-            with pytest.raises(TimeoutError, match=r"put of key 'big'.*1\.5 s"):
-                await store.put("big", DATA)
-    assert_nothing_left(s3, prefix)
-
-
-async def test_a_callers_cancel_scope_bounds_a_download(
-    proxy: FaultProxy, prefix: str, stored: str, tmp_path: Path
-) -> None:
-    proxy.add("stall", match=is_ranged_get, skip=1, times=None, after=0, seconds=60)
-    async with make_store(proxy, prefix, read_timeout=30) as store:
-        with anyio.move_on_after(1.0) as scope:
-            await store.download_file(stored, tmp_path / "big")
-    assert scope.cancelled_caught
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_timeouts_are_options_of_the_url() -> None:
-    from asyncstore import open_store
-
-    store = open_store("s3://bkt/p?endpoint=http://127.0.0.1:1&connect_timeout=1.5&read_timeout=7")
-    backend = store.backend
-    assert isinstance(backend, S3Backend)
-    assert backend.timeouts == (1.5, 7.0)
-
-
-@pytest.mark.parametrize("bad", ["0", "-1", "abc", "1e9", "100000000"])
-def test_a_bad_timeout_option_is_a_configuration_error(bad: str) -> None:
-    from asyncstore import ConfigurationError, open_store
-
-    with pytest.raises(ConfigurationError, match="read_timeout") as caught:
-        open_store(f"s3://bkt/p?read_timeout={bad}")
-    assert caught.value.key == "read_timeout"
-
-
-@pytest.fixture
-def unanswered_port() -> Iterator[int]:
-    with unanswered_listener() as port:
-        yield port
-
-
-async def test_a_connection_that_never_opens_times_out_at_the_connect_timeout(
-    unanswered_port: int, prefix: str
-) -> None:
-    backend = S3Backend(
-        BUCKET, prefix, endpoint=f"http://127.0.0.1:{unanswered_port}", connect_timeout=0.5
-    )
-    async with Store(backend, retry=FEW) as store:
-        with anyio.fail_after(30):  # a hang fails the test here
-            with pytest.raises(TransportError, match=r"'k'.*after 3 attempt") as caught:
-                await store.head("k")
-    assert isinstance(caught.value, TimeoutError), repr(caught.value)
+    async def test_a_single_request_create_whose_answer_was_lost_succeeds_on_retry(
+        self, place: Place, proxy: FaultProxy
+    ) -> None:
+        """The PUT landed, the answer was lost: the retry meets its own object (412 on a
+        create-if-absent PUT) and recognises it by its sha256 instead of failing."""
+        data = self.data()[:MiB]
+        injected = proxy.add(
+            "reset_response",
+            match=lambda s: s.method == "PUT" and "uploadId=" not in s.target,
+            after=None,
+        )
+        async with self.make_store(place, proxy) as store:
+            with anyio.fail_after(self.hang_guard):
+                result = await store.put("once", data, mode="create")
+        assert injected.fired == 1
+        assert result.sha256 == "sha256:" + hashlib.sha256(data).hexdigest()
+        assert await self.stored_digest(place, "once") == result.sha256
+        assert await self.objects(place) == ["once"]
+        assert await self.leftovers(place) == []

@@ -20,7 +20,6 @@ from pathlib import Path
 import anyio
 import fsspec
 import pytest
-from _faultproxy import FaultProxy
 from _servers import BUCKET, Azurite, Emulator, S3Server
 from fsspec.callbacks import Callback
 from fsspec.registry import _registry as fsspec_registry
@@ -41,6 +40,7 @@ from asyncstore.fsspec import (
     AsyncStoreS3FileSystem,
     register,
 )
+from asyncstore.testing import FaultProxy
 
 MiB = 2**20
 

@@ -1,7 +1,7 @@
 """Tests of the S3 backend against a real S3 server (moto's server mode), under asyncio and trio.
 
 A session fixture starts moto in a child process on 127.0.0.1 (see
-``tests/_moto.py``), sets fake credentials in the environment (the standard
+``asyncstore.testing.emulators``), sets fake credentials in the environment (the standard
 AWS chain reads them) and creates the buckets with boto3. Nothing in botocore
 is mocked: every request goes over HTTP to the server.
 
@@ -38,7 +38,6 @@ import botocore.exceptions
 import google_crc32c
 import httpx
 import pytest
-from _faultproxy import FaultProxy, Seen
 from _servers import BUCKET, S3Server
 from boto3.s3.transfer import TransferConfig
 
@@ -70,7 +69,14 @@ from asyncstore.backends.s3 import ETAG_TAG, SHA256_TAG, S3Backend, from_url
 from asyncstore.backends.s3._body import S3ReadStream
 from asyncstore.backends.s3._client import ASYNCIO_DEFAULT
 from asyncstore.backends.s3._translate import translate
-from asyncstore.testing import StoreConformance, pattern, pattern_chunks, sha256_of
+from asyncstore.testing import (
+    FaultProxy,
+    Seen,
+    StoreConformance,
+    pattern,
+    pattern_chunks,
+    sha256_of,
+)
 
 pytestmark = [
     pytest.mark.anyio,

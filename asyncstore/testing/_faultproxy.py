@@ -1,4 +1,4 @@
-"""A fault-injecting HTTP/1.1 proxy on 127.0.0.1, for the fault tests.
+"""A fault-injecting HTTP/1.1 proxy on 127.0.0.1, and the client's record of what it got.
 
 `FaultProxy` sits between asyncstore and a real server (moto, the GCS
 emulator, Azurite) and forwards every request, except those that a `Fault`
@@ -26,17 +26,20 @@ a `status` answer needs) and makes every request's fate independent.
 
 Runs in the test's own event loop (asyncio or trio) through anyio, and only
 for as long as its ``async with`` block.
+
+`ReadLog` and `UploadLog` record, on the client's side, what each ranged read
+received and how each part's attempt ended: the fault tests assert on them
+rather than on what the proxy sent, since a request the machine was merely slow
+to answer fails and is retried too.
 """
 
 from __future__ import annotations
 
 import array
 import dataclasses
-import fcntl
 import re
 import socket
 import struct
-import termios
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -45,14 +48,20 @@ import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
 
-from asyncstore import TransportError
+from .._errors import TransportError
 
 __all__ = [
+    "Attempt",
     "Fault",
     "FaultProxy",
     "ReadLog",
+    "Received",
     "Seen",
+    "UploadLog",
+    "assert_only_failed_parts_were_sent_again",
     "assert_resumed_after_what_arrived",
+    "method_is",
+    "target_has",
     "unanswered_listener",
 ]
 
@@ -62,6 +71,8 @@ READ_SIZE = 256 * 1024
 DELIVERY_BOUND = 30.0
 #: The longest a test waits for a request it expects the client to send.
 REQUEST_BOUND = 60.0
+#: Pending connections the listening socket holds (a refused one never reaches it).
+BACKLOG = 128
 
 
 @dataclasses.dataclass
@@ -72,6 +83,9 @@ class Seen:
     target: str
     headers: dict[str, str]
     fault: str | None = None
+    #: The status of the server's answer, once the proxy has read its head (None: the
+    #: server never answered, as far as the proxy knows).
+    status: int | None = None
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -200,9 +214,13 @@ class FaultProxy:
     async def refuse(self, seconds: float) -> None:
         """Close the listening socket for ``seconds`` (connections are refused), then reopen.
 
-        Returns at once; the port is reopened by a background task.
+        Returns at once; the port is reopened by a background task. The reopening
+        socket listens before the task next yields, so a client whose retries are
+        spaced by more than ``seconds`` in all (on the same event loop's clock) is
+        sure to find it open again, however late the loop runs.
         """
-        assert self._tg is not None and self._serving is not None
+        assert self._tg is not None
+        assert self._serving is not None
         self._serving.cancel()
         assert self._listener is not None
         await self._listener.aclose()
@@ -215,8 +233,13 @@ class FaultProxy:
 
     async def _listen(self) -> None:
         assert self._tg is not None
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self.port)
-        self.port = int(listener.extra(SocketAttribute.local_port))
+        # Bound and listening here, synchronously: connections queue from this moment.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(BACKLOG)
+        self.port = int(sock.getsockname()[1])
+        listener = await anyio.abc.SocketListener.from_socket(sock)
         self._serving = scope = anyio.CancelScope()
         self._listener = listener
         tg = self._tg
@@ -266,7 +289,7 @@ class FaultProxy:
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(request_side)
-                if await _guarded(_respond(upstream, client.stream, fault)) != "end":
+                if await _guarded(_respond(upstream, client.stream, fault, seen)) != "end":
                     reset = True
                 tg.cancel_scope.cancel()
         except _BROKEN:
@@ -366,10 +389,17 @@ def _rst(stream: anyio.abc.SocketStream) -> None:
 
 
 def _unacknowledged(stream: anyio.abc.SocketStream) -> int:
-    """Bytes sent on ``stream`` that the peer has not acknowledged yet (Linux: SIOCOUTQ)."""
+    """Bytes sent on ``stream`` that the peer has not acknowledged yet (SIOCOUTQ; 0 elsewhere)."""
+    try:
+        import fcntl
+        import termios
+
+        request = termios.TIOCOUTQ
+    except (ImportError, AttributeError):  # pragma: no cover - not Linux
+        return 0
     raw = stream.extra(SocketAttribute.raw_socket)
     queued = array.array("i", [0])
-    fcntl.ioctl(raw.fileno(), termios.TIOCOUTQ, queued)
+    fcntl.ioctl(raw.fileno(), request, queued)
     return queued[0]
 
 
@@ -381,9 +411,11 @@ async def _delivered(stream: anyio.abc.SocketStream) -> None:
     KiB of the ``after`` bytes, or none. What the peer's kernel acknowledged, its
     reader receives before the reset (Linux hands over queued data first).
     """
+    pause = 0.001
     with anyio.move_on_after(DELIVERY_BOUND):
-        while _unacknowledged(stream):
-            await anyio.sleep(0.001)
+        while _unacknowledged(stream):  # the kernel has no event for this: poll, backing off
+            await anyio.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
 
 async def _pipe(source: _Conn, sink: anyio.abc.SocketStream, budget: int | None) -> str:
@@ -399,13 +431,17 @@ async def _pipe(source: _Conn, sink: anyio.abc.SocketStream, budget: int | None)
     return "end"
 
 
-async def _respond(upstream: _Conn, client: anyio.abc.SocketStream, fault: Fault | None) -> str:
+async def _respond(
+    upstream: _Conn, client: anyio.abc.SocketStream, fault: Fault | None, seen: Seen
+) -> str:
     """Pass the response on (interim 1xx heads too); a response fault fires in its body."""
     while True:
         head = await upstream.head()
         if head is None:
             return "end"
-        if not head.split(b" ", 2)[1].startswith(b"1"):
+        status = head.split(b" ", 2)[1]
+        if not status.startswith(b"1"):
+            seen.status = int(status)
             break
         await client.send(head)
     if fault is None or fault.kind not in {"reset_response", "stall"}:
@@ -498,8 +534,8 @@ class ReadLog:
 
     ``ReadLog.attach(store)`` wraps ``store.backend.read``; every call adds a
     `Received` to `reads`, counting the bytes the backend's stream handed over
-    and the error that ended it, if any. Fault tests assert on this (what the
-    client got) rather than on what the proxy sent.
+    and the error that ended it (or that failed the call itself), if any. Fault
+    tests assert on this (what the client got) rather than on what the proxy sent.
     """
 
     def __init__(self) -> None:
@@ -514,30 +550,122 @@ class ReadLog:
         async def read(key: str, start: int = 0, end: int | None = None, **kw: Any) -> Any:
             entry = Received(start, end)
             log.reads.append(entry)
-            return _CountingStream(await original(key, start, end, **kw), entry)
+            try:
+                stream = await original(key, start, end, **kw)
+            except BaseException as exc:
+                entry.error = exc
+                raise
+            return _CountingStream(stream, entry)
 
         backend.read = read
         return log
 
-    def broken(self) -> Received:
-        """The first read that ended in a transport error."""
-        return next(r for r in self.reads if isinstance(r.error, TransportError))
+    def broken(self) -> list[Received]:
+        """The reads that ended in a transport error, in order."""
+        return [r for r in self.reads if isinstance(r.error, TransportError)]
 
     def retry_of(self, broken: Received) -> Received:
         """The read after ``broken`` that asked for the rest of its range."""
         later = self.reads[self.reads.index(broken) + 1 :]
-        return next(r for r in later if r.end == broken.end and r.start >= broken.start)
+        found = next((r for r in later if r.end == broken.end and r.start >= broken.start), None)
+        assert found is not None, f"the read of {broken} was not retried: {self.reads}"
+        return found
 
 
-def assert_resumed_after_what_arrived(log: ReadLog) -> None:
-    """The first broken read was received in part, and its retry asked for the rest only."""
+def assert_resumed_after_what_arrived(log: ReadLog, *, some_arrived: bool = True) -> None:
+    """Every broken read was retried from the first byte the client had not received.
+
+    With ``some_arrived``, some broken read had received part of its range (the
+    fault let bytes through before it broke), so at least one retry is a resume.
+    """
     broken = log.broken()
-    assert broken.received > 0, f"nothing of the broken read arrived: {log.reads}"
-    retry = log.retry_of(broken)
-    assert retry.start == broken.start + broken.received, (
-        f"the retry asked from byte {retry.start}, but the client had received "
-        f"bytes {broken.start}-{broken.start + broken.received}: {log.reads}"
-    )
+    assert broken, f"no read broke: {log.reads}"
+    for read in broken:
+        retry = log.retry_of(read)
+        assert retry.start == read.start + read.received, (
+            f"the retry asked from byte {retry.start}, but the client had received "
+            f"bytes {read.start}-{read.start + read.received}: {log.reads}"
+        )
+    if some_arrived:
+        assert any(r.received for r in broken), f"nothing of a broken read arrived: {log.reads}"
+
+
+@dataclasses.dataclass
+class Attempt:
+    """One call of a backend's ``upload_part``, and how it ended."""
+
+    upload_id: str
+    number: int
+    offset: int
+    size: int
+    error: BaseException | None = None
+    done: bool = False
+
+
+class UploadLog:
+    """What a Store asked of its backend's multipart primitives, and what they answered.
+
+    ``UploadLog.attach(store)`` wraps ``create_upload`` (the ids the client learned
+    go to `created`) and ``upload_part`` (every call, with its outcome, goes to
+    `attempts`). Fault tests assert on this, the client's own record, instead of
+    guessing from counts of requests which failures a fault caused: a request that
+    the machine was merely slow to answer is a failure too, and may be retried.
+    """
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+        self.attempts: list[Attempt] = []
+
+    @classmethod
+    def attach(cls, store: Any) -> UploadLog:
+        log = cls()
+        backend = store.backend
+        create, upload_part = backend.create_upload, backend.upload_part
+
+        async def create_upload(key: str, attrs: Any) -> str:
+            upload_id: str = await create(key, attrs)
+            log.created.append(upload_id)
+            return upload_id
+
+        async def part(
+            key: str, upload_id: str, number: int, offset: int, data: Any, sums: Any
+        ) -> Any:
+            entry = Attempt(upload_id, number, offset, len(data))
+            log.attempts.append(entry)
+            try:
+                result = await upload_part(key, upload_id, number, offset, data, sums)
+            except BaseException as exc:
+                entry.error = exc
+                raise
+            entry.done = True
+            return result
+
+        backend.create_upload = create_upload
+        backend.upload_part = part
+        return log
+
+    def failed(self) -> list[Attempt]:
+        return [a for a in self.attempts if a.error is not None]
+
+
+def assert_only_failed_parts_were_sent_again(log: UploadLog, parts: int) -> None:
+    """One upload of ``parts`` parts, each sent until it succeeded and never after.
+
+    A part is sent again only after an attempt of it failed with a transport
+    error: no part that succeeded is sent again, the upload is not restarted.
+    """
+    assert len(set(log.created)) == 1, f"one upload: {log.created}"
+    by_number: dict[int, list[Attempt]] = {}
+    for attempt in log.attempts:
+        assert attempt.upload_id == log.created[0]
+        by_number.setdefault(attempt.number, []).append(attempt)
+    assert sorted(by_number) == list(range(1, parts + 1)), sorted(by_number)
+    for number, attempts in by_number.items():
+        *failed, last = attempts
+        assert last.done, f"part {number} never succeeded: {attempts}"
+        assert all(isinstance(a.error, TransportError) for a in failed), (
+            f"part {number} was sent again after {attempts}"
+        )
 
 
 class _CountingStream:

@@ -1,49 +1,18 @@
-"""One behaviour suite for every backend: ``StoreConformance``.
-
-Like ``trio.testing.check_one_way_stream``, this lets any backend prove it
-honours the contract. Subclass `StoreConformance` in a pytest module,
-provide a ``store`` fixture that yields a fresh `Store`
-over your backend, and implement `leftovers`:
-
-    import pytest
-    from asyncstore import Store
-    from asyncstore.testing import StoreConformance
-
-    class TestMyBackend(StoreConformance):
-        @pytest.fixture
-        async def store(self):
-            async with Store(MyBackend(...)) as store:
-                yield store
-
-        async def leftovers(self, store):
-            return [...]  # incomplete uploads / temp files the backend still holds
-
-Every test is an anyio test: give your test session an ``anyio_backend``
-fixture parametrised over ``"asyncio"`` and ``"trio"`` to run each under both.
-A backend that cannot show a behaviour (an emulator gap) names the test in
-`skip` with the reason.
-
-The suite needs pytest (``pip install asyncstore[dev]``).
-"""
+"""`StoreConformance`: the behaviour every backend must show, as pytest tests."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import random
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
 import anyio
 import anyio.to_thread
+import pytest
 
-try:
-    import pytest
-except ImportError as exc:  # pragma: no cover
-    raise ImportError("asyncstore.testing needs pytest: pip install 'asyncstore[dev]'") from exc
-
-from ._backend import MiB, WriteAttributes
-from ._errors import (
+from .._backend import MiB, WriteAttributes
+from .._errors import (
     AlreadyExistsError,
     DigestMismatchError,
     InvalidArgumentError,
@@ -52,11 +21,12 @@ from ._errors import (
     NotFoundError,
     PreconditionFailedError,
 )
-from ._meta import SHA256
-from ._store import Store
-from ._types import CommonPrefix, ObjectInfo
+from .._meta import SHA256
+from .._store import Store
+from .._types import CommonPrefix, ObjectInfo
+from ._data import pattern, pattern_chunks, sha256_of
 
-__all__ = ["BAD_KEYS", "StoreConformance", "pattern", "pattern_chunks", "sha256_of"]
+__all__ = ["BAD_KEYS", "StoreConformance"]
 
 #: Keys every backend must reject with InvalidKeyError.
 BAD_KEYS: tuple[Any, ...] = (
@@ -78,34 +48,6 @@ BAD_KEYS: tuple[Any, ...] = (
     None,
     42,
 )
-
-
-def pattern(size: int, seed: int = 0) -> bytes:
-    """``size`` deterministic pseudo-random bytes."""
-    return random.Random(seed).randbytes(size)
-
-
-async def pattern_chunks(size: int, chunk: int = MiB, seed: int = 0) -> AsyncIterator[bytes]:
-    """``size`` deterministic bytes as an async stream, never more than one chunk in memory."""
-    block = bytearray(random.Random(seed).randbytes(chunk))
-    sent = 0
-    counter = 0
-    while sent < size:
-        n = min(chunk, size - sent)
-        block[:8] = counter.to_bytes(8, "big")
-        counter += 1
-        sent += n
-        yield bytes(block[:n])
-
-
-async def sha256_of(chunks: AsyncIterator[bytes]) -> tuple[str, int]:
-    """Hash a stream of chunks (in worker threads); return (``sha256:<hex>``, size)."""
-    h = hashlib.sha256()
-    size = 0
-    async for chunk in chunks:
-        await anyio.to_thread.run_sync(h.update, chunk)
-        size += len(chunk)
-    return "sha256:" + h.hexdigest(), size
 
 
 async def _listdir(path: Any) -> list[str]:
