@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import anyio.to_thread
 import pytest
-from _servers import Azurite, free_port
+from _servers import Azurite
 from azure.core.exceptions import AzureError, HttpResponseError
 from azure.storage.blob import BlobServiceClient, ContentSettings
 from hypothesis import given
@@ -53,6 +53,7 @@ from asyncstore.backends.azure._backend import block_id
 from asyncstore.backends.azure._options import AZURITE_ACCOUNT, AZURITE_KEY
 from asyncstore.backends.azure._translate import translate
 from asyncstore.testing import StoreConformance, pattern
+from asyncstore.testing.emulators import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 AZURITE_BIN = REPO / "node_modules" / ".bin" / "azurite-blob"

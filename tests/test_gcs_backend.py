@@ -46,7 +46,7 @@ import anyio.to_thread
 import google_crc32c
 import httpx
 import pytest
-from _servers import Emulator, free_port
+from _servers import Emulator
 
 from asyncstore import (
     AlreadyExistsError,
@@ -82,6 +82,7 @@ from asyncstore.backends.gcs._http import CompatSession, TokenSource
 from asyncstore.backends.gcs._options import parse_options, resolve_api_root
 from asyncstore.backends.gcs._translate import Where
 from asyncstore.testing import StoreConformance, pattern
+from asyncstore.testing.emulators import free_port
 
 #: Conformance tests the emulator cannot pass, and why.
 EMULATOR_GAPS = {

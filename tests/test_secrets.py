@@ -39,7 +39,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
-from _servers import BUCKET, Azurite, Emulator, S3Server, free_port
+from _servers import BUCKET, Azurite, Emulator, S3Server
 
 from asyncstore import (
     ConfigurationError,
@@ -60,6 +60,7 @@ from asyncstore.backends.azure._options import AZURITE_ACCOUNT, AZURITE_KEY
 from asyncstore.backends.gcs import GCSBackend
 from asyncstore.backends.s3 import S3Backend
 from asyncstore.testing import pattern
+from asyncstore.testing.emulators import free_port
 
 # --------------------------------------------------------------------------- the secrets
 
