@@ -6,7 +6,7 @@ Usage::
 
 Reads the JSON that the benchmark scripts write (``bench/results/<name>.json``;
 by default every one it knows how to draw, or the NAMEs given: ``local``,
-``s3``, ``gcs``, ``azure``) and writes one SVG per workload:
+``s3``, ``gcs``, ``azure``, ``requests``) and writes one SVG per workload:
 ``<out>/<name>-<workload>.svg`` (``local.svg`` for ``bench/local.py``, whose
 cases are one workload). Each chart has four panels, one bar per client or
 case: the rate (MB/s, or requests/s for the small GETs), the client's CPU
@@ -35,7 +35,7 @@ BENCH = pathlib.Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 OUT = ROOT / "docs" / "assets" / "bench"
-NAMES = ("local", "s3", "gcs", "azure")
+NAMES = ("local", "s3", "gcs", "azure", "requests")
 
 ASYNCSTORE_COLOUR = "#3f6fb5"
 PEER_COLOUR = "#b0b0b0"
@@ -59,6 +59,16 @@ WORKLOAD_TITLES = {
     "download": "download of one large file",
     "get-small": "concurrent GETs of small objects",
     "local": "local files: upload_file and download_file against cp and sha256",
+    **{
+        f"{service}-{op}": f"{name}: {what}, 64 in flight"
+        for service, name in (("s3", "S3"), ("gcs", "GCS"), ("azure", "Azure Blob"))
+        for op, what in (
+            ("get", "small GETs"),
+            ("head", "HEADs"),
+            ("put", "small PUTs"),
+            ("gather", "2,000 small GETs gathered at once"),
+        )
+    },
 }
 
 

@@ -569,12 +569,13 @@ def summarise(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "case": name,
         "service": service,
         "op": op,
+        "workload": f"{service}-{op}",
         "client": client,
         "runs": len(runs),
         "requests_per_s": statistics.median(rates),
         "requests_per_s_range": [min(rates), max(rates)],
-        "cpu_s_per_1000": statistics.median(cpus),
-        "cpu_s_per_1000_range": [min(cpus), max(cpus)],
+        "cpu_s_per_1000_requests": statistics.median(cpus),
+        "cpu_s_per_1000_requests_range": [min(cpus), max(cpus)],
         "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in runs),
     }
     lags = [r["loop_lag_max_ms"] for r in runs if "loop_lag_max_ms" in r]
@@ -603,7 +604,9 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
             other = by_key.get((row["service"], row["op"], peer))
             if other is not None and other is not row:
                 row[f"rate_vs_{peer}"] = row["requests_per_s"] / other["requests_per_s"]
-                row[f"cpu_vs_{peer}"] = row["cpu_s_per_1000"] / other["cpu_s_per_1000"]
+                row[f"cpu_vs_{peer}"] = (
+                    row["cpu_s_per_1000_requests"] / other["cpu_s_per_1000_requests"]
+                )
 
 
 def print_report(
@@ -634,7 +637,7 @@ def print_report(
                 row["case"],
                 f"{row['requests_per_s']:,.0f}",
                 f"{lo:,.0f}-{hi:,.0f}",
-                f"{row['cpu_s_per_1000']:.3f}",
+                f"{row['cpu_s_per_1000_requests']:.3f}",
                 "-" if "requests_per_op" not in row else f"{row['requests_per_op']:.2f}",
                 "-" if "connections" not in row else f"{row['connections']:.0f}",
                 "-" if "loop_lag_max_ms" not in row else f"{row['loop_lag_max_ms']:.1f}",
