@@ -136,7 +136,7 @@ class Responder:
                     head = await reader.readuntil(b"\r\n\r\n")
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
-                request = await self._request(head, reader)
+                request = await self._request(head, reader, writer)
                 if request is None:
                     return
                 if request.path == "/__stats":
@@ -157,7 +157,9 @@ class Responder:
         finally:
             writer.close()
 
-    async def _request(self, head: bytes, reader: asyncio.StreamReader) -> Request | None:
+    async def _request(
+        self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Request | None:
         lines = head[:-4].decode("latin-1").split("\r\n")
         method, target, _ = lines[0].split(" ", 2)
         headers = {}
@@ -166,6 +168,9 @@ class Responder:
             headers[name.strip().lower()] = value.strip()
         split = urlsplit(target)
         query = dict(parse_qsl(split.query, keep_blank_values=True))
+        if headers.get("expect", "").lower() == "100-continue":
+            # The client (aiobotocore's PUTs) waits for this before it sends the body.
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if "content-length" in headers:
             body = await reader.readexactly(int(headers["content-length"]))
         elif "chunked" in headers.get("transfer-encoding", ""):
@@ -178,8 +183,6 @@ class Responder:
             body = b"".join(p[:-2] for p in pieces)
         else:
             body = b""
-        if headers.get("expect", "").lower() == "100-continue":
-            pass  # the body was read above only if the client sent it without waiting
         return Request(method.upper(), unquote(split.path), query, headers, body)
 
     async def _send(
