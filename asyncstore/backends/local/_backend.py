@@ -70,7 +70,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from .._backend import (
+from ..._backend import (
     Backend,
     Capabilities,
     CompletedPart,
@@ -80,7 +80,7 @@ from .._backend import (
     WriteAttributes,
     WriteResult,
 )
-from .._errors import (
+from ..._errors import (
     AlreadyExistsError,
     ConfigurationError,
     InvalidArgumentError,
@@ -93,10 +93,10 @@ from .._errors import (
     UploadNotFoundError,
     redact_url,
 )
-from .._keys import MAX_KEY_BYTES, validate_key, validate_prefix
-from .._stream._files import fsync_dir, pwrite_all
-from .._types import CommonPrefix, ObjectInfo
-from ._url import boolean, merge_options
+from ..._keys import MAX_KEY_BYTES, validate_key, validate_prefix
+from ..._stream._files import fsync_dir, pwrite_all
+from ..._types import CommonPrefix, ObjectInfo
+from .._url import boolean, merge_options
 
 __all__ = ["LocalBackend", "from_url"]
 
