@@ -39,6 +39,23 @@ OCI_LAYERS: list[set[str]] = [
     {"__init__"},
 ]
 
+#: The modules of asyncstore.backends.local (a package since issue 13), bottom layer first.
+LOCAL_LAYERS: list[set[str]] = [
+    {"_translate", "_paths"},  # OSError translation; keys to paths, their checks
+    {"_sidecar"},  # metadata sidecars, ETags, ObjectInfo
+    {"_files"},  # the root, temp files, the commit, reads, deletes, copies
+    {"_uploads", "_listing"},  # multipart upload files; the key-ordered walk
+    {"_backend"},  # LocalBackend: the contract over them
+    {"__init__"},  # the public names and from_url
+]
+
+#: Every package whose modules are layered, with its table.
+LAYERED = [
+    ("asyncstore.cas", CAS_LAYERS),
+    ("asyncstore.oci", OCI_LAYERS),
+    ("asyncstore.backends.local", LOCAL_LAYERS),
+]
+
 #: What asyncstore.cas must never import: the layers above it.
 ABOVE_CAS = ("asyncstore.oci", "asyncstore.registry", "asyncstore._cli", "asyncstore.fsspec")
 
@@ -106,17 +123,14 @@ def layer_violations(package: str, layers: list[set[str]]) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize(
-    ("package", "layers"),
-    [("asyncstore.cas", CAS_LAYERS), ("asyncstore.oci", OCI_LAYERS)],
-)
+@pytest.mark.parametrize(("package", "layers"), LAYERED)
 def test_modules_import_only_lower_layers(package: str, layers: list[set[str]]) -> None:
     problems = layer_violations(package, layers)
     assert not problems, "\n".join(problems)
 
 
 def test_the_layer_tables_name_every_module_once() -> None:
-    for package, layers in (("asyncstore.cas", CAS_LAYERS), ("asyncstore.oci", OCI_LAYERS)):
+    for package, layers in LAYERED:
         listed = [name for names in layers for name in names]
         assert sorted(listed) == sorted({*listed}), package
         assert sorted(listed) == sorted(path.stem for path in files(package)), package
