@@ -362,6 +362,8 @@ async def test_put_manifest_by_digest_checks_the_body(registry: RegistryStorage)
         await registry.put_manifest(REPO, body + b" ", OCI_MANIFEST, digest=desc.digest)
     assert info.value.actual == sha256(body + b" ")
     assert not await registry.manifest_exists(REPO, sha256(body + b" "))
+    # Counted with the content store's own mismatches (ContentStore.record_mismatch).
+    assert registry.cas.statistics().digest_mismatches == 1
 
 
 async def test_a_manifest_whose_blobs_are_not_in_the_repository_is_refused(

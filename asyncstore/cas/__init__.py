@@ -12,7 +12,7 @@ committed as one pair), and directory-tree sync with per-file metadata.
 `asyncstore.oci` builds a registry storage driver on this layer.
 """
 
-from ._digest import ALGORITHMS, Digest, Hasher, digest_of
+from ._digest import ALGORITHMS, Digest, Hasher, digest_of, hash_bytes
 from ._read import BlobStream
 from ._store import ContentStore
 from ._types import (
@@ -23,6 +23,7 @@ from ._types import (
     TreeFile,
     TreeSyncResult,
     UploadStatus,
+    check_media_type,
 )
 
 __all__ = [
@@ -38,5 +39,7 @@ __all__ = [
     "TreeFile",
     "TreeSyncResult",
     "UploadStatus",
+    "check_media_type",
     "digest_of",
+    "hash_bytes",
 ]

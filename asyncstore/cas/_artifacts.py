@@ -13,14 +13,12 @@ raced a writer still gets the complete previous pair.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 from .._errors import IntegrityError, InvalidArgumentError, NotFoundError
+from ._blobs import Blobs
 from ._layout import check_ref
+from ._read import read_blob
 from ._types import ArtifactRecord, Descriptor
-
-if TYPE_CHECKING:
-    from ._store import ContentStore
 
 __all__ = [
     "artifact_exists",
@@ -33,16 +31,14 @@ __all__ = [
 _FORMAT = 1
 
 
-def _record_key(cas: ContentStore, ref: str) -> str:
-    return f"{cas.prefix}artifacts/{check_ref(ref)}/@artifact.json"
+def _record_key(blobs: Blobs, ref: str) -> str:
+    return f"{blobs.prefix}artifacts/{check_ref(ref)}/@artifact.json"
 
 
-async def put_artifact(
-    cas: ContentStore, ref: str, data: object, manifest: object
-) -> ArtifactRecord:
-    key = _record_key(cas, ref)
-    data_desc = await cas.put(data)
-    manifest_desc = await cas.put(manifest)
+async def put_artifact(blobs: Blobs, ref: str, data: object, manifest: object) -> ArtifactRecord:
+    key = _record_key(blobs, ref)
+    data_desc = await blobs.put(data)
+    manifest_desc = await blobs.put(manifest)
     record = {
         "format": _FORMAT,
         "ref": ref,
@@ -50,14 +46,14 @@ async def put_artifact(
         "manifest": manifest_desc.to_dict(),
     }
     body = json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
-    await cas.store.put(key, body, content_type="application/json")
+    await blobs.store.put(key, body, content_type="application/json")
     return ArtifactRecord(ref, data_desc, manifest_desc)
 
 
-async def read_record(cas: ContentStore, ref: str) -> ArtifactRecord:
-    key = _record_key(cas, ref)
+async def read_record(blobs: Blobs, ref: str) -> ArtifactRecord:
+    key = _record_key(blobs, ref)
     try:
-        raw = await cas.store.get(key)
+        raw = await blobs.store.get(key)
     except NotFoundError as exc:
         raise NotFoundError(f"no artifact at ref {ref!r}", key=key) from exc
     try:
@@ -73,28 +69,28 @@ async def read_record(cas: ContentStore, ref: str) -> ArtifactRecord:
         ) from exc
 
 
-async def _blob(cas: ContentStore, ref: str, what: str, desc: Descriptor) -> bytes:
+async def _blob(blobs: Blobs, ref: str, what: str, desc: Descriptor) -> bytes:
     try:
-        return await cas.get(desc.digest)
+        return await read_blob(blobs, desc.digest)
     except NotFoundError as exc:
         raise NotFoundError(
             f"artifact {ref!r}: its {what} blob {desc.digest} is missing", key=ref
         ) from exc
 
 
-async def get_artifact(cas: ContentStore, ref: str) -> tuple[bytes, bytes]:
-    record = await read_record(cas, ref)
-    manifest = await _blob(cas, ref, "manifest", record.manifest)
-    data = await _blob(cas, ref, "data", record.data)
+async def get_artifact(blobs: Blobs, ref: str) -> tuple[bytes, bytes]:
+    record = await read_record(blobs, ref)
+    manifest = await _blob(blobs, ref, "manifest", record.manifest)
+    data = await _blob(blobs, ref, "data", record.data)
     return data, manifest
 
 
-async def artifact_exists(cas: ContentStore, ref: str) -> bool:
-    return await cas.store.exists(_record_key(cas, ref))
+async def artifact_exists(blobs: Blobs, ref: str) -> bool:
+    return await blobs.store.exists(_record_key(blobs, ref))
 
 
-async def delete_artifact(cas: ContentStore, ref: str) -> None:
-    key = _record_key(cas, ref)
-    if not await cas.store.exists(key):
+async def delete_artifact(blobs: Blobs, ref: str) -> None:
+    key = _record_key(blobs, ref)
+    if not await blobs.store.exists(key):
         raise NotFoundError(f"no artifact at ref {ref!r}", key=key)
-    await cas.store.delete(key)
+    await blobs.store.delete(key)

@@ -153,7 +153,14 @@ def digest_of(data: bytes | bytearray | memoryview, algorithm: str = "sha256") -
 
 
 async def hash_bytes(data: bytes | bytearray | memoryview, algorithm: str = "sha256") -> Digest:
-    """The digest of ``data``, hashed in a worker thread if it is large."""
+    """The digest of ``data``, hashed in a worker thread if it is large (256 KiB or more).
+
+    The async form of `digest_of`, for data that may be big enough to block
+    the event loop while it is hashed.
+
+    Raises:
+        InvalidDigestError: ``algorithm`` is not a supported algorithm name.
+    """
     view = memoryview(data)
     if view.nbytes < _THREAD_THRESHOLD:
         return digest_of(view, algorithm)

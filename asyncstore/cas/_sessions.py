@@ -38,7 +38,7 @@ import json
 import re
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
@@ -58,11 +58,9 @@ from .._store import Store
 from .._stream._source import PartReader, open_source
 from .._stream._tasks import task_group
 from .._types import CommonPrefix, ObjectInfo
+from ._blobs import Blobs
 from ._digest import Digest, Hasher, hash_bytes
 from ._types import Descriptor, UploadStatus
-
-if TYPE_CHECKING:
-    from ._store import ContentStore
 
 __all__ = ["Sessions", "read_with_etag"]
 
@@ -217,8 +215,8 @@ def _check_scope(scope: object) -> str | None:
 class Sessions:
     """The upload sessions of one ContentStore (see the module documentation)."""
 
-    def __init__(self, cas: ContentStore, lease: float) -> None:
-        self._cas = cas
+    def __init__(self, blobs: Blobs, lease: float) -> None:
+        self._blobs = blobs
         self._lease = lease
         self._hashers: collections.OrderedDict[str, tuple[int, Hasher]] = collections.OrderedDict()
 
@@ -226,10 +224,10 @@ class Sessions:
 
     @property
     def _store(self) -> Store:
-        return self._cas.store
+        return self._blobs.store
 
     def _folder(self, sid: str) -> str:
-        return f"{self._cas.prefix}uploads/{sid}/"
+        return f"{self._blobs.prefix}uploads/{sid}/"
 
     def _state_key(self, sid: str) -> str:
         return f"{self._folder(sid)}state.json"
@@ -521,13 +519,13 @@ class Sessions:
             raise
 
     def _mismatch(self, sid: str, want: Digest, actual: Digest) -> DigestMismatchError:
-        self._cas._count(digest_mismatches=1)
+        self._blobs.count(digest_mismatches=1)
         return DigestMismatchError(
             f"upload session {sid}: the content hashes to {actual}, not to {want}; "
             "the session is discarded and nothing was stored",
             expected=str(want),
             actual=str(actual),
-            key=self._cas.blob_key(want),
+            key=self._blobs.blob_key(want),
         )
 
     async def _finish(self, held: _Held, want: Digest, ctype: str | None) -> Descriptor:
@@ -544,7 +542,7 @@ class Sessions:
                 actual = await hash_bytes(data, want.algorithm)
                 if actual != want:
                     raise self._mismatch(sid, want, actual)
-                descriptor = await self._cas._write_known(memoryview(data), want, ctype)
+                descriptor = await self._blobs.write_known(memoryview(data), want, ctype)
                 if state.upload_id is not None:
                     with anyio.CancelScope(shield=True):
                         with contextlib.suppress(StoreError):
@@ -583,7 +581,7 @@ class Sessions:
             await self._commit(held)
         recorded_ok = known is not None and known == state.completed
         if not (want.algorithm == "sha256" and recorded_ok):
-            self._cas._count(finishes_reread=1)
+            self._blobs.count(finishes_reread=1)
             algorithms = ("sha256",) if want.algorithm == "sha256" else ("sha256", want.algorithm)
             check = Hasher(algorithms)
             stream = store.stream(data_key, verify=False)
@@ -595,10 +593,10 @@ class Sessions:
                 raise self._mismatch(sid, want, actual)
             recorded_ok = check.digest("sha256") == state.completed
         if recorded_ok:
-            written = await self._cas._promote(data_key, want, state.size)
+            written = await self._blobs.promote(data_key, want, state.size)
         else:
             written = await self._rewrite(data_key, want, state.size)
-        descriptor = self._cas._stored(want, state.size, ctype, written=written)
+        descriptor = self._blobs.stored(want, state.size, ctype, written=written)
         await self._remove(state)
         return descriptor
 
@@ -611,12 +609,12 @@ class Sessions:
 
     async def _rewrite(self, data_key: str, want: Digest, size: int) -> bool:
         """Write the blob anew from the assembled content (whose recorded sha256 is unknown)."""
-        if await self._cas._usable(want, size):
+        if await self._blobs.usable(want, size):
             return False
         stream = self._store.stream(data_key, verify=False)
         try:
             async with stream:
-                await self._store.put(self._cas.blob_key(want), stream, mode="create")
+                await self._store.put(self._blobs.blob_key(want), stream, mode="create")
         except AlreadyExistsError:
             return False
         return True
@@ -674,7 +672,7 @@ class Sessions:
         now = time.time()
         cutoff = now - older_than
         removed = 0
-        prefix = self._cas.prefix
+        prefix = self._blobs.prefix
         folders = [
             entry.prefix
             async for entry in self._store.list(f"{prefix}uploads/", delimiter="/")

@@ -1,31 +1,24 @@
-"""ContentStore: blobs stored by digest over any Store, verified on every read."""
+"""ContentStore: blobs stored by digest over any Store, verified on every read.
+
+The public facade of the content-addressed layer: it checks the arguments
+and hands each call to the module that does the work (`_blobs` for writes,
+`_read` for verified reads, `_sessions`, `_artifacts`, `_tree`), which all
+share one `Blobs` and never import this module.
+"""
 
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-import anyio
-import anyio.to_thread
-
-from .._errors import (
-    AlreadyExistsError,
-    DigestMismatchError,
-    InvalidArgumentError,
-    InvalidDigestError,
-    NotFoundError,
-    PreconditionFailedError,
-)
+from .._errors import InvalidArgumentError, NotFoundError
 from .._store import Store
-from .._stream._files import AtomicFile
-from .._stream._source import PartReader, open_source
 from .._types import ObjectInfo
 from . import _artifacts, _sessions, _tree
-from ._digest import ALGORITHMS, Digest, Hasher, hash_bytes
-from ._layout import blob_key, check_prefix, digest_from_key
-from ._read import BlobStream
+from ._blobs import Blobs
+from ._digest import Digest
+from ._layout import check_prefix, digest_from_key
+from ._read import BlobStream, fetch_blob, read_blob
 from ._types import (
     DEFAULT_MEDIA_TYPE,
     ArtifactRecord,
@@ -37,24 +30,6 @@ from ._types import (
 )
 
 __all__ = ["ContentStore"]
-
-#: Blobs at least this large are looked up (HEAD) before being sent, so an
-#: existing blob costs one small request instead of an upload.
-HEAD_THRESHOLD = 256 * 1024
-
-
-def _as_view(data: object) -> memoryview | None:
-    if isinstance(data, str):
-        return None
-    try:
-        view = memoryview(data)  # type: ignore[arg-type]
-    except TypeError:
-        return None
-    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
-
-
-def _set_mtime(path: str, mtime_ns: int) -> None:
-    os.utime(path, ns=(mtime_ns, mtime_ns))
 
 
 class ContentStore:
@@ -103,8 +78,7 @@ class ContentStore:
             raise InvalidArgumentError(
                 f"store must be an asyncstore Store, not {type(store).__name__}", key="store"
             )
-        self.store = store
-        self.prefix = check_prefix(prefix)
+        prefix = check_prefix(prefix)
         if inline_limit is None:
             inline_limit = store.chunk_size
         for name, value in (("inline_limit", inline_limit), ("max_concurrency", max_concurrency)):
@@ -121,10 +95,24 @@ class ContentStore:
                 f"session_lease must be a number of seconds > 0, not {session_lease!r}",
                 key="session_lease",
             )
-        self.inline_limit = inline_limit
         self.max_concurrency = max_concurrency
-        self._stats: dict[str, int] = dict.fromkeys(ContentStoreStatistics._fields, 0)
-        self._sessions = _sessions.Sessions(self, float(session_lease))
+        self._blobs = Blobs(store, prefix, inline_limit)
+        self._sessions = _sessions.Sessions(self._blobs, float(session_lease))
+
+    @property
+    def store(self) -> Store:
+        """The store the blobs are in."""
+        return self._blobs.store
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix of everything this layer writes."""
+        return self._blobs.prefix
+
+    @property
+    def inline_limit(self) -> int:
+        """Sources up to this size are hashed first and written straight to their blob key."""
+        return self._blobs.inline_limit
 
     def __repr__(self) -> str:
         return f"<ContentStore prefix={self.prefix!r} over {self.store!r}>"
@@ -133,11 +121,16 @@ class ContentStore:
 
     def statistics(self) -> ContentStoreStatistics:
         """Counters since this ContentStore was created (writes, dedupe skips, reads, ...)."""
-        return ContentStoreStatistics(**self._stats)
+        return self._blobs.statistics()
 
-    def _count(self, **deltas: int) -> None:
-        for name, delta in deltas.items():
-            self._stats[name] += delta
+    def record_mismatch(self) -> None:
+        """Count one digest mismatch found by a layer built on this one.
+
+        `asyncstore.oci` checks manifest bodies itself (they are read whole,
+        not through `stream`) and counts what it catches here, so that
+        ``statistics().digest_mismatches`` covers every mismatch.
+        """
+        self._blobs.count(digest_mismatches=1)
 
     def blob_key(self, digest: Digest | str) -> str:
         """The store key of the blob with ``digest``.
@@ -145,7 +138,7 @@ class ContentStore:
         Raises:
             InvalidDigestError: ``digest`` is malformed or of an unsupported algorithm.
         """
-        return blob_key(self.prefix, Digest(digest))
+        return self._blobs.blob_key(digest)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -189,195 +182,71 @@ class ContentStore:
             InvalidDigestError: ``expected`` is malformed or unsupported.
             InvalidArgumentError: bad data, media type or algorithm.
         """
-        want = Digest(expected) if expected is not None else None
-        alg = self._algorithm(algorithm, want)
-        ctype = check_media_type(media_type) if media_type is not None else None
-        view = _as_view(data)
-        if view is not None:
-            return await self._put_buffer(view, alg, want, ctype)
-        reader, _ = await open_source(
-            data, lambda size: self.inline_limit, key=f"{self.prefix}blobs/"
+        return await self._blobs.put(
+            data, expected=expected, media_type=media_type, algorithm=algorithm
         )
-        try:
-            first = await reader.read_part()
-            second = await reader.read_part() if first is not None else None
-            if second is None:
-                whole = first if first is not None else memoryview(b"")
-                return await self._put_buffer(whole, alg, want, ctype)
-            return await self._put_streamed(reader, [first, second], alg, want, ctype)  # type: ignore[list-item]
-        finally:
-            await reader.aclose()
-
-    @staticmethod
-    def _algorithm(algorithm: str | None, want: Digest | None) -> str:
-        if algorithm is None:
-            return want.algorithm if want is not None else "sha256"
-        if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
-            raise InvalidDigestError(
-                f"algorithm {algorithm!r:.80} is not supported "
-                f"(supported: {', '.join(ALGORITHMS)})",
-                key=str(algorithm)[:80],
-            )
-        if want is not None and want.algorithm != algorithm:
-            raise InvalidArgumentError(
-                f"algorithm {algorithm!r} differs from that of the expected digest {want}",
-                key=str(want),
-            )
-        return algorithm
-
-    def _mismatch(self, want: Digest, actual: Digest, what: str) -> DigestMismatchError:
-        self._count(digest_mismatches=1)
-        return DigestMismatchError(
-            f"{what} hashes to {actual}, not to the expected {want}; nothing was stored",
-            expected=str(want),
-            actual=str(actual),
-            key=self.blob_key(want),
-        )
-
-    async def _usable(self, digest: Digest, size: int | None) -> bool:
-        """Whether a sound blob is stored under ``digest`` (its size and sha256 agree)."""
-        try:
-            info = await self.store.head(self.blob_key(digest))
-        except NotFoundError:
-            return False
-        if size is not None and info.size != size:
-            return False
-        return not (digest.algorithm == "sha256" and info.sha256 not in (None, digest))
-
-    def _stored(self, digest: Digest, size: int, ctype: str | None, *, written: bool) -> Descriptor:
-        if written:
-            self._count(blobs_written=1, bytes_written=size)
-        else:
-            self._count(blobs_deduplicated=1, bytes_deduplicated=size)
-        return Descriptor(digest, size, ctype or DEFAULT_MEDIA_TYPE)
-
-    async def _put_buffer(
-        self, view: memoryview, alg: str, want: Digest | None, ctype: str | None
-    ) -> Descriptor:
-        actual = await hash_bytes(view, alg)
-        if want is not None and actual != want:
-            raise self._mismatch(want, actual, "the data")
-        return await self._write_known(view, actual, ctype)
-
-    async def _write_known(self, view: memoryview, digest: Digest, ctype: str | None) -> Descriptor:
-        """Write bytes whose digest is known (and checked) to their blob key, once."""
-        key = self.blob_key(digest)
-        size = view.nbytes
-        if size >= HEAD_THRESHOLD and await self._usable(digest, size):
-            return self._stored(digest, size, ctype, written=False)
-        try:
-            await self.store.put(key, view, content_type=ctype, mode="create")
-        except AlreadyExistsError:
-            if await self._usable(digest, size):
-                return self._stored(digest, size, ctype, written=False)
-            await self.store.put(key, view, content_type=ctype)  # repair a corrupt blob
-        return self._stored(digest, size, ctype, written=True)
-
-    async def _put_streamed(
-        self,
-        reader: PartReader,
-        first: list[memoryview],
-        alg: str,
-        want: Digest | None,
-        ctype: str | None,
-    ) -> Descriptor:
-        async def chunks(hasher: Hasher | None) -> AsyncIterator[memoryview]:
-            for head in first:
-                if hasher is not None:
-                    await hasher.update(head)
-                yield head
-            while (part := await reader.read_part()) is not None:
-                if hasher is not None:
-                    await hasher.update(part)
-                yield part
-                reader.release(part)  # the consumer copied it before asking for more
-
-        if want is not None and await self._usable(want, None):
-            # Already stored: hash the source to check the claim, but send nothing.
-            check = Hasher((alg,))
-            async for _ in chunks(check):
-                pass
-            actual = check.digest(alg)
-            if actual != want:
-                raise self._mismatch(want, actual, "the data")
-            return self._stored(want, check.size, ctype, written=False)
-
-        hasher = Hasher((alg,)) if alg != "sha256" else None
-        staging = f"{self.prefix}staging/{uuid.uuid4().hex}"
-        try:
-            result = await self.store.put(staging, chunks(hasher), content_type=ctype)
-            actual = Digest(result.sha256) if hasher is None else hasher.digest(alg)
-            if want is not None and actual != want:
-                raise self._mismatch(want, actual, "the data")
-            written = await self._promote(staging, actual, result.size)
-            return self._stored(actual, result.size, ctype, written=written)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self.store.delete(staging)
-
-    async def _promote(self, source_key: str, digest: Digest, size: int) -> bool:
-        """Copy a verified object to the blob key of ``digest`` unless a sound blob is there.
-
-        The caller vouches that the object at ``source_key`` hashes to ``digest``.
-        Two writers promoting the same digest at once may both copy (the same
-        bytes): `Store.copy` has no create-if-absent mode.
-
-        Returns:
-            True if the bytes were copied, False if the blob was already stored.
-        """
-        if await self._usable(digest, size):
-            return False
-        await self.store.copy(source_key, self.blob_key(digest))
-        return True
 
     # -- reading ------------------------------------------------------------------------------
 
-    def stream(self, digest: Digest | str) -> BlobStream:
+    def stream(
+        self, digest: Digest | str, *, before: Callable[[], Awaitable[None]] | None = None
+    ) -> BlobStream:
         """Stream a blob's bytes, verified against its digest after the last chunk.
 
         See `BlobStream`. Errors (`NotFoundError`, `DigestMismatchError`) are
         raised from the iteration or from entering ``async with``.
 
+        Args:
+            digest: The blob's digest.
+            before: An async callable awaited before the blob is read; an
+                error it raises is raised in place of the read. A layer
+                built on this one checks its own permission there
+                (`asyncstore.oci` checks that the repository holds the blob).
+
         Raises:
             InvalidDigestError: ``digest`` is malformed (raised at once).
         """
-        return BlobStream(self, Digest(digest))
+        return BlobStream(self._blobs, Digest(digest), before=before)
 
-    async def get(self, digest: Digest | str) -> bytes:
+    async def get(
+        self, digest: Digest | str, *, before: Callable[[], Awaitable[None]] | None = None
+    ) -> bytes:
         """Read a whole blob into memory, verified: no bytes are returned unless they match.
+
+        Args:
+            digest: The blob's digest.
+            before: An async callable awaited before the blob is read (and
+                before the read is made again, if the blob was rewritten
+                during the first); an error it raises is raised in place of
+                the read.
 
         Raises:
             InvalidDigestError: ``digest`` is malformed or unsupported.
             NotFoundError: no blob has this digest.
             DigestMismatchError: the stored bytes do not hash to ``digest``.
         """
-        return await self._get(Digest(digest))
+        return await read_blob(self._blobs, Digest(digest), before)
 
-    async def _get(self, digest: Digest, before: Any = None) -> bytes:
-        for attempt in (1, 2):
-            try:
-                pieces: list[bytes] = []
-                async with BlobStream(self, digest, before=before) as body:
-                    async for chunk in body:
-                        pieces.append(chunk)
-            except PreconditionFailedError:
-                # The blob was rewritten during the read. Its bytes are the same by
-                # construction (or verification catches it), so reading again is safe.
-                if attempt == 2:
-                    raise
-                continue
-            if len(pieces) == 1:
-                return pieces[0]
-            return await anyio.to_thread.run_sync(b"".join, pieces)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def fetch_to_file(self, digest: Digest | str, path: str | os.PathLike[str]) -> Descriptor:
+    async def fetch_to_file(
+        self,
+        digest: Digest | str,
+        path: str | os.PathLike[str],
+        *,
+        before: Callable[[], Awaitable[None]] | None = None,
+    ) -> Descriptor:
         """Download a blob to ``path``, atomically and verified.
 
         The bytes go to a temp file beside ``path`` while they are hashed; the
         temp file is renamed into place only if they match ``digest``. On any
         failure (a mismatch included) the temp file is removed and nothing is
         left at ``path`` (a file already there is kept as it was).
+
+        Args:
+            digest: The blob's digest.
+            path: Where the file goes.
+            before: An async callable awaited before the blob is read (and
+                before each read made again); an error it raises is raised in
+                place of the read, and nothing is left at ``path``.
 
         Returns:
             The blob's descriptor.
@@ -387,43 +256,7 @@ class ContentStore:
             NotFoundError: no blob has this digest.
             DigestMismatchError: the stored bytes do not hash to ``digest``.
         """
-        return await self._fetch(Digest(digest), path)
-
-    async def _fetch(
-        self,
-        digest: Digest,
-        path: str | os.PathLike[str],
-        *,
-        mtime_ns: int | None = None,
-        mode: int | None = None,
-        before: Any = None,
-    ) -> Descriptor:
-        if not isinstance(path, (str, os.PathLike)):
-            raise InvalidArgumentError(
-                f"path for blob {digest} must be a str or os.PathLike, not {type(path).__name__}",
-                key=str(digest),
-            )
-        for attempt in (1, 2):
-            target = AtomicFile(path, key=self.blob_key(digest))
-            try:
-                await target.open()
-                size = 0
-                async with BlobStream(self, digest, before=before) as body:
-                    async for chunk in body:
-                        await target.write_at(size, memoryview(chunk))
-                        size += len(chunk)
-                    descriptor = body.descriptor
-                await target.commit(size, mode=mode)
-            except BaseException as exc:
-                await target.discard()
-                if isinstance(exc, PreconditionFailedError) and attempt == 1:
-                    continue
-                raise
-            if mtime_ns is not None:
-                await anyio.to_thread.run_sync(_set_mtime, target.path, mtime_ns)
-            assert descriptor is not None
-            return descriptor
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await fetch_blob(self._blobs, Digest(digest), path, before=before)
 
     async def stat(self, digest: Digest | str) -> Descriptor:
         """The descriptor of a stored blob (one HEAD; the bytes are not read).
@@ -591,7 +424,7 @@ class ContentStore:
         Raises:
             InvalidArgumentError: a malformed ref.
         """
-        return await _artifacts.put_artifact(self, ref, data, manifest)
+        return await _artifacts.put_artifact(self._blobs, ref, data, manifest)
 
     async def get_artifact(self, ref: str) -> tuple[bytes, bytes]:
         """Return ``(data, manifest)`` of the artifact at ``ref``, both verified.
@@ -600,7 +433,7 @@ class ContentStore:
             NotFoundError: no artifact at ``ref``.
             DigestMismatchError: a blob is corrupt.
         """
-        return await _artifacts.get_artifact(self, ref)
+        return await _artifacts.get_artifact(self._blobs, ref)
 
     async def stat_artifact(self, ref: str) -> ArtifactRecord:
         """The descriptors of the artifact at ``ref`` (without reading its blobs).
@@ -608,11 +441,11 @@ class ContentStore:
         Raises:
             NotFoundError: no artifact at ``ref``.
         """
-        return await _artifacts.read_record(self, ref)
+        return await _artifacts.read_record(self._blobs, ref)
 
     async def artifact_exists(self, ref: str) -> bool:
         """Whether an artifact is committed at ``ref``."""
-        return await _artifacts.artifact_exists(self, ref)
+        return await _artifacts.artifact_exists(self._blobs, ref)
 
     async def delete_artifact(self, ref: str) -> None:
         """Remove the artifact at ``ref`` (its commit record; the blobs stay).
@@ -620,7 +453,7 @@ class ContentStore:
         Raises:
             NotFoundError: no artifact at ``ref``.
         """
-        await _artifacts.delete_artifact(self, ref)
+        await _artifacts.delete_artifact(self._blobs, ref)
 
     # -- directory trees ----------------------------------------------------------------------
 
@@ -636,7 +469,9 @@ class ContentStore:
             InvalidArgumentError: ``local_dir`` is not a directory, or a bad ref.
             DigestMismatchError: a file changed while it was being uploaded.
         """
-        return await _tree.upload_tree(self, local_dir, ref)
+        return await _tree.upload_tree(
+            self._blobs, local_dir, ref, max_concurrency=self.max_concurrency
+        )
 
     async def download_tree(self, ref: str, local_dir: str | os.PathLike[str]) -> TreeSyncResult:
         """Make ``local_dir`` hold the files of the tree ``ref``.
@@ -653,4 +488,6 @@ class ContentStore:
             NotFoundError: no tree at ``ref``.
             DigestMismatchError: a blob is corrupt.
         """
-        return await _tree.download_tree(self, ref, local_dir)
+        return await _tree.download_tree(
+            self._blobs, ref, local_dir, max_concurrency=self.max_concurrency
+        )

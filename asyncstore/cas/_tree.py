@@ -14,19 +14,18 @@ import hashlib
 import json
 import os
 import stat
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import anyio
 import anyio.to_thread
 
 from .._errors import IntegrityError, InvalidArgumentError, NotFoundError
 from .._stream._tasks import task_group
+from ._blobs import Blobs
 from ._digest import Digest
 from ._layout import check_ref
+from ._read import fetch_blob
 from ._types import TreeFile, TreeSyncResult
-
-if TYPE_CHECKING:
-    from ._store import ContentStore
 
 __all__ = ["download_tree", "upload_tree"]
 
@@ -35,8 +34,8 @@ _READ = 8 * 1024 * 1024
 _run = anyio.to_thread.run_sync
 
 
-def _index_key(cas: ContentStore, ref: str) -> str:
-    return f"{cas.prefix}trees/{check_ref(ref, what='tree ref')}/@tree.json"
+def _index_key(blobs: Blobs, ref: str) -> str:
+    return f"{blobs.prefix}trees/{check_ref(ref, what='tree ref')}/@tree.json"
 
 
 def _check_dir(local_dir: object, what: str) -> str:
@@ -119,12 +118,12 @@ def _entry(file: TreeFile) -> dict[str, Any]:
 
 
 async def upload_tree(
-    cas: ContentStore, local_dir: str | os.PathLike[str], ref: str
+    blobs: Blobs, local_dir: str | os.PathLike[str], ref: str, *, max_concurrency: int
 ) -> TreeSyncResult:
-    key = _index_key(cas, ref)
+    key = _index_key(blobs, ref)
     root = _check_dir(local_dir, "local_dir")
     listing = await _run(_walk, root)
-    limiter = anyio.CapacityLimiter(cas.max_concurrency)
+    limiter = anyio.CapacityLimiter(max_concurrency)
     done: dict[str, tuple[TreeFile, bool]] = {}
 
     async def one(rel: str, path: str) -> None:
@@ -134,8 +133,8 @@ async def upload_tree(
                 return  # removed since the walk
             digest, st = hashed
             sent = False
-            if not await cas._usable(digest, st.st_size):
-                await cas.put(anyio.Path(path), expected=digest)
+            if not await blobs.usable(digest, st.st_size):
+                await blobs.put(anyio.Path(path), expected=digest)
                 sent = True
             done[rel] = (
                 TreeFile(rel, digest, st.st_size, st.st_mtime_ns, st.st_mode & 0o7777),
@@ -147,7 +146,7 @@ async def upload_tree(
             tg.start_soon(one, rel, path)
     files = tuple(done[rel][0] for rel, _ in listing if rel in done)
     index = {"format": _FORMAT, "ref": ref, "files": [_entry(f) for f in files]}
-    await cas.store.put(
+    await blobs.store.put(
         key, json.dumps(index, separators=(",", ":")).encode(), content_type="application/json"
     )
     sent = tuple(f.path for f in files if done[f.path][1])
@@ -159,10 +158,10 @@ async def upload_tree(
     )
 
 
-async def read_index(cas: ContentStore, ref: str) -> tuple[TreeFile, ...]:
-    key = _index_key(cas, ref)
+async def read_index(blobs: Blobs, ref: str) -> tuple[TreeFile, ...]:
+    key = _index_key(blobs, ref)
     try:
-        raw = await cas.store.get(key)
+        raw = await blobs.store.get(key)
     except NotFoundError as exc:
         raise NotFoundError(f"no tree at ref {ref!r}", key=key) from exc
     try:
@@ -194,11 +193,11 @@ def _restore(path: str, file: TreeFile, st: os.stat_result) -> None:
 
 
 async def download_tree(
-    cas: ContentStore, ref: str, local_dir: str | os.PathLike[str]
+    blobs: Blobs, ref: str, local_dir: str | os.PathLike[str], *, max_concurrency: int
 ) -> TreeSyncResult:
-    files = await read_index(cas, ref)
+    files = await read_index(blobs, ref)
     root = _check_dir(local_dir, "local_dir")
-    limiter = anyio.CapacityLimiter(cas.max_concurrency)
+    limiter = anyio.CapacityLimiter(max_concurrency)
     sent: set[str] = set()
 
     async def one(file: TreeFile) -> None:
@@ -209,7 +208,7 @@ async def download_tree(
                 await _run(_restore, dest, file, local[1])
                 return
             try:
-                await cas._fetch(file.digest, dest, mtime_ns=file.mtime_ns, mode=file.mode)
+                await fetch_blob(blobs, file.digest, dest, mtime_ns=file.mtime_ns, mode=file.mode)
             except BaseException:
                 # A stale local file must not stay in place of the one that failed.
                 with anyio.CancelScope(shield=True):

@@ -26,9 +26,15 @@ from .._store import Store
 from .._stream._download import ObjectStream
 from .._stream._tasks import task_group
 from .._types import CommonPrefix, ObjectInfo
-from ..cas import BlobStream, ContentStore, Descriptor, Digest, UploadStatus
-from ..cas._digest import hash_bytes
-from ..cas._types import check_media_type
+from ..cas import (
+    BlobStream,
+    ContentStore,
+    Descriptor,
+    Digest,
+    UploadStatus,
+    check_media_type,
+    hash_bytes,
+)
 from ._manifest import inspect_manifest
 from ._names import check_repository, check_tag
 
@@ -186,7 +192,7 @@ class RegistryStorage:
         d = Digest(digest)
         self._repo(repo)
         with self._blob_gone(repo, d):
-            return await self.cas._get(d, before=lambda: self._require_blob(repo, d))
+            return await self.cas.get(d, before=lambda: self._require_blob(repo, d))
 
     def stream_blob(self, repo: str, digest: Digest | str) -> BlobStream:
         """Stream a blob of ``repo``, verified after the last chunk (see `BlobStream`).
@@ -199,7 +205,7 @@ class RegistryStorage:
         """
         d = Digest(digest)
         self._repo(repo)
-        return BlobStream(self.cas, d, before=lambda: self._require_blob(repo, d))
+        return self.cas.stream(d, before=lambda: self._require_blob(repo, d))
 
     async def fetch_blob(
         self, repo: str, digest: Digest | str, path: str | os.PathLike[str]
@@ -213,7 +219,7 @@ class RegistryStorage:
         d = Digest(digest)
         self._repo(repo)
         with self._blob_gone(repo, d):
-            return await self.cas._fetch(d, path, before=lambda: self._require_blob(repo, d))
+            return await self.cas.fetch_to_file(d, path, before=lambda: self._require_blob(repo, d))
 
     async def stream_blob_range(
         self, repo: str, digest: Digest | str, start: int, end: int
@@ -474,7 +480,7 @@ class RegistryStorage:
         declared = Digest(digest) if digest is not None else None
         actual = await hash_bytes(view, declared.algorithm if declared else "sha256")
         if declared is not None and actual != declared:
-            self.cas._count(digest_mismatches=1)
+            self.cas.record_mismatch()
             raise DigestMismatchError(
                 f"manifest for {repo!r} hashes to {actual}, not to the declared {declared}; "
                 "nothing was stored",
@@ -554,7 +560,7 @@ class RegistryStorage:
             ) from exc
         actual = await hash_bytes(body, descriptor.digest.algorithm)
         if actual != descriptor.digest:
-            self.cas._count(digest_mismatches=1)
+            self.cas.record_mismatch()
             raise DigestMismatchError(
                 f"manifest {descriptor.digest} of repository {repo!r} is corrupt: "
                 f"its bytes hash to {actual}",

@@ -1,0 +1,315 @@
+"""Data files: the root, temp files, the commit, reads, deletes and copies.
+
+Plain functions, run in worker threads (``anyio.to_thread.run_sync``); each
+does several system calls at once. A write goes to a temp file beside its
+target (same directory, so the final rename is atomic), is fsynced, and is
+committed under the backend's per-key lock by `commit_files`: the sidecar,
+then the rename (or ``os.link`` for a create-if-absent write), then an fsync
+of the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import os
+import stat
+import weakref
+from collections.abc import AsyncIterator
+
+import anyio
+import anyio.to_thread
+
+from ..._backend import MiB, WriteAttributes
+from ..._errors import (
+    AlreadyExistsError,
+    ConfigurationError,
+    InvalidRangeError,
+    NotFoundError,
+    PreconditionFailedError,
+    StoreError,
+)
+from ..._stream._files import fsync_dir, pwrite_all
+from ._paths import (
+    O_CLOEXEC,
+    O_NONBLOCK,
+    Paths,
+    collision,
+    create_exclusive,
+    directory_conflict,
+    meta_dir,
+    new_temp_name,
+    prune_dirs,
+    real_object,
+    real_parent,
+)
+from ._sidecar import Record, etag, load_sidecar, write_sidecar
+from ._translate import os_errors
+
+__all__ = [
+    "WRITE_SLICE",
+    "FileHandle",
+    "Temp",
+    "byte_view",
+    "commit_files",
+    "copy_range",
+    "delete_files",
+    "discard_temp",
+    "finish_temp",
+    "open_object",
+    "open_temp",
+    "prepare_root",
+    "read_chunks",
+    "stat_object",
+    "write_temp",
+]
+
+#: Bytes per read chunk (one worker-thread call each).
+_READ_CHUNK = 1 * MiB
+#: Bytes written or copied per worker-thread call, so a big write stays cancellable.
+WRITE_SLICE = 16 * MiB
+_COPY_FALLBACK_ERRNOS = frozenset(
+    {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM, errno.EBADF}
+)
+
+_run = anyio.to_thread.run_sync
+
+
+def prepare_root(root: str, create: bool) -> tuple[str | None, str]:
+    """(The real root, or None if it does not exist and is not to be made; the absolute root)."""
+    root = os.path.abspath(root)
+    try:
+        if create:
+            os.makedirs(root, exist_ok=True)
+        real = os.path.realpath(root)
+        if not os.path.lexists(real):
+            return None, root
+        if not os.path.isdir(real):
+            raise ConfigurationError(f"local store root {root!r} is not a directory", key=root)
+    except FileExistsError as exc:
+        raise ConfigurationError(
+            f"local store root {root!r} exists and is not a directory", key=root
+        ) from exc
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot use local store root {root!r}: {exc.strerror or exc}", key=root
+        ) from exc
+    return real, root
+
+
+def byte_view(data: memoryview) -> memoryview:
+    if data.format == "B" and data.ndim == 1:
+        return data
+    return data.cast("B")
+
+
+@dataclasses.dataclass(slots=True)
+class Temp:
+    """A temp data file being written: cleaned up unless it was committed."""
+
+    path: str | None = None
+    fd: int | None = None
+
+
+def open_temp(p: Paths, temp: Temp) -> None:
+    parent = real_parent(p)
+    if os.path.isdir(os.path.join(parent, p.name)):
+        raise directory_conflict(p.key)
+    path = os.path.join(parent, new_temp_name())
+    fd = create_exclusive(parent, path, os.O_WRONLY, lambda: collision(p))
+    temp.path, temp.fd = path, fd
+
+
+def finish_temp(temp: Temp) -> os.stat_result:
+    fd = temp.fd
+    assert fd is not None
+    temp.fd = None
+    try:
+        os.fsync(fd)
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def write_temp(p: Paths, temp: Temp, data: memoryview) -> os.stat_result:
+    open_temp(p, temp)
+    assert temp.fd is not None
+    pwrite_all(temp.fd, data, 0)
+    return finish_temp(temp)
+
+
+def discard_temp(temp: Temp, root: str) -> None:
+    """Close and remove an uncommitted temp file and the directories it leaves empty."""
+    if temp.fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(temp.fd)
+        temp.fd = None
+    if temp.path is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(temp.path)
+        prune_dirs(os.path.dirname(temp.path), root)
+        temp.path = None
+
+
+def commit_files(p: Paths, temp: Temp, st: os.stat_result, attrs: WriteAttributes) -> None:
+    """Move the finished temp file to the key, honouring the write's condition."""
+    assert temp.path is not None
+    parent = os.path.dirname(temp.path)
+    target = os.path.join(parent, p.name)
+    if os.path.isdir(target):
+        raise directory_conflict(p.key)
+    if attrs.if_match is not None:
+        try:
+            current = os.stat(target)
+        except (FileNotFoundError, NotADirectoryError):
+            raise PreconditionFailedError(
+                f"key {p.key!r} does not exist, so it does not have ETag {attrs.if_match!r}",
+                key=p.key,
+            ) from None
+        if not stat.S_ISREG(current.st_mode) or etag(current) != attrs.if_match:
+            raise PreconditionFailedError(
+                f"key {p.key!r} does not have ETag {attrs.if_match!r} "
+                f"(its ETag is {etag(current)!r})",
+                key=p.key,
+            )
+    if attrs.if_none_match:
+        try:
+            os.link(temp.path, target)
+        except FileExistsError:
+            if os.path.isdir(target):
+                raise directory_conflict(p.key) from None
+            raise AlreadyExistsError(f"key {p.key!r} already exists", key=p.key) from None
+        os.unlink(temp.path)
+        temp.path = None
+        try:
+            write_sidecar(p, st, attrs)
+        except BaseException:
+            # Roll back our own link: the caller is told the write failed.
+            with contextlib.suppress(OSError):
+                if os.stat(target).st_ino == st.st_ino:
+                    os.unlink(target)
+            raise
+    else:
+        write_sidecar(p, st, attrs)
+        try:
+            os.replace(temp.path, target)
+        except IsADirectoryError:
+            raise directory_conflict(p.key) from None
+        temp.path = None
+    fsync_dir(parent)
+
+
+class FileHandle:
+    """An fd opened in a worker thread; closed by `aclose`, or at garbage collection."""
+
+    __slots__ = ("__weakref__", "_fd", "_finalizer")
+
+    def __init__(self) -> None:
+        self._fd = -1
+        self._finalizer: weakref.finalize[[int], FileHandle] | None = None
+
+    def attach(self, fd: int) -> None:
+        self._fd = fd
+        self._finalizer = weakref.finalize(self, _close_quietly, fd)
+
+    def fileno(self) -> int:
+        if self._finalizer is None or not self._finalizer.alive:
+            raise StoreError("read from a closed local file")
+        return self._fd
+
+    async def aclose(self) -> None:
+        if self._finalizer is None or self._finalizer.detach() is None:
+            return
+        with anyio.CancelScope(shield=True):
+            await _run(_close_quietly, self._fd)
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def open_object(
+    p: Paths, handle: FileHandle, start: int, if_match: str | None
+) -> tuple[os.stat_result, Record | None, bool]:
+    """Open the object for reading; check the precondition and range on that very file."""
+    real = real_object(p)
+    handle.attach(os.open(real, os.O_RDONLY | O_CLOEXEC | O_NONBLOCK))
+    st = os.fstat(handle.fileno())
+    if not stat.S_ISREG(st.st_mode):
+        raise NotFoundError(f"no object at key {p.key!r} (it is a directory)", key=p.key)
+    if if_match is not None and etag(st) != if_match:
+        raise PreconditionFailedError(
+            f"key {p.key!r} changed: ETag is {etag(st)!r}, not {if_match!r}", key=p.key
+        )
+    if start > st.st_size:
+        raise InvalidRangeError(
+            f"range start {start} is past the end of key {p.key!r} ({st.st_size} bytes)",
+            key=p.key,
+        )
+    record, retry = load_sidecar(p, st)
+    return st, record, retry
+
+
+def stat_object(p: Paths) -> tuple[os.stat_result, Record | None, bool]:
+    st = os.stat(real_object(p))
+    if not stat.S_ISREG(st.st_mode):
+        raise NotFoundError(f"no object at key {p.key!r} (it is a directory)", key=p.key)
+    record, retry = load_sidecar(p, st)
+    return st, record, retry
+
+
+def delete_files(p: Paths) -> None:
+    parent = real_parent(p)
+    meta_dir(p)  # before anything is removed
+    target = os.path.join(parent, p.name)
+    try:
+        st = os.lstat(target)
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        os.unlink(p.meta)
+    prune_dirs(parent, p.root)
+    prune_dirs(os.path.dirname(p.meta), p.meta_root)
+
+
+def copy_range(src: int, dst: int, offset: int, count: int, key: str) -> None:
+    """Copy ``count`` bytes at ``offset`` of the object ``key`` (open as ``src``)."""
+    copy_file_range = getattr(os, "copy_file_range", None)
+    done = 0
+    while done < count:
+        position = offset + done
+        copied: int
+        if copy_file_range is not None:
+            try:
+                copied = copy_file_range(src, dst, count - done, position, position)
+            except OSError as exc:
+                if exc.errno not in _COPY_FALLBACK_ERRNOS:
+                    raise
+                copy_file_range = None
+                continue
+        else:
+            chunk = os.pread(src, min(count - done, _READ_CHUNK * 4), position)
+            pwrite_all(dst, memoryview(chunk), position)
+            copied = len(chunk)
+        if copied == 0:
+            raise PreconditionFailedError(f"key {key!r} was truncated while being copied", key=key)
+        done += copied
+
+
+async def read_chunks(
+    handle: FileHandle, key: str, position: int, stop: int
+) -> AsyncIterator[bytes]:
+    while position < stop:
+        count = min(_READ_CHUNK, stop - position)
+        with os_errors(key, "read"):
+            chunk = await _run(os.pread, handle.fileno(), count, position)
+        if not chunk:
+            raise PreconditionFailedError(f"key {key!r} was truncated while being read", key=key)
+        position += len(chunk)
+        yield chunk
+    await handle.aclose()
