@@ -453,7 +453,8 @@ class GCS(Responder):
         upload = re.fullmatch(r"/upload/storage/v1/b/([^/]+)/o", path)
         if upload is not None:
             return self._upload(upload.group(1), request)
-        match = re.fullmatch(r"/storage/v1/b/([^/]+)/o/(.+)", path)
+        # Media downloads may also be asked under /download (gcsfs does; GCS serves both).
+        match = re.fullmatch(r"(?:/download)?/storage/v1/b/([^/]+)/o/(.+)", path)
         if match is None:
             if re.fullmatch(r"/storage/v1/b/([^/]+)/o", path):
                 return self._list(path.split("/")[4], q.get("prefix", ""))
