@@ -67,6 +67,7 @@ WORKLOAD_TITLES = {
             ("head", "HEADs"),
             ("put", "small PUTs"),
             ("gather", "2,000 small GETs gathered at once"),
+            ("gather-frozen", "2,000 small GETs gathered at once, after gc.freeze()"),
         )
     },
 }
