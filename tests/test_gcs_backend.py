@@ -618,6 +618,31 @@ def test_crc32c_of_parts_combines_to_the_whole() -> None:
     assert combined == google_crc32c.value(b"".join(parts))
 
 
+def _relative_imports(module: str) -> set[str]:
+    """The sibling modules ``asyncstore/backends/gcs/<module>.py`` imports (TYPE_CHECKING too)."""
+    import ast
+    from pathlib import Path
+
+    import asyncstore.backends.gcs as package
+
+    tree = ast.parse((Path(package.__file__).parent / f"{module}.py").read_text("utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module)
+            else:
+                found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_the_upload_and_object_modules_never_import_the_backend_module() -> None:
+    # _backend builds Uploads and calls _objects: the lower modules must not reach back up.
+    for lower in ("_uploads", "_objects", "_api", "_translate", "_http", "_crc32c", "_options"):
+        assert "_backend" not in _relative_imports(lower), lower
+    assert {"_uploads", "_objects"} <= _relative_imports("_backend")
+
+
 # --------------------------------------------------------------------------- behaviour
 
 
