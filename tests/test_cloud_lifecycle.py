@@ -1,4 +1,4 @@
-"""The cloud backends' client lifecycle: made once in one event loop, refused in another, closed once.
+"""The cloud backends' client lifecycle: made once, in one event loop, closed once.
 
 S3, GCS and Azure hold their SDK clients in one `LoopBound` (asyncstore/_backend.py).
 The first half checks the helper itself (no server); the second runs each cloud backend
