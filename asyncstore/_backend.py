@@ -342,10 +342,9 @@ class Backend(abc.ABC):
 
 def current_loop() -> object:
     """The running event loop (asyncio) or trio run (its token): what a client belongs to."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        pass
+    loop = asyncio._get_running_loop()  # None, not an exception, under trio: per-call cost
+    if loop is not None:
+        return loop
     import trio  # imported already when a trio run is active
 
     return trio.lowlevel.current_trio_token()
