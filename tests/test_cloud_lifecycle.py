@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -227,3 +229,22 @@ async def test_closing_a_store_twice_is_harmless(cloud: Cloud) -> None:
     await unused.aclose()
     async with _store(cloud) as other:  # what the closed store wrote is there
         assert await other.get("k") == b"value"
+
+
+async def test_a_store_closed_in_a_cancelled_scope_leaves_no_session_open(cloud: Cloud) -> None:
+    """Closing while cancelled (a task group cancelled around ``async with Store``) closes
+    everything: the SDK's HTTP sessions (aiobotocore's aiohttp session under asyncio), the
+    lean connection pool, the credentials. Nothing is left for the garbage collector to
+    report as "Unclosed client session" / "Unclosed connector"."""
+    store = Store(cloud.make())
+    await store.put("k", b"value")
+    assert [info.key async for info in store.list()] == ["k"]  # a request through the SDK
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await store.aclose()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del store
+        gc.collect()
+    leaked = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaked == []
