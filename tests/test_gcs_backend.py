@@ -729,6 +729,25 @@ class TestEmulatorBasics:
             assert [getattr(e, "key", None) or e.prefix for e in top] == ["visible"]
             await backend.abort_upload("big", upload_id)
 
+    async def test_pending_uploads_are_the_composite_uploads_with_parts(self, bucket: str):
+        async with _store(bucket, upload="composite") as store:
+            backend = store.backend
+            assert await backend.pending_uploads() == []
+            big = await backend.create_upload("dir/big", WriteAttributes())
+            other = await backend.create_upload("small", WriteAttributes())
+            assert await backend.pending_uploads() == []  # no part stored yet
+            for number in (1, 2):
+                await backend.upload_part("dir/big", big, number, 0, memoryview(b"x"), {})
+            first = await backend.upload_part("small", other, 1, 0, memoryview(b"y"), {})
+            assert await backend.pending_uploads() == [("dir/big", big), ("small", other)]
+            assert await backend.pending_uploads("dir/") == [("dir/big", big)]
+            await backend.abort_upload("dir/big", big)
+            assert await backend.pending_uploads() == [("small", other)]
+            second = await backend.upload_part("small", other, 2, 1, memoryview(b"z"), {})
+            await backend.complete_upload("small", other, [first, second], WriteAttributes())
+            assert await backend.pending_uploads() == []
+            assert await store.get("small") == b"yz"
+
 
 @pytest.mark.anyio
 class TestMultipartPaths:

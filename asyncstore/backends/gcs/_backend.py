@@ -453,6 +453,15 @@ class GCSBackend(Backend):
         _, uploads = await self._ready()
         await uploads.abort(key, self.name(key), upload_id)
 
+    async def pending_uploads(self, prefix: str = "") -> builtins.list[tuple[str, str]]:
+        """``(key, upload id)`` of the composite uploads under ``prefix`` with parts stored.
+
+        Open resumable sessions are not listed: GCS has no call that lists them
+        (they expire after a week).
+        """
+        _, uploads = await self._ready()
+        return await uploads.pending(prefix)
+
     # -- delete and copy
 
     async def delete(self, key: str) -> None:

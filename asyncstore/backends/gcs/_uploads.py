@@ -71,12 +71,14 @@ from ._crc32c import combine_all, from_base64, to_base64
 from ._objects import delete_names, write_resource
 from ._translate import Where, gcs_errors
 
-__all__ = ["QUANTUM", "TEMP_SEGMENT", "Uploads"]
+__all__ = ["QUANTUM", "TEMP_SEGMENT", "UPLOAD_KEY", "Uploads"]
 
 logger = logging.getLogger("asyncstore.gcs")
 
 #: The path segment under which composite uploads keep their temporary parts.
 TEMP_SEGMENT = ".asyncstore-uploads"
+#: Metadata of a temporary part: the store key of its upload (for `Uploads.pending`).
+UPLOAD_KEY = "asyncstore-upload-key"
 #: Chunks of a resumable session (but the last) are multiples of this.
 QUANTUM = 256 * KiB
 #: Sources per compose call (the service's limit).
@@ -263,7 +265,7 @@ class Uploads:
         checksums: Mapping[str, bytes],
     ) -> CompletedPart:
         temp = f"{self._temp_prefix(uid)}{number:05d}"
-        resource = write_resource(temp, WriteAttributes(), checksums)
+        resource = write_resource(temp, WriteAttributes(metadata={UPLOAD_KEY: key}), checksums)
         where = self._where(key, write=True)
         result = await self._api.upload_multipart(resource, data, where)
         return CompletedPart(
@@ -394,6 +396,35 @@ class Uploads:
             token = page.get("nextPageToken") or None
             if token is None:
                 return names
+
+    async def pending(self, prefix: str) -> list[tuple[str, str]]:
+        """``(key, upload id)`` of the composite uploads under ``prefix`` with parts stored.
+
+        Each temporary part records its upload's key (`UPLOAD_KEY`); resumable
+        sessions cannot be listed (the JSON API has no call for it).
+        """
+        api = self._api
+        found: set[tuple[str, str]] = set()
+        token: str | None = None
+        where = self._where(None)
+        while True:
+            params = api.params(
+                prefix=f"{api.root}{TEMP_SEGMENT}/",
+                pageToken=token,
+                fields="items(name,metadata),nextPageToken",
+            )
+            with gcs_errors(where):
+                page = await api.storage.list_objects(
+                    api.bucket, params=params, timeout=JSON_TIMEOUT
+                )
+            for item in page.get("items") or []:
+                key = (item.get("metadata") or {}).get(UPLOAD_KEY)
+                uid = str(item["name"])[len(f"{api.root}{TEMP_SEGMENT}/") :].split("/")[0]
+                if isinstance(key, str) and key.startswith(prefix) and _UUID.match(uid):
+                    found.add((key, f"gcs-composite.{_tag(api.root + key)}.{uid}"))
+            token = page.get("nextPageToken") or None
+            if token is None:
+                return sorted(found)
 
     async def _delete_temporaries(self, uid: str) -> None:
         names = await self._temp_names(uid)
