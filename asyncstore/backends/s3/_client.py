@@ -220,7 +220,7 @@ class S3ClientFactory:
             with s3_errors(
                 "opening the client", key=None, bucket=options.bucket, location=location
             ):
-                self.lean = await LeanS3.setup(
+                lean = await LeanS3.setup(
                     client,
                     await session.get_credentials(),
                     options.bucket,
@@ -229,6 +229,10 @@ class S3ClientFactory:
                     connect_timeout=connect_timeout,
                     read_timeout=read_timeout,
                 )
+            if lean is not None:
+                # Closed with the client (again if the backend dropped it already: idempotent).
+                stack.push_async_callback(lean.aclose)
+            self.lean = lean
         self.slots = slots
         self.http_library = name
         self.region = region
@@ -237,8 +241,5 @@ class S3ClientFactory:
     async def aclose(self) -> None:
         """Close the client and its connections; the next call makes a new one."""
         self.slots = None
-        lean, self.lean = self.lean, None
-        if lean is not None:
-            with anyio.CancelScope(shield=True):
-                await lean.aclose()
+        self.lean = None  # closed by the client's exit stack
         await self._client.aclose()
