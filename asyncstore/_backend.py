@@ -9,15 +9,26 @@ errors into the asyncstore tree (a retryable failure is a
 Keys given to a backend have already been validated by the Store
 (`validate_key`) and are relative to the backend's
 root (bucket + prefix, directory, ...).
+
+A backend over a network service makes its SDK client lazily, in the event
+loop of its first call, with `LoopBound`: one way, for every cloud backend,
+to make the client once, refuse a second event loop and close once.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
+import builtins
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
+from typing import Generic, TypeVar
 
+import anyio
+
+from ._errors import ConfigurationError, StoreError
 from ._types import CommonPrefix, ObjectInfo
 
 __all__ = [
@@ -25,6 +36,7 @@ __all__ = [
     "Capabilities",
     "CompletedPart",
     "IteratorReadStream",
+    "LoopBound",
     "ReadStream",
     "WriteAttributes",
     "WriteResult",
@@ -33,6 +45,8 @@ __all__ = [
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -308,9 +322,147 @@ class Backend(abc.ABC):
             NotFoundError: ``src`` does not exist.
         """
 
+    async def pending_uploads(self, prefix: str = "") -> builtins.list[tuple[str, str]]:
+        """``(key, upload id)`` of the uploads under ``prefix`` neither completed nor aborted.
+
+        What an interrupted or failed upload would leave behind (parts, staged
+        blocks, temporary objects), in key order; the test suites check that an
+        aborted upload leaves nothing. A backend that cannot list them raises
+        NotImplementedError (this default).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list its pending uploads")
+
     async def aclose(self) -> None:  # noqa: B027 - most backends hold nothing to close
         """Release connections and other resources."""
 
     def describe(self) -> str:
         """A short description of where the backend stores (for reprs and errors)."""
         return type(self).__name__
+
+
+def current_loop() -> object:
+    """The running event loop (asyncio) or trio run (its token): what a client belongs to."""
+    loop = asyncio._get_running_loop()  # None, not an exception, under trio: per-call cost
+    if loop is not None:
+        return loop
+    import trio  # imported already when a trio run is active
+
+    return trio.lowlevel.current_trio_token()
+
+
+def _library(loop: object) -> str:
+    return "asyncio" if isinstance(loop, asyncio.AbstractEventLoop) else "trio"
+
+
+class LoopBound(Generic[T]):
+    """A backend's client, made once, on first use, in the event loop that uses it.
+
+    Every cloud backend holds its SDK client (and what comes with it: HTTP
+    sessions, connection pools, credentials) in one of these:
+
+    * `get` makes it on the first call, once (concurrent first calls wait for
+      the same one, under a lock), by awaiting ``open(stack)`` in the running
+      event loop. ``open`` does its blocking set-up (config files, imports,
+      ``platform`` probes) in a worker thread, and pushes what must be closed
+      onto ``stack``.
+    * It belongs to that event loop: a call from another loop (another thread's,
+      or a later ``anyio.run``) is a `ConfigurationError` naming the service and
+      the store, never a hang or an error deep inside an HTTP library.
+    * `aclose` unwinds the stack once (shielded from cancellation); closing
+      again, or closing a client never made, does nothing. After it, `get`
+      raises StoreError ("... is closed"), or with ``reopen=True`` makes a new
+      client, in whichever loop then calls.
+
+    Args:
+        service: The service, for messages (``"S3"``, ``"GCS"``, ``"Azure"``).
+        where: The store (its URL), for messages and the errors' ``key``.
+        open: Makes the client, given the exit stack that `aclose` unwinds.
+        reopen: Whether a closed client is made anew on the next call.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        where: str,
+        open: Callable[[contextlib.AsyncExitStack], Awaitable[T]],
+        *,
+        reopen: bool = False,
+    ) -> None:
+        self.service = service
+        self.where = where
+        self._open = open
+        self._reopen = reopen
+        self._value: T | None = None
+        self._loop: object | None = None
+        self._lock: anyio.Lock | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._closed = False
+        self._epoch = 0  # counts closes: a client made across one is closed at once
+
+    @property
+    def value(self) -> T | None:
+        """The client if it is made and open (no check of the event loop), else None."""
+        return self._value
+
+    @property
+    def closed(self) -> bool:
+        """Whether `aclose` was called (and, with ``reopen``, no client made since)."""
+        return self._closed
+
+    def _check_loop(self, loop: object) -> None:
+        if self._loop is not None and self._loop is not loop:
+            raise ConfigurationError(
+                f"the {self.service} store {self.where} was opened in another event loop "
+                f"({_library(self._loop)}); a store serves the event loop that first used "
+                "it: open one per loop",
+                key=self.where,
+            )
+
+    async def get(self) -> T:
+        """The client, made now in the running event loop if it is not made yet.
+
+        Raises:
+            ConfigurationError: The client belongs to another event loop.
+            StoreError: The client was closed (and ``reopen`` is off).
+        """
+        loop = current_loop()
+        value = self._value
+        if value is not None and self._loop is loop:
+            return value
+        self._check_loop(loop)
+        if self._closed and not self._reopen:
+            raise StoreError(f"the {self.service} store {self.where} is closed", key=self.where)
+        if self._lock is None:
+            self._loop, self._lock = loop, anyio.Lock()
+        async with self._lock:
+            self._check_loop(loop)  # closed and reopened by another loop meanwhile
+            if self._value is not None:
+                return self._value
+            if self._closed and not self._reopen:
+                raise StoreError(f"the {self.service} store {self.where} is closed", key=self.where)
+            epoch = self._epoch
+            stack = contextlib.AsyncExitStack()
+            try:
+                value = await self._open(stack)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await stack.aclose()
+                raise
+            if epoch != self._epoch:  # closed while it was being made
+                with anyio.CancelScope(shield=True):
+                    await stack.aclose()
+                raise StoreError(f"the {self.service} store {self.where} is closed", key=self.where)
+            self._value, self._stack, self._closed = value, stack, False
+            return value
+
+    async def aclose(self) -> None:
+        """Close the client (once; later calls, and a client never made, do nothing)."""
+        if not self._closed:
+            self._closed = True
+            self._epoch += 1
+        stack, self._stack = self._stack, None
+        self._value = None
+        self._loop = self._lock = None  # an anyio.Lock belongs to its event loop
+        if stack is not None:
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()

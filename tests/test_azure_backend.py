@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import time
+import types
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -139,7 +140,7 @@ class TestAzureConformance(StoreConformance):
 
     async def leftovers(self, store: Store) -> list[str]:
         assert isinstance(store.backend, AzureBackend)
-        return await store.backend.pending_uploads()
+        return [f"{key} ({upload_id})" for key, upload_id in await store.backend.pending_uploads()]
 
 
 # --------------------------------------------------------------------------- URLs and options
@@ -248,6 +249,23 @@ def without_azure_identity(monkeypatch: pytest.MonkeyPatch) -> None:
             {"account_url": "https://other.blob.core.windows.net", "anonymous": True},
             "account_url is for 'other'",
         ),
+        # each way of signing in, its own error paths
+        (
+            "az://data",
+            {
+                "account_url": "https://myacct.blob.core.windows.net",
+                "connection_string": "AccountName=myacct;AccountKey=x",
+            },
+            "either connection_string or account_url",
+        ),
+        ("az://data", {"connection_string": "AccountKey=x"}, "names no account"),
+        ("az://data", {"connection_string": " "}, "'connection_string' of az://data must be"),
+        ("az://data?account=myacct", {"account_key": " "}, "'account_key' of az://data must be"),
+        ("az://data?account=myacct", {"sas_token": ""}, "'sas_token' of az://data must be"),
+        ("az://data", {"sas_token": "sv=1&sig=x"}, "needs an account"),
+        ("az://data?account=myacct", {"credential": object()}, "an azure-core credential"),
+        ("az://data", {"credential": types.SimpleNamespace(get_token=id)}, "needs an account"),
+        ("az://data", {"anonymous": True}, "needs an account"),
     ],
 )
 def test_bad_urls_and_options_are_rejected(
@@ -587,11 +605,14 @@ async def test_abort_is_idempotent_and_leaves_other_blobs_alone(
     assert await store.get("kept") == b"committed before"
     fresh = await backend.create_upload("fresh", WriteAttributes())
     await backend.upload_part("fresh", fresh, 1, 0, memoryview(b"new"), {})
+    assert await backend.pending_uploads() == [("fresh", fresh)]
+    assert await backend.pending_uploads("fr") == [("fresh", fresh)]
+    assert await backend.pending_uploads("kept") == []
     await backend.abort_upload("fresh", fresh)
     await backend.abort_upload("fresh", fresh)
     await backend.abort_upload("fresh", "not-an-id")
     assert not await store.exists("fresh")
-    assert "fresh" not in await backend.pending_uploads()
+    assert "fresh" not in [key for key, _ in await backend.pending_uploads()]
 
 
 async def test_abort_does_not_discard_another_uploads_blocks(store: Store) -> None:

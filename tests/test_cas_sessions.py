@@ -96,7 +96,7 @@ async def test_an_s3_like_backend_keeps_small_remainders_as_a_tail() -> None:
         desc = await cas.finish(sid, sha256(data))
         assert await cas.get(desc.digest) == data
         assert isinstance(store.backend, MemoryBackend)
-        assert store.backend.pending_uploads() == []
+        assert await store.backend.pending_uploads() == []
 
 
 async def test_an_append_at_the_wrong_offset_is_rejected_and_changes_nothing(
@@ -202,7 +202,7 @@ async def test_finish_with_the_wrong_digest_discards_the_session(cas: ContentSto
         await cas.progress(sid)
     inner = counts(cas.store).inner
     if isinstance(inner, MemoryBackend):
-        assert inner.pending_uploads() == []
+        assert await inner.pending_uploads() == []
 
 
 async def test_finish_with_the_wrong_digest_from_another_process_discards_too(
@@ -292,7 +292,7 @@ async def test_abort_discards_everything_and_is_idempotent(cas: ContentStore) ->
     assert await keys(cas.store) == []
     inner = counts(cas.store).inner
     if isinstance(inner, MemoryBackend):
-        assert inner.pending_uploads() == []
+        assert await inner.pending_uploads() == []
     for call in (cas.progress, cas.status):
         with pytest.raises(UploadNotFoundError):
             await call(sid)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import os
 import pathlib
 import subprocess
 import sys
 import uuid
+import warnings
 from collections.abc import Iterator
 
 import httpx
@@ -138,6 +140,22 @@ def test_cp_ls_stat_cat_du_rm(
     assert cli("ls", "-r", ":t/").out == ""
     ok(cli("rm", ":one/a.txt"))
     assert cli("stat", ":one/a.txt").code == 1
+
+
+def test_jobs_that_first_use_a_store_at_once_open_it_once_and_leave_no_session_open(
+    cli: CLI, remote: Remote, tree: pathlib.Path
+) -> None:
+    """Every job of ``cp -r --jobs 8`` asks for the store at once; the command opens it once
+    and closes it. (Each job once opened its own Store, and all but one were never closed:
+    their aiobotocore aiohttp sessions were reported at the end of the test run as
+    "Unclosed client session" and "Unclosed connector <..._ProxySSLTCPConnector>".)"""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ok(cli("cp", "-r", "--jobs", "8", str(tree), remote.at("jobs/")))
+        ok(cli("rm", "-r", remote.at("jobs/")))
+        gc.collect()
+    leaked = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaked == []
 
 
 def test_sync_both_ways_is_idempotent_and_deletes(

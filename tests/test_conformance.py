@@ -21,7 +21,7 @@ class TestMemoryBackend(StoreConformance):
 
     async def leftovers(self, store: Store) -> list[str]:
         assert isinstance(store.backend, MemoryBackend)
-        return store.backend.pending_uploads()
+        return [f"{key} ({upload_id})" for key, upload_id in await store.backend.pending_uploads()]
 
 
 def _temp_files(root: Path) -> list[str]:

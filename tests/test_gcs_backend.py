@@ -618,6 +618,31 @@ def test_crc32c_of_parts_combines_to_the_whole() -> None:
     assert combined == google_crc32c.value(b"".join(parts))
 
 
+def _relative_imports(module: str) -> set[str]:
+    """The sibling modules ``asyncstore/backends/gcs/<module>.py`` imports (TYPE_CHECKING too)."""
+    import ast
+    from pathlib import Path
+
+    import asyncstore.backends.gcs as package
+
+    tree = ast.parse((Path(package.__file__).parent / f"{module}.py").read_text("utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module)
+            else:
+                found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_the_upload_and_object_modules_never_import_the_backend_module() -> None:
+    # _backend builds Uploads and calls _objects: the lower modules must not reach back up.
+    for lower in ("_uploads", "_objects", "_api", "_translate", "_http", "_crc32c", "_options"):
+        assert "_backend" not in _relative_imports(lower), lower
+    assert {"_uploads", "_objects"} <= _relative_imports("_backend")
+
+
 # --------------------------------------------------------------------------- behaviour
 
 
@@ -703,6 +728,25 @@ class TestEmulatorBasics:
             top = [e async for e in store.list(delimiter="/")]
             assert [getattr(e, "key", None) or e.prefix for e in top] == ["visible"]
             await backend.abort_upload("big", upload_id)
+
+    async def test_pending_uploads_are_the_composite_uploads_with_parts(self, bucket: str):
+        async with _store(bucket, upload="composite") as store:
+            backend = store.backend
+            assert await backend.pending_uploads() == []
+            big = await backend.create_upload("dir/big", WriteAttributes())
+            other = await backend.create_upload("small", WriteAttributes())
+            assert await backend.pending_uploads() == []  # no part stored yet
+            for number in (1, 2):
+                await backend.upload_part("dir/big", big, number, 0, memoryview(b"x"), {})
+            first = await backend.upload_part("small", other, 1, 0, memoryview(b"y"), {})
+            assert await backend.pending_uploads() == [("dir/big", big), ("small", other)]
+            assert await backend.pending_uploads("dir/") == [("dir/big", big)]
+            await backend.abort_upload("dir/big", big)
+            assert await backend.pending_uploads() == [("small", other)]
+            second = await backend.upload_part("small", other, 2, 1, memoryview(b"z"), {})
+            await backend.complete_upload("small", other, [first, second], WriteAttributes())
+            assert await backend.pending_uploads() == []
+            assert await store.get("small") == b"yz"
 
 
 @pytest.mark.anyio

@@ -86,7 +86,7 @@ async def test_soak_memory(anyio_backend: str) -> None:
     backend = MemoryBackend()
     async with _store(backend, "memory") as store:
         await _run(store, "soak", "memory", anyio_backend)
-    assert backend.pending_uploads() == []  # no multipart upload left open
+    assert await backend.pending_uploads() == []  # no multipart upload left open
 
 
 async def test_soak_local(anyio_backend: str, tmp_path: Any) -> None:

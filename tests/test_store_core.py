@@ -123,7 +123,7 @@ async def test_exhausted_retries_name_key_and_attempts_and_abort_the_upload(
     assert "3 attempt" in str(info.value)
     assert type(info.value) is TransportError
     assert len(flaky.aborted) == 1
-    assert flaky.pending_uploads() == []
+    assert await flaky.pending_uploads() == []
     assert not await store.exists("the/key")
 
 
@@ -136,7 +136,7 @@ async def test_non_transport_errors_are_not_retried_and_surface_unwrapped(
     with pytest.raises(PermissionDeniedError, match="part 3"):
         await store.put("k", pattern(4 * MiB), chunk_size=MiB)
     assert flaky.part_failures[3] == 0
-    assert flaky.pending_uploads() == []
+    assert await flaky.pending_uploads() == []
 
 
 async def test_single_put_is_retried(flaky: FlakyBackend) -> None:
@@ -335,7 +335,7 @@ async def test_unsized_stream_past_max_parts_fails_clearly_and_aborts() -> None:
 
     with pytest.raises(InvalidArgumentError, match="more than 4 parts"):
         await Store(backend).put("k", source(), chunk_size=2 * MiB)
-    assert backend.pending_uploads() == []
+    assert await backend.pending_uploads() == []
 
 
 class PartChecksumBackend(MemoryBackend):
@@ -514,7 +514,7 @@ async def test_progress_callback_errors_abort_the_upload() -> None:
 
     with pytest.raises(RuntimeError, match="callback failed"):
         await Store(backend).put("k", pattern(3 * MiB), chunk_size=MiB, progress=explode)
-    assert backend.pending_uploads() == []
+    assert await backend.pending_uploads() == []
     assert not await Store(backend).exists("k")
 
 
@@ -655,7 +655,7 @@ async def test_abort_after_a_failure_is_retried_until_it_lands() -> None:
     with pytest.raises(TransportError):
         await Store(backend, retry=FAST_RETRY).put("k", pattern(4 * MiB), chunk_size=MiB)
     assert backend.abort_failures == 0
-    assert backend.pending_uploads() == []
+    assert await backend.pending_uploads() == []
 
 
 class TrackingReadsBackend(MemoryBackend):

@@ -188,9 +188,14 @@ class MemoryBackend(Backend):
         await anyio.lowlevel.checkpoint()
         self._uploads.pop(upload_id, None)
 
-    def pending_uploads(self) -> list[str]:
-        """Ids of multipart uploads started and neither completed nor aborted."""
-        return sorted(self._uploads)
+    async def pending_uploads(self, prefix: str = "") -> list[tuple[str, str]]:
+        """``(key, upload id)`` of the multipart uploads under ``prefix`` not yet finished."""
+        await anyio.lowlevel.checkpoint()
+        return sorted(
+            (upload.key, upload_id)
+            for upload_id, upload in self._uploads.items()
+            if upload.key.startswith(prefix)
+        )
 
     async def list(
         self, prefix: str = "", *, delimiter: str | None = None

@@ -38,6 +38,7 @@ import base64
 import builtins
 import collections
 import contextlib
+import dataclasses
 import datetime
 import email.utils
 import functools
@@ -72,6 +73,7 @@ from ..._backend import (
     Capabilities,
     CompletedPart,
     IteratorReadStream,
+    LoopBound,
     MiB,
     ReadStream,
     WriteAttributes,
@@ -184,6 +186,14 @@ async def _no_chunks() -> AsyncIterator[bytes]:
     yield b""  # pragma: no cover - makes this an async generator
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Session:
+    """What the backend makes on first use: the SDK client and the lean path (or None)."""
+
+    container: ContainerClient
+    lean: LeanAzure | None
+
+
 class AzureBackend(Backend):
     """Azure Blob Storage (block blobs) in one container, under an optional key prefix.
 
@@ -292,15 +302,10 @@ class AzureBackend(Backend):
         if config.part_size_mb is not None:
             self.default_chunk_size = config.part_size_mb * MiB
         self.timeouts = _transport_timeouts(config)
-        self._lock = anyio.Lock()
-        self._stack: contextlib.AsyncExitStack | None = None
-        self._container: ContainerClient | None = None
+        self._session: LoopBound[_Session] = LoopBound("Azure", config.url, self._open_client)
         self._blobs: collections.OrderedDict[str, BlobClient] = collections.OrderedDict()
-        self._closed = False
         self._transport_settles = True
         self._transport_name: str | None = None
-        self._lean: LeanAzure | None = None
-        self._lean_ready = False
         self.default_max_connections = LEAN_CONNECTIONS
 
     def describe(self) -> str:
@@ -324,15 +329,7 @@ class AzureBackend(Backend):
         )
 
     async def _client(self) -> ContainerClient:
-        client = self._container
-        if client is not None:
-            return client
-        async with self._lock:
-            if self._container is None:
-                if self._closed:
-                    raise StoreError(f"the store {self.config.url} is closed", key=self.config.url)
-                self._container = await self._open_client()
-            return self._container
+        return (await self._session.get()).container
 
     def _make_transport(self) -> Any:
         """The transport: ``"auto"`` is aiohttp under asyncio, `HttpxTransport` under trio.
@@ -373,41 +370,50 @@ class AzureBackend(Backend):
             return await work()
         return await settled(work)
 
-    async def _open_client(self) -> ContainerClient:
+    async def _open_client(self, stack: contextlib.AsyncExitStack) -> _Session:
+        """Make the SDK client and the lean request path, in the running event loop."""
         config = self.config
         # azure-core's user-agent policy calls platform.platform(), which runs
         # `uname -p` in a subprocess the first time in a process: do that (cached by
         # the platform module) in a worker thread, not on the event loop.
         await anyio.to_thread.run_sync(platform.platform)
-        stack = contextlib.AsyncExitStack()
-        try:
-            transport = self._make_transport()
-            self._transport_settles = isinstance(transport, HttpxTransport)
-            self._transport_name = getattr(transport, "_label", type(transport).__name__)
-            kwargs: dict[str, Any] = {
-                "transport": transport,
-                "retry_total": 0,  # the Store retries TransportErrors itself
-                "max_single_put_size": MAX_PUT,
-                "max_block_size": MAX_BLOCK,
-            }
-            with self._errors("open", None):
-                if config.connection_string is not None:
-                    client = ContainerClient.from_connection_string(
-                        config.connection_string, config.container, **kwargs
-                    )
-                else:
-                    assert config.account_url is not None
-                    credential = await self._credential(stack)
-                    client = ContainerClient(
-                        config.account_url, config.container, credential=credential, **kwargs
-                    )
-                await stack.enter_async_context(client)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await stack.aclose()
-            raise
-        self._stack = stack
-        return client
+        transport = self._make_transport()
+        self._transport_settles = isinstance(transport, HttpxTransport)
+        self._transport_name = getattr(transport, "_label", type(transport).__name__)
+        kwargs: dict[str, Any] = {
+            "transport": transport,
+            "retry_total": 0,  # the Store retries TransportErrors itself
+            "max_single_put_size": MAX_PUT,
+            "max_block_size": MAX_BLOCK,
+        }
+        with self._errors("open", None):
+            if config.connection_string is not None:
+                client = ContainerClient.from_connection_string(
+                    config.connection_string, config.container, **kwargs
+                )
+            else:
+                assert config.account_url is not None
+                credential = await self._credential(stack)
+                client = ContainerClient(
+                    config.account_url, config.container, credential=credential, **kwargs
+                )
+            await stack.enter_async_context(client)
+        lean = None
+        if config.lean and config.account_url is not None:
+            lean = LeanAzure.setup(
+                f"{config.account_url.rstrip('/')}/{config.container}",
+                client.api_version,
+                auth=config.auth,
+                account=config.account,
+                account_key=config.account_key,
+                sas_token=config.sas_token,
+                max_connections=LEAN_CONNECTIONS,
+                connect_timeout=config.timeouts[0],
+                read_timeout=config.timeouts[1],
+            )
+        if lean is not None:
+            stack.push_async_callback(lean.aclose)
+        return _Session(client, lean)
 
     async def _credential(self, stack: contextlib.AsyncExitStack) -> Any:
         config = self.config
@@ -443,27 +449,7 @@ class AzureBackend(Backend):
 
     async def _lean_path(self) -> LeanAzure | None:
         """The lean request path (made with the SDK client; None: the SDK sends all)."""
-        if not self._lean_ready:
-            await self._client()
-            config = self.config
-            if not self._lean_ready and self._stack is not None:
-                lean = None
-                if config.lean and config.account_url is not None:
-                    lean = LeanAzure.setup(
-                        f"{config.account_url.rstrip('/')}/{config.container}",
-                        (await self._client()).api_version,
-                        auth=config.auth,
-                        account=config.account,
-                        account_key=config.account_key,
-                        sas_token=config.sas_token,
-                        max_connections=LEAN_CONNECTIONS,
-                        connect_timeout=config.timeouts[0],
-                        read_timeout=config.timeouts[1],
-                    )
-                if lean is not None:
-                    self._stack.push_async_callback(lean.aclose)
-                self._lean, self._lean_ready = lean, True
-        return self._lean
+        return (await self._session.get()).lean
 
     async def _lean_send(
         self,
@@ -497,14 +483,8 @@ class AzureBackend(Backend):
 
     async def aclose(self) -> None:
         """Close the SDK client, its HTTP connections and a DefaultAzureCredential."""
-        self._closed = True
-        stack, self._stack = self._stack, None
-        self._container = None
         self._blobs.clear()
-        self._lean, self._lean_ready = None, False
-        if stack is not None:
-            with anyio.CancelScope(shield=True):
-                await stack.aclose()
+        await self._session.aclose()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -1056,16 +1036,17 @@ class AzureBackend(Backend):
             for entry in entries:
                 yield entry
 
-    async def pending_uploads(self) -> builtins.list[str]:
-        """Keys that hold staged blocks but no committed blob (what aborts must not leave).
+    async def pending_uploads(self, prefix: str = "") -> builtins.list[tuple[str, str]]:
+        """``(key, upload id)`` of the blocks staged under ``prefix`` on keys with no blob.
 
+        The upload id comes from the block ids (``<upload id>-<part number>``).
         Blocks staged onto a key that has a committed blob are not listed: Azure
         keeps them with that blob until its next write, or for 7 days.
         """
         client = await self._client()
-        full = self._root or None
+        full = self._root + prefix or None
         cut = len(self._root)
-        with self._errors("list uncommitted blobs", None):
+        with self._errors("list uncommitted blobs", prefix or None):
             committed = {b.name async for b in client.list_blobs(name_starts_with=full)}
             every = [
                 b.name
@@ -1073,4 +1054,15 @@ class AzureBackend(Backend):
                     name_starts_with=full, include=["uncommittedblobs"]
                 )
             ]
-        return sorted(name[cut:] for name in every if name not in committed)
+        found: set[tuple[str, str]] = set()
+        for name in every:
+            if name in committed:
+                continue
+            key = name[cut:]
+            try:
+                with self._errors("list uncommitted blocks", key):
+                    _, uncommitted = await (await self._blob(key)).get_block_list("uncommitted")
+            except NotFoundError:
+                continue  # committed or discarded since the listing
+            found.update((key, str(block.id).rpartition("-")[0]) for block in uncommitted)
+        return sorted(found)

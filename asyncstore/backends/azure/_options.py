@@ -380,6 +380,38 @@ def _identity_available() -> bool:
     return importlib.util.find_spec("azure.identity") is not None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Store:
+    """What every way of signing in starts from: the checked options of one store.
+
+    Attributes:
+        where: The store, for messages.
+        common: The AzureConfig fields that do not depend on how it signs in.
+        account: The account name, from ``account`` or ``account_url``, or None.
+        account_url: The ``account_url`` option, checked, or None.
+    """
+
+    where: str
+    common: Mapping[str, Any]
+    account: str | None
+    account_url: str | None
+
+    def config(self, **fields: Any) -> AzureConfig:
+        return AzureConfig(**self.common, **fields)
+
+    def endpoint(self) -> str:
+        """``account_url``, or the public cloud's endpoint of the account."""
+        if self.account_url is not None:
+            return self.account_url
+        if self.account is None:
+            raise ConfigurationError(
+                f"Azure store {self.where!r} needs an account: "
+                "az://container/prefix?account=NAME, or account_url=",
+                key="account",
+            )
+        return f"https://{self.account}.blob.core.windows.net"
+
+
 def resolve(
     container: str,
     prefix: str,
@@ -389,6 +421,12 @@ def resolve(
     where: str | None = None,
 ) -> AzureConfig:
     """Check every option and decide how the store signs in.
+
+    The options every mode shares are checked first (`_check_options`); then
+    the one way of signing in that was given is resolved by its own function,
+    in the order of the module's documentation: a connection string, an account
+    key, a SAS token, a credential object, anonymous access, the environment's
+    connection string, DefaultAzureCredential.
 
     Args:
         container: The container name.
@@ -406,6 +444,39 @@ def resolve(
     check_container(container)
     check_prefix(prefix)
     where = where or (f"az://{container}/{prefix}" if prefix else f"az://{container}")
+    given = {name: value for name, value in options.items() if value is not None}
+    store = _check_options(container, prefix, options, given, where)
+    anonymous = boolean("anonymous", given.get("anonymous", False), where)
+    chosen = [name for name in KEYWORD_ONLY if name in given] + (["anonymous"] if anonymous else [])
+    if len(chosen) > 1:
+        raise ConfigurationError(
+            f"Azure store {where!r} takes one way to sign in; got {', '.join(chosen)}",
+            key=chosen[1],
+        )
+    if "connection_string" in given:
+        return _with_connection_string(store, given["connection_string"])
+    if "account_key" in given:
+        return _with_account_key(store, given["account_key"])
+    if "sas_token" in given:
+        return _with_sas_token(store, given["sas_token"])
+    if "credential" in given:
+        return _with_credential(store, given["credential"])
+    if anonymous:
+        return store.config(account=store.account, account_url=store.endpoint(), auth="anonymous")
+    from_env = _from_environment(store, os.environ if environ is None else environ)
+    if from_env is not None:
+        return from_env
+    return _with_default_credential(store)
+
+
+def _check_options(
+    container: str,
+    prefix: str,
+    options: Mapping[str, object],
+    given: Mapping[str, object],
+    where: str,
+) -> _Store:
+    """Check the options that do not depend on how the store signs in."""
     unknown = sorted(set(options) - set(OPTION_NAMES) - set(KEYWORD_ONLY))
     if unknown:
         raise ConfigurationError(
@@ -413,12 +484,11 @@ def resolve(
             f"for Azure store {where!r}; the options are {', '.join(OPTION_NAMES + KEYWORD_ONLY)}",
             key=unknown[0],
         )
-    given = {name: value for name, value in options.items() if value is not None}
     account = _check_account(given["account"], where) if "account" in given else None
     account_url = (
         _check_account_url(given["account_url"], where) if "account_url" in given else None
     )
-    anonymous = boolean("anonymous", given.get("anonymous", False), where)
+    boolean("anonymous", given.get("anonymous", False), where)
     transport = given.get("transport", "auto")
     if not isinstance(transport, AsyncHttpTransport) and transport not in TRANSPORTS:
         raise ConfigurationError(
@@ -466,119 +536,111 @@ def resolve(
                 key="account",
             )
         account = account or url_account
-    chosen = [name for name in KEYWORD_ONLY if name in given] + (["anonymous"] if anonymous else [])
-    if len(chosen) > 1:
+    return _Store(where, common, account, account_url)
+
+
+def _with_connection_string(store: _Store, value: object) -> AzureConfig:
+    """``connection_string=``: the account and endpoint come from it (no account_url)."""
+    where = store.where
+    text = _check_secret("connection_string", value, where)
+    if store.account_url is not None:
         raise ConfigurationError(
-            f"Azure store {where!r} takes one way to sign in; got {', '.join(chosen)}",
-            key=chosen[1],
+            f"Azure store {where!r}: give either connection_string or account_url, not both",
+            key="account_url",
         )
-
-    if "connection_string" in given:
-        text = _check_secret("connection_string", given["connection_string"], where)
-        if account_url is not None:
-            raise ConfigurationError(
-                f"Azure store {where!r}: give either connection_string or account_url, not both",
-                key="account_url",
-            )
-        cs_account, endpoint = _check_connection_string(text)
-        if account is not None and cs_account is not None and cs_account != account:
-            raise ConfigurationError(
-                f"Azure store {where!r} names the account {account!r}, but the connection "
-                f"string is for {cs_account!r}",
-                key="account",
-            )
-        return AzureConfig(
-            **common,
-            account=cs_account or account,
-            account_url=endpoint,
-            auth="connection-string",
-            connection_string=text,
+    cs_account, endpoint = _check_connection_string(text)
+    if store.account is not None and cs_account is not None and cs_account != store.account:
+        raise ConfigurationError(
+            f"Azure store {where!r} names the account {store.account!r}, but the connection "
+            f"string is for {cs_account!r}",
+            key="account",
         )
+    return store.config(
+        account=cs_account or store.account,
+        account_url=endpoint,
+        auth="connection-string",
+        connection_string=text,
+    )
 
-    explicit = {
-        name: given[name] for name in ("account_key", "sas_token", "credential") if name in given
-    }
-    if explicit or anonymous:
-        if account_url is None:
-            if account is None:
-                raise ConfigurationError(
-                    f"Azure store {where!r} needs an account: "
-                    "az://container/prefix?account=NAME, or account_url=",
-                    key="account",
-                )
-            account_url = f"https://{account}.blob.core.windows.net"
-        if "account_key" in explicit:
-            key = _check_secret("account_key", explicit["account_key"], where)
-            if account is None:  # so account_url was given, and names no account
-                raise ConfigurationError(
-                    f"Azure store {where!r}: an account key needs the account name, and "
-                    f"option 'account_url' ({redact_url(account_url)!r}) names none: give "
-                    "option 'account', or an account_url like https://NAME.blob.core."
-                    "windows.net or http://host:port/NAME",
-                    key="account_url",
-                )
-            return AzureConfig(
-                **common,
-                account=account,
-                account_url=account_url,
-                auth="account-key",
-                account_key=key,
-            )
-        if "sas_token" in explicit:
-            token = _check_secret("sas_token", explicit["sas_token"], where).lstrip("?")
-            return AzureConfig(
-                **common, account=account, account_url=account_url, auth="sas", sas_token=token
-            )
-        if "credential" in explicit:
-            credential = explicit["credential"]
-            if isinstance(credential, str):
-                raise ConfigurationError(
-                    f"option 'credential' of {where} must be a credential object "
-                    "(for a key or SAS token use account_key= or sas_token=)",
-                    key="credential",
-                )
-            if not _is_credential(credential):
-                raise ConfigurationError(
-                    f"option 'credential' of {where} must be an azure-core credential "
-                    "(a token credential with get_token, AzureNamedKeyCredential or "
-                    f"AzureSasCredential), not {type(credential).__name__}",
-                    key="credential",
-                )
-            return AzureConfig(
-                **common,
-                account=account,
-                account_url=account_url,
-                auth="credential",
-                credential=credential,
-            )
-        return AzureConfig(**common, account=account, account_url=account_url, auth="anonymous")
 
-    env = os.environ if environ is None else environ
+def _with_account_key(store: _Store, value: object) -> AzureConfig:
+    """``account_key=``: Shared Key signing, which needs the account's name."""
+    account_url = store.endpoint()
+    key = _check_secret("account_key", value, store.where)
+    if store.account is None:  # so account_url was given, and names no account
+        raise ConfigurationError(
+            f"Azure store {store.where!r}: an account key needs the account name, and "
+            f"option 'account_url' ({redact_url(account_url)!r}) names none: give "
+            "option 'account', or an account_url like https://NAME.blob.core."
+            "windows.net or http://host:port/NAME",
+            key="account_url",
+        )
+    return store.config(
+        account=store.account, account_url=account_url, auth="account-key", account_key=key
+    )
+
+
+def _with_sas_token(store: _Store, value: object) -> AzureConfig:
+    """``sas_token=``: a shared access signature (a leading ``?`` is dropped)."""
+    account_url = store.endpoint()
+    token = _check_secret("sas_token", value, store.where).lstrip("?")
+    return store.config(account=store.account, account_url=account_url, auth="sas", sas_token=token)
+
+
+def _with_credential(store: _Store, credential: object) -> AzureConfig:
+    """``credential=``: an azure-core credential object (the caller keeps and closes it)."""
+    account_url = store.endpoint()
+    where = store.where
+    if isinstance(credential, str):
+        raise ConfigurationError(
+            f"option 'credential' of {where} must be a credential object "
+            "(for a key or SAS token use account_key= or sas_token=)",
+            key="credential",
+        )
+    if not _is_credential(credential):
+        raise ConfigurationError(
+            f"option 'credential' of {where} must be an azure-core credential "
+            "(a token credential with get_token, AzureNamedKeyCredential or "
+            f"AzureSasCredential), not {type(credential).__name__}",
+            key="credential",
+        )
+    return store.config(
+        account=store.account, account_url=account_url, auth="credential", credential=credential
+    )
+
+
+def _from_environment(store: _Store, env: Mapping[str, str]) -> AzureConfig | None:
+    """``AZURE_STORAGE_CONNECTION_STRING``, unless account_url or another account is given."""
     env_text = env.get(CONNECTION_STRING_ENV, "").strip()
-    if env_text and account_url is None:
-        try:
-            env_account, endpoint = _check_connection_string(env_text)
-        except ConfigurationError as exc:
-            raise ConfigurationError(
-                f"{CONNECTION_STRING_ENV} is set but unusable: {exc}", key=CONNECTION_STRING_ENV
-            ) from exc
-        if account is None or env_account == account:
-            return AzureConfig(
-                **common,
-                account=env_account,
-                account_url=endpoint,
-                auth="connection-string",
-                connection_string=env_text,
-            )
-    if account_url is None:
-        if account is None:
-            raise ConfigurationError(
-                f"Azure store {where!r} needs an account: az://container/prefix?account=NAME, "
-                f"abfs://container@NAME.dfs.core.windows.net/prefix, account_url=, "
-                f"connection_string= or {CONNECTION_STRING_ENV}",
-                key="account",
-            )
-        account_url = f"https://{account}.blob.core.windows.net"
+    if not env_text or store.account_url is not None:
+        return None
+    try:
+        env_account, endpoint = _check_connection_string(env_text)
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            f"{CONNECTION_STRING_ENV} is set but unusable: {exc}", key=CONNECTION_STRING_ENV
+        ) from exc
+    if store.account is not None and env_account != store.account:
+        return None
+    return store.config(
+        account=env_account,
+        account_url=endpoint,
+        auth="connection-string",
+        connection_string=env_text,
+    )
+
+
+def _with_default_credential(store: _Store) -> AzureConfig:
+    """No secret given: DefaultAzureCredential, from azure-identity (an optional install)."""
+    where = store.where
+    if store.account_url is None and store.account is None:
+        raise ConfigurationError(
+            f"Azure store {where!r} needs an account: az://container/prefix?account=NAME, "
+            f"abfs://container@NAME.dfs.core.windows.net/prefix, account_url=, "
+            f"connection_string= or {CONNECTION_STRING_ENV}",
+            key="account",
+        )
+    account_url = store.endpoint()
     if not _identity_available():
         raise ConfigurationError(
             f"Azure store {where!r} has no credential (account_key=, sas_token=, credential=, "
@@ -586,9 +648,7 @@ def resolve(
             "needs azure-identity, which is not installed: pip install azure-identity",
             key="credential",
         )
-    return AzureConfig(
-        **common, account=account, account_url=account_url, auth="default-credential"
-    )
+    return store.config(account=store.account, account_url=account_url, auth="default-credential")
 
 
 def merge(

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import builtins
 import contextlib
 import email.utils
 import heapq
 import re
-import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -22,6 +20,7 @@ from ..._backend import (
     CompletedPart,
     IteratorReadStream,
     KiB,
+    LoopBound,
     MiB,
     ReadStream,
     WriteAttributes,
@@ -34,7 +33,6 @@ from ..._errors import (
     PreconditionFailedError,
     StoreError,
 )
-from ..._stream._tasks import task_group
 from ..._types import CommonPrefix, ObjectInfo
 from .._http import HttpPool, ResponseStream, proxied, target_of
 from ._api import (
@@ -43,21 +41,16 @@ from ._api import (
     Media,
     check_generation,
     conditions,
-    decode_json,
     object_info,
 )
-from ._crc32c import to_base64
 from ._http import default_timeouts, make_client
+from ._objects import delete_names, write_resource
 from ._options import DEFAULT_MAX_CONNECTIONS, GCSOptions, UploadMethod, resolve_api_root
-from ._translate import Answer, Where, gcs_errors, status_error
+from ._translate import Answer, Where, gcs_errors
 from ._uploads import TEMP_SEGMENT, Uploads
 
 __all__ = ["GCSBackend"]
 
-#: Objects per batch request of ``delete_many`` (the JSON API allows 100).
-BATCH_SIZE = 100
-#: Batch requests of one ``delete_many`` in flight at once.
-BATCH_CONCURRENCY = 4
 #: Objects per listing page.
 PAGE_SIZE = 1000
 #: The most bytes one read request asks for (a read of more makes several).
@@ -181,11 +174,7 @@ class GCSBackend(Backend):
             self.default_max_concurrency = options.concurrency
         self.default_max_connections = options.max_connections
         self._root = f"{options.prefix}/" if options.prefix else ""
-        self._lock = anyio.Lock()
-        self._api: GCSApi | None = None
-        self._uploads: Uploads | None = None
-        self._stack: contextlib.AsyncExitStack | None = None
-        self._closed = False
+        self._session: LoopBound[tuple[GCSApi, Uploads]] = LoopBound("GCS", options.url, self._open)
 
     @property
     def upload_method(self) -> UploadMethod:
@@ -199,37 +188,30 @@ class GCSBackend(Backend):
     # -- set-up
 
     async def _ready(self) -> tuple[GCSApi, Uploads]:
-        if self._api is None or self._uploads is None:
-            async with self._lock:
-                if self._closed:
-                    raise StoreError(f"the GCS backend for {self.options.url} is closed")
-                if self._api is None:
-                    stack = contextlib.AsyncExitStack()
-                    client = await anyio.to_thread.run_sync(
-                        make_client, self.options.max_connections, self.timeouts
-                    )
-                    stack.push_async_callback(client.aclose)
-                    pool = self._lean_pool()
-                    if pool is not None:
-                        stack.push_async_callback(pool.aclose)
-                    api = GCSApi(
-                        client=client,
-                        bucket=self.options.bucket,
-                        root=self._root,
-                        api_root=self.api_root,
-                        anonymous=self.anonymous,
-                        project=self.options.project,
-                        service_file=self.options.service_file,
-                        max_connections=self.options.max_connections,
-                        timeouts=self.timeouts,
-                        pool=pool,
-                    )
-                    self._stack = stack
-                    self._uploads = Uploads(api, self)
-                    self._api = api
-        assert self._api is not None
-        assert self._uploads is not None
-        return self._api, self._uploads
+        return await self._session.get()
+
+    async def _open(self, stack: contextlib.AsyncExitStack) -> tuple[GCSApi, Uploads]:
+        """Make the HTTP clients (in the running event loop) and the request helpers."""
+        client = await anyio.to_thread.run_sync(
+            make_client, self.options.max_connections, self.timeouts
+        )
+        stack.push_async_callback(client.aclose)
+        pool = self._lean_pool()
+        if pool is not None:
+            stack.push_async_callback(pool.aclose)
+        api = GCSApi(
+            client=client,
+            bucket=self.options.bucket,
+            root=self._root,
+            api_root=self.api_root,
+            anonymous=self.anonymous,
+            project=self.options.project,
+            service_file=self.options.service_file,
+            max_connections=self.options.max_connections,
+            timeouts=self.timeouts,
+            pool=pool,
+        )
+        return api, Uploads(api)
 
     def _lean_pool(self) -> HttpPool | None:
         """The lean client's pool for the JSON API's host (None: httpx sends every request)."""
@@ -245,13 +227,7 @@ class GCSBackend(Backend):
 
     async def aclose(self) -> None:
         """Close the HTTP client; the backend cannot be used afterwards."""
-        async with self._lock:
-            self._closed = True
-            stack, self._stack = self._stack, None
-            self._api = self._uploads = None
-        if stack is not None:
-            with anyio.CancelScope(shield=True):
-                await stack.aclose()
+        await self._session.aclose()
 
     # -- names
 
@@ -446,26 +422,10 @@ class GCSBackend(Backend):
         """
         api, _ = await self._ready()
         name = self.name(key)
-        resource = self.resource(name, attrs, checksums)
+        resource = write_resource(name, attrs, checksums)
         where = self.where(key, create=attrs.if_none_match, write=True)
         result = await api.upload_multipart(resource, data, where, params=conditions(attrs, key))
         return WriteResult(etag=str(result["generation"]))
-
-    def resource(
-        self, name: str, attrs: WriteAttributes, checksums: Mapping[str, bytes] | None = None
-    ) -> dict[str, Any]:
-        """The object resource of a write: name, content type, metadata, checksums."""
-        resource: dict[str, Any] = {"name": name, "metadata": dict(attrs.metadata)}
-        if attrs.content_type:
-            resource["contentType"] = attrs.content_type
-        if checksums:
-            crc = checksums.get("crc32c")
-            if crc is not None:
-                resource["crc32c"] = to_base64(int.from_bytes(crc, "big"))
-            md5 = checksums.get("md5")
-            if md5 is not None:
-                resource["md5Hash"] = base64.b64encode(md5).decode("ascii")
-        return resource
 
     async def create_upload(self, key: str, attrs: WriteAttributes) -> str:
         _, uploads = await self._ready()
@@ -493,69 +453,26 @@ class GCSBackend(Backend):
         _, uploads = await self._ready()
         await uploads.abort(key, self.name(key), upload_id)
 
+    async def pending_uploads(self, prefix: str = "") -> builtins.list[tuple[str, str]]:
+        """``(key, upload id)`` of the composite uploads under ``prefix`` with parts stored.
+
+        Open resumable sessions are not listed: GCS has no call that lists them
+        (they expire after a week).
+        """
+        _, uploads = await self._ready()
+        return await uploads.pending(prefix)
+
     # -- delete and copy
 
     async def delete(self, key: str) -> None:
         api, _ = await self._ready()
-        await self.delete_names(api, [self.name(key)], key=key)
+        await delete_names(api, [self.name(key)], key=key)
 
     async def delete_many(self, keys: Iterable[str]) -> None:
         """Delete in batch requests of up to 100 objects, a few batches at once."""
         api, _ = await self._ready()
         names = [self.name(key) for key in keys]
-        await self.delete_names(api, names)
-
-    async def delete_names(
-        self, api: GCSApi, names: Sequence[str], *, key: str | None = None
-    ) -> None:
-        """Delete objects by name; missing ones are not an error."""
-        if not names:
-            return
-        if len(names) == 1:
-            where = self.where(key if key is not None else self.key(names[0]))
-            with gcs_errors(where):
-                try:
-                    await api.storage.delete(
-                        api.bucket, names[0], params=api.params(), timeout=JSON_TIMEOUT
-                    )
-                except Exception as exc:
-                    if getattr(exc, "status", None) != 404:
-                        raise
-            return
-        batches = [names[i : i + BATCH_SIZE] for i in builtins.range(0, len(names), BATCH_SIZE)]
-        limiter = anyio.CapacityLimiter(BATCH_CONCURRENCY)
-
-        async def run(batch: Sequence[str]) -> None:
-            async with limiter:
-                await self._delete_batch(api, batch)
-
-        async with task_group() as tg:
-            for batch in batches:
-                tg.start_soon(run, batch)
-
-    async def _delete_batch(self, api: GCSApi, names: Sequence[str]) -> None:
-        boundary = "asyncstore-" + uuid.uuid4().hex
-        query = f"?userProject={api.project}" if api.project else ""
-        parts = [
-            f"--{boundary}\r\nContent-Type: application/http\r\n"
-            f"Content-Transfer-Encoding: binary\r\nContent-ID: <{index}>\r\n\r\n"
-            f"DELETE {api.object_path(name)}{query} HTTP/1.1\r\n\r\n"
-            for index, name in enumerate(names, 1)
-        ]
-        body = ("".join(parts) + f"--{boundary}--\r\n").encode()
-        where = self.where(None)
-        response, body = await api.send(
-            "POST",
-            api.batch_url,
-            where,
-            headers={"Content-Type": f"multipart/mixed; boundary={boundary}"},
-            content=body,
-        )
-        statuses = _batch_statuses(response, body, len(names))
-        for name, (status, message) in zip(names, statuses, strict=True):
-            if status < 300 or status == 404:
-                continue
-            raise status_error(status, message, self.where(self.key(name)))
+        await delete_names(api, names)
 
     async def copy(self, src: str, dst: str) -> WriteResult:
         """Server-side copy with the ``rewrite`` call, repeated until GCS says done."""
@@ -792,33 +709,3 @@ class _Ranges:
         self._ready.clear()
         self.error = None
         self.position = self.stop
-
-
-def _batch_statuses(response: Answer, body: bytes, count: int) -> builtins.list[tuple[int, str]]:
-    """The status and message of each inner response of a batch response, in request order."""
-    content_type = response.headers.get("content-type", "")
-    match = re.search(r'boundary="?([^";]+)"?', content_type)
-    if match is None:
-        raise StoreError(f"GCS sent a batch response without a boundary: {content_type!r}")
-    text = body.decode("utf-8", "replace")
-    found: dict[int, tuple[int, str]] = {}
-    position = 0
-    for part in text.split("--" + match.group(1)):
-        status = re.search(r"HTTP/1\.[01] (\d{3})", part)
-        if status is None:
-            continue
-        ident = re.search(r"Content-ID:\s*<response-(?:[^>]*?)(\d+)>", part, re.IGNORECASE)
-        index = int(ident.group(1)) - 1 if ident else position
-        position += 1
-        rest = part[status.end() :]
-        message = ""
-        brace = rest.find("{")
-        if brace >= 0:
-            with contextlib.suppress(StoreError):
-                error = decode_json(rest[brace:].strip().encode(), Where("", None)).get("error")
-                if isinstance(error, dict):
-                    message = str(error.get("message", ""))
-        found[index] = (int(status.group(1)), message)
-    if len(found) < count:
-        raise StoreError(f"GCS answered {len(found)} of the {count} requests of a batch delete")
-    return [found[index] for index in builtins.range(count)]

@@ -47,7 +47,7 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import anyio
@@ -68,17 +68,17 @@ from ..._meta import SHA256
 from ..._stream._tasks import task_group
 from ._api import JSON, JSON_TIMEOUT, BodyPieces, GCSApi, conditions, decode_json
 from ._crc32c import combine_all, from_base64, to_base64
-from ._translate import gcs_errors
+from ._objects import delete_names, write_resource
+from ._translate import Where, gcs_errors
 
-if TYPE_CHECKING:
-    from ._backend import GCSBackend
-
-__all__ = ["QUANTUM", "TEMP_SEGMENT", "Uploads"]
+__all__ = ["QUANTUM", "TEMP_SEGMENT", "UPLOAD_KEY", "Uploads"]
 
 logger = logging.getLogger("asyncstore.gcs")
 
 #: The path segment under which composite uploads keep their temporary parts.
 TEMP_SEGMENT = ".asyncstore-uploads"
+#: Metadata of a temporary part: the store key of its upload (for `Uploads.pending`).
+UPLOAD_KEY = "asyncstore-upload-key"
 #: Chunks of a resumable session (but the last) are multiples of this.
 QUANTUM = 256 * KiB
 #: Sources per compose call (the service's limit).
@@ -153,11 +153,15 @@ class _Session:
 
 
 class Uploads:
-    """The multipart primitives of one `GCSBackend`."""
+    """The multipart primitives of one GCS backend, over its `GCSApi`.
 
-    def __init__(self, api: GCSApi, backend: GCSBackend) -> None:
+    It knows the backend only through the API object (bucket, prefix, requests)
+    and the shared object operations of ``_objects.py``: this module never
+    imports ``_backend.py``, which builds it.
+    """
+
+    def __init__(self, api: GCSApi) -> None:
         self._api = api
-        self._backend = backend
         self._sessions: dict[str, _Session] = {}
         # Composite uploads whose final compose failed in a way that may hide its success
         # (a lost answer, a cancellation): a retry that meets its own object must not
@@ -178,6 +182,9 @@ class Uploads:
                 raise UploadNotFoundError(f"no upload {upload_id!r} for key {key!r}", key=key)
             return "composite", token
         return "resumable", unquote(token)
+
+    def _where(self, key: str | None, **flags: bool) -> Where:
+        return Where(self._api.bucket, key, **flags)
 
     def _temp_prefix(self, uid: str) -> str:
         return f"{self._api.root}{TEMP_SEGMENT}/{uid}/"
@@ -258,8 +265,8 @@ class Uploads:
         checksums: Mapping[str, bytes],
     ) -> CompletedPart:
         temp = f"{self._temp_prefix(uid)}{number:05d}"
-        resource = self._backend.resource(temp, WriteAttributes(), checksums)
-        where = self._backend.where(key, write=True)
+        resource = write_resource(temp, WriteAttributes(metadata={UPLOAD_KEY: key}), checksums)
+        where = self._where(key, write=True)
         result = await self._api.upload_multipart(resource, data, where)
         return CompletedPart(
             number, offset, data.nbytes, etag=str(result["generation"]), checksums=checksums
@@ -287,7 +294,7 @@ class Uploads:
             "contentType": attrs.content_type or "application/octet-stream",
             "metadata": dict(attrs.metadata),
         }
-        where = self._backend.where(key, upload=True, create=attrs.if_none_match)
+        where = self._where(key, upload=True, create=attrs.if_none_match)
         try:
             resource = await api.send_json(
                 "POST",
@@ -332,7 +339,7 @@ class Uploads:
         """
         sha = attrs.metadata.get(SHA256)
         try:
-            resource = await self._api.resource(name, self._backend.where(key))
+            resource = await self._api.resource(name, self._where(key))
         except NotFoundError:
             resource = {}
         recorded = resource.get("metadata") or {}
@@ -354,7 +361,7 @@ class Uploads:
         groups = [sources[i : i + COMPOSE_LIMIT] for i in range(0, len(sources), COMPOSE_LIMIT)]
         targets = [f"{prefix}c{level}-{index:05d}" for index in range(len(groups))]
         limiter = anyio.CapacityLimiter(COMPOSE_CONCURRENCY)
-        where = self._backend.where(key, upload=True)
+        where = self._where(key, upload=True)
 
         async def compose(target: str, group: Sequence[str]) -> None:
             async with limiter:
@@ -378,7 +385,7 @@ class Uploads:
         prefix = self._temp_prefix(uid)
         names: list[str] = []
         token: str | None = None
-        where = self._backend.where(None)
+        where = self._where(None)
         while True:
             params = api.params(prefix=prefix, pageToken=token, fields="items(name),nextPageToken")
             with gcs_errors(where):
@@ -390,9 +397,38 @@ class Uploads:
             if token is None:
                 return names
 
+    async def pending(self, prefix: str) -> list[tuple[str, str]]:
+        """``(key, upload id)`` of the composite uploads under ``prefix`` with parts stored.
+
+        Each temporary part records its upload's key (`UPLOAD_KEY`); resumable
+        sessions cannot be listed (the JSON API has no call for it).
+        """
+        api = self._api
+        found: set[tuple[str, str]] = set()
+        token: str | None = None
+        where = self._where(None)
+        while True:
+            params = api.params(
+                prefix=f"{api.root}{TEMP_SEGMENT}/",
+                pageToken=token,
+                fields="items(name,metadata),nextPageToken",
+            )
+            with gcs_errors(where):
+                page = await api.storage.list_objects(
+                    api.bucket, params=params, timeout=JSON_TIMEOUT
+                )
+            for item in page.get("items") or []:
+                key = (item.get("metadata") or {}).get(UPLOAD_KEY)
+                uid = str(item["name"])[len(f"{api.root}{TEMP_SEGMENT}/") :].split("/")[0]
+                if isinstance(key, str) and key.startswith(prefix) and _UUID.match(uid):
+                    found.add((key, f"gcs-composite.{_tag(api.root + key)}.{uid}"))
+            token = page.get("nextPageToken") or None
+            if token is None:
+                return sorted(found)
+
     async def _delete_temporaries(self, uid: str) -> None:
         names = await self._temp_names(uid)
-        await self._backend.delete_names(self._api, names)
+        await delete_names(self._api, names)
 
     async def _cleanup(self, uid: str) -> None:
         """Delete the temporaries of a committed upload, whatever happens to the caller.
@@ -442,7 +478,7 @@ class Uploads:
             await api.send(
                 "DELETE",
                 api.object_url(name),
-                self._backend.where(key),
+                self._where(key),
                 params=api.params(ifGenerationMatch=generation),
             )
         raise IntegrityError(
@@ -460,8 +496,8 @@ class Uploads:
         self, key: str, name: str, attrs: WriteAttributes, params: Mapping[str, str]
     ) -> str:
         api = self._api
-        resource = self._backend.resource(name, attrs)
-        where = self._backend.where(key, create=attrs.if_none_match, write=True)
+        resource = write_resource(name, attrs)
+        where = self._where(key, create=attrs.if_none_match, write=True)
         response, _ = await api.send(
             "POST",
             api.upload_url,
@@ -491,7 +527,7 @@ class Uploads:
         response, body = await api.send(
             "PUT",
             api.upload_url,
-            self._backend.where(key, upload=True),
+            self._where(key, upload=True),
             params=self._session_params(name, token),
             headers={"Content-Range": "bytes */*"},
             content=b"",
@@ -499,7 +535,7 @@ class Uploads:
         )
         if response.status_code == 308:
             return _committed(response.headers.get("range")), None
-        return -1, decode_json(body, self._backend.where(key))
+        return -1, decode_json(body, self._where(key))
 
     def _known(self, upload_id: str) -> _Session:
         return self._sessions.setdefault(upload_id, _Session())
@@ -577,7 +613,7 @@ class Uploads:
             response, _ = await api.send(
                 "PUT",
                 api.upload_url,
-                self._backend.where(key, upload=True),
+                self._where(key, upload=True),
                 params=self._session_params(name, token),
                 headers={
                     "Content-Range": f"bytes {start}-{stop - 1}/*",
@@ -642,7 +678,7 @@ class Uploads:
                     response, answer = await api.send(
                         "PUT",
                         api.upload_url,
-                        self._backend.where(key, upload=True, create=attrs.if_none_match),
+                        self._where(key, upload=True, create=attrs.if_none_match),
                         params=self._session_params(name, token),
                         headers=headers,
                         content=body,
@@ -658,7 +694,7 @@ class Uploads:
                         f"bytes (it has {_committed(response.headers.get('range'))})",
                         key=key,
                     )
-                session.done = decode_json(answer, self._backend.where(key))
+                session.done = decode_json(answer, self._where(key))
             resource = session.done
         await self._check_crc(key, name, resource, parts)
         await self._patch_metadata(key, name, resource, attrs)
@@ -683,7 +719,7 @@ class Uploads:
             ifGenerationMatch=str(resource["generation"]),
             ifMetagenerationMatch=str(resource.get("metageneration") or "") or None,
         )
-        with gcs_errors(self._backend.where(key)):
+        with gcs_errors(self._where(key)):
             try:
                 await api.storage.patch_metadata(
                     api.bucket, name, {"metadata": wanted}, params=params, timeout=JSON_TIMEOUT
@@ -697,7 +733,7 @@ class Uploads:
         await api.send(
             "DELETE",
             api.upload_url,
-            self._backend.where(key, upload=True),
+            self._where(key, upload=True),
             params=self._session_params(name, token),
             content=b"",
             # 499: GCS's answer to a cancel; 404 / 410: gone already; 501: a service that

@@ -1,8 +1,10 @@
 """The aiobotocore S3 client: made lazily in the running event loop, closed by ``aclose``.
 
 Constructing an `S3Backend` does no I/O. The
-first operation makes the client, under an ``anyio.Lock`` so concurrent first
-calls share one:
+first operation makes the client, in a `LoopBound` (``asyncstore/_backend.py``,
+shared by the cloud backends): once, under a lock so concurrent first calls share
+one, in the event loop that then owns it (a call from another loop is a
+ConfigurationError):
 
 1. In a worker thread: the botocore session is created, the shared AWS config
    files are read, the region resolved (option, then AWS configuration, then
@@ -24,7 +26,6 @@ retries are off: the Store retries TransportErrors, once, with backoff.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import re
@@ -33,6 +34,7 @@ from typing import Any, Literal
 import anyio
 import anyio.to_thread
 
+from ..._backend import LoopBound
 from ..._errors import ConfigurationError
 from ._lean import LeanS3
 from ._options import S3Options
@@ -61,13 +63,6 @@ def current_library() -> str:
     except ImportError:  # pragma: no cover - trio depends on sniffio, so only asyncio remains
         return "asyncio"
     return sniffio.current_async_library()
-
-
-def _running_loop() -> object | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 #: botocore's loggers that show a request's headers at DEBUG (aiobotocore logs through them).
@@ -152,10 +147,8 @@ class S3ClientFactory:
         self._http_client = http_client
         self._max_connections = max_connections
         self._timeouts = (connect_timeout, read_timeout)
-        self._client: Any = None
-        self._lock: anyio.Lock | None = None
-        self._stack: contextlib.AsyncExitStack | None = None
-        self._bound: tuple[str, object | None] | None = None
+        # A closed factory makes a new client on the next call (in any event loop).
+        self._client: LoopBound[Any] = LoopBound("S3", options.url, self._create, reopen=True)
         #: Limits the requests in flight to ``max_connections``, made with the client.
         self.slots: anyio.CapacityLimiter | None = None
         #: The HTTP library of the client made ("aiohttp" or "httpx"), once made.
@@ -178,30 +171,18 @@ class S3ClientFactory:
         return self._http_client
 
     async def get(self) -> Any:
-        """The client, made on first use in the running event loop."""
-        library = current_library()
-        where = (library, _running_loop())
-        if self._client is not None and self._bound == where:
-            return self._client
-        if self._bound is not None and self._bound != where:
-            raise ConfigurationError(
-                f"this S3 store was opened in another event loop ({self._bound[0]}); "
-                "a store serves the event loop that first used it: open one per loop",
-                key=self._options.url,
-            )
-        if self._lock is None:
-            self._lock = anyio.Lock()
-        async with self._lock:
-            if self._client is None:
-                self._client = await self._create(library)
-                self._bound = where
-        return self._client
+        """The client, made on first use in the running event loop.
 
-    async def _create(self, library: str) -> Any:
+        Raises:
+            ConfigurationError: The client was made in another event loop.
+        """
+        return await self._client.get()
+
+    async def _create(self, stack: contextlib.AsyncExitStack) -> Any:
         from aiobotocore.config import AioConfig  # type: ignore[import-untyped,unused-ignore]
 
         options = self._options
-        name = self._session_for(library)
+        name = self._session_for(current_library())
         location = options.url
         with s3_errors("opening the client", key=None, bucket=options.bucket, location=location):
             session, region = await anyio.to_thread.run_sync(_prepare_session, options)
@@ -231,50 +212,34 @@ class S3ClientFactory:
                 tcp_keepalive=True,
                 **extra,
             )
-            stack = contextlib.AsyncExitStack()
-            try:
-                client = await stack.enter_async_context(
-                    session.create_client("s3", endpoint_url=options.endpoint, config=config)
-                )
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await stack.aclose()
-                raise
+            client = await stack.enter_async_context(
+                session.create_client("s3", endpoint_url=options.endpoint, config=config)
+            )
         slots = anyio.CapacityLimiter(self._max_connections)
         if self._lean_wanted:
-            try:
-                with s3_errors(
-                    "opening the client", key=None, bucket=options.bucket, location=location
-                ):
-                    self.lean = await LeanS3.setup(
-                        client,
-                        await session.get_credentials(),
-                        options.bucket,
-                        region,
-                        limiter=slots,
-                        connect_timeout=connect_timeout,
-                        read_timeout=read_timeout,
-                    )
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await stack.aclose()
-                raise
+            with s3_errors(
+                "opening the client", key=None, bucket=options.bucket, location=location
+            ):
+                lean = await LeanS3.setup(
+                    client,
+                    await session.get_credentials(),
+                    options.bucket,
+                    region,
+                    limiter=slots,
+                    connect_timeout=connect_timeout,
+                    read_timeout=read_timeout,
+                )
+            if lean is not None:
+                # Closed with the client (again if the backend dropped it already: idempotent).
+                stack.push_async_callback(lean.aclose)
+            self.lean = lean
         self.slots = slots
-        self._stack = stack
         self.http_library = name
         self.region = region
         return client
 
     async def aclose(self) -> None:
         """Close the client and its connections; the next call makes a new one."""
-        stack, self._stack = self._stack, None
-        self._client = None
-        self._bound = None
-        self._lock = None  # an anyio.Lock belongs to its event loop
         self.slots = None
-        lean, self.lean = self.lean, None
-        if lean is not None:
-            await lean.aclose()
-        if stack is not None:
-            with anyio.CancelScope(shield=True):
-                await stack.aclose()
+        self.lean = None  # closed by the client's exit stack
+        await self._client.aclose()
