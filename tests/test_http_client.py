@@ -8,6 +8,7 @@ checks what the client made of them: the bodies, which connections were reused, 
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 
@@ -15,7 +16,7 @@ import anyio
 import anyio.abc
 import pytest
 
-from asyncstore.backends._http import ConnectionClosed, HttpPool, Target
+from asyncstore.backends._http import ConnectionClosed, HttpPool, Target, http_date
 
 pytestmark = pytest.mark.anyio
 
@@ -296,3 +297,11 @@ async def test_a_body_of_several_buffers_is_sent_whole() -> None:
         await (await pool.request("POST", "/k", {}, pieces)).read()
         await (await pool.request("POST", "/k", {}, [b"small", b"-one"])).read()
     assert received == [b"".join(bytes(p) for p in pieces), b"small-one"]
+
+
+def test_http_date_reads_a_last_modified_header_as_an_aware_datetime() -> None:
+    when = http_date("Sun, 06 Dec 2026 22:50:35 GMT")
+    assert when == datetime.datetime(2026, 12, 6, 22, 50, 35, tzinfo=datetime.timezone.utc)
+    assert http_date("not a date") is None
+    assert http_date(None) is None
+    assert http_date("") is None

@@ -23,6 +23,9 @@ translates them into asyncstore's errors, with the key and location.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import email.utils
+import functools
 import ssl
 import time
 import urllib.request
@@ -48,9 +51,22 @@ __all__ = [
     "Response",
     "ResponseStream",
     "Target",
+    "http_date",
     "proxied",
     "target_of",
 ]
+
+
+@functools.lru_cache(maxsize=1024)  # a service sends the same few dates over and over
+def http_date(value: str | None) -> datetime.datetime | None:
+    """A ``Last-Modified`` header as an aware datetime (None if absent or unreadable)."""
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+
 
 #: The most bytes a response head may have.
 HEAD_LIMIT = 64 * 1024

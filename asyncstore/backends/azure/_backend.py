@@ -39,9 +39,6 @@ import builtins
 import collections
 import contextlib
 import dataclasses
-import datetime
-import email.utils
-import functools
 import importlib
 import platform
 import re
@@ -93,7 +90,7 @@ from ..._errors import (
 )
 from ..._stream._tasks import task_group
 from ..._types import CommonPrefix, ObjectInfo
-from .._http import Response, ResponseStream
+from .._http import Response, ResponseStream, http_date
 from ._lean import LeanAzure
 from ._metadata import decode_metadata, encode_metadata, encode_name
 from ._options import AzureConfig, resolve
@@ -143,16 +140,6 @@ def _etag(value: object) -> str:
     """An ETag in its quoted form (listings return it bare, other responses quoted)."""
     text = str(value)
     return text if text.startswith(('"', "W/")) else f'"{text}"'
-
-
-@functools.lru_cache(maxsize=1024)  # a service sends the same few dates over and over
-def _parse_http_date(value: str | None) -> datetime.datetime | None:
-    if not value:
-        return None
-    try:
-        return email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _content_range_size(headers: Mapping[str, str]) -> int | None:
@@ -513,7 +500,7 @@ class AzureBackend(Backend):
             key=key,
             size=size,
             etag=_etag(headers.get("etag")),
-            last_modified=_parse_http_date(headers.get("last-modified")),
+            last_modified=http_date(headers.get("last-modified")),
             content_type=headers.get("content-type"),
             metadata=decode_metadata(stored),
         )

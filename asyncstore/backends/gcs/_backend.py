@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import email.utils
 import heapq
 import re
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -34,7 +33,7 @@ from ..._errors import (
     StoreError,
 )
 from ..._types import CommonPrefix, ObjectInfo
-from .._http import HttpPool, ResponseStream, proxied, target_of
+from .._http import HttpPool, ResponseStream, http_date, proxied, target_of
 from ._api import (
     JSON_TIMEOUT,
     GCSApi,
@@ -599,16 +598,11 @@ def _info_from_headers(
         if name.lower().startswith(_META_HEADER)
     }
     content_type = headers.get("content-type")
-    last_modified = headers.get("last-modified")
-    modified = None
-    if last_modified:
-        with contextlib.suppress(TypeError, ValueError):
-            modified = email.utils.parsedate_to_datetime(last_modified)
     return ObjectInfo(
         key=key,
         size=size,
         etag=headers.get("x-goog-generation", generation),
-        last_modified=modified,
+        last_modified=http_date(headers.get("last-modified")),
         content_type=content_type or None,
         metadata=metadata,
     )

@@ -62,10 +62,10 @@ from ..._keys import validate_key
 from ..._meta import SHA256
 from ..._stream._hashing import part_checksums_async
 from ..._types import CommonPrefix, ObjectInfo
-from .._http import Response, ResponseStream
+from .._http import Response, ResponseStream, http_date
 from ._body import PartBody, S3ReadStream
 from ._client import DEFAULT_MAX_CONNECTIONS, HttpClient, S3ClientFactory
-from ._lean import LeanS3, WrongRegion, http_date
+from ._lean import LeanS3, WrongRegion
 from ._options import S3Options
 from ._translate import error_code, s3_errors, translate
 

@@ -26,8 +26,6 @@ fall back to the SDK, which follows such redirects.
 
 from __future__ import annotations
 
-import email.utils
-import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -81,20 +79,6 @@ def client_error(
     return botocore.exceptions.ClientError(  # type: ignore[no-any-return]
         {"Error": error, "ResponseMetadata": metadata}, operation
     )
-
-
-@functools.lru_cache(maxsize=1024)
-def http_date(value: str | None) -> Any:
-    """A ``Last-Modified`` header as an aware datetime (None if absent or unreadable).
-
-    Cached: a service sends the same few dates over and over (one per object version).
-    """
-    if not value:
-        return None
-    try:
-        return email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
 
 
 class LeanS3:
