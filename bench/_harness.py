@@ -418,8 +418,10 @@ def run_child(
     own ``seconds``; the child's start-up is counted too, so this slightly understates the
     server's load during the operation itself).
 
-    Raises `CaseFailed` if the child exits with an error (its stderr's end is echoed to
-    ours), runs longer than ``timeout`` seconds (it is killed), or prints no result.
+    A child that printed its result and then crashed (obstore 0.12 sometimes aborts at
+    interpreter exit) keeps its figures, with the crash in ``crashed``. Raises `CaseFailed`
+    if the child printed no result (exiting with an error: its stderr's end is echoed to
+    ours) or runs longer than ``timeout`` seconds (it is killed).
     """
     server = None
     if server_pid is not None:
@@ -434,15 +436,17 @@ def run_child(
         )
     except subprocess.TimeoutExpired:
         raise CaseFailed(f"no result after {timeout} s (killed)") from None
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr[-STDERR_TAIL:])
-        raise CaseFailed(failure_reason(done.stderr, done.returncode))
     for line in done.stdout.splitlines():
         if line.startswith(RESULT_MARK):
             result: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
             break
     else:
+        if done.returncode != 0:
+            sys.stderr.write(done.stderr[-STDERR_TAIL:])
+            raise CaseFailed(failure_reason(done.stderr, done.returncode))
         raise CaseFailed("printed no result")
+    if done.returncode != 0:  # crashed after printing its figures (obstore at exit): keep them
+        result["crashed"] = failure_reason(done.stderr, done.returncode)
     if server is not None:
         server_cpu = _process_cpu(server) - before
         result["server_cpu_seconds"] = server_cpu

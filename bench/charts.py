@@ -100,6 +100,11 @@ def workloads(name: str, rows: list[dict[str, Any]]) -> dict[str, list[dict[str,
     return groups
 
 
+def _figure(value: float) -> str:
+    """A bar's label: three significant digits below 10 (0.149 s), else one decimal."""
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:,.1f}"
+
+
 def label_of(row: dict[str, Any]) -> str:
     return str(row.get("client") or row.get("case") or "?")
 
@@ -169,7 +174,7 @@ def draw(
         axis.barh(positions, drawn, color=colours, height=0.7)
         top = max(drawn, default=0.0) or 1.0
         for position, value in zip(positions, values, strict=True):
-            text = f"{value:,.1f}" if isinstance(value, (int, float)) else "n/a"
+            text = _figure(value) if isinstance(value, (int, float)) else "n/a"
             shown = float(value) if isinstance(value, (int, float)) else 0.0
             axis.text(shown + top * 0.02, position, text, va="center", fontsize=7)
         axis.set_title(f"{title}\n{unit}", fontsize=9)

@@ -663,6 +663,16 @@ def print_report(
         f"server: {args.server}; medians of {args.repeat} interleaved runs"
     )
     notes = [f"skipped {name}: {why}" for name, why in skipped.items()]
+    notes += [
+        f"{row['case']}: {len(row['failed_runs'])} run(s) failed ({row['failed_runs'][0]})"
+        for row in rows
+        if "failed_runs" in row
+    ]
+    notes += [
+        f"{row['case']}: {len(row['crashed'])} run(s) crashed after printing ({row['crashed'][0]})"
+        for row in rows
+        if "crashed" in row
+    ]
     notes.append("gather: the same GETs started at once (the store's bound keeps the loop live)")
     notes.append("gather-frozen: the same after gc.collect(); gc.freeze() (after start-up)")
     print_table(title, headers, lines, notes=notes)
@@ -690,6 +700,7 @@ def main() -> int:
     names = case_names(args)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     skipped: dict[str, str] = {}
+    failures: dict[str, list[str]] = {}
     if any(name.split(":")[2] in PEER_VENV_CLIENTS for name in names):
         try:
             peer_python()
@@ -716,7 +727,8 @@ def main() -> int:
                     except CaseFailed as error:
                         if client.startswith("asyncstore-"):
                             raise SystemExit(f"case {name} failed: {error}") from None
-                        skipped[client] = f"{name} failed: {error}"
+                        # A peer's failed run is reported; its other runs still count.
+                        failures.setdefault(name, []).append(str(error))
                         continue
                     if counted:
                         stats = server_stats(endpoint, "/__stats")
@@ -724,6 +736,12 @@ def main() -> int:
                         result["server_connections"] = stats["connections"] - 1  # ours
                     runs[name].append(result)
     rows = [summarise(name, runs[name]) for name in names if runs[name]]
+    for row in rows:
+        if row["case"] in failures:
+            row["failed_runs"] = failures[row["case"]]
+    for name, errors in failures.items():
+        if not runs[name]:
+            skipped[name] = f"every run failed: {errors[0]}"
     add_ratios(rows)
     print_report(rows, skipped, args)
     write_json(
