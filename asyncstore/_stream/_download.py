@@ -143,16 +143,10 @@ class Download:
                             pos += n
                 stream = None
                 if pos < end:
-                    raise ConnectionError(
-                        f"the body of key {self.key!r} ended at byte {pos} of {end}",
-                        key=self.key,
-                    )
+                    raise self._ended_short(pos, end)
             except TransportError as exc:
                 stream = None
-                if attempt >= self.retry.attempts:
-                    raise exhausted(exc, f"read of bytes {pos}-{end}", self.key, attempt) from exc
-                await anyio.sleep(self.retry.delay(attempt))
-                attempt += 1
+                attempt = await self._back_off(exc, pos, end, attempt)
             except PreconditionFailedError as exc:
                 raise self._replaced() from exc
 
@@ -187,6 +181,22 @@ class Download:
                     pieces.append(bytes(piece))
         return pieces
 
+    def _ended_short(self, pos: int, end: int) -> ConnectionError:
+        return ConnectionError(
+            f"the body of key {self.key!r} ended at byte {pos} of {end}", key=self.key
+        )
+
+    async def _back_off(self, exc: TransportError, pos: int, end: int, attempt: int) -> int:
+        """After a broken read: wait the policy's delay and return the next attempt's number.
+
+        Raises:
+            TransportError: ``attempt`` was the policy's last (`exhausted`).
+        """
+        if attempt >= self.retry.attempts:
+            raise exhausted(exc, f"read of bytes {pos}-{end}", self.key, attempt) from exc
+        await anyio.sleep(self.retry.delay(attempt))
+        return attempt + 1
+
     def _too_long(self, start: int, end: int, reached: int) -> IntegrityError:
         return IntegrityError(
             f"key {self.key!r}: the backend sent {reached - end} bytes "
@@ -217,16 +227,10 @@ class Download:
                         raise self._too_long(start, end, end + 1)
                 stream = None
                 if pos < end:
-                    raise ConnectionError(
-                        f"the body of key {self.key!r} ended at byte {pos} of {end}",
-                        key=self.key,
-                    )
+                    raise self._ended_short(pos, end)
             except TransportError as exc:
                 stream = None
-                if attempt >= self.retry.attempts:
-                    raise exhausted(exc, f"read of bytes {pos}-{end}", self.key, attempt) from exc
-                await anyio.sleep(self.retry.delay(attempt))
-                attempt += 1
+                attempt = await self._back_off(exc, pos, end, attempt)
             except PreconditionFailedError as exc:
                 raise self._replaced() from exc
         return buf
