@@ -298,10 +298,25 @@ class _StreamConnection(Connection):
         return self._raw.fileno() if self._raw is not None else None
 
     async def send(self, data: bytes | memoryview) -> None:
-        try:
-            await self._stream.send(data)  # type: ignore[arg-type]  # any buffer works
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            raise ConnectionClosed("the connection broke") from exc
+        raw = self._raw
+        if raw is None:  # TLS: the stream encrypts
+            try:
+                await self._stream.send(data)  # type: ignore[arg-type]  # any buffer works
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+                raise ConnectionClosed("the connection broke") from exc
+            return
+        # Straight to the socket, as receive_into reads: a request and its small body
+        # fit in the send buffer, so most sends are one system call and no wait.
+        view = memoryview(data)
+        while view:
+            try:
+                sent = raw.send(view)
+            except BlockingIOError:
+                await anyio.wait_writable(raw)
+                continue
+            except OSError as exc:
+                raise ConnectionClosed(f"the connection broke: {exc}") from exc
+            view = view[sent:]
 
     async def receive(self, most: int) -> bytes:
         try:
