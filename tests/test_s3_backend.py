@@ -82,14 +82,6 @@ pytestmark = [
     pytest.mark.anyio,
     # aiobotocore warns once that it prefers httpx2 over the legacy httpx package.
     pytest.mark.filterwarnings("ignore:aiobotocore's httpx backend:DeprecationWarning"),
-    # httpx wraps every request body given as content= in an async generator
-    # (httpx._content.*ByteStream.__aiter__); a request cut off mid-body leaves it
-    # unfinished and trio warns when it is collected (encode/httpx#3686). aiobotocore's
-    # HttpxSession builds the request itself, so the S3 backend cannot hand httpx a
-    # class-based stream as the GCS backend does, short of sending the request itself.
-    pytest.mark.filterwarnings(
-        r"ignore:Async generator 'httpx\._content\.\w*ByteStream\.__aiter__':ResourceWarning"
-    ),
 ]
 
 MISSING_BUCKET = "asyncstore-no-such-bucket"
