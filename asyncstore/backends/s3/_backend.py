@@ -900,8 +900,15 @@ class S3Backend(Backend):
             parts.sort(key=lambda part: part.number)
             return await self.complete_upload(dst, upload_id, parts, attrs)
         except BaseException:
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await self.abort_upload(dst, upload_id)
+            with anyio.CancelScope(shield=True):
+                for _ in range(3):  # a stale pooled connection can fail the first abort
+                    try:
+                        await self.abort_upload(dst, upload_id)
+                        break
+                    except TransportError:
+                        continue
+                    except Exception:
+                        break
             raise
 
     # -- presigned URLs ------------------------------------------------------------------------
