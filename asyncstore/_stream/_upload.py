@@ -34,7 +34,7 @@ from ._retry import RetryPolicy, call_with_retry
 from ._source import PartReader
 from ._tasks import task_group
 
-__all__ = ["ProgressReporter", "UploadOutcome", "plan_part_size", "upload"]
+__all__ = ["ProgressReporter", "UploadOutcome", "abort_quietly", "plan_part_size", "upload"]
 
 #: How long an abort may take after a failure or cancellation before it is given up.
 ABORT_TIMEOUT = 30.0
@@ -163,7 +163,8 @@ async def _commit(
         return WriteResult(info.etag)
 
 
-async def _abort(backend: Backend, key: str, upload_id: str, retry: RetryPolicy) -> None:
+async def abort_quietly(backend: Backend, key: str, upload_id: str, retry: RetryPolicy) -> None:
+    """Abort a multipart upload after a failure, as well as it can; never raises."""
     # Retried like any request (S3 says an abort racing in-flight parts may need
     # repeating), shielded from the cancellation that may have caused it, bounded in
     # time; the error that caused the abort matters more than a failed abort, so the
@@ -282,7 +283,7 @@ async def upload(
 
         result = await _commit(backend, key, "complete upload", complete, final, hasher.size, retry)
     except BaseException:
-        await _abort(backend, key, upload_id, retry)
+        await abort_quietly(backend, key, upload_id, retry)
         raise
     return UploadOutcome(
         hasher.size,

@@ -61,6 +61,8 @@ from ..._errors import (
 from ..._keys import validate_key
 from ..._meta import SHA256
 from ..._stream._hashing import part_checksums_async
+from ..._stream._retry import RetryPolicy
+from ..._stream._upload import abort_quietly
 from ..._types import CommonPrefix, ObjectInfo
 from .._http import Response, ResponseStream, http_date
 from ._body import PartBody, S3ReadStream
@@ -900,15 +902,9 @@ class S3Backend(Backend):
             parts.sort(key=lambda part: part.number)
             return await self.complete_upload(dst, upload_id, parts, attrs)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                for _ in range(3):  # a stale pooled connection can fail the first abort
-                    try:
-                        await self.abort_upload(dst, upload_id)
-                        break
-                    except TransportError:
-                        continue
-                    except Exception:
-                        break
+            # Retried as the core retries an upload's abort: a stale pooled connection
+            # can fail the first attempt, and a leftover upload costs storage.
+            await abort_quietly(self, dst, upload_id, RetryPolicy())
             raise
 
     # -- presigned URLs ------------------------------------------------------------------------
