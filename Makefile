@@ -60,7 +60,7 @@ bench: $(BENCH_STAMP) $(NODE_STAMP)
 	$(BIN)/python bench/local.py
 	$(BIN)/python bench/s3.py
 	$(BIN)/python bench/gcs.py
-	$(BIN)/python bench/azure.py
+	$(BIN)/python bench/azure_blob.py
 	$(BIN)/python bench/cas.py
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/cli.py

@@ -40,8 +40,9 @@ the one copy of what they have in common; plain functions and two small dataclas
 
 Only the standard library is imported at the top: ``bench/s3.py`` runs some cases with the
 interpreter of ``bench/.venv-peers``, which has neither anyio nor asyncstore. The scripts
-import this file as ``_harness`` (run as a script, a file's own folder is on ``sys.path``);
-``azure.py`` and ``soak.py`` then call `drop_bench_from_path`.
+import this file as ``_harness`` (run as a script, a file's own folder is on ``sys.path``).
+No script here is named after a package it imports (the Azure one is ``azure_blob.py``, not
+``azure.py``, which would shadow the ``azure`` namespace package), so none edits ``sys.path``.
 """
 
 from __future__ import annotations
@@ -799,13 +800,3 @@ def azurite() -> Iterator[tuple[str, int]]:
 
     with start(find_azurite(REPO)) as server:
         yield server.url, server.pid
-
-
-def drop_bench_from_path() -> None:
-    """Take ``bench/`` off ``sys.path``, once the script has imported this module.
-
-    Run as a script, a bench file's folder is ``sys.path[0]``, and ``bench/azure.py`` there
-    would shadow the ``azure`` namespace package (azure.core, azure.storage.blob), wherever
-    on the path the folder stands.
-    """
-    sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != BENCH]

@@ -36,12 +36,10 @@ import sys
 import time
 from typing import Any
 
-from _harness import DEFAULT_WORK, RESULTS, machine_info, print_table, write_json
+from _harness import DEFAULT_WORK, REPO, RESULTS, machine_info, print_table, write_json
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-
-from asyncstore.testing.emulators import FAKE_AWS_ENV as FAKE_ENV  # noqa: E402
-from asyncstore.testing.emulators import moto_server  # noqa: E402
+from asyncstore.testing.emulators import FAKE_AWS_ENV as FAKE_ENV
+from asyncstore.testing.emulators import moto_server
 
 MiB = 1024 * 1024
 BUCKET = "cli-bench"

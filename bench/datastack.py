@@ -21,15 +21,11 @@ prints a table and writes ``bench/results/datastack.json``.
 from __future__ import annotations
 
 import argparse
-import pathlib
-import sys
 import time
 from typing import Any
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
-
-from _harness import (  # noqa: E402
+from _harness import (
+    REPO,
     CaseFailed,
     emit_result,
     machine_info,
@@ -40,8 +36,8 @@ from _harness import (  # noqa: E402
     write_json,
 )
 
-from asyncstore.testing.emulators import FAKE_AWS_ENV as FAKE_ENV  # noqa: E402
-from asyncstore.testing.emulators import moto_server  # noqa: E402
+from asyncstore.testing.emulators import FAKE_AWS_ENV as FAKE_ENV
+from asyncstore.testing.emulators import moto_server
 
 BUCKET = "datastack-bench"
 MiB = 2**20

@@ -49,12 +49,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import psutil
-from _harness import free_port, machine_info, print_table, write_json
+from _harness import REPO, machine_info, print_table, write_json
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-
-from asyncstore.testing.emulators import FAKE_AWS_ENV as FAKE_ENV  # noqa: E402
-from asyncstore.testing.emulators import LocalServer, moto_server  # noqa: E402
+from asyncstore.testing.emulators import FAKE_AWS_ENV as FAKE_ENV
+from asyncstore.testing.emulators import LocalServer, free_port, moto_server
 
 MiB = 1024 * 1024
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -15,7 +15,7 @@ own process. Two workloads:
 * **small**: ``--small-count`` GETs of ``--small-kib`` KiB objects (written through
   asyncstore, so its sha256 verification runs), all started at once. For the cost of
   one request with the same 64-worker driver for every client, against a loopback
-  responder as well as moto, see ``bench/requests.py``.
+  responder as well as moto, see ``bench/small_requests.py``.
 
 Clients (each case runs in its own child process, so CPU time and peak RSS are
 the client's alone):

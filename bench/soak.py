@@ -6,14 +6,15 @@ Usage::
                          [--cases memory:asyncio,s3:trio,...] [--margin-mib 256]
                          [--out bench/results/soak.json]
 
-The workload is ``tests/_soak.py`` (the one ``tests/test_soak.py`` runs
+The workload is ``asyncstore.testing.soak`` (the one ``tests/test_soak.py`` runs
 smaller): ``--tasks`` tasks at once, each doing ``--ops-per-task`` operations
 (40% puts, 25% gets, 10% lists, 15% deletes, 5% each puts and gets of keys
 every task writes), of sizes from 0 B to ``--max-size-mib`` (70% up to
 64 KiB, 25% up to 4 MiB, 5% larger), every body streamed and hashed; then every
 object a task reported written is read back with the right sha256, every
 delete is checked to have taken effect and the listing is checked to hold
-exactly the surviving keys. A failed check fails the case.
+exactly the surviving keys. A failed check fails the case, and so does an upload the
+case left pending (the backend's ``pending_uploads``, where it can list them).
 
 Backends: ``memory``, ``local`` (a folder under ``--work``), ``s3`` (moto's
 server), ``gcs`` (gcp-storage-emulator, in memory, 4
@@ -48,18 +49,16 @@ import pathlib
 import shutil
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from _harness import (
-    REPO,
     RESULTS,
     CaseFailed,
     MiB,
     azurite,
     cpu_seconds,
-    drop_bench_from_path,
     emit_result,
     fmt,
     gcs_emulator,
@@ -73,11 +72,6 @@ from _harness import (
     write_json,
 )
 
-# Run as a script, this file's folder is on sys.path, and bench/azure.py there would shadow
-# the azure package (azure.core, azure.storage.blob).
-drop_bench_from_path()
-sys.path.insert(0, str(REPO / "tests"))  # the workload (tests/_soak.py) and the tests' checks
-
 DEFAULT_OUT = RESULTS / "soak.json"
 BACKENDS = ("memory", "local", "s3", "gcs", "azure")
 LOOPS = ("asyncio", "trio")
@@ -86,6 +80,7 @@ CASES = tuple(f"{backend}:{loop}" for backend in BACKENDS for loop in LOOPS)
 SETTINGS = {"s3": (5, 2)}
 DEFAULT_SETTINGS = (2, 3)
 BUCKET = "asyncstore-soak"
+AZURITE_ACCOUNT = "devstoreaccount1"
 GCS_CONNECTIONS = 4  # the emulator serves one request at a time, with a backlog of 5
 
 
@@ -131,11 +126,9 @@ def make_backend(backend: str, args: argparse.Namespace) -> Any:
 
         return LocalBackend(args.where)
     if backend == "s3":
-        from _servers import BUCKET as S3_BUCKET  # S3Server's bucket
-
         from asyncstore.backends.s3 import S3Backend
 
-        return S3Backend(S3_BUCKET, args.where, endpoint=args.endpoint)
+        return S3Backend(BUCKET, args.where, endpoint=args.endpoint)
     if backend == "gcs":
         from asyncstore.backends.gcs import GCSBackend
 
@@ -151,9 +144,9 @@ def make_backend(backend: str, args: argparse.Namespace) -> Any:
 def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run the workload on one backend under one event loop; return its figures."""
     import anyio
-    from _soak import soak
 
-    from asyncstore import Store, UploadNotFoundError
+    from asyncstore import ObjectInfo, Store, UploadNotFoundError
+    from asyncstore.testing.soak import soak
 
     backend_name, loop = name.split(":")
     chunk_mib, concurrency = settings(backend_name, args)
@@ -177,6 +170,17 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 shared_reads=backend_name != "gcs",
             )
             holder["cpu"] = cpu_seconds() - cpu
+            # What the case left behind, then clean-up, through the store itself.
+            try:
+                pending = await backend.pending_uploads("")
+            except NotImplementedError:
+                pending = []
+            for key, upload_id in pending:
+                await store.abort_upload(key, upload_id)
+            holder["incomplete_uploads"] = len(pending)
+            await store.delete_many(
+                [item.key async for item in store.list("") if isinstance(item, ObjectInfo)]
+            )
 
     anyio.run(main, backend=loop)
     report = holder["report"]
@@ -185,6 +189,7 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
     figures["ops_by_kind"] = figures.pop("ops")
     return {
         **figures,
+        "incomplete_uploads": holder["incomplete_uploads"],
         "case": name,
         "backend": backend_name,
         "loop": loop,
@@ -211,67 +216,55 @@ def settings(backend: str, args: argparse.Namespace) -> tuple[int, int]:
 
 
 class Servers:
-    """The servers the chosen cases need, started once; where each case writes."""
+    """The servers the chosen cases need, started once; where each case writes.
+
+    Each case cleans up after itself through the store it soaked (and counts the uploads it
+    left pending there); a folder, an Azure container, is made and removed here.
+    """
 
     def __init__(self, stack: ExitStack, backends: set[str], work: pathlib.Path) -> None:
         self.work = work
-        self.s3: Any = None
+        self.s3: str | None = None
         self.gcs: str | None = None
-        self.azure: Any = None
+        self.azure: str | None = None
         if "s3" in backends:
-            from _servers import BUCKET as S3_BUCKET  # S3Server's bucket
-            from _servers import S3Server
+            import boto3
 
-            endpoint, _ = stack.enter_context(moto_server())
-            self.s3 = S3Server(endpoint)
-            self.s3.boto.create_bucket(Bucket=S3_BUCKET)
+            self.s3, _ = stack.enter_context(moto_server())
+            boto3.client("s3", endpoint_url=self.s3, region_name="us-east-1").create_bucket(
+                Bucket=BUCKET
+            )
         if "gcs" in backends:
             self.gcs, _ = stack.enter_context(gcs_emulator(BUCKET))
         if "azure" in backends:
-            from _servers import Azurite
-
-            endpoint, _ = stack.enter_context(azurite())
-            self.azure = Azurite(endpoint)
+            self.azure, _ = stack.enter_context(azurite())
 
     @contextmanager
-    def place(self, backend: str) -> Iterator[tuple[list[str], Callable[[], dict[str, Any]]]]:
-        """The case's arguments (endpoint, where), and a check of what it left, then clean-up."""
+    def place(self, backend: str) -> Iterator[list[str]]:
+        """The case's arguments (endpoint, where), then clean-up."""
         name = f"soak-{uuid.uuid4().hex[:8]}"
-
-        def nothing() -> dict[str, Any]:
-            return {}
-
         if backend == "memory":
-            yield [], nothing
+            yield []
         elif backend == "local":
             folder = self.work / name
             try:
-                yield ["--where", str(folder)], nothing
+                yield ["--where", str(folder)]
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
-        elif backend == "s3":
-            s3 = self.s3
-
-            def s3_left() -> dict[str, Any]:
-                return {"incomplete_uploads": len(s3.uploads(name + "/"))}
-
-            try:
-                yield ["--endpoint", s3.endpoint, "--where", name], s3_left
-            finally:
-                s3.clean(name + "/")
-        elif backend == "gcs":
-            from _servers import Emulator
-
-            assert self.gcs is not None
-            try:
-                yield ["--endpoint", self.gcs, "--where", name], nothing
-            finally:
-                Emulator(self.gcs).empty(BUCKET)  # it rewrites all its metadata on every write
+        elif backend in ("s3", "gcs"):
+            yield ["--endpoint", str(getattr(self, backend)), "--where", name]
         else:
-            service = self.azure.service()
+            from azure.storage.blob import BlobServiceClient
+
+            from asyncstore.backends.azure._options import AZURITE_KEY
+
+            assert self.azure is not None
+            service = BlobServiceClient(
+                self.azure, credential={"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY}
+            )
             service.create_container(name)
             try:
-                yield ["--endpoint", self.azure.endpoint, "--where", name], nothing
+                yield ["--endpoint", self.azure, "--where", name]
             finally:
                 service.delete_container(name)
                 service.close()
@@ -280,7 +273,7 @@ class Servers:
 def child(name: str, args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
     """Run case ``name`` in a fresh interpreter; its figures, or its failure."""
     backend = name.split(":")[0]
-    with servers.place(backend) as (where, left):
+    with servers.place(backend) as where:
         options = [
             *where,
             *("--tasks", str(args.tasks), "--ops-per-task", str(args.ops_per_task)),
@@ -288,11 +281,9 @@ def child(name: str, args: argparse.Namespace, servers: Servers) -> dict[str, An
             *("--chunk-mib", str(args.chunk_mib), "--max-concurrency", str(args.max_concurrency)),
         ]
         try:
-            result = run_child(__file__, name, options)
+            return run_child(__file__, name, options)
         except CaseFailed as error:
             return {"case": name, "failed": str(error)}
-        result.update(left())
-        return result
 
 
 def check_bound(row: dict[str, Any], margin_mib: int) -> None:

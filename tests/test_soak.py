@@ -1,6 +1,6 @@
 """The soak test: 64 concurrent tasks of mixed puts, gets, lists and deletes on every backend.
 
-The workload is `_soak.soak` (shared with ``bench/soak.py``, which runs it
+The workload is `asyncstore.testing.soak.soak` (shared with ``bench/soak.py``, which runs it
 larger and checks the process's peak RSS against the Store's memory formula).
 Each run is bounded in count (64 tasks x `OPS_PER_TASK` operations) and checks
 what the store holds afterwards: every object a task reported written reads
@@ -19,7 +19,6 @@ from typing import Any
 import anyio
 import pytest
 from _servers import Azurite, Emulator, S3Server
-from _soak import WEIGHTS, SoakError, SoakReport, soak
 
 from asyncstore import Store, UploadNotFoundError
 from asyncstore._backend import MiB
@@ -27,6 +26,7 @@ from asyncstore.backends.azure import AzureBackend
 from asyncstore.backends.gcs import GCSBackend
 from asyncstore.backends.local import LocalBackend
 from asyncstore.backends.memory import MemoryBackend
+from asyncstore.testing.soak import WEIGHTS, SoakError, SoakReport, soak
 
 pytestmark = [
     pytest.mark.anyio,

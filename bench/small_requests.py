@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/requests.py [--services s3,gcs,azure] [--ops get,head,put]
+    python bench/small_requests.py [--services s3,gcs,azure] [--ops get,head,put]
                              [--count 2000] [--workers 64] [--kib 16] [--repeat 5]
                              [--server responder|emulator] [--clients a,b,...]
                              [--out bench/results/requests.json]
@@ -56,7 +56,6 @@ from _harness import (
     RESULTS,
     CaseFailed,
     LoopLag,
-    drop_bench_from_path,
     emit_result,
     gcs_emulator,
     machine_info,
@@ -70,8 +69,6 @@ from _harness import (
     write_json,
 )
 from _harness import azurite as azurite_server
-
-drop_bench_from_path()  # bench/azure.py would shadow the azure package
 
 DEFAULT_OUT = RESULTS / "requests.json"
 BUCKET = "asyncstore-bench"

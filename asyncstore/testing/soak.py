@@ -2,8 +2,8 @@
 
 Shared by ``tests/test_soak.py`` (a moderate run against every backend) and
 ``bench/soak.py`` (a larger run, with the process's peak RSS checked against
-the Store's memory formula). A plain module: the bench script imports it with
-``tests/`` on ``sys.path``.
+the Store's memory formula), and open to any backend's own tests: it uses only
+the public `Store` API.
 
 `soak` runs ``tasks`` tasks at once, each doing ``ops_per_task`` operations
 picked by its own seeded ``random.Random``:
@@ -50,7 +50,7 @@ import anyio
 
 from asyncstore import NotFoundError, ObjectInfo, PreconditionFailedError, Store
 
-__all__ = ["SIZES", "SoakError", "SoakReport", "pick_size", "soak"]
+__all__ = ["SIZES", "WEIGHTS", "SoakError", "SoakReport", "pick_size", "soak"]
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/azure.py [--size-mib 1024] [--small-count 2000] [--small-kib 16]
+    python bench/azure_blob.py [--size-mib 1024] [--small-count 2000] [--small-kib 16]
                           [--repeat 1] [--cases a,b,...] [--out bench/results/azure.json]
 
 Azurite (``node_modules/.bin/azurite-blob``, installed by ``make test``) is
@@ -69,7 +69,6 @@ from _harness import (
     asyncstore_gets_case,
     asyncstore_transfer_case,
     azurite,
-    drop_bench_from_path,
     emit_result,
     file_sha256,
     fmt,
@@ -86,9 +85,6 @@ from _harness import (
     write_json,
     wrong_digests,
 )
-
-# This file is named azure.py: bench/ on sys.path would shadow the azure package.
-drop_bench_from_path()
 
 DEFAULT_OUT = RESULTS / "azure.json"
 CONTAINER = "asyncstore-bench"
