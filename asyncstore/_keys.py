@@ -47,6 +47,19 @@ def validate_key(key: object) -> str:
     Raises:
         InvalidKeyError: naming the key and the rule it breaks.
     """
+    if (  # the common key, checked by C string methods alone (every call checks its key)
+        type(key) is str
+        and key.isascii()
+        and key.isprintable()  # for ASCII: no control character
+        and 0 < len(key) <= MAX_KEY_BYTES
+        and key[0] not in "/."
+        and key[-1] != "/"
+        and "//" not in key
+        and "/." not in key
+    ):
+        return key
+    # The rest: a key with a non-ASCII character or a segment that starts with "." may be
+    # fine; anything else breaks a rule, which the checks below name.
     if not isinstance(key, str):
         raise InvalidKeyError(f"key must be a str, not {type(key).__name__}: {key!r}")
     if key == "":

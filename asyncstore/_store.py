@@ -29,7 +29,7 @@ from ._stream._files import AtomicFile
 from ._stream._hashing import Sha256, part_checksums_async
 from ._stream._retry import RetryPolicy, call_with_retry
 from ._stream._source import open_source
-from ._stream._tasks import acquire
+from ._stream._tasks import Slots
 from ._stream._upload import ProgressReporter, plan_part_size, upload
 from ._types import CommonPrefix, ObjectInfo, Progress, PutMode, PutResult, TransferInfo
 
@@ -131,11 +131,11 @@ class _Slot:
 
     __slots__ = ("_limiter",)
 
-    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+    def __init__(self, limiter: Slots) -> None:
         self._limiter = limiter
 
     async def __aenter__(self) -> None:
-        await acquire(self._limiter, self)
+        await self._limiter.acquire_on_behalf_of(self)
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._limiter.release_on_behalf_of(self)
@@ -234,7 +234,7 @@ class Store:
         self.max_connections = (
             None if max_connections is None else _positive_int("max_connections", max_connections)
         )
-        self._slots: anyio.CapacityLimiter | None = None
+        self._slots: Slots | None = None
 
     def _operation(self, what: str, key: str) -> contextlib.AbstractAsyncContextManager[None]:
         """One call: within the store's ``timeout``, after waiting for one of its slots.
@@ -248,11 +248,11 @@ class Store:
             return slot
         return self._timed(what, key, slot)
 
-    def _slots_now(self) -> anyio.CapacityLimiter:
+    def _slots_now(self) -> Slots:
         slots = self._slots
         if slots is None:
             assert self.max_connections is not None
-            slots = self._slots = anyio.CapacityLimiter(self.max_connections)
+            slots = self._slots = Slots(self.max_connections)
         return slots
 
     @contextlib.asynccontextmanager

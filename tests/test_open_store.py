@@ -290,6 +290,50 @@ def test_validate_key_accepts_or_raises_invalid_key_only(key: str) -> None:
         assert len(key.encode("utf-8")) <= MAX_KEY_BYTES
 
 
+@given(st.text(alphabet="ab./ \x00\x1f\x7f~", max_size=12))
+def test_validate_key_on_ascii_keys_follows_every_rule(key: str) -> None:
+    """ASCII keys take a fast path of string methods: it accepts what the rules accept."""
+    segments = key.split("/")
+    valid = (
+        bool(key)
+        and "" not in segments
+        and "." not in segments
+        and ".." not in segments
+        and all(ord(c) >= 0x20 and ord(c) != 0x7F for c in key)
+    )
+    if valid:
+        assert validate_key(key) == key
+    else:
+        with pytest.raises(InvalidKeyError):
+            validate_key(key)
+
+
+@pytest.mark.parametrize(
+    ("key", "valid"),
+    [
+        (".hidden", True),
+        ("a/.b", True),
+        ("a/..b/c.", True),
+        ("a" * MAX_KEY_BYTES, True),
+        ("a" * (MAX_KEY_BYTES + 1), False),
+        ("é" * (MAX_KEY_BYTES // 2), True),
+        ("é" * (MAX_KEY_BYTES // 2 + 1), False),
+        ("./a", False),
+        ("a/./b", False),
+        ("a/..", False),
+        ("a\x7fb", False),
+        ("a\tb", False),
+        ("a//b", False),
+    ],
+)
+def test_validate_key_at_the_edges_of_the_rules(key: str, valid: bool) -> None:
+    if valid:
+        assert validate_key(key) == key
+    else:
+        with pytest.raises(InvalidKeyError):
+            validate_key(key)
+
+
 @given(st.text(max_size=100))
 def test_validate_prefix_accepts_or_raises_invalid_key_only(prefix: str) -> None:
     try:

@@ -40,7 +40,7 @@ import anyio.to_thread
 
 from .._backend import ReadStream
 from .._errors import TransportError
-from .._stream._tasks import acquire
+from .._stream._tasks import Slots
 from .._types import ObjectInfo
 from ._connections import Connection, ConnectionClosed, open_connection
 
@@ -420,7 +420,7 @@ class HttpPool:
         connect_timeout: float,
         read_timeout: float,
         ssl_context: ssl.SSLContext | None = None,
-        limiter: anyio.CapacityLimiter | None = None,
+        limiter: Slots | None = None,
     ) -> None:
         self.target = target
         self.max_connections = max_connections
@@ -428,16 +428,16 @@ class HttpPool:
         self.read_timeout = read_timeout
         self._ssl = ssl_context
         self._idle: list[Connection] = []
-        self._slots: anyio.CapacityLimiter | None = limiter
+        self._slots: Slots | None = limiter
         self._host_line = f"Host: {target.host_header}\r\n".encode("latin-1")
         #: Connections opened so far.
         self.opened = 0
 
     @property
-    def slots(self) -> anyio.CapacityLimiter:
+    def slots(self) -> Slots:
         """The limit of requests in flight (made in the running event loop)."""
         if self._slots is None:
-            self._slots = anyio.CapacityLimiter(self.max_connections)
+            self._slots = Slots(self.max_connections)
         return self._slots
 
     async def _connect(self) -> Connection:
@@ -526,7 +526,7 @@ class HttpPool:
         head = b"".join(lines)
         token = object()
         slots = self.slots
-        await acquire(slots, token)
+        await slots.acquire_on_behalf_of(token)
         try:
             conn = await self._checkout()
         except BaseException:

@@ -20,14 +20,13 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
 from urllib.parse import quote, urlencode
 
-import anyio
 import httpx
 from gcloud.aio.auth import Token
 from gcloud.aio.storage import Storage
 
 from ..._backend import WriteAttributes
 from ..._errors import PreconditionFailedError, StoreError, TransportError
-from ..._stream._tasks import acquire
+from ..._stream._tasks import Slots
 from ..._types import ObjectInfo
 from .._http import HttpPool, Response
 from ._http import CompatSession, TokenSource
@@ -178,7 +177,7 @@ class GCSApi:
         # rather than in httpcore's pool (which scans every waiting request each time a
         # connection frees up). Token refreshes bypass it: a request waiting for its
         # token must not hold the slot the refresh needs.
-        self.limiter = anyio.CapacityLimiter(max_connections)
+        self.limiter = Slots(max_connections)
         self.session = CompatSession(client, self.limiter, timeouts)
         self.tokens: TokenSource | None = (
             None if anonymous else TokenSource(service_file, CompatSession(client, None, timeouts))
@@ -333,7 +332,7 @@ class GCSApi:
     ) -> tuple[Response, bytes]:
         assert self.pool is not None
         token = object()
-        await acquire(self.limiter, token)
+        await self.limiter.acquire_on_behalf_of(token)
         try:
             sent = await self.headers(headers)
             body = content.pieces if isinstance(content, BodyPieces) else content
@@ -362,7 +361,7 @@ class GCSApi:
             return None
         assert self.pool is not None
         token = object()
-        await acquire(self.limiter, token)
+        await self.limiter.acquire_on_behalf_of(token)
         try:
             sent = await self.headers(headers)
             with gcs_errors(where):
@@ -380,7 +379,7 @@ class GCSApi:
         pieces: list[bytes] = []
         cut: Exception | None = None
         token = object()
-        await acquire(self.limiter, token)
+        await self.limiter.acquire_on_behalf_of(token)
         try:
             sent = await self.headers(headers)
             with gcs_errors(where):

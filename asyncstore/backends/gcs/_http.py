@@ -39,6 +39,7 @@ from ..._errors import (
     TimeoutError,
     TransportError,
 )
+from ..._stream._tasks import Slots
 
 __all__ = [
     "SCOPES",
@@ -194,7 +195,7 @@ class CompatSession:
     def __init__(
         self,
         client: httpx.AsyncClient,
-        limiter: anyio.CapacityLimiter | None = None,
+        limiter: Slots | None = None,
         timeouts: tuple[float, float] | None = None,
     ) -> None:
         self._client = client

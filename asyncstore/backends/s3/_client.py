@@ -36,6 +36,7 @@ import anyio.to_thread
 
 from ..._backend import LoopBound
 from ..._errors import ConfigurationError
+from ..._stream._tasks import Slots
 from ._lean import LeanS3
 from ._options import S3Options
 from ._translate import s3_errors
@@ -150,7 +151,7 @@ class S3ClientFactory:
         # A closed factory makes a new client on the next call (in any event loop).
         self._client: LoopBound[Any] = LoopBound("S3", options.url, self._create, reopen=True)
         #: Limits the requests in flight to ``max_connections``, made with the client.
-        self.slots: anyio.CapacityLimiter | None = None
+        self.slots: Slots | None = None
         #: The HTTP library of the client made ("aiohttp" or "httpx"), once made.
         self.http_library: str | None = None
         #: The region the client signs for, once made.
@@ -215,7 +216,7 @@ class S3ClientFactory:
             client = await stack.enter_async_context(
                 session.create_client("s3", endpoint_url=options.endpoint, config=config)
             )
-        slots = anyio.CapacityLimiter(self._max_connections)
+        slots = Slots(self._max_connections)
         if self._lean_wanted:
             with s3_errors(
                 "opening the client", key=None, bucket=options.bucket, location=location

@@ -31,8 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import anyio
-
+from ..._stream._tasks import Slots
 from .._http import HttpPool, Response, Target, proxied
 from ._sigv4 import Signer, canonical_query, encode_path
 
@@ -113,7 +112,7 @@ class LeanS3:
         bucket: str,
         region: str,
         *,
-        limiter: anyio.CapacityLimiter,
+        limiter: Slots,
         connect_timeout: float,
         read_timeout: float,
     ) -> LeanS3 | None:
@@ -139,7 +138,7 @@ class LeanS3:
         target = Target(split.scheme, split.hostname, port)
         pool = HttpPool(
             target,
-            max_connections=limiter.total_tokens,  # type: ignore[arg-type]
+            max_connections=limiter.total_tokens,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             limiter=limiter,
