@@ -9,10 +9,12 @@ Usage::
 
 Every client gets the same driver: ``--count`` operations on ``--kib`` KiB objects by
 ``--workers`` concurrent workers (so the lag is measured under the same load for all);
-asyncstore also runs a ``gather`` case: ``--count`` GETs started at once, which its
+asyncstore also runs a ``gather`` case: ``--count`` GETs started at once, the way the loop
+itself gathers (``asyncio.gather`` under asyncio, a nursery under trio), which its
 store-wide bound on requests in flight must keep from swamping the event loop; and
 ``gather-frozen``, the same after ``gc.collect(); gc.freeze()`` (what a service can do once
 it has started, so that the collector's full passes skip the SDKs' long-lived objects).
+obstore runs the same ``gather`` on S3 (``asyncio.gather`` of its futures), side by side.
 
 The server is a loopback responder (``bench/responders.py``) by default: it answers in tens
 of microseconds, so what is measured is the client's own cost. ``--server emulator`` runs the
@@ -197,9 +199,14 @@ def case_asyncstore(service: str, op: str, client: str, args: argparse.Namespace
                 names = [keys()[i % KEYS] for i in range(args.count)]
 
                 async def gather() -> int:
-                    async with anyio.create_task_group() as tg:
+                    if loop == "asyncio":
+                        await asyncio.gather(*(store.get(name) for name in names))
+                        return len(names)
+                    import trio
+
+                    async with trio.open_nursery() as nursery:
                         for name in names:
-                            tg.start_soon(store.get, name)
+                            nursery.start_soon(store.get, name)
                     return len(names)
 
                 done = await timed(gather, lag)
@@ -329,7 +336,20 @@ def case_obstore(service: str, op: str, args: argparse.Namespace) -> dict[str, A
             return await obstore.put_async(store, key, body)
 
         await obstore.head_async(store, keys()[0])
-        done = await timed(lambda: drive_asyncio(operation, args), lag)
+        if op == "gather":
+            names = [keys()[i % KEYS] for i in range(args.count)]
+
+            async def gather() -> int:
+                await asyncio.gather(*(operation_get(name) for name in names))
+                return len(names)
+
+            async def operation_get(key: str) -> Any:
+                result = await obstore.get_async(store, key)
+                return await result.bytes_async()
+
+            done = await timed(gather, lag)
+        else:
+            done = await timed(lambda: drive_asyncio(operation, args), lag)
         return {**done.figures(), "operations": done.result}
 
     return measure_asyncio(run)
@@ -485,8 +505,11 @@ def case_names(args: argparse.Namespace) -> list[str]:
                     names.append(f"{service}:{op}:{client}")
         if "get" in args.ops:
             for op in ("gather", "gather-frozen"):
-                names.append(f"{service}:{op}:asyncstore-asyncio")
-                names.append(f"{service}:{op}:asyncstore-trio")
+                for client in ("asyncstore-asyncio", "asyncstore-trio"):
+                    if client in wanted:
+                        names.append(f"{service}:{op}:{client}")
+            if service == "s3" and "obstore" in wanted:
+                names.append("s3:gather:obstore")
     return names
 
 
