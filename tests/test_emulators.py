@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,35 @@ def test_the_emulators_module_imports_only_the_standard_library() -> None:
         "assert not third, third\n"
     )
     subprocess.run([sys.executable, "-I", "-c", code], check=True)
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie left for a parent that does not reap counts)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+def test_a_gcs_emulator_stops_when_the_process_that_started_it_dies() -> None:
+    """A test session killed outright (no clean-up runs) leaves no emulator behind."""
+    code = (
+        "import os, sys\n"
+        "from asyncstore.testing.emulators import gcs_emulator\n"
+        "with gcs_emulator() as server:\n"
+        "    print(server.pid, flush=True)\n"
+        "    os._exit(0)  # dies as a killed process does: no finally, no atexit\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    pid = int(done.stdout.split()[0])
+    for _ in range(600):  # bounded: SIGTERM ends it at once; 60 s only guards a hang
+        if _gone(pid):
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        raise AssertionError(f"the emulator (pid {pid}) outlived the process that started it")

@@ -12,7 +12,8 @@
 Each is a context manager: it starts the server on a free port, waits until it
 answers (at most ``timeout`` seconds, else `EmulatorError` with the end of the
 server's log), yields a `LocalServer` (its URL and process), and stops it
-(terminate, then kill). Only the standard library is imported: the servers are
+(terminate, then kill); on Linux a server also stops when the process that
+started it dies, cleanly or not. Only the standard library is imported: the servers are
 separate programs (moto and the GCS emulator run as ``python -m`` / ``python -c``
 in the interpreter given, by default this one; Azurite is a Node.js program).
 """
@@ -20,10 +21,12 @@ in the interpreter given, by default this one; Azurite is a Node.js program).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +34,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 __all__ = [
@@ -68,6 +71,8 @@ _POLL = 0.1
 _STOP = 10.0
 #: How much of a server's log an `EmulatorError` quotes (its end).
 _LOG_TAIL = 4000
+#: prctl(2)'s option for the signal a child gets when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
 
 # The moto child: prints its port once it listens, serves until its stdin closes, so
 # that a test session that dies never leaves a server behind.
@@ -182,16 +187,43 @@ def _wait(
         time.sleep(_POLL)
 
 
+def _parent_death_guard() -> Callable[[], None] | None:
+    """For the child, before it runs the server: on Linux, have the kernel send it SIGTERM
+    when its parent dies, so that a test session killed outright leaves no server behind
+    (moto learns it from its stdin instead; the GCS emulator and Azurite read none)."""
+    if sys.platform != "linux":
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def guard() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the guard was set
+            os._exit(1)
+
+    return guard
+
+
 def _spawn(
     command: Sequence[str], log: Path | None, cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """Start ``command`` with its output (stdout and stderr) in ``log``, else discarded."""
+    guard = _parent_death_guard()
     if log is None:
         return subprocess.Popen(
-            command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            command,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            preexec_fn=guard,
         )
     with open(log, "wb") as out:
-        return subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=guard
+        )
 
 
 @contextlib.contextmanager
