@@ -46,6 +46,7 @@ from asyncstore import (
     TransportError,
     UploadNotFoundError,
     open_store,
+    open_store_async,
 )
 from asyncstore._backend import MiB, WriteAttributes
 from asyncstore._stream._retry import RetryPolicy
@@ -338,7 +339,7 @@ async def test_env_connection_string_reaches_azurite(
     azurite: Azurite, container: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(ENV, azurite.connection_string)
-    async with open_store(f"az://{container}/env") as store:
+    async with open_store_async(f"az://{container}/env") as store:
         await store.put("k", b"from the environment")
         assert await store.get("k") == b"from the environment"
     blob = azurite.service().get_blob_client(container, "env/k")

@@ -63,6 +63,7 @@ from asyncstore import (
     UploadNotFoundError,
     WriteAttributes,
     open_store,
+    open_store_async,
 )
 from asyncstore._backend import MiB
 from asyncstore.backends.s3 import ETAG_TAG, SHA256_TAG, S3Backend, from_url
@@ -1007,7 +1008,7 @@ def test_botocore_network_errors_are_transport_errors() -> None:
 
 async def test_open_store_against_the_server(s3: S3Server, prefix: str) -> None:
     url = f"s3://{BUCKET}/{prefix}?endpoint={s3.endpoint}&use_path_style=true&region=us-east-1"
-    async with open_store(url) as store:
+    async with open_store_async(url) as store:
         await store.put("via/url", b"hello")
         assert await store.get("via/url") == b"hello"
     assert s3.keys(prefix + "/") == [f"{prefix}/via/url"]

@@ -52,6 +52,7 @@ from asyncstore import (
     StoreError,
     known_schemes,
     open_store,
+    open_store_async,
 )
 from asyncstore._backend import MiB
 from asyncstore._registry import redact_url
@@ -558,7 +559,7 @@ async def test_azure_failure_paths(
             )
             scan.store(label, store)
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", wrong_cs)
-    async with open_store(f"az://{container}/p", retry=ONE_ATTEMPT) as store:
+    async with open_store_async(f"az://{container}/p", retry=ONE_ATTEMPT) as store:
         await scan.fails("wrong env connection", PermissionDeniedError, lambda: store.head("k"))
         scan.store("wrong env connection string", store)
 
@@ -572,7 +573,7 @@ async def test_azure_failure_paths(
         async with Store(AzureBackend(container, "p", **options), retry=ONE_ATTEMPT) as store:
             await _round_trip(scan, f"azure {label}", store, large=3 * MiB)
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
-    async with open_store(f"az://{container}/p", retry=ONE_ATTEMPT) as store:
+    async with open_store_async(f"az://{container}/p", retry=ONE_ATTEMPT) as store:
         await _round_trip(scan, "azure env connection string", store)
     async with Store(
         AzureBackend("no-such-container", account_url=endpoint, account_key=AZURITE_KEY),

@@ -23,7 +23,7 @@ from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteReques
 from zarr.core.buffer import cpu, default_buffer_prototype
 from zarr.testing.store import StoreTests
 
-from asyncstore import ConfigurationError, DigestMismatchError, Store, open_store
+from asyncstore import ConfigurationError, DigestMismatchError, Store, open_store, open_store_async
 from asyncstore.zarr import ZarrStore
 
 pytestmark = [
@@ -57,11 +57,11 @@ class _Suite(StoreTests[ZarrStore, cpu.Buffer]):  # type: ignore[misc]
     async def set(self, store: ZarrStore, key: str, value: Any) -> None:
         # Written by a separate asyncstore Store on the same location, not through the
         # store under test.
-        async with open_store(store._root, **store._options) as direct:  # type: ignore[arg-type]
+        async with open_store_async(store._root, **store._options) as direct:  # type: ignore[arg-type]
             await direct.put(key, value.to_bytes())
 
     async def get(self, store: ZarrStore, key: str) -> Any:
-        async with open_store(store._root, **store._options) as direct:  # type: ignore[arg-type]
+        async with open_store_async(store._root, **store._options) as direct:  # type: ignore[arg-type]
             return self.buffer_cls.from_bytes(await direct.get(key))
 
     def test_store_supports_writes(self, store: ZarrStore) -> None:
