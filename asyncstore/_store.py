@@ -8,8 +8,9 @@ import math
 import os
 import pathlib
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
+from typing import Any
 
 import anyio
 
@@ -134,8 +135,8 @@ class _Slot:
     def __init__(self, limiter: Slots) -> None:
         self._limiter = limiter
 
-    async def __aenter__(self) -> None:
-        await self._limiter.acquire_on_behalf_of(self)
+    def __aenter__(self) -> Coroutine[Any, Any, None]:
+        return self._limiter.acquire_on_behalf_of(self)  # no coroutine of its own per call
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._limiter.release_on_behalf_of(self)
