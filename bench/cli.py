@@ -169,13 +169,12 @@ def bench_tool(tool: str, src: pathlib.Path, files: int, size: int) -> list[dict
 
     rows: list[dict[str, Any]] = []
     with moto_server() as server:
-        assert server._process is not None
         client = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
         argv = command(tool, src, server.url)
         for run in ("first", "no-op"):
             print(f"{tool}: {run} sync ...", file=sys.stderr)
-            figures = run_tool(argv, server._process.pid)
+            figures = run_tool(argv, server.pid)
             sent_files, sent_bytes = (files, size) if run == "first" else (0, 0)
             wall = figures["seconds"]
             rows.append(

@@ -252,6 +252,48 @@ async def test_a_stalled_answer_is_a_timeout_error() -> None:
         assert pool.slots.borrowed_tokens == 0  # the connection was given up, not leaked
 
 
+@pytest.mark.parametrize("how", ["read", "readinto"])
+async def test_a_body_that_stalls_is_a_timeout_error_and_frees_its_connection(how: str) -> None:
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        await anyio.sleep_forever()
+
+    async with serving(handler) as (_, pool):
+        response = await pool.request("GET", "/k")
+        pool.read_timeout = 0.2
+        with anyio.fail_after(30), pytest.raises(TimeoutError, match="no answer within 0.2 s"):
+            if how == "read":
+                await response.read()
+            else:
+                view = memoryview(bytearray(10))
+                assert await response.readinto(view) == 3  # what had arrived
+                await response.readinto(view[3:])
+        assert pool.slots.borrowed_tokens == 0
+        assert not pool._idle  # closed, not kept: its state is unknown
+
+
+async def test_deadlines_nest_and_the_earlier_one_holds() -> None:
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        await anyio.sleep_forever()
+
+    async with serving(handler) as (_, pool):
+        for outer, inner in ((3600, 0.1), (0.1, 3600)):
+            conn = await pool._checkout()
+            try:
+                await conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                with anyio.fail_after(30), pytest.raises(TimeoutError, match="within 0.1 s"):
+                    with conn.deadline(outer), conn.deadline(inner):
+                        await conn.receive(100)
+                # Left, the deadline no longer applies: a wait is only the caller's to bound.
+                with anyio.move_on_after(0.3) as waited:
+                    await conn.receive(100)
+                assert waited.cancelled_caught
+            finally:
+                await conn.close()
+
+
 async def test_requests_in_flight_never_exceed_max_connections() -> None:
     in_flight = peak = 0
     release = anyio.Event()

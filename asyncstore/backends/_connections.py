@@ -23,6 +23,7 @@ import contextlib
 import select
 import socket
 import ssl
+from types import TracebackType
 
 import anyio
 import anyio.abc
@@ -80,6 +81,13 @@ class Connection:
         """The socket's file descriptor, if the connection is plain TCP."""
         return None
 
+    def deadline(self, seconds: float) -> contextlib.AbstractContextManager[None]:
+        """A block whose waits on this connection raise TimeoutError after ``seconds``.
+
+        Only the connection's own sends and receives may be awaited in the block.
+        """
+        return _ScopeDeadline(seconds)
+
     def looks_alive(self) -> bool:
         """False if the peer closed (or sent anything) while the connection was idle."""
         fd = self.fileno()
@@ -106,6 +114,32 @@ async def open_connection(host: str, port: int, ssl_context: ssl.SSLContext | No
     if sniffio.current_async_library() == "asyncio":
         return await _AsyncioConnection.open(host, port, ssl_context)
     return await _StreamConnection.open(host, port, ssl_context)
+
+
+class _ScopeDeadline:
+    """``anyio.fail_after`` as a class (it is a generator context, and this wraps every
+    read): raises TimeoutError when the block takes longer than ``seconds``."""
+
+    __slots__ = ("_scope", "_seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._scope: anyio.CancelScope | None = None
+
+    def __enter__(self) -> None:
+        scope = self._scope = anyio.CancelScope(deadline=anyio.current_time() + self._seconds)
+        scope.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        scope = self._scope
+        assert scope is not None
+        if scope.__exit__(exc_type, exc, tb) and scope.cancelled_caught:
+            raise TimeoutError(f"no answer within {self._seconds} s")
 
 
 # -- asyncio -------------------------------------------------------------------------------------
@@ -181,13 +215,63 @@ class _Protocol(asyncio.BufferedProtocol):
             self.transport.resume_reading()
 
 
+def _expire(waiter: asyncio.Future[None], seconds: float) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError(f"no answer within {seconds} s"))
+
+
+class _TimerDeadline:
+    """The asyncio connection's deadline: a time its waits give up at, no cancel scope.
+
+    Entering sets the connection's deadline (the earlier of an enclosing one and
+    ``seconds`` from now), leaving restores the one before; a wait arms one loop
+    timer that fails its future at that time, and none when the bytes are there.
+    A cancel scope per request cost more than the rest of a small request's waits.
+    """
+
+    __slots__ = ("_conn", "_saved", "_seconds")
+
+    def __init__(self, conn: _AsyncioConnection, seconds: float) -> None:
+        self._conn = conn
+        self._seconds = seconds
+        self._saved: tuple[float | None, float] = (None, 0.0)
+
+    def __enter__(self) -> None:
+        conn = self._conn
+        self._saved = (conn._until, conn._limit)
+        until = asyncio.get_running_loop().time() + self._seconds
+        if conn._until is None or until < conn._until:
+            conn._until, conn._limit = until, self._seconds
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._conn._until, self._conn._limit = self._saved
+
+
 class _AsyncioConnection(Connection):
-    __slots__ = ("_fd", "_proto")
+    __slots__ = ("_fd", "_limit", "_proto", "_until")
 
     def __init__(self, protocol: _Protocol, fd: int | None) -> None:
         super().__init__()
         self._proto = protocol
         self._fd = fd
+        #: The loop time the connection's waits give up at (None: no deadline), and the
+        #: seconds it was set from (for the message).
+        self._until: float | None = None
+        self._limit = 0.0
+
+    def deadline(self, seconds: float) -> _TimerDeadline:
+        return _TimerDeadline(self, seconds)
+
+    async def _until_done(self, waiter: asyncio.Future[None]) -> None:
+        """Wait for ``waiter``, within the connection's deadline if it has one."""
+        if self._until is None:
+            await waiter
+            return
+        timer = asyncio.get_running_loop().call_at(self._until, _expire, waiter, self._limit)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
 
     @classmethod
     async def open(
@@ -217,7 +301,7 @@ class _AsyncioConnection(Connection):
         proto = self._proto
         proto.waiter = asyncio.get_running_loop().create_future()
         try:
-            await proto.waiter
+            await self._until_done(proto.waiter)
         finally:
             proto.waiter = None
 
@@ -230,7 +314,7 @@ class _AsyncioConnection(Connection):
         if proto.writing_paused:
             proto.drained = asyncio.get_running_loop().create_future()
             try:
-                await proto.drained
+                await self._until_done(proto.drained)
             finally:
                 proto.drained = None
 

@@ -31,7 +31,6 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from types import TracebackType
 from urllib.parse import urlsplit
 
 import anyio
@@ -247,7 +246,7 @@ class Response:
                 view[:n] = conn.buffer[:n]
                 conn.buffer = conn.buffer[n:]
             else:
-                with self._pool._deadline():
+                with conn.deadline(self._pool.read_timeout):
                     n = await conn.receive_into(view[:want])
             self._left -= n
             if self._left == 0:
@@ -367,32 +366,6 @@ class ResponseStream(ReadStream):
                 await self._response.aclose()
 
 
-class _Deadline:
-    """``anyio.fail_after`` as a class (it is a generator context, and this wraps every
-    read): raises TimeoutError when the block takes longer than ``seconds``."""
-
-    __slots__ = ("_scope", "_seconds")
-
-    def __init__(self, seconds: float) -> None:
-        self._seconds = seconds
-        self._scope: anyio.CancelScope | None = None
-
-    def __enter__(self) -> None:
-        scope = self._scope = anyio.CancelScope(deadline=anyio.current_time() + self._seconds)
-        scope.__enter__()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        scope = self._scope
-        assert scope is not None
-        if scope.__exit__(exc_type, exc, tb) and scope.cancelled_caught:
-            raise TimeoutError(f"no answer within {self._seconds} s")
-
-
 class HttpPool:
     """Keep-alive connections to one host, at most ``max_connections`` in use at once.
 
@@ -485,11 +458,8 @@ class HttpPool:
         False (the caller's own scope then bounds the wait)."""
         if not timed:
             return await conn.receive(most)
-        with self._deadline():
+        with conn.deadline(self.read_timeout):
             return await conn.receive(most)
-
-    def _deadline(self) -> _Deadline:
-        return _Deadline(self.read_timeout)
 
     async def request(
         self,
@@ -536,14 +506,14 @@ class HttpPool:
         try:
             # One deadline for the request and the response's head (each write and read of
             # a large body gets its own): a scope per socket call costs more than the call.
-            with self._deadline():
+            with conn.deadline(self.read_timeout):
                 if sum(len(piece) for piece in pieces) <= SMALL_BODY:
                     await conn.send(b"".join([head, *pieces]))
                 else:
                     await conn.send(head)
                     for piece in pieces:
                         for start in range(0, len(piece), SEND_BLOCK):
-                            with self._deadline():
+                            with conn.deadline(self.read_timeout):
                                 await conn.send(piece[start : start + SEND_BLOCK])
                 response = await self._read_head(conn, method)
         except BaseException:
