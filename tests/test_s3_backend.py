@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import hashlib
 import io
 import os
@@ -40,6 +41,8 @@ import httpx
 import pytest
 from _servers import BUCKET, S3Server
 from boto3.s3.transfer import TransferConfig
+from hypothesis import given
+from hypothesis import strategies as st
 
 from asyncstore import (
     AlreadyExistsError,
@@ -402,6 +405,10 @@ async def test_list_entries_carry_size_etag_and_time(store: Store) -> None:
     assert isinstance(entry, ObjectInfo)
     assert (entry.key, entry.size, entry.etag) == ("k", 5, result.etag)
     assert entry.last_modified is not None
+    # Parsed by asyncstore's parser (datetime's UTC), not botocore's (dateutil's tzutc).
+    assert entry.last_modified.tzinfo is datetime.timezone.utc
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert abs((now - entry.last_modified).total_seconds()) < 3600
 
 
 # -- reads -----------------------------------------------------------------------------------
@@ -1037,3 +1044,31 @@ async def test_requests_in_flight_are_limited_to_max_connections(s3: S3Server, p
                 tg.start_soon(store.get, f"k{i}")
         assert 1 <= s3.proxy.peak <= 3
         assert len(recorder.of("GetObject")) >= 15
+
+
+@given(
+    st.datetimes(
+        min_value=datetime.datetime(1970, 1, 1),
+        max_value=datetime.datetime(9999, 12, 31),
+    )
+)
+def test_listing_timestamps_parse_as_botocore_parses_them(moment: datetime.datetime) -> None:
+    from botocore.utils import parse_timestamp as botocore_parse
+
+    from asyncstore.backends.s3._client import parse_timestamp
+
+    millis = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    for text in (
+        millis.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis.microsecond // 1000:03d}Z",
+        millis.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        millis.strftime("%a, %d %b %Y %H:%M:%S GMT"),
+    ):
+        assert parse_timestamp(text) == botocore_parse(text), text
+
+
+@pytest.mark.parametrize("text", ["2026-02-30T00:00:00.000Z", "2026-13-01T00:00:00.000Z", "x" * 24])
+def test_a_bad_listing_timestamp_is_refused_as_botocore_refuses_it(text: str) -> None:
+    from asyncstore.backends.s3._client import parse_timestamp
+
+    with pytest.raises(ValueError, match="timestamp"):
+        parse_timestamp(text)

@@ -27,6 +27,7 @@ retries are off: the Store retries TransportErrors, once, with backoff.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import re
 from typing import Any, Literal
@@ -100,12 +101,43 @@ def install_log_filter() -> None:
             logger.addFilter(_TOKEN_FILTER)
 
 
+def parse_timestamp(value: str) -> datetime.datetime:
+    """botocore's timestamps, the common form without dateutil: ``2024-05-01T12:00:00.000Z``.
+
+    Listings carry one per object, and botocore's own parser (dateutil's) took a
+    third of a no-op ``sync`` of 5,000 files. Any other form goes to botocore's.
+    """
+    if len(value) == 24 and value[10] == "T" and value[19] == "." and value[23] == "Z":
+        try:
+            return datetime.datetime(
+                int(value[0:4]),
+                int(value[5:7]),
+                int(value[8:10]),
+                int(value[11:13]),
+                int(value[14:16]),
+                int(value[17:19]),
+                int(value[20:23]) * 1000,
+                tzinfo=datetime.timezone.utc,
+            )
+        except ValueError:
+            pass
+    from botocore.utils import (  # type: ignore[import-untyped,unused-ignore]
+        parse_timestamp as botocore_parse,
+    )
+
+    parsed: datetime.datetime = botocore_parse(value)
+    return parsed
+
+
 def _prepare_session(options: S3Options) -> tuple[Any, str]:
     """Create the botocore session and do its blocking file I/O (runs in a worker thread)."""
     from aiobotocore.session import get_session  # type: ignore[import-untyped,unused-ignore]
 
     install_log_filter()
     session = get_session()
+    session.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=parse_timestamp
+    )
     session.get_scoped_config()  # parses the shared config / credentials files once
     region = options.region or session.get_config_variable("region") or "us-east-1"
     session.warm_up_loader_caches("s3")  # botocore's JSON models for S3, endpoints, partitions
