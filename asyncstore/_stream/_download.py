@@ -411,8 +411,7 @@ class ObjectStream:
         hasher = Sha256()
 
         async def deliver(offset: int, data: memoryview) -> None:
-            await hasher.update(data)
-            await send.send(bytes(data))
+            await send.send(await hasher.update_and_copy(data))
 
         async with send:
             try:

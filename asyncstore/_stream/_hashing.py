@@ -81,6 +81,24 @@ class Sha256:
         self.size += len(view)
         return result
 
+    async def update_and_copy(self, data: memoryview) -> bytes:
+        """Feed ``data`` and return a copy of it as ``bytes``, in one thread call if large.
+
+        For a reader that hands bytes on and reuses its buffer: the copy, like the
+        hash, then never holds the event loop.
+        """
+        if len(data) < THREAD_THRESHOLD:
+            self.update_nowait(data)
+            return bytes(data)
+
+        def work() -> bytes:
+            self._hash.update(data)
+            return bytes(data)
+
+        copy = await anyio.to_thread.run_sync(work)
+        self.size += len(data)
+        return copy
+
     def hexdigest(self) -> str:
         """The hex digest of everything fed so far."""
         return self._hash.hexdigest()
