@@ -262,7 +262,7 @@ async def test_a_body_that_stalls_is_a_timeout_error_and_frees_its_connection(ho
     async with serving(handler) as (_, pool):
         response = await pool.request("GET", "/k")
         pool.read_timeout = 0.2
-        with anyio.fail_after(30), pytest.raises(TimeoutError, match="no answer within 0.2 s"):
+        with anyio.fail_after(30), pytest.raises(TimeoutError, match=r"no answer within 0\.2 s"):
             if how == "read":
                 await response.read()
             else:
@@ -283,9 +283,13 @@ async def test_deadlines_nest_and_the_earlier_one_holds() -> None:
             conn = await pool._checkout()
             try:
                 await conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-                with anyio.fail_after(30), pytest.raises(TimeoutError, match="within 0.1 s"):
-                    with conn.deadline(outer), conn.deadline(inner):
-                        await conn.receive(100)
+                with (
+                    anyio.fail_after(30),
+                    pytest.raises(TimeoutError, match=r"within 0\.1 s"),
+                    conn.deadline(outer),
+                    conn.deadline(inner),
+                ):
+                    await conn.receive(100)
                 # Left, the deadline no longer applies: a wait is only the caller's to bound.
                 with anyio.move_on_after(0.3) as waited:
                     await conn.receive(100)
@@ -347,3 +351,70 @@ def test_http_date_reads_a_last_modified_header_as_an_aware_datetime() -> None:
     assert http_date("not a date") is None
     assert http_date(None) is None
     assert http_date("") is None
+
+
+# -- TLS ------------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def serving_tls(handler: Handler) -> AsyncIterator[tuple[Server, HttpPool]]:
+    """`serving`, over TLS with a certificate for 127.0.0.1 from a throwaway CA (trustme)."""
+    import ssl
+
+    import trustme
+    from anyio.streams.tls import TLSListener
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    server = Server(handler)
+    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    server.port = tcp.extra(anyio.abc.SocketAttribute.local_port)
+    listener = TLSListener(tcp, server_context, standard_compatible=False)
+    pool = HttpPool(
+        Target("https", "127.0.0.1", server.port),
+        max_connections=4,
+        connect_timeout=10,
+        read_timeout=10,
+        ssl_context=client_context,
+    )
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, server._serve)
+        try:
+            yield server, pool
+        finally:
+            await pool.aclose()
+            tg.cancel_scope.cancel()
+
+
+async def test_requests_and_bodies_cross_tls_and_reuse_the_connection() -> None:
+    body = bytes(range(256)) * 4096  # 1 MiB: several TLS records, read in place
+
+    async def handler(peer: Peer) -> None:
+        await every_request(peer, lambda line, headers, sent: answer(body + sent))
+
+    async with serving_tls(handler) as (server, pool):
+        for word in (b"one", b"two"):
+            response = await pool.request("PUT", "/k", {}, word)
+            view = memoryview(bytearray(len(body) + len(word)))
+            got = 0
+            while n := await response.readinto(view[got:]):
+                got += n
+            assert bytes(view[:got]) == body + word
+    assert server.connections == 1
+
+
+async def test_a_stalled_answer_over_tls_is_a_timeout_error() -> None:
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        await anyio.sleep_forever()
+
+    async with serving_tls(handler) as (_, pool):
+        response = await pool.request("GET", "/k")
+        pool.read_timeout = 0.2
+        with anyio.fail_after(30), pytest.raises(TimeoutError, match=r"no answer within 0\.2 s"):
+            await response.read()
+        assert pool.slots.borrowed_tokens == 0

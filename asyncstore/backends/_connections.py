@@ -23,7 +23,8 @@ import contextlib
 import select
 import socket
 import ssl
-from types import TracebackType
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -31,6 +32,8 @@ import sniffio
 from anyio.abc import SocketAttribute
 
 __all__ = ["ConnectionClosed", "Connection", "open_connection"]
+
+T = TypeVar("T")
 
 #: Bytes asked of the socket per read when no caller's buffer is waiting.
 SCRATCH_SIZE = 256 * 1024
@@ -51,12 +54,16 @@ class Connection:
         token: What holds the pool's slot while the connection is in use.
     """
 
-    __slots__ = ("buffer", "idle_since", "token")
+    __slots__ = ("_limit", "_until", "buffer", "idle_since", "token")
 
     def __init__(self) -> None:
         self.buffer = b""
         self.idle_since = 0.0
         self.token: object | None = None
+        #: The time (on `_now`'s clock) the connection's waits give up at (None: no
+        #: deadline), and the seconds it was set from (for the message).
+        self._until: float | None = None
+        self._limit = 0.0
 
     async def send(self, data: bytes | memoryview) -> None:
         raise NotImplementedError
@@ -81,12 +88,18 @@ class Connection:
         """The socket's file descriptor, if the connection is plain TCP."""
         return None
 
-    def deadline(self, seconds: float) -> contextlib.AbstractContextManager[None]:
+    def deadline(self, seconds: float) -> _Deadline:
         """A block whose waits on this connection raise TimeoutError after ``seconds``.
 
         Only the connection's own sends and receives may be awaited in the block.
         """
-        return _ScopeDeadline(seconds)
+        return _Deadline(self, seconds)
+
+    def _now(self) -> float:
+        return anyio.current_time()
+
+    def _timeout(self) -> TimeoutError:
+        return TimeoutError(f"no answer within {self._limit} s")
 
     def looks_alive(self) -> bool:
         """False if the peer closed (or sent anything) while the connection was idle."""
@@ -116,30 +129,32 @@ async def open_connection(host: str, port: int, ssl_context: ssl.SSLContext | No
     return await _StreamConnection.open(host, port, ssl_context)
 
 
-class _ScopeDeadline:
-    """``anyio.fail_after`` as a class (it is a generator context, and this wraps every
-    read): raises TimeoutError when the block takes longer than ``seconds``."""
+class _Deadline:
+    """A connection's deadline: a time its waits give up at, with no cancel scope.
 
-    __slots__ = ("_scope", "_seconds")
+    Entering sets the connection's deadline (the earlier of an enclosing one and
+    ``seconds`` from now), leaving restores the one before. Only a wait that
+    actually waits pays for it (a loop timer under asyncio, a cancel scope under
+    trio); bytes already received cost nothing. A cancel scope per request and per
+    read cost more than the rest of a small request's waits.
+    """
 
-    def __init__(self, seconds: float) -> None:
+    __slots__ = ("_conn", "_saved", "_seconds")
+
+    def __init__(self, conn: Connection, seconds: float) -> None:
+        self._conn = conn
         self._seconds = seconds
-        self._scope: anyio.CancelScope | None = None
+        self._saved: tuple[float | None, float] = (None, 0.0)
 
     def __enter__(self) -> None:
-        scope = self._scope = anyio.CancelScope(deadline=anyio.current_time() + self._seconds)
-        scope.__enter__()
+        conn = self._conn
+        self._saved = (conn._until, conn._limit)
+        until = conn._now() + self._seconds
+        if conn._until is None or until < conn._until:
+            conn._until, conn._limit = until, self._seconds
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        scope = self._scope
-        assert scope is not None
-        if scope.__exit__(exc_type, exc, tb) and scope.cancelled_caught:
-            raise TimeoutError(f"no answer within {self._seconds} s")
+    def __exit__(self, *exc_info: object) -> None:
+        self._conn._until, self._conn._limit = self._saved
 
 
 # -- asyncio -------------------------------------------------------------------------------------
@@ -150,7 +165,10 @@ class _Protocol(asyncio.BufferedProtocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.scratch = bytearray(SCRATCH_SIZE)
+        # A memoryview, never the bytearray itself: asyncio's TLS transport fills the
+        # buffer record by record through ``buf[offset:]``, which copies a bytearray, so
+        # every record after the first would be lost (zeros in the body).
+        self.scratch = memoryview(bytearray(SCRATCH_SIZE))
         self.pending = bytearray()  # received into the scratch buffer, not yet taken
         self.target: memoryview | None = None  # a caller's buffer being filled
         self.filled = 0
@@ -178,7 +196,7 @@ class _Protocol(asyncio.BufferedProtocol):
         if self.into_target:
             self.filled += nbytes
         else:
-            self.pending += memoryview(self.scratch)[:nbytes]
+            self.pending += self.scratch[:nbytes]
             if len(self.pending) > HIGH_WATER and not self.paused and self.transport is not None:
                 self.paused = True
                 self.transport.pause_reading()
@@ -215,59 +233,28 @@ class _Protocol(asyncio.BufferedProtocol):
             self.transport.resume_reading()
 
 
-def _expire(waiter: asyncio.Future[None], seconds: float) -> None:
+def _expire(waiter: asyncio.Future[None], error: TimeoutError) -> None:
     if not waiter.done():
-        waiter.set_exception(TimeoutError(f"no answer within {seconds} s"))
-
-
-class _TimerDeadline:
-    """The asyncio connection's deadline: a time its waits give up at, no cancel scope.
-
-    Entering sets the connection's deadline (the earlier of an enclosing one and
-    ``seconds`` from now), leaving restores the one before; a wait arms one loop
-    timer that fails its future at that time, and none when the bytes are there.
-    A cancel scope per request cost more than the rest of a small request's waits.
-    """
-
-    __slots__ = ("_conn", "_saved", "_seconds")
-
-    def __init__(self, conn: _AsyncioConnection, seconds: float) -> None:
-        self._conn = conn
-        self._seconds = seconds
-        self._saved: tuple[float | None, float] = (None, 0.0)
-
-    def __enter__(self) -> None:
-        conn = self._conn
-        self._saved = (conn._until, conn._limit)
-        until = asyncio.get_running_loop().time() + self._seconds
-        if conn._until is None or until < conn._until:
-            conn._until, conn._limit = until, self._seconds
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._conn._until, self._conn._limit = self._saved
+        waiter.set_exception(error)
 
 
 class _AsyncioConnection(Connection):
-    __slots__ = ("_fd", "_limit", "_proto", "_until")
+    __slots__ = ("_fd", "_proto")
 
     def __init__(self, protocol: _Protocol, fd: int | None) -> None:
         super().__init__()
         self._proto = protocol
         self._fd = fd
-        #: The loop time the connection's waits give up at (None: no deadline), and the
-        #: seconds it was set from (for the message).
-        self._until: float | None = None
-        self._limit = 0.0
 
-    def deadline(self, seconds: float) -> _TimerDeadline:
-        return _TimerDeadline(self, seconds)
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
 
     async def _until_done(self, waiter: asyncio.Future[None]) -> None:
         """Wait for ``waiter``, within the connection's deadline if it has one."""
         if self._until is None:
             await waiter
             return
-        timer = asyncio.get_running_loop().call_at(self._until, _expire, waiter, self._limit)
+        timer = asyncio.get_running_loop().call_at(self._until, _expire, waiter, self._timeout())
         try:
             await waiter
         finally:
@@ -385,7 +372,7 @@ class _StreamConnection(Connection):
         raw = self._raw
         if raw is None:  # TLS: the stream encrypts
             try:
-                await self._stream.send(data)  # type: ignore[arg-type]  # any buffer works
+                await self._within(self._stream.send, data)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
                 raise ConnectionClosed("the connection broke") from exc
             return
@@ -396,17 +383,42 @@ class _StreamConnection(Connection):
             try:
                 sent = raw.send(view)
             except BlockingIOError:
-                await anyio.wait_writable(raw)
+                await self._within(anyio.wait_writable, raw)
                 continue
             except OSError as exc:
                 raise ConnectionClosed(f"the connection broke: {exc}") from exc
             view = view[sent:]
 
     async def receive(self, most: int) -> bytes:
-        try:
-            return await self._stream.receive(most)
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            raise ConnectionClosed("the connection ended") from exc
+        raw = self._raw
+        if raw is None:  # TLS: what the stream decrypted
+            try:
+                return await self._within(self._stream.receive, most)
+            except (
+                anyio.EndOfStream,
+                anyio.BrokenResourceError,
+                anyio.ClosedResourceError,
+            ) as exc:
+                raise ConnectionClosed("the connection ended") from exc
+        while True:
+            try:
+                data = raw.recv(most)
+            except BlockingIOError:
+                await self._within(anyio.wait_readable, raw)
+                continue
+            except OSError as exc:
+                raise ConnectionClosed(f"the connection broke: {exc}") from exc
+            if not data:
+                raise ConnectionClosed("the connection ended")
+            return data
+
+    async def _within(self, wait: Callable[[Any], Awaitable[T]], arg: Any) -> T:
+        """``await wait(arg)``, given up with TimeoutError at the connection's deadline."""
+        if self._until is None:
+            return await wait(arg)
+        with anyio.CancelScope(deadline=self._until):
+            return await wait(arg)
+        raise self._timeout()  # reached only when the scope's deadline cancelled the wait
 
     async def receive_into(self, view: memoryview) -> int:
         raw = self._raw
@@ -418,7 +430,7 @@ class _StreamConnection(Connection):
             try:
                 n = raw.recv_into(view)
             except BlockingIOError:
-                await anyio.wait_readable(raw)
+                await self._within(anyio.wait_readable, raw)
                 continue
             except OSError as exc:
                 raise ConnectionClosed(f"the connection broke: {exc}") from exc
