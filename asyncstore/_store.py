@@ -8,9 +8,8 @@ import math
 import os
 import pathlib
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any
 
 import anyio
 
@@ -127,21 +126,6 @@ def _write_attributes(
     )
 
 
-class _Slot:
-    """One of a store's slots, held for a call (see `Store._operation`)."""
-
-    __slots__ = ("_limiter",)
-
-    def __init__(self, limiter: Slots) -> None:
-        self._limiter = limiter
-
-    def __aenter__(self) -> Coroutine[Any, Any, None]:
-        return self._limiter.acquire_on_behalf_of(self)  # no coroutine of its own per call
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._limiter.release_on_behalf_of(self)
-
-
 class _NoSlot:
     """A store without a bound: nothing to wait for."""
 
@@ -244,7 +228,7 @@ class Store:
         call, and a generator context costs more than the rest of a small call's own
         work in the Store.
         """
-        slot = _Slot(self._slots_now()) if self.max_connections is not None else _NO_SLOT
+        slot = self._slots_now() if self.max_connections is not None else _NO_SLOT
         if self.timeout is None:
             return slot
         return self._timed(what, key, slot)

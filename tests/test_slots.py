@@ -159,3 +159,25 @@ async def wait_until(condition: object) -> None:
             return
         await anyio.lowlevel.checkpoint()
     raise AssertionError("condition never held")
+
+
+async def test_a_release_without_a_slot_taken_is_refused() -> None:
+    slots = Slots(1)
+    with pytest.raises(RuntimeError, match="released more often than acquired"):
+        slots.release()
+    await slots.acquire()
+    slots.release()
+    assert slots.borrowed_tokens == 0
+
+
+async def test_counted_and_borrowed_slots_share_one_bound() -> None:
+    slots = Slots(2)
+    async with slots:
+        await slots.acquire_on_behalf_of("b")
+        assert slots.borrowed_tokens == 2
+        with anyio.move_on_after(0) as waited:  # no slot free: the third waits
+            await slots.acquire()
+        assert waited.cancelled_caught
+        assert not slots._waiters  # and leaves the queue when cancelled
+        slots.release_on_behalf_of("b")
+    assert slots.borrowed_tokens == 0

@@ -15,7 +15,7 @@ import asyncio
 import collections
 import contextlib
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import anyio
@@ -28,36 +28,40 @@ __all__ = ["Slots", "task_group"]
 
 
 class Slots:
-    """At most ``total_tokens`` borrowers at once, served in FIFO order: the request path's limit.
+    """At most ``total_tokens`` holders at once, served in FIFO order: the request path's limit.
 
-    The subset of ``anyio.CapacityLimiter`` that asyncstore uses (``acquire_on_behalf_of``,
-    ``release_on_behalf_of``, ``borrowed_tokens``, ``total_tokens``), built for a path taken
-    once per request, where anyio's costs more than the request's own work:
+    ``async with slots:`` (or `acquire` / `release`) counts a slot; the borrower form
+    (``acquire_on_behalf_of``, ``release_on_behalf_of``) also checks that a borrower
+    holds one slot at most and releases only its own, as ``anyio.CapacityLimiter``
+    does. Built for a path taken once per request, where anyio's limiter costs more
+    than the request's own work:
 
     - a free slot is taken with no await at all: anyio's yields to the loop twice (the
       caller reaches a checkpoint soon after anyway: it is about to do I/O);
     - a wait is one bare future (asyncio) or ``trio.Event``, with no exception raised
-      on the way: under asyncio, anyio's wait path costs about 15 µs per call, a cost
-      every call of a gathered batch pays in one turn of the event loop.
+      on the way and no object per waiter besides it: under asyncio, anyio's wait path
+      costs about 15 µs per call, a cost every call of a gathered batch pays in one
+      turn of the event loop.
 
-    A borrower cancelled while waiting leaves the queue; one cancelled just as its slot
+    A holder cancelled while waiting leaves the queue; one cancelled just as its slot
     was handed over passes the slot on. Use one instance in one event loop.
     """
 
-    __slots__ = ("_borrowers", "_trio", "_waiters", "total_tokens")
+    __slots__ = ("_borrowers", "_taken", "_trio", "_waiters", "total_tokens")
 
     def __init__(self, total_tokens: int) -> None:
         if not isinstance(total_tokens, int) or total_tokens < 1:
             raise ValueError(f"total_tokens must be an int >= 1, not {total_tokens!r}")
         self.total_tokens = total_tokens
+        self._taken = 0
         self._borrowers: set[object] = set()
-        self._waiters: collections.deque[tuple[object, Any]] = collections.deque()
+        self._waiters: collections.deque[Any] = collections.deque()
         self._trio: bool | None = None
 
     @property
     def borrowed_tokens(self) -> int:
         """The slots taken now."""
-        return len(self._borrowers)
+        return self._taken
 
     def _new_waiter(self) -> Any:
         if self._trio is None:  # asyncio has a running loop; trio, the other loop, has none
@@ -78,6 +82,42 @@ class Slots:
             return bool(waiter.is_set())
         return bool(waiter.done() and not waiter.cancelled())
 
+    async def acquire(self) -> None:
+        """Take a slot, waiting in line if none is free."""
+        if not self._waiters and self._taken < self.total_tokens:
+            self._taken += 1
+            return
+        waiter = self._new_waiter()
+        self._waiters.append(waiter)
+        try:
+            await (waiter.wait() if self._trio else waiter)
+        except BaseException:
+            if self._woken(waiter):  # handed a slot as it was cancelled: pass it on
+                self.release()
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        """Give a slot to the first holder waiting, or free it.
+
+        Raises:
+            RuntimeError: no slot is taken.
+        """
+        if self._taken <= 0:
+            raise RuntimeError("no slot is taken: released more often than acquired")
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if self._trio:
+                waiter.set()
+            elif waiter.done():  # cancelled, and not yet out of the queue
+                continue
+            else:
+                waiter.set_result(None)
+            return  # the slot passes to the waiter: still taken
+        self._taken -= 1
+
     async def acquire_on_behalf_of(self, borrower: object) -> None:
         """Take a slot for ``borrower``, waiting in line if none is free.
 
@@ -86,29 +126,11 @@ class Slots:
         """
         if borrower in self._borrowers:
             raise RuntimeError("this borrower holds one of these slots already")
-        if not self._waiters and len(self._borrowers) < self.total_tokens:
-            self._borrowers.add(borrower)
-            return
-        waiter = self._new_waiter()
-        entry = (borrower, waiter)
-        self._waiters.append(entry)
-        try:
-            await (waiter.wait() if self._trio else waiter)
-        except BaseException:
-            if self._woken(waiter):  # handed a slot as it was cancelled: pass it on
-                self.release_on_behalf_of(borrower)
-            else:
-                self._waiters.remove(entry)
-            raise
-
-    async def __aenter__(self) -> None:
-        await self.acquire_on_behalf_of(_current_task())
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.release_on_behalf_of(_current_task())
+        await self.acquire()
+        self._borrowers.add(borrower)
 
     def release_on_behalf_of(self, borrower: object) -> None:
-        """Give ``borrower``'s slot to the first borrower waiting, or free it.
+        """Give ``borrower``'s slot to the first holder waiting, or free it.
 
         Raises:
             RuntimeError: ``borrower`` holds no slot.
@@ -117,21 +139,13 @@ class Slots:
             self._borrowers.remove(borrower)
         except KeyError:
             raise RuntimeError("this borrower holds none of these slots") from None
-        waiters = self._waiters
-        while waiters:
-            next_borrower, waiter = waiters.popleft()
-            if self._trio:
-                waiter.set()
-            elif waiter.done():  # cancelled, and not yet out of the queue
-                continue
-            else:
-                waiter.set_result(None)
-            self._borrowers.add(next_borrower)
-            return
+        self.release()
 
+    def __aenter__(self) -> Coroutine[Any, Any, None]:
+        return self.acquire()  # no coroutine of its own per call
 
-def _current_task() -> object:
-    return anyio.get_current_task().id
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
