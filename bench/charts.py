@@ -66,7 +66,8 @@ WORKLOAD_TITLES = {
             ("get", "small GETs"),
             ("head", "HEADs"),
             ("put", "small PUTs"),
-            ("gather", "2,000 small GETs gathered at once"),
+            ("gather", "2,000 small GETs gathered at once, first burst after start-up"),
+            ("gather-steady", "2,000 small GETs gathered at once, after gc.collect()"),
             ("gather-frozen", "2,000 small GETs gathered at once, after gc.freeze()"),
         )
     },
