@@ -1055,7 +1055,7 @@ async def test_requests_in_flight_are_limited_to_max_connections(s3: S3Server, p
 def test_listing_timestamps_parse_as_botocore_parses_them(moment: datetime.datetime) -> None:
     from botocore.utils import parse_timestamp as botocore_parse
 
-    from asyncstore.backends.s3._client import parse_timestamp
+    from asyncstore.backends.s3._lean import parse_timestamp
 
     millis = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
     for text in (
@@ -1068,7 +1068,68 @@ def test_listing_timestamps_parse_as_botocore_parses_them(moment: datetime.datet
 
 @pytest.mark.parametrize("text", ["2026-02-30T00:00:00.000Z", "2026-13-01T00:00:00.000Z", "x" * 24])
 def test_a_bad_listing_timestamp_is_refused_as_botocore_refuses_it(text: str) -> None:
-    from asyncstore.backends.s3._client import parse_timestamp
+    from asyncstore.backends.s3._lean import parse_timestamp
 
     with pytest.raises(ValueError, match="timestamp"):
         parse_timestamp(text)
+
+
+_PAGE = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b'<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+    b"<Name>b</Name><Prefix>p%2F</Prefix><KeyCount>2</KeyCount><IsTruncated>true</IsTruncated>"
+    b"<EncodingType>url</EncodingType>"
+    b"<Contents><Key>p/a+b%26c</Key><LastModified>2026-12-07T02:18:58.123Z</LastModified>"
+    b"<ETag>&quot;e1&quot;</ETag><Size>7</Size><StorageClass>STANDARD</StorageClass></Contents>"
+    b"<CommonPrefixes><Prefix>p/d%C3%A9j%C3%A0/</Prefix></CommonPrefixes>"
+    b"<NextContinuationToken>tok/+=</NextContinuationToken></ListBucketResult>"
+)
+
+
+def test_a_listing_page_parses_as_the_sdk_shapes_it() -> None:
+    from asyncstore.backends.s3._lean import list_page
+
+    page = list_page(_PAGE, url_encoded=True)
+    assert page["Contents"] == [
+        {
+            "Key": "p/a b&c",
+            "Size": 7,
+            "ETag": '"e1"',
+            "LastModified": datetime.datetime(
+                2026, 12, 7, 2, 18, 58, 123000, tzinfo=datetime.timezone.utc
+            ),
+        }
+    ]
+    assert page["CommonPrefixes"] == [{"Prefix": "p/déjà/"}]
+    assert page["IsTruncated"] is True
+    assert page["NextContinuationToken"] == "tok/+="
+    last = _PAGE.replace(b"<IsTruncated>true", b"<IsTruncated>false").replace(
+        b"<NextContinuationToken>tok/+=</NextContinuationToken>", b""
+    )
+    assert list_page(last, url_encoded=True)["IsTruncated"] is False
+    assert "NextContinuationToken" not in list_page(last, url_encoded=True)
+
+
+@pytest.mark.parametrize("body", [b"<Error><Code>x</Code></Error>", b"not xml", b""])
+def test_a_listing_page_that_is_not_one_is_refused(body: bytes) -> None:
+    from asyncstore.backends.s3._lean import list_page
+
+    with pytest.raises((ValueError, SyntaxError)):
+        list_page(body, url_encoded=True)
+
+
+async def test_listing_goes_on_the_lean_path_and_keeps_awkward_keys(
+    s3: S3Server, store: Store
+) -> None:
+    keys = sorted(["a b", "a+b", "a%20b", "x&y<z>", "é/ü", "q?=#", "t\u00a0s", "d/e/f"])
+    for key in keys:
+        await store.put(key, key.encode())
+    recorder = Recorder(s3)
+    listed = [entry.key async for entry in store.list() if isinstance(entry, ObjectInfo)]
+    assert listed == keys
+    top = [entry async for entry in store.list(delimiter="/")]
+    assert [e.key if isinstance(e, ObjectInfo) else e.prefix for e in top] == sorted(
+        [k for k in keys if "/" not in k] + ["d/", "é/"]
+    )
+    sent = recorder.of("ListObjectsV2")
+    assert sent and all("botocore" not in h.get("user-agent", "").lower() for h in sent)

@@ -26,10 +26,11 @@ fall back to the SDK, which follows such redirects.
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from ..._stream._tasks import Slots
 from .._http import HttpPool, Response, Target, proxied
@@ -51,9 +52,89 @@ class WrongRegion(Exception):
 
 
 def _operation(method: str, query: Mapping[str, str] | None) -> str:
+    if query and "list-type" in query:
+        return "ListObjectsV2"
     if method == "PUT":
         return "UploadPart" if query and "partNumber" in query else "PutObject"
     return "HeadObject" if method == "HEAD" else "GetObject"
+
+
+def parse_timestamp(value: str) -> datetime.datetime:
+    """botocore's timestamps, the common form without dateutil: ``2024-05-01T12:00:00.000Z``.
+
+    Listings carry one per object, and botocore's own parser (dateutil's) took a
+    third of a no-op ``sync`` of 5,000 files. Any other form goes to botocore's.
+    """
+    if len(value) == 24 and value[10] == "T" and value[19] == "." and value[23] == "Z":
+        try:
+            return datetime.datetime(
+                int(value[0:4]),
+                int(value[5:7]),
+                int(value[8:10]),
+                int(value[11:13]),
+                int(value[14:16]),
+                int(value[17:19]),
+                int(value[20:23]) * 1000,
+                tzinfo=datetime.timezone.utc,
+            )
+        except ValueError:
+            pass
+    from botocore.utils import (  # type: ignore[import-untyped,unused-ignore]
+        parse_timestamp as botocore_parse,
+    )
+
+    parsed: datetime.datetime = botocore_parse(value)
+    return parsed
+
+
+_S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+
+
+def list_page(body: bytes, *, url_encoded: bool) -> dict[str, Any]:
+    """A ListObjectsV2 answer in the SDK's shape: ``Contents`` (Key, Size, ETag,
+    LastModified), ``CommonPrefixes`` (Prefix), ``IsTruncated``, ``NextContinuationToken``.
+
+    With ``url_encoded`` (the request asked for ``encoding-type=url``, as botocore does, so
+    that keys XML cannot carry come through), keys and prefixes are decoded.
+
+    Raises:
+        ValueError: the body is not a ListBucketResult.
+    """
+    from xml.etree import ElementTree
+
+    root = ElementTree.fromstring(body)
+    ns = _S3_NS if root.tag.startswith(_S3_NS) else ""
+    if root.tag != ns + "ListBucketResult":
+        raise ValueError(f"not a ListBucketResult: {root.tag!r}")
+    decode = unquote_plus if url_encoded else str
+
+    def text(node: Any, name: str) -> str:
+        found = node.find(ns + name)
+        return "" if found is None or found.text is None else str(found.text)
+
+    contents = []
+    for item in root.iterfind(ns + "Contents"):
+        entry: dict[str, Any] = {
+            "Key": decode(text(item, "Key")),
+            "Size": int(text(item, "Size") or 0),
+            "ETag": text(item, "ETag"),
+        }
+        modified = text(item, "LastModified")
+        if modified:
+            entry["LastModified"] = parse_timestamp(modified)
+        contents.append(entry)
+    prefixes = [
+        {"Prefix": decode(text(item, "Prefix"))} for item in root.iterfind(ns + "CommonPrefixes")
+    ]
+    page: dict[str, Any] = {
+        "Contents": contents,
+        "CommonPrefixes": prefixes,
+        "IsTruncated": text(root, "IsTruncated") == "true",
+    }
+    token = text(root, "NextContinuationToken")
+    if token:
+        page["NextContinuationToken"] = token
+    return page
 
 
 def client_error(
