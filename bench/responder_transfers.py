@@ -40,10 +40,10 @@ from _harness import (
     write_json,
 )
 from small_requests import (
-    BUCKET,
     FAKE_AWS,
     asyncstore_options,
     asyncstore_url,
+    obstore_s3,
     responder,
 )
 
@@ -87,18 +87,9 @@ def case_asyncstore(service: str, client: str, args: argparse.Namespace) -> dict
 
 def case_obstore(args: argparse.Namespace) -> dict[str, Any]:
     import obstore
-    from obstore.store import S3Store
 
     async def run(lag: LoopLag) -> dict[str, Any]:
-        store = S3Store(
-            BUCKET,
-            endpoint=args.endpoint,
-            region="us-east-1",
-            access_key_id=FAKE_AWS["AWS_ACCESS_KEY_ID"],
-            secret_access_key=FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
-            virtual_hosted_style_request=False,
-            client_options={"allow_http": True},
-        )
+        store = obstore_s3(args.endpoint)
         await obstore.head_async(store, KEY)
 
         async def stream() -> int:

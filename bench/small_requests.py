@@ -315,22 +315,28 @@ def case_s3fs(op: str, args: argparse.Namespace) -> dict[str, Any]:
     return measure_asyncio(run)
 
 
+def obstore_s3(endpoint: str, **client_options: str) -> Any:
+    """obstore's S3Store for the bench bucket at ``endpoint`` (plain http, path style)."""
+    from obstore.store import S3Store
+
+    return S3Store(
+        BUCKET,
+        endpoint=endpoint,
+        region="us-east-1",
+        access_key_id=FAKE_AWS["AWS_ACCESS_KEY_ID"],
+        secret_access_key=FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
+        virtual_hosted_style_request=False,
+        client_options={"allow_http": "true", **client_options},
+    )
+
+
 def case_obstore(service: str, op: str, args: argparse.Namespace) -> dict[str, Any]:
     import obstore
-    from obstore.store import S3Store
 
     body = small_body(args)
 
     async def run(lag: LoopLag) -> dict[str, Any]:
-        store = S3Store(
-            BUCKET,
-            endpoint=args.endpoint,
-            region="us-east-1",
-            access_key_id=FAKE_AWS["AWS_ACCESS_KEY_ID"],
-            secret_access_key=FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
-            virtual_hosted_style_request=False,
-            client_options={"allow_http": True, "pool_max_idle_per_host": str(args.workers)},
-        )
+        store = obstore_s3(args.endpoint, pool_max_idle_per_host=str(args.workers))
 
         async def operation(key: str) -> Any:
             if op == "get":

@@ -400,17 +400,7 @@ class _StreamConnection(Connection):
                 anyio.ClosedResourceError,
             ) as exc:
                 raise ConnectionClosed("the connection ended") from exc
-        while True:
-            try:
-                data = raw.recv(most)
-            except BlockingIOError:
-                await self._within(anyio.wait_readable, raw)
-                continue
-            except OSError as exc:
-                raise ConnectionClosed(f"the connection broke: {exc}") from exc
-            if not data:
-                raise ConnectionClosed("the connection ended")
-            return data
+        return await self._read_raw(raw, raw.recv, most)
 
     async def _within(self, wait: Callable[[Any], Awaitable[T]], arg: Any) -> T:
         """``await wait(arg)``, given up with TimeoutError at the connection's deadline."""
@@ -426,17 +416,22 @@ class _StreamConnection(Connection):
             data = await self.receive(len(view))
             view[: len(data)] = data
             return len(data)
+        return await self._read_raw(raw, raw.recv_into, view)
+
+    async def _read_raw(self, raw: socket.socket, read: Callable[[Any], T], arg: Any) -> T:
+        """``read(arg)`` (``recv`` or ``recv_into``) once the socket is readable: what it
+        returned, never empty."""
         while True:
             try:
-                n = raw.recv_into(view)
+                got = read(arg)
             except BlockingIOError:
                 await self._within(anyio.wait_readable, raw)
                 continue
             except OSError as exc:
                 raise ConnectionClosed(f"the connection broke: {exc}") from exc
-            if not n:
+            if not got:
                 raise ConnectionClosed("the connection ended")
-            return n
+            return got
 
     async def close(self) -> None:
         broken = (OSError, anyio.BrokenResourceError)
