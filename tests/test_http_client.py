@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -67,15 +68,32 @@ class Server:
 
 
 @asynccontextmanager
-async def serving(handler: Handler) -> AsyncIterator[tuple[Server, HttpPool]]:
+async def serving(handler: Handler, *, tls: bool = False) -> AsyncIterator[tuple[Server, HttpPool]]:
+    """A scripted server on 127.0.0.1 and a pool to it; with ``tls``, over TLS with a
+    certificate for 127.0.0.1 from a throwaway CA (trustme)."""
     server = Server(handler)
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    server.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    server.port = tcp.extra(anyio.abc.SocketAttribute.local_port)
+    listener: anyio.abc.Listener[Any] = tcp
+    client_context = None
+    if tls:
+        import ssl
+
+        import trustme
+        from anyio.streams.tls import TLSListener
+
+        ca = trustme.CA()
+        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(server_context)
+        client_context = ssl.create_default_context()
+        ca.configure_trust(client_context)
+        listener = TLSListener(tcp, server_context, standard_compatible=False)
     pool = HttpPool(
-        Target("http", "127.0.0.1", server.port),
+        Target("https" if tls else "http", "127.0.0.1", server.port),
         max_connections=4,
         connect_timeout=10,
         read_timeout=10,
+        ssl_context=client_context,
     )
     async with listener, anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, server._serve)
@@ -262,7 +280,7 @@ async def test_a_body_that_stalls_is_a_timeout_error_and_frees_its_connection(
         await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
         await anyio.sleep_forever()
 
-    async with (serving_tls if tls else serving)(handler) as (_, pool):
+    async with serving(handler, tls=tls) as (_, pool):
         response = await pool.request("GET", "/k")
         pool.read_timeout = 0.2
         with anyio.fail_after(30), pytest.raises(TimeoutError, match=r"no answer within 0\.2 s"):
@@ -359,46 +377,13 @@ def test_http_date_reads_a_last_modified_header_as_an_aware_datetime() -> None:
 # -- TLS ------------------------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def serving_tls(handler: Handler) -> AsyncIterator[tuple[Server, HttpPool]]:
-    """`serving`, over TLS with a certificate for 127.0.0.1 from a throwaway CA (trustme)."""
-    import ssl
-
-    import trustme
-    from anyio.streams.tls import TLSListener
-
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    server = Server(handler)
-    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    server.port = tcp.extra(anyio.abc.SocketAttribute.local_port)
-    listener = TLSListener(tcp, server_context, standard_compatible=False)
-    pool = HttpPool(
-        Target("https", "127.0.0.1", server.port),
-        max_connections=4,
-        connect_timeout=10,
-        read_timeout=10,
-        ssl_context=client_context,
-    )
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, server._serve)
-        try:
-            yield server, pool
-        finally:
-            await pool.aclose()
-            tg.cancel_scope.cancel()
-
-
 async def test_requests_and_bodies_cross_tls_and_reuse_the_connection() -> None:
     body = bytes(range(256)) * 4096  # 1 MiB: several TLS records, read in place
 
     async def handler(peer: Peer) -> None:
         await every_request(peer, lambda line, headers, sent: answer(body + sent))
 
-    async with serving_tls(handler) as (server, pool):
+    async with serving(handler, tls=True) as (server, pool):
         for word in (b"one", b"two"):
             response = await pool.request("PUT", "/k", {}, word)
             view = memoryview(bytearray(len(body) + len(word)))
