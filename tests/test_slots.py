@@ -181,3 +181,20 @@ async def test_counted_and_borrowed_slots_share_one_bound() -> None:
         assert not slots._waiters  # and leaves the queue when cancelled
         slots.release_on_behalf_of("b")
     assert slots.borrowed_tokens == 0
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_waiter_cancelled_and_skipped_by_a_release_leaves_quietly() -> None:
+    """Cancelled, then passed over by a release before it runs: CancelledError, nothing else."""
+    import asyncio
+
+    slots = Slots(1)
+    await slots.acquire_on_behalf_of("holder")
+    waiter = asyncio.ensure_future(slots.acquire())
+    await wait_until(lambda: len(slots._waiters) == 1)
+    waiter.cancel()  # its future is cancelled at once; the task has not run yet
+    slots.release_on_behalf_of("holder")  # skips the cancelled future, frees the slot
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert slots.borrowed_tokens == 0
+    assert not slots._waiters

@@ -94,7 +94,7 @@ class Slots:
         except BaseException:
             if self._woken(waiter):  # handed a slot as it was cancelled: pass it on
                 self.release()
-            else:
+            elif waiter in self._waiters:  # a release may have passed over it already
                 self._waiters.remove(waiter)
             raise
 
