@@ -99,7 +99,7 @@ class Connection:
         return anyio.current_time()
 
     def _timeout(self) -> TimeoutError:
-        return TimeoutError(f"no answer within {self._limit} s")
+        return _no_answer(self._limit)
 
     def looks_alive(self) -> bool:
         """False if the peer closed (or sent anything) while the connection was idle."""
@@ -233,9 +233,13 @@ class _Protocol(asyncio.BufferedProtocol):
             self.transport.resume_reading()
 
 
-def _expire(waiter: asyncio.Future[None], error: TimeoutError) -> None:
-    if not waiter.done():
-        waiter.set_exception(error)
+def _no_answer(seconds: float) -> TimeoutError:
+    return TimeoutError(f"no answer within {seconds} s")
+
+
+def _expire(waiter: asyncio.Future[None], seconds: float) -> None:
+    if not waiter.done():  # the error is made only when a deadline passes
+        waiter.set_exception(_no_answer(seconds))
 
 
 class _AsyncioConnection(Connection):
@@ -254,7 +258,7 @@ class _AsyncioConnection(Connection):
         if self._until is None:
             await waiter
             return
-        timer = asyncio.get_running_loop().call_at(self._until, _expire, waiter, self._timeout())
+        timer = asyncio.get_running_loop().call_at(self._until, _expire, waiter, self._limit)
         try:
             await waiter
         finally:
