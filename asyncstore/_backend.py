@@ -62,6 +62,9 @@ class Capabilities:
         part_checksums: Per-part checksums the backend wants the core to compute
             (any of ``"md5"``, ``"sha256"``, ``"crc32c"``), given to
             ``upload_part``/``put`` as raw digest bytes.
+        part_writers: The most parts of one upload worth sending at once, whatever
+            ``max_concurrency`` asks (None: no cap). A local file system gains
+            nothing from concurrent writes into one file: they queue on its lock.
     """
 
     parallel_parts: bool = True
@@ -70,6 +73,7 @@ class Capabilities:
     max_parts: int = 10_000
     max_single_put: int = 5 * GiB
     part_checksums: frozenset[str] = frozenset()
+    part_writers: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from ._types import CommonPrefix, ObjectInfo, Progress, PutMode, PutResult, Tran
 __all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_MAX_CONCURRENCY", "Store"]
 
 #: Default part / range size: large enough that per-request overhead is small,
-#: small enough that ``chunk_size * (max_concurrency + 1)`` stays modest.
+#: small enough that ``chunk_size * (max_concurrency + 2)`` stays modest.
 DEFAULT_CHUNK_SIZE = 8 * MiB
 #: Default number of parts or ranges in flight for one transfer.
 DEFAULT_MAX_CONCURRENCY = 8
@@ -151,7 +151,7 @@ class Store:
     Every transfer goes through the streaming-chunk core: parts of
     ``chunk_size`` bytes, at most ``max_concurrency`` in flight, the sha256
     computed while the bytes stream, TransportErrors retried per ``retry``.
-    Peak memory per transfer is about ``chunk_size * (max_concurrency + 1)``.
+    Peak memory per transfer is about ``chunk_size * (max_concurrency + 2)``.
 
     Args:
         backend: Where the bytes go.

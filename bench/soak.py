@@ -25,9 +25,9 @@ process (the script re-invokes itself with ``--case``), so its peak RSS is its
 own and not the server's.
 
 The memory bound. The Store documents a peak of about ``chunk_size x
-(max_concurrency + 1)`` per transfer, and each task runs one transfer at a
+(max_concurrency + 2)`` per transfer, and each task runs one transfer at a
 time, so a case's body buffers stay under ``formula = tasks x chunk_size x
-(max_concurrency + 1)``. The check is::
+(max_concurrency + 2)``. The check is::
 
     peak RSS <= formula + margin (+ held, for memory://)
 
@@ -291,7 +291,7 @@ def check_bound(row: dict[str, Any], margin_mib: int) -> None:
     if "failed" in row:
         row["ok"] = False
         return
-    formula = row["tasks"] * row["chunk_mib"] * (row["max_concurrency"] + 1)
+    formula = row["tasks"] * row["chunk_mib"] * (row["max_concurrency"] + 2)
     row["formula_mib"] = formula
     row["margin_mib"] = margin_mib
     row["bound_mib"] = formula + margin_mib + row["held_mib"]
@@ -344,7 +344,7 @@ def print_report(
         f"{args.max_size_mib} MiB; {machine['cpu_count']} CPUs, Python {machine['python']}"
     )
     note = (
-        f"bound = tasks x chunk x (max_concurrency + 1) + {args.margin_mib} MiB margin "
+        f"bound = tasks x chunk x (max_concurrency + 2) + {args.margin_mib} MiB margin "
         "(+ held: the bytes a memory:// store keeps in the process)"
     )
     print_table(title, headers, lines, left=("case", "result"), notes=[note], rich=True, width=140)

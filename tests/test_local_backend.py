@@ -265,6 +265,41 @@ async def test_large_read_chunks_and_close(backend: LocalBackend) -> None:
     assert len(chunks) == 4
 
 
+async def test_readinto_fills_a_whole_range_in_one_call(backend: LocalBackend) -> None:
+    # The core reads ranges with readinto: straight into its buffer, not in 1 MiB copies.
+    data = random.randbytes(9 * MiB + 7)
+    await put(backend, "big", data)
+    buf = memoryview(bytearray(9 * MiB))
+    async with await backend.read("big", 5, 9 * MiB + 5) as stream:
+        assert await stream.readinto(buf) == 9 * MiB
+        assert await stream.readinto(memoryview(bytearray(1))) == 0  # the range's end
+    assert bytes(buf) == data[5 : 9 * MiB + 5]
+
+
+async def test_readinto_of_a_file_truncated_under_it_raises(
+    backend: LocalBackend, root: Path
+) -> None:
+    await put(backend, "t", bytes(2 * MiB))
+    async with await backend.read("t") as stream:
+        (path,) = [p for p in root.rglob("t") if p.is_file()]
+        os.truncate(path, MiB)
+        buf = memoryview(bytearray(2 * MiB))
+        assert await stream.readinto(buf) == MiB
+        with pytest.raises(PreconditionFailedError, match="'t' was truncated"):
+            await stream.readinto(buf[MiB:])
+
+
+async def test_upload_file_writes_one_part_at_a_time(root: Path, tmp_path: Path) -> None:
+    # Concurrent writes into one file only queue (and spin) on its inode lock.
+    src = tmp_path / "src.bin"
+    src.write_bytes(random.randbytes(6 * MiB))
+    store = Store(LocalBackend(root), chunk_size=MiB, max_concurrency=8)
+    info = await store.upload_file(src, "up")
+    assert info.part_count == 6
+    assert info.concurrency == 1
+    assert await store.get("up") == src.read_bytes()
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 async def test_read_closes_file(backend: LocalBackend) -> None:
     await put(backend, "big", bytes(3 * MiB))

@@ -255,7 +255,7 @@ async def test_window_bounds_parts_in_flight_and_memory_for_an_unsized_stream() 
     assert result.part_count == 10
     assert backend.peak == 3
     assert info.concurrency == 3
-    assert info.peak_buffered <= MiB * (3 + 1)
+    assert info.peak_buffered <= MiB * (3 + 2)  # the workers' parts, one hashed, one read
 
 
 class NoParallelBackend(MemoryBackend):
@@ -295,6 +295,52 @@ async def test_backends_without_parallel_parts_get_one_at_a_time() -> None:
     backend = NoParallelBackend()
     await Store(backend).put("k", pattern(4 * MiB), chunk_size=MiB, max_concurrency=8)
     assert backend.peak == 1
+
+
+async def test_a_backend_naming_part_writers_gets_no_more_parts_at_once() -> None:
+    class TwoWriters(NoParallelBackend):
+        capabilities = asyncstore.Capabilities(part_writers=2)
+
+    backend = TwoWriters()
+    result = await Store(backend).put("k", pattern(12 * MiB), chunk_size=MiB, max_concurrency=8)
+    assert result.part_count == 12
+    assert backend.peak == 2
+
+
+async def test_the_next_part_is_read_while_this_one_is_hashed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each hash of a part (from the second on) waits until the source has given the
+    # part after it: an engine that reads only after hashing never gets there.
+    from asyncstore._stream import _hashing
+
+    given: list[int] = []
+    advanced = anyio.Event()
+    hashed = 0
+    update = _hashing.Sha256.update
+
+    async def source() -> AsyncIterator[bytes]:
+        nonlocal advanced
+        for i in range(6):
+            given.append(i)
+            advanced.set()
+            advanced = anyio.Event()
+            yield pattern(MiB, seed=i)
+
+    async def waiting_update(
+        self: _hashing.Sha256, data: bytes | memoryview, *, part: Any = ()
+    ) -> dict[str, bytes]:
+        nonlocal hashed
+        hashed += 1
+        with anyio.fail_after(30):
+            while hashed >= 2 and len(given) < min(hashed + 1, 6):
+                await advanced.wait()
+        return await update(self, data, part=part)
+
+    monkeypatch.setattr(_hashing.Sha256, "update", waiting_update)
+    result = await Store(MemoryBackend()).put("k", source(), chunk_size=MiB, max_concurrency=1)
+    assert result.part_count == 6
+    assert hashed == 6
 
 
 class TinyPartLimits(MemoryBackend):
@@ -990,3 +1036,41 @@ async def test_a_parallel_stream_closes_its_memory_streams_whatever_the_way_out(
         else:
             await read()
         assert _unclosed_streams_collected() == []
+
+
+async def test_a_download_writes_into_its_file_one_write_at_a_time(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Concurrent writes into one file only queue (and spin) on its inode lock: the
+    # second write must wait for the first on the event loop, not in a worker thread.
+    import threading
+
+    from asyncstore._stream import _files
+
+    entered = threading.Event()
+    release = threading.Event()
+    pwrite_all = _files.pwrite_all
+
+    def held_pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+        entered.set()
+        release.wait(30)
+        pwrite_all(fd, data, offset)
+
+    monkeypatch.setattr(_files, "pwrite_all", held_pwrite_all)
+    target = _files.AtomicFile(tmp_path / "out.bin", key="k")
+    await target.open()
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(target.write_at, 0, memoryview(b"a" * 10))
+            tg.start_soon(target.write_at, 10, memoryview(b"b" * 10))
+            assert await anyio.to_thread.run_sync(entered.wait, 30)
+            await anyio.wait_all_tasks_blocked()
+            in_threads = limiter.borrowed_tokens
+            release.set()
+        assert in_threads == 1
+        await target.commit(20)
+    finally:
+        release.set()
+        await target.discard()
+    assert (tmp_path / "out.bin").read_bytes() == b"a" * 10 + b"b" * 10

@@ -3,7 +3,7 @@
 Allocating a fresh 8 MiB ``bytearray`` per part looks harmless, but glibc's
 malloc raises its mmap threshold after the first large free, so later parts
 come from the heap and freed ones stay resident: peak RSS grows far past the
-window's ``chunk_size * (max_concurrency + 1)``. Reusing the few buffers a
+window's ``chunk_size * (max_concurrency + 2)``. Reusing the few buffers a
 window needs keeps RSS at the formula. Only buffers the pool allocated are
 ever recycled (never a caller's own buffer).
 """

@@ -49,6 +49,9 @@ class AtomicFile:
         self._key = key
         self._dir = self.temp_path = ""
         self._fd: int | None = None
+        # One write at a time: writes into one file queue on its inode lock, and
+        # spin for it in the kernel, burning the CPU the hashing needs.
+        self._writing = anyio.Lock()
 
     def _open(self) -> int:
         # abspath may call getcwd(): a syscall, so it runs here, in the worker thread.
@@ -81,9 +84,10 @@ class AtomicFile:
         self._fd = await anyio.to_thread.run_sync(self._open)
 
     async def write_at(self, offset: int, data: memoryview) -> None:
-        """Write ``data`` at ``offset`` (in a worker thread)."""
+        """Write ``data`` at ``offset`` (in a worker thread, one write at a time)."""
         assert self._fd is not None
-        await anyio.to_thread.run_sync(pwrite_all, self._fd, data, offset)
+        async with self._writing:
+            await anyio.to_thread.run_sync(pwrite_all, self._fd, data, offset)
 
     def _commit(self, size: int, mtime: float | None, mode: int | None) -> None:
         assert self._fd is not None

@@ -1,12 +1,14 @@
 """The upload engine: parts through a sliding window, hashed in order, aborted on failure.
 
-The reader (the calling task) cuts the source into parts, hashes each one in
-stream order (in a worker thread when large) and hands it to one of
-``concurrency`` worker tasks through an unbuffered memory object stream. When
-every worker is busy the reader waits: that wait is the backpressure, and it
-bounds the memory held to ``part_size * (concurrency + 1)`` whatever the
-object's size. Any failure or cancellation aborts the multipart upload in a
-shielded scope, so nothing is left half-written.
+A reader task cuts the source into parts and hands them, one at a time, to
+the calling task, which hashes each one in stream order (in a worker thread
+when large) and hands it to one of ``concurrency`` worker tasks; both hand-overs
+are unbuffered memory object streams. So the next part is read while this one
+is hashed, and when every worker is busy the hashing waits, and then the
+reading: that wait is the backpressure, and it bounds the memory held to
+``part_size * (concurrency + 2)`` whatever the object's size. Any failure or
+cancellation aborts the multipart upload in a shielded scope, so nothing is
+left half-written.
 """
 
 from __future__ import annotations
@@ -217,8 +219,11 @@ async def upload(
         )
 
     window.take(len(second))
+    next_part: memoryview = second
     if not caps.parallel_parts:
         concurrency = 1
+    elif caps.part_writers is not None:
+        concurrency = min(concurrency, caps.part_writers)
 
     async def create() -> str:
         return await backend.create_upload(key, attrs)
@@ -227,6 +232,7 @@ async def upload(
     parts: list[CompletedPart] = []
     try:
         send, receive = anyio.create_memory_object_stream[tuple[int, int, memoryview, Any]](0)
+        read_send, read_receive = anyio.create_memory_object_stream[memoryview](0)
 
         async def send_one(number: int, offset: int, data: memoryview, sums: Any) -> None:
             window.start()
@@ -248,20 +254,23 @@ async def upload(
                 await send_one(*item)
                 del item  # drop the part now, not when the next one arrives
 
-        with send, receive:
+        async def read_ahead() -> None:
+            # The next part is read while this one is hashed: reading and hashing are
+            # the two serial stages of an upload, and each runs in its own worker thread.
+            with read_send:
+                await read_send.send(next_part)
+                while (part_data := await reader.read_part()) is not None:
+                    window.take(len(part_data))
+                    await read_send.send(part_data)
+                    del part_data
+
+        with send, receive, read_receive:
             async with task_group() as tg:
+                tg.start_soon(read_ahead)
                 workers = 0  # started as parts come, so a small upload starts few
                 number, offset = 1, 0
-                pending: list[memoryview] = [first, second]
+                part_data = first
                 while True:
-                    if pending:
-                        part_data = pending.pop(0)
-                    else:
-                        next_part = await reader.read_part()
-                        if next_part is None:
-                            break
-                        part_data = next_part
-                        window.take(len(part_data))
                     if number > caps.max_parts:
                         raise _too_many_parts(key, caps.max_parts, part_size)
                     sums = await hasher.update(part_data, part=checks)
@@ -272,6 +281,10 @@ async def upload(
                     number += 1
                     offset += len(part_data)
                     del part_data
+                    try:
+                        part_data = await read_receive.receive()
+                    except anyio.EndOfStream:
+                        break
                 send.close()  # no more parts: the workers finish what they hold and stop
         sha = hasher.digest_string()
         ordered = sorted(parts, key=lambda p: p.number)

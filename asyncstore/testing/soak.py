@@ -26,7 +26,7 @@ Sizes: 70% up to 64 KiB (0 B included), 25% up to 4 MiB, 5% up to ``max_size``
 a cheap pattern (a shared 256 KiB block with a per-chunk header, so that no two
 writes are alike), hashed as it is generated, never held whole; every read is
 streamed and hashed (so memory stays within the Store's per-transfer window:
-``chunk_size * (max_concurrency + 1)``).
+``chunk_size * (max_concurrency + 2)``).
 
 Afterwards `soak` verifies: every object a task reported written is read back
 with the right sha256 and size; every key a task deleted (and did not write

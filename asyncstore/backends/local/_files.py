@@ -16,12 +16,11 @@ import errno
 import os
 import stat
 import weakref
-from collections.abc import AsyncIterator
 
 import anyio
 import anyio.to_thread
 
-from ..._backend import MiB, WriteAttributes
+from ..._backend import MiB, ReadStream, WriteAttributes
 from ..._errors import (
     AlreadyExistsError,
     ConfigurationError,
@@ -31,6 +30,7 @@ from ..._errors import (
     StoreError,
 )
 from ..._stream._files import fsync_dir, pwrite_all
+from ..._types import ObjectInfo
 from ._paths import (
     O_CLOEXEC,
     O_NONBLOCK,
@@ -50,6 +50,7 @@ from ._translate import os_errors
 __all__ = [
     "WRITE_SLICE",
     "FileHandle",
+    "LocalReadStream",
     "Temp",
     "byte_view",
     "commit_files",
@@ -60,13 +61,14 @@ __all__ = [
     "open_object",
     "open_temp",
     "prepare_root",
-    "read_chunks",
     "stat_object",
     "write_temp",
 ]
 
 #: Bytes per read chunk (one worker-thread call each).
 _READ_CHUNK = 1 * MiB
+#: The most one `LocalReadStream.readinto` reads in one worker-thread call.
+_READ_INTO_MAX = 16 * MiB
 #: Bytes written or copied per worker-thread call, so a big write stays cancellable.
 WRITE_SLICE = 16 * MiB
 _COPY_FALLBACK_ERRNOS = frozenset(
@@ -301,15 +303,48 @@ def copy_range(src: int, dst: int, offset: int, count: int, key: str) -> None:
         done += copied
 
 
-async def read_chunks(
-    handle: FileHandle, key: str, position: int, stop: int
-) -> AsyncIterator[bytes]:
-    while position < stop:
-        count = min(_READ_CHUNK, stop - position)
-        with os_errors(key, "read"):
-            chunk = await _run(os.pread, handle.fileno(), count, position)
-        if not chunk:
-            raise PreconditionFailedError(f"key {key!r} was truncated while being read", key=key)
-        position += len(chunk)
-        yield chunk
-    await handle.aclose()
+class LocalReadStream(ReadStream):
+    """The bytes ``[position, stop)`` of an open file.
+
+    Iterated, it yields chunks of at most 1 MiB (one worker-thread call each);
+    `readinto` reads straight into the caller's buffer with one ``preadv`` per
+    call, so a range the core reads crosses memory once.
+    """
+
+    def __init__(
+        self, info: ObjectInfo, handle: FileHandle, key: str, position: int, stop: int
+    ) -> None:
+        self.info = info
+        self._handle = handle
+        self._key = key
+        self._position = position
+        self._stop = stop
+
+    def _read(self, view: memoryview) -> int:
+        n = os.preadv(self._handle.fileno(), [view], self._position)
+        if not n:
+            raise PreconditionFailedError(
+                f"key {self._key!r} was truncated while being read", key=self._key
+            )
+        return n
+
+    async def readinto(self, view: memoryview) -> int:
+        count = min(len(view), self._stop - self._position, _READ_INTO_MAX)
+        if count <= 0:
+            return 0
+        with os_errors(self._key, "read"):
+            n = await _run(self._read, view[:count])
+        self._position += n
+        return n
+
+    async def __anext__(self) -> bytes:
+        count = min(_READ_CHUNK, self._stop - self._position)
+        if count <= 0:
+            await self.aclose()  # at the end, as soon as it is reached
+            raise StopAsyncIteration
+        chunk = bytearray(count)
+        n = await self.readinto(memoryview(chunk))
+        return bytes(chunk) if n == count else bytes(chunk[:n])
+
+    async def aclose(self) -> None:
+        await self._handle.aclose()
