@@ -1074,3 +1074,41 @@ async def test_a_download_writes_into_its_file_one_write_at_a_time(
         release.set()
         await target.discard()
     assert (tmp_path / "out.bin").read_bytes() == b"a" * 10 + b"b" * 10
+
+
+async def test_written_ranges_start_their_way_to_disk_before_the_fsync(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # So the fsync that commits a file waits for its last part, not for all of it.
+    from asyncstore._stream import _files
+
+    started: list[tuple[int, int]] = []
+
+    def record(fd: int, offset: int, length: int, flags: int) -> int:
+        started.append((offset, length))
+        return 0
+
+    monkeypatch.setattr(_files, "_sync_file_range", record)
+    from asyncstore.backends.local import LocalBackend
+
+    store = Store(LocalBackend(tmp_path / "store"), chunk_size=MiB)
+    src = tmp_path / "src.bin"
+    await anyio.Path(src).write_bytes(pattern(3 * MiB + 5))
+    await store.upload_file(src, "k")
+    assert sorted(started) == [(0, MiB), (MiB, MiB), (2 * MiB, MiB), (3 * MiB, 5)]
+    started.clear()
+    await store.download_file("k", tmp_path / "out.bin")
+    assert sorted(started) == [(0, MiB), (MiB, MiB), (2 * MiB, MiB), (3 * MiB, 5)]
+
+
+def test_start_writeback_ignores_what_cannot_be_written_back() -> None:
+    import os
+
+    from asyncstore._stream._files import start_writeback
+
+    read_end, write_end = os.pipe()
+    try:
+        start_writeback(write_end, 0, 10)  # ESPIPE: no head start, no error
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
+from functools import partial
 
 import anyio
 import anyio.to_thread
@@ -294,7 +295,7 @@ class LocalBackend(Backend):
                     for offset in range(0, view.nbytes, WRITE_SLICE):
                         assert temp.fd is not None
                         piece = view[offset : offset + WRITE_SLICE]
-                        await _run(pwrite_all, temp.fd, piece, offset)
+                        await _run(partial(pwrite_all, temp.fd, piece, offset, write_behind=True))
                     st = await _run(finish_temp, temp)
             return await self._commit(p, temp, st, attrs)
         except BaseException:

@@ -59,7 +59,7 @@ def new_upload_file(p: Paths, temp: Temp) -> None:
 def write_part(p: Paths, upload_id: str, offset: int, data: memoryview) -> None:
     _, fd = _open_upload(p, upload_id, os.O_WRONLY)
     try:
-        pwrite_all(fd, data, offset)
+        pwrite_all(fd, data, offset, write_behind=True)
     finally:
         os.close(fd)
 
