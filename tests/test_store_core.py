@@ -1051,10 +1051,10 @@ async def test_a_download_writes_into_its_file_one_write_at_a_time(
     release = threading.Event()
     pwrite_all = _files.pwrite_all
 
-    def held_pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    def held_pwrite_all(fd: int, data: memoryview, offset: int, **options: Any) -> None:
         entered.set()
         release.wait(30)
-        pwrite_all(fd, data, offset)
+        pwrite_all(fd, data, offset, **options)
 
     monkeypatch.setattr(_files, "pwrite_all", held_pwrite_all)
     target = _files.AtomicFile(tmp_path / "out.bin", key="k")
