@@ -617,6 +617,69 @@ async def test_iterable_sources_recycle_their_buffers_too() -> None:
     assert await Store(backend).get("k") == expected
 
 
+def _address(data: memoryview) -> int:
+    import ctypes
+
+    return ctypes.addressof(ctypes.c_char.from_buffer(data))
+
+
+async def test_part_buffers_start_on_a_page(tmp_path: Any) -> None:
+    # The kernel copies out of a page-aligned buffer (pwrite, send) faster than out of
+    # a bytearray's own, which starts 16 bytes past a page.
+    class Addresses(MemoryBackend):
+        def __init__(self) -> None:
+            super().__init__()
+            self.offsets: list[int] = []
+
+        async def upload_part(
+            self,
+            key: str,
+            upload_id: str,
+            number: int,
+            offset: int,
+            data: memoryview,
+            checksums: Mapping[str, bytes],
+        ) -> CompletedPart:
+            self.offsets.append(_address(data) % 4096)
+            return await super().upload_part(key, upload_id, number, offset, data, checksums)
+
+    backend = Addresses()
+    store = Store(backend, chunk_size=MiB)
+    path = tmp_path / "src.bin"
+    path.write_bytes(pattern(3 * MiB + 5))
+    await store.upload_file(path, "file")
+
+    async def chunks() -> AsyncIterator[bytearray]:
+        for i in range(10):
+            yield bytearray(pattern(300 * 1024, seed=i))
+
+    await store.put("iterable", chunks())
+    assert len(backend.offsets) == 4 + 3
+    assert set(backend.offsets) == {0}
+
+
+async def test_download_ranges_land_in_buffers_that_start_on_a_page() -> None:
+    from asyncstore._stream import _download
+
+    offsets: list[int] = []
+    read_range = _download.Download.read_range
+
+    async def recording(
+        self: Any, start: int, end: int, into: memoryview | None = None
+    ) -> memoryview:
+        if into is not None:
+            offsets.append(_address(into) % 4096)
+        return await read_range(self, start, end, into)
+
+    store = Store(MemoryBackend(), chunk_size=MiB)
+    await store.put("k", pattern(3 * MiB))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_download.Download, "read_range", recording)
+        async with store.stream("k") as body:
+            assert b"".join([bytes(c) async for c in body]) == pattern(3 * MiB)
+    assert offsets == [0, 0, 0]
+
+
 async def test_download_progress_starts_at_zero_with_the_total(tmp_path: Any) -> None:
     store = Store(MemoryBackend())
     await store.put("k", pattern(3 * MiB))

@@ -1,4 +1,4 @@
-"""A pool of part buffers, recycled within one transfer.
+"""A pool of part buffers, recycled within one transfer, aligned to a page.
 
 Allocating a fresh 8 MiB ``bytearray`` per part looks harmless, but glibc's
 malloc raises its mmap threshold after the first large free, so later parts
@@ -6,13 +6,34 @@ come from the heap and freed ones stay resident: peak RSS grows far past the
 window's ``chunk_size * (max_concurrency + 2)``. Reusing the few buffers a
 window needs keeps RSS at the formula. Only buffers the pool allocated are
 ever recycled (never a caller's own buffer).
+
+Each buffer starts on a page boundary. A large ``bytearray`` starts 16 bytes
+past one (malloc's header), and the kernel's copies out of such a buffer
+(``pwrite`` into the page cache, ``send`` into a socket) cost more than out of
+an aligned one: reading and writing 1 GiB through an 8 MiB buffer took 0.58
+CPU s at that offset and 0.40 aligned (medians of 10, on this machine's AMD
+EPYC). So a buffer is a page-aligned ``memoryview`` into a slightly larger
+``bytearray``.
 """
 
 from __future__ import annotations
 
+import ctypes
+
 import anyio.to_thread
 
-__all__ = ["BufferPool"]
+__all__ = ["ALIGNMENT", "BufferPool", "aligned_buffer"]
+
+#: Where every pooled buffer starts: a multiple of this address (a page).
+ALIGNMENT = 4096
+
+
+def aligned_buffer(size: int) -> memoryview:
+    """A writable ``memoryview`` of ``size`` bytes starting at an `ALIGNMENT` boundary."""
+    raw = bytearray(size + ALIGNMENT - 1)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(raw))
+    start = -address % ALIGNMENT
+    return memoryview(raw)[start : start + size]
 
 
 class BufferPool:
@@ -24,19 +45,19 @@ class BufferPool:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._free: list[bytearray] = []
-        self._owned: set[int] = set()
+        self._free: list[memoryview] = []
+        self._owned: dict[int, memoryview] = {}  # id of the bytearray -> its aligned view
 
-    def take(self) -> bytearray:
+    def take(self) -> memoryview:
         """A buffer of ``size`` bytes (contents undefined)."""
         try:
             return self._free.pop()
         except IndexError:
-            buf = bytearray(self.size)
-            self._owned.add(id(buf))
-            return buf
+            view = aligned_buffer(self.size)
+            self._owned[id(view.obj)] = view
+            return view
 
-    async def take_async(self) -> bytearray:
+    async def take_async(self) -> memoryview:
         """Like `take`, but a new buffer is allocated in a worker thread.
 
         Zero-filling a fresh 16 MiB buffer takes 10-15 ms: too long for the event loop.
@@ -53,8 +74,9 @@ class BufferPool:
     def give(self, view: memoryview | bytearray) -> None:
         """Return the buffer behind ``view`` to the pool, if the pool allocated it."""
         buf = view.obj if isinstance(view, memoryview) else view
-        if isinstance(buf, bytearray) and id(buf) in self._owned:
-            self._free.append(buf)
+        whole = self._owned.get(id(buf))
+        if whole is not None and whole.obj is buf:
+            self._free.append(whole)
 
     @property
     def allocated(self) -> int:

@@ -131,7 +131,7 @@ class _Assembler:
     def __init__(self, part_size: int, key: str) -> None:
         self.pool = BufferPool(part_size)
         self._key = key
-        self._buf: bytearray | None = None
+        self._buf: memoryview | None = None
         self._fill = 0
 
     def feed(self, item: object) -> Iterator[memoryview]:
