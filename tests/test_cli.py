@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import gc
 import hashlib
 import os
 import pathlib
@@ -590,3 +591,26 @@ def test_cp_to_stdout_into_a_reader_that_goes_away_ends_quietly_with_141(
     err = process.stderr.read()
     process.stderr.close()
     assert (status, err) == (141, b"")
+
+
+# -- the process -------------------------------------------------------------------------------
+
+
+def test_a_command_runs_with_few_young_collections_then_restores_the_threshold(
+    memory_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asyncstore import _cli
+    from asyncstore._cli import _main
+
+    seen: list[tuple[int, ...]] = []
+    run = _main.run
+
+    def spy(argv: list[str] | None = None) -> int:
+        seen.append(gc.get_threshold())
+        return run(argv)
+
+    monkeypatch.setattr(_main, "run", spy)
+    before = gc.get_threshold()
+    assert main(["-s", memory_store, "ls"]) == 0
+    assert seen == [(_cli.GC_THRESHOLD, *before[1:])]
+    assert gc.get_threshold() == before

@@ -9,16 +9,40 @@ argument errors exit with status 2.
 
 The command line needs the ``cli`` extra (``rich``, for progress bars and
 tables); it is imported only when the command runs.
+
+While a command runs, the cyclic garbage collector's youngest generation is
+collected every `GC_THRESHOLD` allocations rather than Python's 700: start-up
+(imports, the SDK's service models, a listing of thousands of objects) makes
+only objects that live until the process ends, and with the default the
+collector walked them again and again, a tenth of a no-op ``sync``'s CPU.
+Garbage in reference cycles is still collected, in larger batches.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-__all__ = ["main"]
+__all__ = ["GC_THRESHOLD", "main"]
 
 INSTALL_HINT = "pip install 'asyncstore[cli]'"
+
+#: Allocations (net of frees) between two collections of the youngest generation while a
+#: command runs (Python's default: 700). The older generations keep their thresholds.
+GC_THRESHOLD = 100_000
+
+
+@contextlib.contextmanager
+def _few_collections() -> Iterator[None]:
+    """Collect the youngest generation every `GC_THRESHOLD` allocations, then as before."""
+    before = gc.get_threshold()
+    gc.set_threshold(max(GC_THRESHOLD, before[0]), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from ._main import run
+    with _few_collections():
+        from ._main import run
 
-    return run(argv)
+        return run(argv)
