@@ -614,3 +614,32 @@ def test_a_command_runs_with_few_young_collections_then_restores_the_threshold(
     assert main(["-s", memory_store, "ls"]) == 0
     assert seen == [(_cli.GC_THRESHOLD, *before[1:])]
     assert gc.get_threshold() == before
+
+
+def test_the_program_flushes_its_output_then_skips_pythons_teardown(tmp_path: pathlib.Path) -> None:
+    root = tmp_path / "store"
+    root.mkdir()
+    for i in range(300):
+        (root / f"key-{i:04d}.bin").write_bytes(b"x")
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('python teardown', file=sys.stderr))\n"
+        "from asyncstore._cli import program\n"
+        f"sys.argv = ['asyncstore', '--json', '-s', {root.as_uri()!r}, 'ls', '-r']\n"
+        "program()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 300  # every line written, though stdout is a pipe
+    assert b"python teardown" not in done.stderr
+
+
+def test_the_program_exits_with_the_commands_status(tmp_path: pathlib.Path) -> None:
+    root = tmp_path / "store"
+    root.mkdir()
+    run = [sys.executable, "-m", "asyncstore", "-s", root.as_uri()]
+    missing = subprocess.run([*run, "stat", ":nope"], capture_output=True, text=True, check=False)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("asyncstore: error:")
+    usage = subprocess.run([*run, "cp"], capture_output=True, text=True, check=False)
+    assert usage.returncode == 2
