@@ -643,3 +643,46 @@ def test_the_program_exits_with_the_commands_status(tmp_path: pathlib.Path) -> N
     assert missing.stderr.startswith("asyncstore: error:")
     usage = subprocess.run([*run, "cp"], capture_output=True, text=True, check=False)
     assert usage.returncode == 2
+
+
+def test_the_program_limits_malloc_arenas_before_the_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ctypes
+
+    from asyncstore import _cli
+
+    calls: list[tuple[int, int]] = []
+
+    class FakeLibc:
+        def mallopt(self, param: int, value: int) -> int:
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: FakeLibc())
+    assert _cli.limit_malloc_arenas() is True
+    assert calls == [(_cli.M_ARENA_MAX, 2)]
+    exits: list[int] = []
+    monkeypatch.setattr(_cli, "main", lambda: calls.append((0, 0)) or 0)
+    monkeypatch.setattr(os, "_exit", exits.append)
+    _cli.program()
+    assert calls[1:] == [(_cli.M_ARENA_MAX, 2), (0, 0)]  # arenas first, then the command
+    assert exits == [0]
+
+
+def test_malloc_arenas_are_left_alone_off_linux(monkeypatch: pytest.MonkeyPatch) -> None:
+    from asyncstore import _cli
+
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert _cli.limit_malloc_arenas() is False
+
+
+def test_malloc_arenas_are_limited_on_this_glibc() -> None:
+    import platform
+
+    from asyncstore import _cli
+
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    assert _cli.limit_malloc_arenas() is True
