@@ -54,6 +54,30 @@ async def test_reservations_are_granted_first_come_first_served() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_transfer_that_holds_no_parts_never_waits() -> None:
+    budget = MemoryBudget(10)
+    got: list[str] = []
+    release = anyio.Event()
+
+    async def take(name: str, amount: int) -> None:
+        async with budget.reserve(amount):
+            got.append(name)
+            if name == "a":
+                await release.wait()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(take, "a", 8)
+            await wait_until(lambda: got == ["a"])
+            tg.start_soon(take, "b", 5)
+            await wait_until(lambda: len(budget._waiting) == 1)
+            tg.start_soon(take, "server-side copy", 0)
+            await wait_until(lambda: "server-side copy" in got)
+            release.set()
+    assert sorted(got) == ["a", "b", "server-side copy"]
+
+
+@pytest.mark.anyio
 async def test_a_reservation_larger_than_the_budget_takes_all_of_it() -> None:
     budget = MemoryBudget(10)
     async with budget.reserve(25):

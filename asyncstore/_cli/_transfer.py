@@ -115,7 +115,7 @@ class MemoryBudget:
     async def reserve(self, amount: int) -> AsyncIterator[None]:
         """Hold ``amount`` bytes (at most the whole budget) for the body of the block."""
         amount = min(amount, self.total)
-        if self._waiting or amount > self.free:
+        if amount and (self._waiting or amount > self.free):  # nothing to hold: no wait
             entry = (amount, anyio.Event())
             self._waiting.append(entry)
             try:
