@@ -1,5 +1,5 @@
 """``python -m asyncstore``: the ``asyncstore`` command line (needs the ``cli`` extra)."""
 
-from ._cli import main
+from ._cli import program
 
-raise SystemExit(main())
+program()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import gc
 import hashlib
 import os
 import pathlib
@@ -590,3 +591,98 @@ def test_cp_to_stdout_into_a_reader_that_goes_away_ends_quietly_with_141(
     err = process.stderr.read()
     process.stderr.close()
     assert (status, err) == (141, b"")
+
+
+# -- the process -------------------------------------------------------------------------------
+
+
+def test_a_command_runs_with_few_young_collections_then_restores_the_threshold(
+    memory_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asyncstore import _cli
+    from asyncstore._cli import _main
+
+    seen: list[tuple[int, ...]] = []
+    run = _main.run
+
+    def spy(argv: list[str] | None = None) -> int:
+        seen.append(gc.get_threshold())
+        return run(argv)
+
+    monkeypatch.setattr(_main, "run", spy)
+    before = gc.get_threshold()
+    assert main(["-s", memory_store, "ls"]) == 0
+    assert seen == [(_cli.GC_THRESHOLD, *before[1:])]
+    assert gc.get_threshold() == before
+
+
+def test_the_program_flushes_its_output_then_skips_pythons_teardown(tmp_path: pathlib.Path) -> None:
+    root = tmp_path / "store"
+    root.mkdir()
+    for i in range(300):
+        (root / f"key-{i:04d}.bin").write_bytes(b"x")
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('python teardown', file=sys.stderr))\n"
+        "from asyncstore._cli import program\n"
+        f"sys.argv = ['asyncstore', '--json', '-s', {root.as_uri()!r}, 'ls', '-r']\n"
+        "program()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 300  # every line written, though stdout is a pipe
+    assert b"python teardown" not in done.stderr
+
+
+def test_the_program_exits_with_the_commands_status(tmp_path: pathlib.Path) -> None:
+    root = tmp_path / "store"
+    root.mkdir()
+    run = [sys.executable, "-m", "asyncstore", "-s", root.as_uri()]
+    missing = subprocess.run([*run, "stat", ":nope"], capture_output=True, text=True, check=False)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("asyncstore: error:")
+    usage = subprocess.run([*run, "cp"], capture_output=True, text=True, check=False)
+    assert usage.returncode == 2
+
+
+def test_the_program_limits_malloc_arenas_before_the_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ctypes
+
+    from asyncstore import _cli
+
+    calls: list[tuple[int, int]] = []
+
+    class FakeLibc:
+        def mallopt(self, param: int, value: int) -> int:
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: FakeLibc())
+    assert _cli.limit_malloc_arenas() is True
+    assert calls == [(_cli.M_ARENA_MAX, 2)]
+    exits: list[int] = []
+    monkeypatch.setattr(_cli, "main", lambda: calls.append((0, 0)) or 0)
+    monkeypatch.setattr(os, "_exit", exits.append)
+    _cli.program()
+    assert calls[1:] == [(_cli.M_ARENA_MAX, 2), (0, 0)]  # arenas first, then the command
+    assert exits == [0]
+
+
+def test_malloc_arenas_are_left_alone_off_linux(monkeypatch: pytest.MonkeyPatch) -> None:
+    from asyncstore import _cli
+
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert _cli.limit_malloc_arenas() is False
+
+
+def test_malloc_arenas_are_limited_on_this_glibc() -> None:
+    import platform
+
+    from asyncstore import _cli
+
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    assert _cli.limit_malloc_arenas() is True

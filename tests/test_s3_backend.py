@@ -1133,3 +1133,28 @@ async def test_listing_goes_on_the_lean_path_and_keeps_awkward_keys(
     )
     sent = recorder.of("ListObjectsV2")
     assert sent and all("botocore" not in h.get("user-agent", "").lower() for h in sent)
+
+
+def test_the_session_looks_for_no_service_but_s3() -> None:
+    """Preparing the client lists S3's model folder only, not the 400 services botocore has."""
+    from asyncstore.backends.s3._client import _prepare_session
+    from asyncstore.backends.s3._options import S3Options
+
+    session, _ = _prepare_session(S3Options(bucket="some-bucket", region="eu-west-1"))
+    loader = session.get_component("data_loader")
+    assert loader.list_available_services("service-2") == ["s3"]
+    assert loader.list_available_services("endpoint-rule-set-1") == ["s3"]
+    assert loader.list_available_services("no-such-model-9") == []
+    # The models the client reads are loaded (from botocore's own data).
+    assert loader.load_service_model("s3", "service-2")["metadata"]["serviceId"] == "S3"
+
+
+def test_the_session_keeps_the_aws_data_path(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asyncstore.backends.s3._client import _prepare_session
+    from asyncstore.backends.s3._options import S3Options
+
+    monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))
+    session, _ = _prepare_session(S3Options(bucket="some-bucket", region="eu-west-1"))
+    assert str(tmp_path) in session.get_component("data_loader").search_paths

@@ -1,5 +1,5 @@
 """``python -m asyncstore._cli``: the same as the ``asyncstore`` command."""
 
-from . import main
+from . import program
 
-raise SystemExit(main())
+program()

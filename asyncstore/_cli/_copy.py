@@ -28,7 +28,7 @@ from ._globs import Filter, Glob
 from ._locations import Local, Location, Remote, Stdio, Stores, has_glob
 from ._parser import UsageError
 from ._progress import TransferView
-from ._transfer import Engine, Job, Outcome, TransferOptions
+from ._transfer import DEFAULT_MEMORY, Engine, Job, Outcome, TransferOptions
 from ._tree import Item, as_prefix, local_path, local_tree, store_tree
 from ._ui import UI, human_bytes
 
@@ -46,6 +46,7 @@ def transfer_options(args: argparse.Namespace) -> TransferOptions:
         metadata=metadata,
         verify=not getattr(args, "no_verify", False),
         dry_run=getattr(args, "dry_run", False),
+        memory=getattr(args, "memory", None) or DEFAULT_MEMORY,
     )
 
 

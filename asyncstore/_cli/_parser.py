@@ -165,6 +165,14 @@ def _add_transfer_options(parser: argparse.ArgumentParser, *, uploads: bool = Tr
         help="parts / ranges in flight per file (default: the store's, 8)",
     )
     group.add_argument(
+        "--memory",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="part buffers held at once by all the files in flight, e.g. 1G "
+        "(default: 256M); a file whose parts would not fit gets fewer parts in flight",
+    )
+    group.add_argument(
         "--no-verify",
         action="store_true",
         help="do not check the sha256 recorded at upload when reading",

@@ -12,6 +12,8 @@ others go on; `Engine.run` says how many failed.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import mimetypes
 import os
@@ -23,16 +25,28 @@ from typing import Any, BinaryIO, Literal
 import anyio
 import anyio.to_thread
 
-from .. import ObjectInfo, StoreError, TransferInfo
+from .. import ObjectInfo, Store, StoreError, TransferInfo
 from .._stream._tasks import task_group
 from ._locations import Local, Remote, Stdio, Stores
 from ._progress import FileProgress, TransferView
 from ._ui import UI, human_bytes, transfer_line
 
-__all__ = ["Engine", "Job", "Outcome", "TransferOptions", "describe_error", "stdin_chunks"]
+__all__ = [
+    "DEFAULT_MEMORY",
+    "Engine",
+    "Job",
+    "MemoryBudget",
+    "Outcome",
+    "TransferOptions",
+    "describe_error",
+    "stdin_chunks",
+]
 
 #: Bytes read from stdin per worker-thread call (at most).
 STDIN_BLOCK = 1024 * 1024
+
+#: Default bound on the part buffers of all the transfers of one command (``--memory``).
+DEFAULT_MEMORY = 256 * 1024 * 1024
 
 Action = Literal["upload", "download", "copy"]
 
@@ -62,6 +76,8 @@ class TransferOptions:
         metadata: User metadata of uploads (None: none, or the source object's).
         verify: Check sha256 digests on reads.
         dry_run: Print what would be done, do nothing.
+        memory: Bytes of part buffers held at once by all transfers together
+            (see `MemoryBudget`).
     """
 
     jobs: int = 16
@@ -71,6 +87,79 @@ class TransferOptions:
     metadata: Mapping[str, str] | None = None
     verify: bool = True
     dry_run: bool = False
+    memory: int = DEFAULT_MEMORY
+
+
+class MemoryBudget:
+    """Bytes of part buffers that the transfers of one command may hold at once.
+
+    A transfer with parts of ``P`` bytes and ``C`` parts in flight holds up to
+    ``P * (C + 1)`` bytes (``C`` parts being sent or received, one more being
+    filled); a store-to-store copy that streams through this process holds that
+    twice. Before it starts, each transfer reserves what it will hold, and waits
+    (first come, first served) until that much is free; it gives it back when it
+    ends. A transfer that would hold more than the whole budget runs with fewer
+    parts in flight (at least one), alone if need be. So the buffers of all the
+    files in flight never exceed the budget, or two parts when one part alone
+    is more than half of it.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        #: The most bytes reserved at once so far.
+        self.peak = 0
+        self._waiting: collections.deque[tuple[int, anyio.Event]] = collections.deque()
+
+    @contextlib.asynccontextmanager
+    async def reserve(self, amount: int) -> AsyncIterator[None]:
+        """Hold ``amount`` bytes (at most the whole budget) for the body of the block."""
+        amount = min(amount, self.total)
+        if amount and (self._waiting or amount > self.free):  # nothing to hold: no wait
+            entry = (amount, anyio.Event())
+            self._waiting.append(entry)
+            try:
+                await entry[1].wait()
+            except BaseException:
+                if entry in self._waiting:
+                    self._waiting.remove(entry)
+                    self._grant()  # the ones behind it may fit now
+                else:  # granted as it was cancelled
+                    self._release(amount)
+                raise
+        else:
+            self.free -= amount
+        self.peak = max(self.peak, self.total - self.free)
+        try:
+            yield
+        finally:
+            self._release(amount)
+
+    def _release(self, amount: int) -> None:
+        self.free += amount
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiting and self._waiting[0][0] <= self.free:
+            amount, event = self._waiting.popleft()
+            self.free -= amount
+            event.set()
+
+
+def _parts_plan(
+    size: int | None, part: int, concurrency: int, budget: int, *, streams: int = 1
+) -> tuple[int, int]:
+    """``(bytes to reserve, parts in flight)`` of a transfer of ``size`` bytes in parts of
+    ``part`` bytes, ``concurrency`` at once, within ``budget`` (``streams``: 2 for a
+    copy that reads and writes parts)."""
+    parts = -(-size // part) if size is not None else concurrency + 1
+    parts = max(parts, 1)
+    if parts > 1 and part * (concurrency + 1) * streams > budget:
+        concurrency = max(1, budget // (part * streams) - 1)
+    held = (
+        min(size, part) if size is not None and parts == 1 else part * min(parts, concurrency + 1)
+    )
+    return held * streams, concurrency
 
 
 @dataclasses.dataclass(slots=True)
@@ -149,6 +238,14 @@ def _small_file_chunk(size: int | None, default: int, requested: int | None) -> 
     return max(size * 2, SMALL_FILE_CHUNK)
 
 
+def _part_size(store: Store, part: int, size: int | None) -> int:
+    """The part size the store will use for ``size`` bytes asked in parts of ``part``."""
+    limits = store.capabilities
+    if size is not None and size > part:
+        part = max(part, limits.min_part_size, -(-size // limits.max_parts))
+    return part
+
+
 def _stdin_binary() -> BinaryIO:
     buffer: BinaryIO = sys.stdin.buffer
     return buffer
@@ -203,10 +300,14 @@ class Engine:
         self.options = options
         self.command = command
         self._folders: set[str] = set()
+        #: The part buffers of all the transfers, bounded by ``options.memory``.
+        self.budget = MemoryBudget(options.memory)
 
     # -- one transfer --------------------------------------------------------------------------
 
-    async def _upload(self, job: Job, src: Local, dst: Remote, progress: FileProgress) -> Any:
+    async def _upload(
+        self, job: Job, src: Local, dst: Remote, progress: FileProgress, concurrency: int | None
+    ) -> Any:
         store = await self.stores.open(dst.ref, write=True)
         content_type = self.options.content_type
         if content_type is None:
@@ -218,11 +319,13 @@ class Engine:
             content_type=content_type,
             metadata=self.options.metadata,
             chunk_size=_small_file_chunk(job.size, store.chunk_size, self.options.chunk_size),
-            max_concurrency=self.options.max_concurrency,
+            max_concurrency=concurrency,
             progress=progress.callback(),
         )
 
-    async def _download(self, src: Remote, dst: Local, progress: FileProgress) -> Any:
+    async def _download(
+        self, src: Remote, dst: Local, progress: FileProgress, concurrency: int | None
+    ) -> Any:
         store = await self.stores.open(src.ref, write=False)
         parent = os.path.dirname(dst.path)
         if parent not in self._folders:  # one worker-thread hop per folder, not per file
@@ -232,12 +335,14 @@ class Engine:
             src.key,
             dst.path,
             chunk_size=self.options.chunk_size,
-            max_concurrency=self.options.max_concurrency,
+            max_concurrency=concurrency,
             progress=progress.callback(),
             verify=self.options.verify,
         )
 
-    async def _copy(self, job: Job, src: Remote, dst: Remote, progress: FileProgress) -> Any:
+    async def _copy(
+        self, job: Job, src: Remote, dst: Remote, progress: FileProgress, concurrency: int | None
+    ) -> Any:
         source = await self.stores.open(src.ref, write=False)
         target = await self.stores.open(dst.ref, write=True)
         same = self.stores.same_store(src.ref, dst.ref)
@@ -249,7 +354,7 @@ class Engine:
         async with source.stream(
             src.key,
             chunk_size=self.options.chunk_size,
-            max_concurrency=self.options.max_concurrency,
+            max_concurrency=concurrency,
             verify=self.options.verify,
         ) as body:
             info: ObjectInfo | None = body.info
@@ -268,12 +373,14 @@ class Engine:
                 if self.options.metadata is not None
                 else (dict(info.metadata) if info is not None else None),
                 chunk_size=self.options.chunk_size,
-                max_concurrency=self.options.max_concurrency,
+                max_concurrency=concurrency,
                 progress=report,
             )
         return result.size, result.sha256
 
-    async def _from_stdin(self, dst: Remote, progress: FileProgress) -> Any:
+    async def _from_stdin(
+        self, dst: Remote, progress: FileProgress, concurrency: int | None
+    ) -> Any:
         store = await self.stores.open(dst.ref, write=True)
         result = await store.put(
             dst.key,
@@ -281,12 +388,12 @@ class Engine:
             content_type=self.options.content_type,
             metadata=self.options.metadata,
             chunk_size=self.options.chunk_size,
-            max_concurrency=self.options.max_concurrency,
+            max_concurrency=concurrency,
             progress=progress.callback(),
         )
         return result.size, result.sha256
 
-    async def _to_stdout(self, src: Remote, progress: FileProgress) -> Any:
+    async def _to_stdout(self, src: Remote, progress: FileProgress, concurrency: int | None) -> Any:
         store = await self.stores.open(src.ref, write=False)
         out = _stdout_binary()
         await self.ui.flush()
@@ -296,7 +403,7 @@ class Engine:
         async with store.stream(
             src.key,
             chunk_size=self.options.chunk_size,
-            max_concurrency=self.options.max_concurrency,
+            max_concurrency=concurrency,
             verify=self.options.verify,
         ) as body:
             async for chunk in body:
@@ -307,25 +414,55 @@ class Engine:
             sha = body.sha256
         return done, sha
 
-    async def transfer(self, job: Job, progress: FileProgress) -> tuple[int, str | None, Any]:
-        """Run one job; return ``(bytes, sha256 or None, TransferInfo or None)``."""
+    async def transfer(
+        self, job: Job, progress: FileProgress, concurrency: int | None = None
+    ) -> tuple[int, str | None, Any]:
+        """Run one job; return ``(bytes, sha256 or None, TransferInfo or None)``.
+
+        ``concurrency``: parts in flight (default: ``--concurrency``, else the store's).
+        """
         src, dst = job.src, job.dst
+        if concurrency is None:
+            concurrency = self.options.max_concurrency
         if isinstance(src, Local) and isinstance(dst, Remote):
-            info: TransferInfo = await self._upload(job, src, dst, progress)
+            info: TransferInfo = await self._upload(job, src, dst, progress, concurrency)
             return info.bytes_transferred, info.sha256, info
         if isinstance(src, Remote) and isinstance(dst, Local):
-            info = await self._download(src, dst, progress)
+            info = await self._download(src, dst, progress, concurrency)
             return info.bytes_transferred, info.sha256, info
         if isinstance(src, Remote) and isinstance(dst, Remote):
-            size, sha = await self._copy(job, src, dst, progress)
+            size, sha = await self._copy(job, src, dst, progress, concurrency)
             return size, sha, None
         if isinstance(src, Stdio) and isinstance(dst, Remote):
-            size, sha = await self._from_stdin(dst, progress)
+            size, sha = await self._from_stdin(dst, progress, concurrency)
             return size, sha, None
         if isinstance(src, Remote) and isinstance(dst, Stdio):
-            size, sha = await self._to_stdout(src, progress)
+            size, sha = await self._to_stdout(src, progress, concurrency)
             return size, sha, None
         raise AssertionError(f"no transfer from {src!r} to {dst!r}")  # pragma: no cover
+
+    async def plan(self, job: Job) -> tuple[int, int]:
+        """``(bytes of part buffers, parts in flight)`` of ``job`` within the memory budget."""
+        options, stores = self.options, self.stores
+        src, dst = job.src, job.dst
+        streams = 1
+        if isinstance(src, Remote) and isinstance(dst, Remote):
+            if (
+                stores.same_store(src.ref, dst.ref)
+                and options.content_type is None
+                and options.metadata is None
+            ):
+                return 0, 1  # a server-side copy holds no parts here
+            streams = 2
+        remote = dst if isinstance(dst, Remote) else src
+        assert isinstance(remote, Remote)
+        store = await stores.open(remote.ref, write=remote is dst)
+        part = options.chunk_size or store.chunk_size
+        if isinstance(src, Local):
+            part = _small_file_chunk(job.size, store.chunk_size, options.chunk_size) or part
+        part = _part_size(store, part, job.size)
+        concurrency = options.max_concurrency or store.max_concurrency
+        return _parts_plan(job.size, part, concurrency, options.memory, streams=streams)
 
     # -- reporting -----------------------------------------------------------------------------
 
@@ -439,7 +576,9 @@ class Engine:
         progress = view.start(job.label or job.src.show(), job.size)
         started = time.perf_counter()
         try:
-            size, sha, info = await self.transfer(job, progress)
+            held, concurrency = await self.plan(job)
+            async with self.budget.reserve(held):
+                size, sha, info = await self.transfer(job, progress, concurrency)
             if job.move:
                 await _delete_source(job, self.stores)
         except BrokenPipeError:

@@ -100,8 +100,41 @@ def install_log_filter() -> None:
             logger.addFilter(_TOKEN_FILTER)
 
 
+#: The data files botocore reads to make an S3 client (loaded in the worker thread).
+_CLIENT_DATA = ("_retry", "endpoints", "partitions", "sdk-default-configuration")
+_CLIENT_MODELS = ("service-2", "endpoint-rule-set-1")
+
+
+def _s3_loader(search_paths: str | None) -> Any:
+    """botocore's data loader for a session that only ever makes S3 clients.
+
+    botocore's own loader checks that a service exists by listing every
+    service's folder (over 400) once per kind of model loaded; this one looks
+    in S3's folder only. Everything else (search paths, ``AWS_DATA_PATH``,
+    ``~/.aws/models``, the newest API version) is botocore's.
+    """
+    from botocore.exceptions import DataNotFoundError  # type: ignore[import-untyped,unused-ignore]
+    from botocore.loaders import create_loader  # type: ignore[import-untyped,unused-ignore]
+
+    loader = create_loader(search_paths)
+
+    def list_available_services(type_name: str) -> list[str]:
+        try:
+            loader.determine_latest_version("s3", type_name)
+        except DataNotFoundError:
+            return []
+        return ["s3"]
+
+    loader.list_available_services = list_available_services
+    return loader
+
+
 def _prepare_session(options: S3Options) -> tuple[Any, str]:
-    """Create the botocore session and do its blocking file I/O (runs in a worker thread)."""
+    """Create the botocore session and do its blocking file I/O (runs in a worker thread).
+
+    The modules the client needs are imported here too, not in the event loop.
+    """
+    import aiobotocore.config  # type: ignore[import-untyped,unused-ignore]  # noqa: F401
     from aiobotocore.session import get_session  # type: ignore[import-untyped,unused-ignore]
 
     install_log_filter()
@@ -110,9 +143,16 @@ def _prepare_session(options: S3Options) -> tuple[Any, str]:
         timestamp_parser=parse_timestamp
     )
     session.get_scoped_config()  # parses the shared config / credentials files once
+    loader = _s3_loader(session.get_config_variable("data_path"))
+    session.register_component("data_loader", loader)
     region = options.region or session.get_config_variable("region") or "us-east-1"
-    session.warm_up_loader_caches("s3")  # botocore's JSON models for S3, endpoints, partitions
-    session.get_component("data_loader").load_data_with_path("endpoints")
+    # botocore's JSON models and data that making the client reads (not the paginators,
+    # waiters and examples that aiobotocore's warm_up_loader_caches also loads).
+    for name in _CLIENT_DATA:
+        loader.load_data_with_path(name)
+    for model in _CLIENT_MODELS:
+        # Called as botocore's client creator calls it: the loader caches by arguments.
+        loader.load_service_model("s3", model, api_version=None)
     return session, region
 
 
@@ -183,13 +223,14 @@ class S3ClientFactory:
         return await self._client.get()
 
     async def _create(self, stack: contextlib.AsyncExitStack) -> Any:
-        from aiobotocore.config import AioConfig  # type: ignore[import-untyped,unused-ignore]
-
         options = self._options
         name = self._session_for(current_library())
         location = options.url
         with s3_errors("opening the client", key=None, bucket=options.bucket, location=location):
             session, region = await anyio.to_thread.run_sync(_prepare_session, options)
+            # Imported by _prepare_session in the worker thread: this is a lookup.
+            from aiobotocore.config import AioConfig  # type: ignore[import-untyped,unused-ignore]
+
             connect_timeout, read_timeout = self._timeouts
             extra: dict[str, Any] = {}
             if name == "httpx":
