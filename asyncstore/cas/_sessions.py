@@ -195,6 +195,28 @@ class _Held:
     next_commit: float = 0.0
 
 
+class _Pushback:
+    """A PartReader whose first part was already read (peeked at): it gives that part first."""
+
+    def __init__(self, inner: PartReader, first: memoryview) -> None:
+        self._inner = inner
+        self._first: memoryview | None = first
+        self.size = inner.size
+        self.part_size = inner.part_size
+
+    async def read_part(self) -> memoryview | None:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        return await self._inner.read_part()
+
+    def release(self, part: memoryview) -> None:
+        self._inner.release(part)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 def _small_view(chunk: object, limit: int) -> memoryview | None:
     """``chunk`` as bytes when it is an in-memory buffer of at most ``limit`` bytes."""
     if not isinstance(chunk, bytes | bytearray | memoryview):
@@ -380,15 +402,17 @@ class Sessions:
         state, _ = await self._load(sid, _check_scope(scope))
         return UploadStatus(sid, state.size, state.scope, state.created, state.updated)
 
-    async def append(self, session_id: str, offset: int, chunk: object, scope: str | None) -> int:
+    async def append(
+        self, session_id: str, offset: int | None, chunk: object, scope: str | None
+    ) -> int:
         sid = _check_id(session_id)
         _check_scope(scope)
-        if not isinstance(offset, int) or isinstance(offset, bool):
+        if offset is not None and (not isinstance(offset, int) or isinstance(offset, bool)):
             raise InvalidOffsetError(
                 f"upload session {sid}: offset must be an int, not {type(offset).__name__}",
                 key=sid,
             )
-        if offset < 0:
+        if offset is not None and offset < 0:
             raise InvalidOffsetError(f"upload session {sid}: offset {offset} is negative", key=sid)
         small = _small_view(chunk, self._blobs.inline_limit)
         if small is not None:
@@ -396,8 +420,21 @@ class Sessions:
             if done is not None:
                 return done
         part_size = self._part_size()
+        reader: PartReader
         reader, _ = await open_source(chunk, lambda size: part_size, key=self._data_key(sid))
         try:
+            if small is None and reader.size is None:
+                # A stream of unknown length (docker's PATCH without Content-Length):
+                # when it ends within its first part, it may still be a small append.
+                first = await reader.read_part()
+                limit = self._blobs.inline_limit
+                if first is None or (first.nbytes < part_size and first.nbytes <= limit):
+                    whole = first if first is not None else memoryview(b"")
+                    done = await self._append_small(sid, scope, offset, whole)
+                    if done is not None:
+                        return done
+                if first is not None:
+                    reader = _Pushback(reader, first)
             held = await self._claim(sid, scope, "append", offset)
             try:
                 await self._append(held, reader, part_size)
@@ -415,7 +452,7 @@ class Sessions:
             await reader.aclose()
 
     async def _append_small(
-        self, sid: str, scope: str | None, offset: int, chunk: memoryview
+        self, sid: str, scope: str | None, offset: int | None, chunk: memoryview
     ) -> int | None:
         """Append a small in-memory chunk to a session that has no parts yet, optimistically.
 
@@ -432,7 +469,7 @@ class Sessions:
             parts, or would outgrow ``inline_limit``): take the leased path.
         """
         state, etag = await self._load(sid, scope)
-        if offset != state.size:
+        if offset is not None and offset != state.size:
             raise InvalidOffsetError(
                 f"upload session {sid}: a chunk at offset {offset} does not follow the "
                 f"{state.size} bytes already received; resume at offset {state.size}",
@@ -470,7 +507,8 @@ class Sessions:
                     ) from None
                 raise InvalidOffsetError(
                     f"upload session {sid}: another append or finish changed it while a chunk "
-                    f"at offset {offset} was being stored; ask for its progress and resume",
+                    f"at offset {state.size - chunk.nbytes} was being stored; ask for its "
+                    "progress and resume",
                     key=sid,
                 ) from None
         except BaseException:

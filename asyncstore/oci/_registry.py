@@ -389,8 +389,13 @@ class RegistryStorage:
         self._repo(repo)
         return await self.cas.start(scope=repo)
 
-    async def append_upload(self, repo: str, session_id: str, offset: int, chunk: object) -> int:
-        """Append a chunk at ``offset`` (the current size); return the new size.
+    async def append_upload(
+        self, repo: str, session_id: str, offset: int | None, chunk: object
+    ) -> int:
+        """Append a chunk at ``offset`` (the current size; None: wherever that is).
+
+        Returns:
+            The new size.
 
         Raises:
             InvalidOffsetError: out-of-order or stale chunk (the session is unchanged).
@@ -454,8 +459,6 @@ class RegistryStorage:
         d = Digest(digest)
         self._repo(repo)
         if chunk is not None:
-            if offset is None:
-                offset = await self.cas.progress(session_id, scope=repo)
             await self.cas.append(session_id, offset, chunk, scope=repo)
         descriptor = await self.cas.finish(session_id, d, scope=repo)
         await self._link(repo, d)
