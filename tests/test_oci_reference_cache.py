@@ -176,3 +176,13 @@ def test_the_reference_cache_must_be_seconds(value: object) -> None:
     store = Store(MemoryBackend())
     with pytest.raises(InvalidArgumentError, match="reference_cache"):
         RegistryStorage(store, reference_cache=value)  # type: ignore[arg-type]
+
+
+async def test_a_blob_pushed_here_is_served_without_looking_up_its_link(
+    store: Store, backend: ReadCountingBackend
+) -> None:
+    registry = RegistryStorage(store, reference_cache=60)
+    blob = await registry.put_blob(REPO, b"layer bytes")
+    before = backend.reads
+    assert await registry.get_blob(REPO, blob.digest) == b"layer bytes"
+    assert backend.reads - before == 1  # the blob's bytes only

@@ -214,7 +214,9 @@ class RegistryStorage:
     # -- blobs --------------------------------------------------------------------------------
 
     async def _link(self, repo: str, digest: Digest) -> None:
+        generation = self._generation
         await self.store.put(self._layer_key(repo, digest), str(digest).encode())
+        self._cache_ref(generation, "link", repo, str(digest), None)
 
     async def _has_link(self, repo: str, digest: Digest) -> bool:
         if self._cached_ref("link", repo, str(digest)) is not None:
