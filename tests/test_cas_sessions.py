@@ -596,3 +596,66 @@ async def test_a_finish_that_crashed_after_completing_with_a_tail_can_be_retried
         desc = await ContentStore(store).finish(sid, sha256(data))
         assert await cas.get(desc.digest) == data
         assert await keys(store) == [cas.blob_key(desc.digest)]
+
+
+class WaitingBackend(MemoryBackend):
+    """Part 1 of an upload is only stored once ``go`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = anyio.Event()
+
+    async def upload_part(
+        self,
+        key: str,
+        upload_id: str,
+        number: int,
+        offset: int,
+        data: memoryview,
+        checksums: Mapping[str, bytes],
+    ) -> CompletedPart:
+        if number == 1:
+            with anyio.fail_after(30):
+                await self.go.wait()
+        return await super().upload_part(key, upload_id, number, offset, data, checksums)
+
+
+async def test_the_next_part_is_received_while_one_is_stored() -> None:
+    backend = WaitingBackend()
+    data = pattern(3 * PART)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data[:PART]
+        # Part 2 is asked for while part 1 is still being stored: let part 1 go.
+        backend.go.set()
+        yield data[PART : 2 * PART]
+        yield data[2 * PART :]
+
+    async with Store(backend, chunk_size=PART) as store:
+        cas = ContentStore(store)
+        sid = await cas.start()
+        assert await cas.append(sid, 0, body()) == len(data)
+        desc = await cas.finish(sid, sha256(data))
+        assert await cas.get(desc.digest) == data
+        assert cas.statistics().finishes_reread == 0
+
+
+async def test_a_stream_failing_while_a_part_is_stored_keeps_that_part() -> None:
+    backend = WaitingBackend()
+    data = pattern(3 * PART)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data[:PART]
+        backend.go.set()
+        raise PermissionDeniedError("injected: the client went away")
+
+    async with Store(backend, chunk_size=PART) as store:
+        cas = ContentStore(store)
+        sid = await cas.start()
+        with pytest.raises(PermissionDeniedError, match="went away"):
+            await cas.append(sid, 0, body())
+        # Part 1 was stored before the failure surfaced, and recorded: resume after it.
+        assert await cas.progress(sid) == PART
+        await cas.append(sid, PART, data[PART:])
+        desc = await cas.finish(sid, sha256(data))
+        assert await cas.get(desc.digest) == data

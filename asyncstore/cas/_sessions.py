@@ -41,6 +41,7 @@ import uuid
 from typing import Any
 
 import anyio
+import anyio.abc
 
 from .._backend import CompletedPart
 from .._errors import (
@@ -193,6 +194,56 @@ class _Held:
     hasher: Hasher | None = None
     stale: list[str] = dataclasses.field(default_factory=list)
     next_commit: float = 0.0
+
+
+class _ReadAhead:
+    """A PartReader that reads the next part in the background while the caller stores this one.
+
+    An error of the background read is raised by the `read_part` call that
+    would have returned its part, so the caller sees it where a plain reader
+    would have raised it: after the previous part was stored and recorded.
+    The caller cancels ``tg`` once it is done (or failed) to stop a read in flight.
+    """
+
+    def __init__(self, inner: PartReader, tg: anyio.abc.TaskGroup) -> None:
+        self._inner = inner
+        self._tg = tg
+        self._done: anyio.Event | None = None
+        self._part: memoryview | None = None
+        self._error: BaseException | None = None
+        self.size = inner.size
+        self.part_size = inner.part_size
+
+    async def _fetch(self, done: anyio.Event) -> None:
+        try:
+            self._part = await self._inner.read_part()
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as exc:  # handed to the caller of the next read_part
+            self._error = exc
+        finally:
+            done.set()
+
+    async def read_part(self) -> memoryview | None:
+        if self._done is None:
+            part = await self._inner.read_part()
+        else:
+            await self._done.wait()
+            self._done = None
+            error, self._error = self._error, None
+            if error is not None:
+                raise error
+            part, self._part = self._part, None
+        if part is not None:
+            self._done = anyio.Event()
+            self._tg.start_soon(self._fetch, self._done)
+        return part
+
+    def release(self, part: memoryview) -> None:
+        self._inner.release(part)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 class _Pushback:
@@ -437,7 +488,13 @@ class Sessions:
                     reader = _Pushback(reader, first)
             held = await self._claim(sid, scope, "append", offset)
             try:
-                await self._append(held, reader, part_size)
+                async with task_group() as tg:
+                    # The next part is received while this one is stored.
+                    ahead = _ReadAhead(reader, tg)
+                    try:
+                        await self._append(held, ahead, part_size)
+                    finally:
+                        tg.cancel_scope.cancel()
             except UploadNotFoundError as exc:
                 # The multipart upload vanished under us: the session was aborted or finished.
                 await self._release(held)
