@@ -7,7 +7,12 @@ Servers, each a fresh child process on 127.0.0.1 and a free port:
 * ``asyncstore-s3``: the same over ``s3://`` on moto (``asyncstore.testing.emulators``,
   its own process);
 * ``docker-registry``: ``docker-registry serve`` (Debian's package, the CNCF reference
-  registry) with filesystem storage and deletes on.
+  registry) with filesystem storage and deletes on;
+* ``asyncstore-file-nocache`` (not run unless named in ``--servers``): file:// with
+  ``--reference-cache 0``, every tag and link read from the store.
+
+Each row records the 1-minute load average (``os.getloadavg``) before and after its
+case: the machine may be shared.
 
 Sections (``--sections``, default all):
 
@@ -57,6 +62,8 @@ from asyncstore.testing.emulators import LocalServer, free_port, moto_server
 MiB = 1024 * 1024
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 SERVERS = ("asyncstore-file", "asyncstore-file-trio", "asyncstore-s3", "docker-registry")
+#: Servers that are run only when named in --servers.
+EXTRA_SERVERS = ("asyncstore-file-nocache",)
 SECTIONS = ("skopeo", "manifests", "memory", "frameworks")
 #: The framework section: the same manifest GET served by each ASGI framework and server.
 VARIANTS = (
@@ -178,7 +185,9 @@ def server_named(name: str, work: pathlib.Path, moto: LocalServer | None) -> Ite
             with asyncstore_server(name, url) as server:
                 yield server
         else:
-            extra = ("--backend", "trio") if name.endswith("trio") else ()
+            extra: tuple[str, ...] = ("--backend", "trio") if name.endswith("trio") else ()
+            if name.endswith("nocache"):
+                extra = ("--reference-cache", "0")
             with asyncstore_server(name, (folder / "store").as_uri(), *extra) as server:
                 yield server
     finally:
@@ -670,8 +679,9 @@ def main() -> int:
         if name not in SECTIONS:
             parser.error(f"unknown section {name!r} (known: {', '.join(SECTIONS)})")
     for name in servers:
-        if name not in SERVERS:
-            parser.error(f"unknown server {name!r} (known: {', '.join(SERVERS)})")
+        if name not in SERVERS + EXTRA_SERVERS:
+            known = ", ".join(SERVERS + EXTRA_SERVERS)
+            parser.error(f"unknown server {name!r} (known: {known})")
     missing = [tool for tool in ("skopeo", "docker-registry") if shutil.which(tool) is None]
     if "docker-registry" in missing:
         print("docker-registry is not installed (apt-get install docker-registry): skipped")
@@ -727,17 +737,22 @@ def main() -> int:
 def run_case(
     section: str, name: str, args: argparse.Namespace, layout: Any, moto: LocalServer
 ) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
     try:
         if section == "frameworks":
-            return section_frameworks(name, args.requests, args.rounds)
-        with server_named(name, args.work, moto) as server:
-            if section == "skopeo":
-                return section_skopeo(server, layout, args.work)
-            if section == "manifests":
-                return section_manifests(server, args.requests, args.rounds)
-            return section_memory(server, args.pushes, args.push_mib)
+            row = section_frameworks(name, args.requests, args.rounds)
+        else:
+            with server_named(name, args.work, moto) as server:
+                if section == "skopeo":
+                    row = section_skopeo(server, layout, args.work)
+                elif section == "manifests":
+                    row = section_manifests(server, args.requests, args.rounds)
+                else:
+                    row = section_memory(server, args.pushes, args.push_mib)
     except Exception as exc:  # a failing server is a row, not the end
-        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        row = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    row["load_1min"] = [load_before, os.getloadavg()[0]]
+    return row
 
 
 def median_row(section: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -760,10 +775,23 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
     def cell(row: dict[str, Any], key: str, spec: str) -> str:
         return format(row[key], spec) if key in row else row.get("error", "-")[:40]
 
+    def load(row: dict[str, Any]) -> str:
+        before, after = row.get("load_1min", (float("nan"), float("nan")))
+        return f"{before:.1f}/{after:.1f}"
+
     if "skopeo" in results:
         print_table(
             f"skopeo copy of one {args.big_mib} MiB layer + {args.small_layers} small layers",
-            ["server", "push s", "pull s", "push CPU s", "pull CPU s", "peak RSS MiB", "same"],
+            [
+                "server",
+                "push s",
+                "pull s",
+                "push CPU s",
+                "pull CPU s",
+                "peak RSS MiB",
+                "same",
+                "load",
+            ],
             [
                 [
                     name,
@@ -773,6 +801,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
                     cell(row, "pull_server_cpu_s", ".2f"),
                     cell(row, "server_peak_rss_mib", ".0f"),
                     str(row.get("same_manifest_digest", "-")),
+                    load(row),
                 ]
                 for name, row in results["skopeo"].items()
             ],
@@ -781,7 +810,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
     if "manifests" in results:
         print_table(
             f"{args.requests} concurrent manifest HEAD/GETs x {args.rounds} rounds",
-            ["server", "req/s", "p50 ms", "p99 ms", "CPU s/1000 req", "peak RSS MiB"],
+            ["server", "req/s", "p50 ms", "p99 ms", "CPU s/1000 req", "peak RSS MiB", "load"],
             [
                 [
                     name,
@@ -790,6 +819,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
                     cell(row, "p99_ms", ".1f"),
                     cell(row, "server_cpu_per_1000_requests_s", ".3f"),
                     cell(row, "server_peak_rss_mib", ".0f"),
+                    load(row),
                 ]
                 for name, row in results["manifests"].items()
             ],

@@ -82,10 +82,9 @@ async def test_an_s3_like_backend_keeps_small_remainders_as_a_tail() -> None:
         sid = await cas.start()
         data = pattern(2 * PART + 100)
         await cas.append(sid, 0, data[:1000])
-        assert await keys(store, f"uploads/{sid}/") == [
-            f"uploads/{sid}/state.json",
-            f"uploads/{sid}/tail-1000",
-        ]
+        state_key, tail_key = await keys(store, f"uploads/{sid}/")
+        assert state_key == f"uploads/{sid}/state.json"
+        assert tail_key.startswith(f"uploads/{sid}/tail-1000")
         await cas.append(sid, 1000, data[1000 : PART + 50])
         await cas.append(sid, PART + 50, data[PART + 50 :])
         assert await keys(store, f"uploads/{sid}/") == [
@@ -352,6 +351,8 @@ async def test_racing_appends_at_one_offset_let_exactly_one_win(cas: ContentStor
     assert len(winners) == 1
     assert len(losers) == 7
     assert await cas.progress(sid) == 1004
+    # The losers' tail objects are gone: the session holds its state and one tail.
+    assert len(await keys(cas.store, f"uploads/{sid}/")) == 2
     desc = await cas.finish(sid, sha256(b"base" + winners[0]))
     assert await cas.get(desc.digest) == b"base" + winners[0]
 
@@ -382,6 +383,10 @@ class GatedBackend(MemoryBackend):
         return await super().upload_part(key, upload_id, number, offset, data, checksums)
 
 
+# A chunk larger than the inline limit (PART) takes the leased path, through parts.
+BIG = pattern(PART + 5)
+
+
 async def test_an_append_in_progress_holds_the_session() -> None:
     backend = GatedBackend()
     async with Store(backend, chunk_size=PART) as store:
@@ -389,15 +394,18 @@ async def test_an_append_in_progress_holds_the_session() -> None:
         sid = await cas.start()
         backend.gate = anyio.Event()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(cas.append, sid, 0, b"first")
-            await backend.waiting.wait()
+            tg.start_soon(cas.append, sid, 0, BIG)
+            with anyio.fail_after(30):
+                await backend.waiting.wait()
             with pytest.raises(InvalidOffsetError, match="another append is in progress"):
                 await cas.append(sid, 0, b"second")
+            with pytest.raises(InvalidOffsetError, match="another append is in progress"):
+                await cas.append(sid, 0, BIG)
             with pytest.raises(InvalidOffsetError, match="in progress"):
-                await cas.finish(sid, sha256(b"first"))
+                await cas.finish(sid, sha256(BIG))
             backend.gate.set()
         backend.gate = None
-        assert (await cas.finish(sid, sha256(b"first"))).size == 5
+        assert (await cas.finish(sid, sha256(BIG))).size == len(BIG)
 
 
 async def _set_lease(store: Store, sid: str, expires: float) -> None:
@@ -442,7 +450,7 @@ async def test_a_cancelled_append_releases_the_session() -> None:
         sid = await cas.start()
         backend.gate = anyio.Event()
         with anyio.move_on_after(0.05):
-            await cas.append(sid, 0, b"never")
+            await cas.append(sid, 0, BIG)
         backend.gate = None
         assert await cas.progress(sid) == 0
         await cas.append(sid, 0, b"again")
@@ -459,10 +467,11 @@ async def test_an_append_to_an_aborted_session_fails() -> None:
 
             async def append() -> None:
                 with pytest.raises(UploadNotFoundError, match="aborted or finished"):
-                    await cas.append(sid, 0, b"data")
+                    await cas.append(sid, 0, BIG)
 
             tg.start_soon(append)
-            await backend.waiting.wait()
+            with anyio.fail_after(30):
+                await backend.waiting.wait()
             await cas.abort(sid)
             backend.gate.set()
         assert await keys(gated) == []
@@ -514,3 +523,139 @@ async def test_a_finish_that_crashed_after_completing_can_be_retried(store: Stor
     desc = await ContentStore(store).finish(sid, sha256(data))
     assert await cas.get(desc.digest) == data
     assert await keys(store) == [cas.blob_key(desc.digest)]
+
+
+async def test_a_session_that_fits_the_inline_limit_is_written_once(cas: ContentStore) -> None:
+    backend = counts(cas.store)
+    data = pattern(3000)
+    sid = await cas.start()
+    state_key = f"uploads/{sid}/state.json"
+    await cas.append(sid, 0, data[:1000])
+    await cas.append(sid, 1000, data[1000:])
+    # One state write at the start and one per append: no lease is taken, and no
+    # multipart upload is created (whose id would need a state write of its own).
+    assert backend.writes[state_key] == 3
+    desc = await cas.finish(sid, sha256(data))
+    assert backend.writes[state_key] == 3  # a finish that takes no lease
+    assert backend.writes[f"uploads/{sid}/data"] == 0  # no upload completed, nothing copied
+    assert backend.writes[cas.blob_key(desc.digest)] == 1
+    assert await keys(cas.store) == [cas.blob_key(desc.digest)]
+    assert await cas.get(desc.digest) == data
+    assert cas.statistics().finishes_reread == 0
+
+
+async def test_a_session_outgrowing_the_inline_limit_moves_its_tail_into_parts(
+    cas: ContentStore,
+) -> None:
+    data = pattern(3 * PART + 7)
+    sid = await cas.start()
+    await cas.append(sid, 0, data[:1000])  # kept as a tail
+    await cas.append(sid, 1000, data[1000:])  # the tail becomes the start of part 1
+    desc = await cas.finish(sid, sha256(data))
+    assert await cas.get(desc.digest) == data
+    assert await keys(cas.store) == [cas.blob_key(desc.digest)]
+    assert cas.statistics().finishes_reread == 0
+
+
+async def test_finishing_a_multipart_session_writes_its_state_once(cas: ContentStore) -> None:
+    backend = counts(cas.store)
+    data = pattern(3 * PART + 100)  # on minpart: three parts and a 100-byte tail
+    sid = await cas.start()
+    state_key = f"uploads/{sid}/state.json"
+    await cas.append(sid, 0, data)
+    before = backend.writes[state_key]
+    desc = await cas.finish(sid, sha256(data))
+    # The lease only: neither the tail's part nor the completion is recorded, since a
+    # finish that crashes after completing is recovered from the assembled object.
+    assert backend.writes[state_key] - before == 1
+    assert await cas.get(desc.digest) == data
+    assert await keys(cas.store) == [cas.blob_key(desc.digest)]
+
+
+async def test_a_finish_that_crashed_after_completing_with_a_tail_can_be_retried() -> None:
+    async with Store(MinPartBackend(), chunk_size=PART) as store:
+        cas = ContentStore(store)
+        data = pattern(2 * PART + 100)
+        sid = await cas.start()
+        await cas.append(sid, 0, data)
+        state = json.loads(await store.get(f"uploads/{sid}/state.json"))
+        assert state["tail"] is not None
+        # What the crashed finish did: send the tail as the last part, complete, die.
+        parts = [
+            CompletedPart(p["number"], p["offset"], p["size"], p["etag"], {})
+            for p in state["parts"]
+        ]
+        data_key = f"uploads/{sid}/data"
+        tail = await store.get(state["tail"]["key"])
+        parts.append(
+            await store.upload_part(
+                data_key, state["upload_id"], len(parts) + 1, tail, offset=len(data) - len(tail)
+            )
+        )
+        await store.complete_upload(data_key, state["upload_id"], parts, sha256=sha256(data))
+        desc = await ContentStore(store).finish(sid, sha256(data))
+        assert await cas.get(desc.digest) == data
+        assert await keys(store) == [cas.blob_key(desc.digest)]
+
+
+class WaitingBackend(MemoryBackend):
+    """Part 1 of an upload is only stored once ``go`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = anyio.Event()
+
+    async def upload_part(
+        self,
+        key: str,
+        upload_id: str,
+        number: int,
+        offset: int,
+        data: memoryview,
+        checksums: Mapping[str, bytes],
+    ) -> CompletedPart:
+        if number == 1:
+            with anyio.fail_after(30):
+                await self.go.wait()
+        return await super().upload_part(key, upload_id, number, offset, data, checksums)
+
+
+async def test_the_next_part_is_received_while_one_is_stored() -> None:
+    backend = WaitingBackend()
+    data = pattern(3 * PART)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data[:PART]
+        # Part 2 is asked for while part 1 is still being stored: let part 1 go.
+        backend.go.set()
+        yield data[PART : 2 * PART]
+        yield data[2 * PART :]
+
+    async with Store(backend, chunk_size=PART) as store:
+        cas = ContentStore(store)
+        sid = await cas.start()
+        assert await cas.append(sid, 0, body()) == len(data)
+        desc = await cas.finish(sid, sha256(data))
+        assert await cas.get(desc.digest) == data
+        assert cas.statistics().finishes_reread == 0
+
+
+async def test_a_stream_failing_while_a_part_is_stored_keeps_that_part() -> None:
+    backend = WaitingBackend()
+    data = pattern(3 * PART)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data[:PART]
+        backend.go.set()
+        raise PermissionDeniedError("injected: the client went away")
+
+    async with Store(backend, chunk_size=PART) as store:
+        cas = ContentStore(store)
+        sid = await cas.start()
+        with pytest.raises(PermissionDeniedError, match="went away"):
+            await cas.append(sid, 0, body())
+        # Part 1 was stored before the failure surfaced, and recorded: resume after it.
+        assert await cas.progress(sid) == PART
+        await cas.append(sid, PART, data[PART:])
+        desc = await cas.finish(sid, sha256(data))
+        assert await cas.get(desc.digest) == data

@@ -39,6 +39,8 @@ def test_add_arguments_gives_every_option_with_its_default() -> None:
     assert (args.read_only, args.delete, args.automatic_mount) == (False, True, True)
     assert args.max_manifest_size == 4 * 1024 * 1024
     assert args.max_upload_size is None
+    assert args.reference_cache == 1.0
+    assert parser.parse_args(["memory://", "--reference-cache", "off"]).reference_cache is None
     assert (args.htpasswd, args.tokens, args.access, args.anonymous) == (None, None, [], "none")
     args = parser.parse_args(
         ["s3://b/p", "--no-delete", "--max-upload-size", "1GiB", "--access", "bob=read"]
@@ -64,6 +66,7 @@ def test_sizes_take_bytes_and_units(text: str, value: int) -> None:
         (["memory://", "--max-manifest-size", "lots"], "is not a size"),
         (["memory://", "--max-upload-size", "0"], "at least 1 byte"),
         (["memory://", "--read-timeout", "-1"], "positive"),
+        (["memory://", "--reference-cache", "-1"], "--reference-cache"),
         (["memory://", "--access", "bob=admin"], "USER=read or USER=write"),
         ([], "STORE_URL"),
     ],

@@ -41,6 +41,7 @@ import uuid
 from typing import Any
 
 import anyio
+import anyio.abc
 
 from .._backend import CompletedPart
 from .._errors import (
@@ -193,6 +194,88 @@ class _Held:
     hasher: Hasher | None = None
     stale: list[str] = dataclasses.field(default_factory=list)
     next_commit: float = 0.0
+
+
+class _ReadAhead:
+    """A PartReader that reads the next part in the background while the caller stores this one.
+
+    An error of the background read is raised by the `read_part` call that
+    would have returned its part, so the caller sees it where a plain reader
+    would have raised it: after the previous part was stored and recorded.
+    The caller cancels ``tg`` once it is done (or failed) to stop a read in flight.
+    """
+
+    def __init__(self, inner: PartReader, tg: anyio.abc.TaskGroup) -> None:
+        self._inner = inner
+        self._tg = tg
+        self._done: anyio.Event | None = None
+        self._part: memoryview | None = None
+        self._error: BaseException | None = None
+        self.size = inner.size
+        self.part_size = inner.part_size
+
+    async def _fetch(self, done: anyio.Event) -> None:
+        try:
+            self._part = await self._inner.read_part()
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as exc:  # handed to the caller of the next read_part
+            self._error = exc
+        finally:
+            done.set()
+
+    async def read_part(self) -> memoryview | None:
+        if self._done is None:
+            part = await self._inner.read_part()
+        else:
+            await self._done.wait()
+            self._done = None
+            error, self._error = self._error, None
+            if error is not None:
+                raise error
+            part, self._part = self._part, None
+        if part is not None:
+            self._done = anyio.Event()
+            self._tg.start_soon(self._fetch, self._done)
+        return part
+
+    def release(self, part: memoryview) -> None:
+        self._inner.release(part)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _Pushback:
+    """A PartReader whose first part was already read (peeked at): it gives that part first."""
+
+    def __init__(self, inner: PartReader, first: memoryview) -> None:
+        self._inner = inner
+        self._first: memoryview | None = first
+        self.size = inner.size
+        self.part_size = inner.part_size
+
+    async def read_part(self) -> memoryview | None:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        return await self._inner.read_part()
+
+    def release(self, part: memoryview) -> None:
+        self._inner.release(part)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _small_view(chunk: object, limit: int) -> memoryview | None:
+    """``chunk`` as bytes when it is an in-memory buffer of at most ``limit`` bytes."""
+    if not isinstance(chunk, bytes | bytearray | memoryview):
+        return None
+    view = memoryview(chunk)
+    if view.nbytes > limit:
+        return None
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
 def _check_id(session_id: object) -> str:
@@ -370,22 +453,48 @@ class Sessions:
         state, _ = await self._load(sid, _check_scope(scope))
         return UploadStatus(sid, state.size, state.scope, state.created, state.updated)
 
-    async def append(self, session_id: str, offset: int, chunk: object, scope: str | None) -> int:
+    async def append(
+        self, session_id: str, offset: int | None, chunk: object, scope: str | None
+    ) -> int:
         sid = _check_id(session_id)
         _check_scope(scope)
-        if not isinstance(offset, int) or isinstance(offset, bool):
+        if offset is not None and (not isinstance(offset, int) or isinstance(offset, bool)):
             raise InvalidOffsetError(
                 f"upload session {sid}: offset must be an int, not {type(offset).__name__}",
                 key=sid,
             )
-        if offset < 0:
+        if offset is not None and offset < 0:
             raise InvalidOffsetError(f"upload session {sid}: offset {offset} is negative", key=sid)
+        small = _small_view(chunk, self._blobs.inline_limit)
+        if small is not None:
+            done = await self._append_small(sid, scope, offset, small)
+            if done is not None:
+                return done
         part_size = self._part_size()
+        reader: PartReader
         reader, _ = await open_source(chunk, lambda size: part_size, key=self._data_key(sid))
         try:
+            if small is None and reader.size is None:
+                # A stream of unknown length (docker's PATCH without Content-Length):
+                # when it ends within its first part, it may still be a small append.
+                first = await reader.read_part()
+                limit = self._blobs.inline_limit
+                if first is None or (first.nbytes < part_size and first.nbytes <= limit):
+                    whole = first if first is not None else memoryview(b"")
+                    done = await self._append_small(sid, scope, offset, whole)
+                    if done is not None:
+                        return done
+                if first is not None:
+                    reader = _Pushback(reader, first)
             held = await self._claim(sid, scope, "append", offset)
             try:
-                await self._append(held, reader, part_size)
+                async with task_group() as tg:
+                    # The next part is received while this one is stored.
+                    ahead = _ReadAhead(reader, tg)
+                    try:
+                        await self._append(held, ahead, part_size)
+                    finally:
+                        tg.cancel_scope.cancel()
             except UploadNotFoundError as exc:
                 # The multipart upload vanished under us: the session was aborted or finished.
                 await self._release(held)
@@ -398,6 +507,74 @@ class Sessions:
             return held.state.size
         finally:
             await reader.aclose()
+
+    async def _append_small(
+        self, sid: str, scope: str | None, offset: int | None, chunk: memoryview
+    ) -> int | None:
+        """Append a small in-memory chunk to a session that has no parts yet, optimistically.
+
+        While the whole session fits ``inline_limit`` it is kept as one tail
+        object (finishing writes it straight to its blob key, with no
+        multipart upload to complete and no copy). The new tail goes to a key
+        of its own, then one conditional write of the state (``if_match`` on
+        the ETag read) commits it: no lease is taken, so the append costs two
+        writes instead of three. Of two racing appenders, the one whose state
+        write loses removes its tail and gets InvalidOffsetError.
+
+        Returns:
+            The new size, or None when the session does not qualify (it has
+            parts, or would outgrow ``inline_limit``): take the leased path.
+        """
+        state, etag = await self._load(sid, scope)
+        if offset is not None and offset != state.size:
+            raise InvalidOffsetError(
+                f"upload session {sid}: a chunk at offset {offset} does not follow the "
+                f"{state.size} bytes already received; resume at offset {state.size}",
+                key=sid,
+            )
+        if state.lease is not None and state.lease.expires > time.time():
+            raise InvalidOffsetError(
+                f"upload session {sid}: another {state.lease.action} is in progress "
+                f"(at offset {state.size}); retry once it is done",
+                key=sid,
+            )
+        if state.parts or state.size + chunk.nbytes > self._blobs.inline_limit:
+            return None
+        if not chunk.nbytes:
+            return state.size
+        old_tail = state.tail
+        data = (await self._read_tail(state) if old_tail is not None else b"") + chunk
+        hasher = self._cached(sid, state.size) or (Hasher() if state.size == 0 else None)
+        if hasher is not None:
+            await hasher.update(chunk)
+        end = state.size + chunk.nbytes
+        tail_key = f"{self._folder(sid)}tail-{end}-{uuid.uuid4().hex[:12]}"
+        try:
+            await self._store.put(tail_key, data)
+            state.tail = _Tail(tail_key, len(data))
+            state.size = end
+            state.lease = None
+            try:
+                await self._save(state, etag)
+            except PreconditionFailedError:
+                if await self._read(sid) is None:
+                    raise UploadNotFoundError(
+                        f"upload session {sid} was aborted or finished by another caller",
+                        key=sid,
+                    ) from None
+                raise InvalidOffsetError(
+                    f"upload session {sid}: another append or finish changed it while a chunk "
+                    f"at offset {state.size - chunk.nbytes} was being stored; ask for its "
+                    "progress and resume",
+                    key=sid,
+                ) from None
+        except BaseException:
+            await self._delete_quietly([tail_key])
+            raise
+        self._remember(sid, hasher)
+        if old_tail is not None:
+            await self._delete_quietly([old_tail.key])
+        return end
 
     async def _append(self, held: _Held, reader: PartReader, part_size: int) -> None:
         state = held.state
@@ -507,7 +684,12 @@ class Sessions:
         self, session_id: str, want: Digest, scope: str | None, ctype: str | None = None
     ) -> Descriptor:
         sid = _check_id(session_id)
-        held = await self._claim(sid, _check_scope(scope), "finish")
+        _check_scope(scope)
+        state, _ = await self._load(sid, scope)
+        leased = state.lease is not None and state.lease.expires > time.time()
+        if not state.parts and not leased:
+            return await self._finish_small(state, want, ctype)
+        held = await self._claim(sid, scope, "finish")
         try:
             return await self._finish(held, want, ctype)
         except DigestMismatchError:
@@ -517,6 +699,27 @@ class Sessions:
         except BaseException:
             await self._release(held)
             raise
+
+    async def _finish_small(self, state: _State, want: Digest, ctype: str | None) -> Descriptor:
+        """Finish a session that is all tail: hash it, write it to its blob key, remove the session.
+
+        No lease is taken (the blob write is idempotent, by digest, and the
+        session is only removed once the blob is stored), so this costs one
+        write: the blob's.
+        """
+        data = await self._read_tail(state) if state.tail is not None else b""
+        actual = await hash_bytes(data, want.algorithm)
+        if actual != want:
+            with anyio.CancelScope(shield=True):
+                await self._discard(state)
+            raise self._mismatch(state.id, want, actual)
+        descriptor = await self._blobs.write_known(memoryview(data), want, ctype)
+        if state.upload_id is not None:
+            with anyio.CancelScope(shield=True):
+                with contextlib.suppress(StoreError):
+                    await self._store.abort_upload(self._data_key(state.id), state.upload_id)
+        await self._remove(state)
+        return descriptor
 
     def _mismatch(self, sid: str, want: Digest, actual: Digest) -> DigestMismatchError:
         self._blobs.count(digest_mismatches=1)
@@ -551,34 +754,33 @@ class Sessions:
                 return descriptor
             if want.algorithm == "sha256" and known is not None and known != want:
                 raise self._mismatch(sid, want, known)
-            if state.tail is not None:
-                tail = await self._read_tail(state)
-                assert state.upload_id is not None
-                part = await store.upload_part(
-                    data_key,
-                    state.upload_id,
-                    len(state.parts) + 1,
-                    tail,
-                    offset=state.size - len(tail),
-                )
-                state.parts.append(part)
-                stale = [state.tail.key]
-                state.tail = None
-                await self._commit(held)
-                await self._delete_quietly(stale)
             record = known or (want if want.algorithm == "sha256" else _UNKNOWN_SHA256)
             assert state.upload_id is not None
+            # Nothing is committed to the state between here and the removal of the
+            # session: a finish that crashes after completing is recovered from the
+            # assembled object (below), and the tail object stays until the folder goes.
             try:
-                await store.complete_upload(data_key, state.upload_id, state.parts, sha256=record)
+                parts = list(state.parts)
+                if state.tail is not None:
+                    tail = await self._read_tail(state)
+                    parts.append(
+                        await store.upload_part(
+                            data_key,
+                            state.upload_id,
+                            len(parts) + 1,
+                            tail,
+                            offset=state.size - len(tail),
+                        )
+                    )
+                await store.complete_upload(data_key, state.upload_id, parts, sha256=record)
             except UploadNotFoundError:
-                # A finish that crashed after completing, before recording it: the
-                # assembled object is there, with the sha256 recorded then.
+                # A finish that crashed after completing, before removing the session:
+                # the assembled object is there, with the sha256 recorded then.
                 info = await self._assembled(data_key, state.size)
                 if info is None:
                     raise
                 record = info.sha256 or _UNKNOWN_SHA256
             state.completed = record
-            await self._commit(held)
         recorded_ok = known is not None and known == state.completed
         if not (want.algorithm == "sha256" and recorded_ok):
             self._blobs.count(finishes_reread=1)

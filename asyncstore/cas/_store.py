@@ -316,18 +316,23 @@ class ContentStore:
         return await self._sessions.start(scope)
 
     async def append(
-        self, session_id: str, offset: int, chunk: object, *, scope: str | None = None
+        self, session_id: str, offset: int | None, chunk: object, *, scope: str | None = None
     ) -> int:
         """Append ``chunk`` at ``offset``, which must be the session's current size.
 
         The bytes go into the backend's multipart mechanism (an S3 upload id
         and parts, a local temp file, ...) without re-reading earlier chunks;
         on backends with a minimum part size, a remainder smaller than it is
-        kept as a small object in the session until more bytes arrive.
+        kept as a small object in the session until more bytes arrive. While
+        the whole session fits ``inline_limit`` and arrives as in-memory
+        buffers, it is kept as one such small object instead (two writes per
+        append, no lease), and `finish` writes it straight to its blob key.
 
         Args:
             session_id: The id `start` returned.
-            offset: Where the chunk goes: the session's current size.
+            offset: Where the chunk goes: the session's current size; None
+                appends at whatever the current size is (a client that sends
+                no offset, such as docker's streamed PATCH).
             chunk: bytes or any source `put` accepts.
             scope: The scope given to `start`.
 

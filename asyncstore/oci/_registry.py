@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -41,6 +42,8 @@ from ._names import check_repository, check_tag
 __all__ = ["RegistryStorage", "TagList"]
 
 _LOOKUP_CONCURRENCY = 16
+#: Most entries of the reference cache (resolved tags and revisions, blob links).
+_REFERENCE_ENTRIES = 4096
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,7 +90,14 @@ class RegistryStorage:
         manifest_cache: Bytes of manifest bodies kept in memory, by digest, once
             verified (0: none). Bodies are content-addressed, so a cached one is
             never stale; whether the repository holds the manifest (and what a
-            tag points at) is still read from the store on every call.
+            tag points at) is read from the store unless ``reference_cache`` allows otherwise.
+        reference_cache: Seconds a resolved tag or manifest revision, and a
+            repository's link to a blob, are trusted without reading the store
+            again (0: read them on every call). Writes made through this object
+            (manifests, tags, deletes) update the cache at once, so one process
+            serving a store sees its own changes exactly; changes made by
+            *other* processes writing the same store are seen after at most
+            this long. Only what exists is cached: a miss is always read again.
     """
 
     def __init__(
@@ -98,6 +108,7 @@ class RegistryStorage:
         check_references: bool = True,
         content: ContentStore | None = None,
         manifest_cache: int = 16 * 1024 * 1024,
+        reference_cache: float = 0.0,
     ) -> None:
         self.cas = content if content is not None else ContentStore(store, prefix)
         self.store = self.cas.store
@@ -112,6 +123,23 @@ class RegistryStorage:
                 f"manifest_cache must be a number of bytes >= 0, not {manifest_cache!r}",
                 key="manifest_cache",
             )
+        if (
+            not isinstance(reference_cache, int | float)
+            or isinstance(reference_cache, bool)
+            or not reference_cache >= 0
+        ):
+            raise InvalidArgumentError(
+                f"reference_cache must be a number of seconds >= 0, not {reference_cache!r}",
+                key="reference_cache",
+            )
+        self._ttl = float(reference_cache)
+        #: (kind, repo, reference) -> (expiry on the monotonic clock, descriptor or None)
+        self._refs: collections.OrderedDict[
+            tuple[str, str, str], tuple[float, Descriptor | None]
+        ] = collections.OrderedDict()
+        #: Bumped by every write that could make a cached entry wrong; a read that
+        #: began before a write does not cache what it found.
+        self._generation = 0
         self._cache_limit = manifest_cache
         self._cache_bytes = 0
         self._cache: collections.OrderedDict[Digest, bytes] = collections.OrderedDict()
@@ -124,6 +152,38 @@ class RegistryStorage:
         while self._cache_bytes > self._cache_limit:
             _, dropped = self._cache.popitem(last=False)
             self._cache_bytes -= len(dropped)
+
+    def _cached_ref(self, kind: str, repo: str, ref: str) -> tuple[float, Descriptor | None] | None:
+        if not self._ttl:
+            return None
+        entry = self._refs.get((kind, repo, ref))
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            del self._refs[(kind, repo, ref)]
+            return None
+        return entry
+
+    def _cache_ref(
+        self, generation: int, kind: str, repo: str, ref: str, value: Descriptor | None
+    ) -> None:
+        if not self._ttl or generation != self._generation:
+            return  # off, or a write happened while this was being read
+        self._refs[(kind, repo, ref)] = (time.monotonic() + self._ttl, value)
+        self._refs.move_to_end((kind, repo, ref))
+        while len(self._refs) > _REFERENCE_ENTRIES:
+            self._refs.popitem(last=False)
+
+    def _forget(self, repo: str, kind: str | None = None, ref: str | None = None) -> None:
+        """Drop cached references of ``repo`` (all, or one) after a write through this object."""
+        self._generation += 1
+        if not self._refs:
+            return
+        if kind is not None and ref is not None:
+            self._refs.pop((kind, repo, ref), None)
+            return
+        for key in [key for key in self._refs if key[1] == repo]:
+            del self._refs[key]
 
     def __repr__(self) -> str:
         return f"<RegistryStorage prefix={self.prefix!r} over {self.store!r}>"
@@ -154,10 +214,21 @@ class RegistryStorage:
     # -- blobs --------------------------------------------------------------------------------
 
     async def _link(self, repo: str, digest: Digest) -> None:
+        generation = self._generation
         await self.store.put(self._layer_key(repo, digest), str(digest).encode())
+        self._cache_ref(generation, "link", repo, str(digest), None)
+
+    async def _has_link(self, repo: str, digest: Digest) -> bool:
+        if self._cached_ref("link", repo, str(digest)) is not None:
+            return True
+        generation = self._generation
+        found = await self.store.exists(self._layer_key(repo, digest))
+        if found:
+            self._cache_ref(generation, "link", repo, str(digest), None)
+        return found
 
     async def _require_blob(self, repo: str, digest: Digest) -> None:
-        if not await self.store.exists(self._layer_key(repo, digest)):
+        if not await self._has_link(repo, digest):
             raise BlobNotFoundError(
                 f"blob {digest} is not in repository {repo!r}", key=self._layer_key(repo, digest)
             )
@@ -251,7 +322,7 @@ class RegistryStorage:
     async def blob_exists(self, repo: str, digest: Digest | str) -> bool:
         """Whether ``repo`` holds the blob (and its bytes are stored)."""
         d = Digest(digest)
-        return await self.store.exists(self._layer_key(repo, d)) and await self.cas.exists(d)
+        return await self._has_link(repo, d) and await self.cas.exists(d)
 
     async def delete_blob(self, repo: str, digest: Digest | str) -> None:
         """Remove a blob from ``repo`` (its link; the bytes stay for other repositories).
@@ -261,7 +332,10 @@ class RegistryStorage:
         """
         d = Digest(digest)
         await self._require_blob(repo, d)
-        await self.store.delete(self._layer_key(repo, d))
+        try:
+            await self.store.delete(self._layer_key(repo, d))
+        finally:
+            self._forget(repo, "link", str(d))
 
     async def mount_blob(self, repo: str, digest: Digest | str, from_repo: str) -> Descriptor:
         """Make a blob of ``from_repo`` part of ``repo`` without copying any bytes.
@@ -317,8 +391,13 @@ class RegistryStorage:
         self._repo(repo)
         return await self.cas.start(scope=repo)
 
-    async def append_upload(self, repo: str, session_id: str, offset: int, chunk: object) -> int:
-        """Append a chunk at ``offset`` (the current size); return the new size.
+    async def append_upload(
+        self, repo: str, session_id: str, offset: int | None, chunk: object
+    ) -> int:
+        """Append a chunk at ``offset`` (the current size; None: wherever that is).
+
+        Returns:
+            The new size.
 
         Raises:
             InvalidOffsetError: out-of-order or stale chunk (the session is unchanged).
@@ -382,8 +461,6 @@ class RegistryStorage:
         d = Digest(digest)
         self._repo(repo)
         if chunk is not None:
-            if offset is None:
-                offset = await self.cas.progress(session_id, scope=repo)
             await self.cas.append(session_id, offset, chunk, scope=repo)
         descriptor = await self.cas.finish(session_id, d, scope=repo)
         await self._link(repo, d)
@@ -412,6 +489,15 @@ class RegistryStorage:
                 f"not {type(reference).__name__}",
                 key="reference",
             )
+        cached = self._cached_ref("ref", repo, reference)
+        if cached is not None and cached[1] is not None:
+            return cached[1]
+        generation = self._generation
+        descriptor = await self._read_reference(repo, reference)
+        self._cache_ref(generation, "ref", repo, reference, descriptor)
+        return descriptor
+
+    async def _read_reference(self, repo: str, reference: str) -> Descriptor:
         if ":" in reference:
             return await self._revision(repo, Digest(reference))
         tagged = await self.resolve_tag(repo, reference)
@@ -500,9 +586,12 @@ class RegistryStorage:
         record = descriptor.to_dict()
         if info.subject is not None:
             record["subject"] = info.subject.to_dict()
-        await self.store.put(
-            self._revision_key(repo, actual), _json(record), content_type="application/json"
-        )
+        try:
+            await self.store.put(
+                self._revision_key(repo, actual), _json(record), content_type="application/json"
+            )
+        finally:
+            self._forget(repo)
         if info.subject is not None:
             await self.store.put(
                 self._referrer_key(repo, info.subject.digest, actual),
@@ -520,20 +609,34 @@ class RegistryStorage:
         blobs: Iterable[Descriptor],
         manifests: Iterable[Descriptor],
     ) -> None:
-        for blob in blobs:
-            if not await self.blob_exists(repo, blob.digest):
+        # Independent lookups: made concurrently (a manifest may list dozens of layers).
+        limiter = anyio.CapacityLimiter(_LOOKUP_CONCURRENCY)
+
+        async def check_blob(blob: Descriptor) -> None:
+            async with limiter:
+                found = await self.blob_exists(repo, blob.digest)
+            if not found:
                 raise BlobNotFoundError(
                     f"manifest {digest} references blob {blob.digest}, "
                     f"which is not in repository {repo!r}",
                     key=self._layer_key(repo, blob.digest),
                 )
-        for manifest in manifests:
-            if not await self.store.exists(self._revision_key(repo, manifest.digest)):
+
+        async def check_manifest(manifest: Descriptor) -> None:
+            async with limiter:
+                found = await self.store.exists(self._revision_key(repo, manifest.digest))
+            if not found:
                 raise ManifestNotFoundError(
                     f"manifest {digest} references manifest {manifest.digest}, "
                     f"which is not in repository {repo!r}",
                     key=self._revision_key(repo, manifest.digest),
                 )
+
+        async with task_group() as tg:
+            for blob in blobs:
+                tg.start_soon(check_blob, blob)
+            for manifest in manifests:
+                tg.start_soon(check_manifest, manifest)
 
     async def get_manifest(self, repo: str, reference: str) -> tuple[bytes, Descriptor]:
         """Return a manifest's exact bytes and its descriptor, by digest or by tag.
@@ -607,16 +710,20 @@ class RegistryStorage:
             raise ManifestNotFoundError(
                 f"manifest {d} is not in repository {repo!r}", key=key
             ) from exc
-        for tag in await self.lookup_tags(repo, d):
-            await self.store.delete(self._tag_key(repo, tag))
         try:
-            subject = json.loads(raw).get("subject")
-            subject_digest = Digest(subject["digest"]) if subject else None
-        except (ValueError, TypeError, KeyError, AttributeError, InvalidArgumentError):
-            subject_digest = None
-        if subject_digest is not None:
-            await self.store.delete(self._referrer_key(repo, subject_digest, d))
-        await self.store.delete(key)
+            for tag in await self.lookup_tags(repo, d):
+                await self.store.delete(self._tag_key(repo, tag))
+                self._forget(repo)
+            try:
+                subject = json.loads(raw).get("subject")
+                subject_digest = Digest(subject["digest"]) if subject else None
+            except (ValueError, TypeError, KeyError, AttributeError, InvalidArgumentError):
+                subject_digest = None
+            if subject_digest is not None:
+                await self.store.delete(self._referrer_key(repo, subject_digest, d))
+            await self.store.delete(key)
+        finally:
+            self._forget(repo)
 
     # -- tags ---------------------------------------------------------------------------------
 
@@ -626,9 +733,12 @@ class RegistryStorage:
             "mediaType": descriptor.media_type,
             "size": descriptor.size,
         }
-        await self.store.put(
-            self._tag_key(repo, tag), _json(record), content_type="application/json"
-        )
+        try:
+            await self.store.put(
+                self._tag_key(repo, tag), _json(record), content_type="application/json"
+            )
+        finally:
+            self._forget(repo)
 
     async def _read_tag(self, repo: str, tag: str) -> Descriptor | None:
         key = self._tag_key(repo, tag)
@@ -669,7 +779,10 @@ class RegistryStorage:
         await self._write_tag(repo, tag, descriptor)
         if not await self.store.exists(self._revision_key(repo, d)):
             # The manifest was deleted while we tagged it: do not leave a dangling tag.
-            await self.store.delete(self._tag_key(repo, tag))
+            try:
+                await self.store.delete(self._tag_key(repo, tag))
+            finally:
+                self._forget(repo)
             raise ManifestNotFoundError(
                 f"manifest {d} was deleted from repository {repo!r} while being tagged {tag!r}",
                 key=self._revision_key(repo, d),
@@ -690,7 +803,10 @@ class RegistryStorage:
             TagNotFoundError: ``repo`` has no such tag.
         """
         descriptor = await self.resolve_tag(repo, tag)
-        await self.store.delete(self._tag_key(repo, tag))
+        try:
+            await self.store.delete(self._tag_key(repo, tag))
+        finally:
+            self._forget(repo)
         if prune and not await self.lookup_tags(repo, descriptor.digest):
             with contextlib.suppress(NotFoundError):  # already gone
                 await self.delete_manifest(repo, descriptor.digest)

@@ -418,10 +418,16 @@ class RegistryApp:
 
     async def _body_offset(
         self, request: Request, name: str, session: str
-    ) -> tuple[int, int | None]:
-        """Where the body of a PATCH or closing PUT goes, and its declared length."""
+    ) -> tuple[int | None, int | None]:
+        """Where the body of a PATCH or closing PUT goes, and its declared length.
+
+        Without Content-Range the offset is None (append at the session's size),
+        unless an upload limit needs to know it: then it is read first.
+        """
         header = request.headers.get("content-range")
         if header is None:
+            if self.config.max_upload_size is None:
+                return None, None
             return await self.registry.upload_progress(name, session), None
         match = _CONTENT_RANGE.fullmatch(header.strip())
         if match is None:
@@ -446,7 +452,7 @@ class RegistryApp:
     async def _append(self, request: Request, send: Send, params: dict[str, str]) -> None:
         name, session = params["name"], params["session"]
         offset, length = await self._body_offset(request, name, session)
-        limit = self._upload_limit(offset)
+        limit = self._upload_limit(offset or 0)
         if limit is not None and length is not None and length > limit:
             raise RegistryError(
                 413,
@@ -465,7 +471,7 @@ class RegistryApp:
         digest = _digest(given)
         if await request.has_body():
             offset, length = await self._body_offset(request, name, session)
-            body = await _body(request, self._upload_limit(offset), length, "chunk")
+            body = await _body(request, self._upload_limit(offset or 0), length, "chunk")
             descriptor = await self.registry.finish_upload(
                 name, session, digest, chunk=body, offset=offset
             )

@@ -137,6 +137,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="most tags in one answer of tags/list (a Link header gives the next page)",
     )
+    parser.add_argument(
+        "--reference-cache",
+        type=_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="how long a resolved tag, manifest revision or blob link is trusted without "
+        "reading the store again (default: 1; this server's own writes are seen at once, "
+        "other servers' writes to the same store after at most this long; 0: always read)",
+    )
     timeouts = parser.add_argument_group("timeouts (seconds)")
     timeouts.add_argument(
         "--read-timeout",
@@ -253,7 +262,10 @@ async def _main(args: argparse.Namespace, auth: Authenticator | None, ready: Any
         args.store_url, timeout=args.storage_timeout, chunk_size=args.chunk_size
     ) as store:
         content = ContentStore(store, args.prefix, session_lease=args.upload_lease)
-        app = RegistryApp(RegistryStorage(store, content=content), config, auth=auth)
+        registry = RegistryStorage(
+            store, content=content, reference_cache=args.reference_cache or 0.0
+        )
+        app = RegistryApp(registry, config, auth=auth)
         await serve(app, options, ready=ready)
     log.info("registry stopped; the store is closed")
 
