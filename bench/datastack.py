@@ -1,7 +1,11 @@
-"""The data stack against moto: pandas Parquet and zarr arrays via asyncstore, s3fs and obstore.
+"""The data stack on S3: pandas Parquet, zarr arrays and Dask via asyncstore, s3fs and obstore.
 
-Each case runs in a fresh interpreter (its own CPU time and peak RSS) against moto's
-server on 127.0.0.1 (``asyncstore.testing.emulators``):
+Each case runs in a fresh interpreter (its own CPU time and peak RSS) against each
+server of ``--servers`` on 127.0.0.1: ``moto`` (``asyncstore.testing.emulators``; it
+reads a whole object for every ranged GET and saturates a core, so it favours fewer,
+larger requests) and ``responder`` (``bench/responders.py s3``, which answers from
+memory at almost no cost, so the clients' own costs show). The server's CPU time over
+each case is reported beside the client's.
 
 * ``parquet_write:<client>`` / ``parquet_read:<client>``: ``DataFrame.to_parquet`` and
   ``pandas.read_parquet`` of a table of ``--size-mib`` MiB (default 256) of float64
@@ -10,18 +14,29 @@ server on 127.0.0.1 (``asyncstore.testing.emulators``):
 * ``zarr_write:<client>`` / ``zarr_read:<client>``: an array of ``--chunks`` chunks
   (default 1,000, 64 KiB each, uncompressed) written and read whole, through
   asyncstore's ``ZarrStore``, zarr's ``FsspecStore`` over s3fs, zarr's ``ObjectStore``
-  over obstore.
+  over obstore;
+* ``dask:<client>``: the Dask example of docs/datastack.md (tests/test_dask_distributed.py)
+  at ``--dask-rows`` rows (default 4 million) in 8 partitions: a ``LocalCluster`` of 2
+  worker processes writes the partitioned Parquet dataset, reads it back with
+  ``dask.dataframe.read_parquet``, computes a group-by and writes the result, through
+  ``asyncstore+s3://`` or s3fs's ``s3://``; the cluster's start-up is not counted.
 
-The Dask example's wall time (tests/test_dask_distributed.py) is not measured here yet.
-
-Usage: ``python bench/datastack.py [--size-mib 256] [--chunks 1000] [--cases ...]``;
-prints a table and writes ``bench/results/datastack.json``.
+Usage: ``python bench/datastack.py [--servers moto,responder] [--size-mib 256]
+[--chunks 1000] [--dask-rows 4000000] [--repeat 1] [--cases ...]``; prints a table and
+writes ``bench/results/datastack.json``. The peers (s3fs, obstore) come from the
+``bench`` extra in the project's venv (s3fs 2026.9 installs beside aiobotocore 3).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import pathlib
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from _harness import (
@@ -43,11 +58,17 @@ BUCKET = "datastack-bench"
 MiB = 2**20
 CLIENTS = {"parquet": ("asyncstore", "s3fs", "obstore"), "zarr": ("asyncstore", "s3fs", "obstore")}
 CASES = [
-    f"{workload}_{op}:{client}"
-    for workload, clients in CLIENTS.items()
-    for op in ("write", "read")
-    for client in clients
+    *(
+        f"{workload}_{op}:{client}"
+        for workload, clients in CLIENTS.items()
+        for op in ("write", "read")
+        for client in clients
+    ),
+    "dask:asyncstore",
+    "dask:s3fs",
 ]
+SERVERS = ("moto", "responder")
+DASK_PARTITIONS = 8
 OUT = REPO / "bench" / "results" / "datastack.json"
 
 
@@ -107,8 +128,74 @@ def _zarr_store(client: str, endpoint: str, path: str, *, read_only: bool) -> An
     return ObjectStore(store, read_only=read_only)
 
 
+def _dask_partition(index: int, rows: int) -> Any:
+    """Partition ``index`` of the Dask example's dataset (the same wherever it is made)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(index)
+    start = index * rows
+    return pd.DataFrame(
+        {
+            "id": np.arange(start, start + rows, dtype="int64"),
+            "station": rng.integers(0, 100, rows).astype("int64"),
+            "reading": rng.normal(20.0, 5.0, rows),
+        }
+    )
+
+
+def run_dask(client: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The Dask example: write, read, group-by, write, on a 2-process LocalCluster."""
+    import functools
+    import warnings
+
+    import dask.dataframe as dd
+    import distributed
+
+    # dask's read_parquet uses pandas 3.1's deprecated inplace=True: not ours to fix.
+    warnings.filterwarnings("ignore", "The inplace keyword", DeprecationWarning)
+    rows = args.dask_rows // DASK_PARTITIONS
+    scheme = "asyncstore+s3" if client == "asyncstore" else "s3"
+    base = f"{scheme}://{BUCKET}/dask/{client}-{time.time_ns()}"
+    options = {"endpoint_url": args.endpoint}
+    make = functools.partial(_dask_partition, rows=rows)
+
+    def run() -> dict[str, Any]:
+        with (
+            distributed.LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                host="127.0.0.1",
+            ) as cluster,
+            distributed.Client(cluster) as dask_client,
+        ):
+            dask_client.run(lambda: None)  # the workers are up
+            started = time.perf_counter()
+            frame = dd.from_map(make, range(DASK_PARTITIONS), meta=make(0).iloc[:0])
+            dask_client.compute(
+                frame.to_parquet(f"{base}/readings", storage_options=options, compute=False)
+            ).result()
+            readings = dd.read_parquet(f"{base}/readings", storage_options=options)
+            stats = readings.groupby("station")["reading"].agg(["count", "sum", "mean"])
+            dask_client.compute(
+                stats.to_parquet(f"{base}/stations", storage_options=options, compute=False)
+            ).result()
+            seconds = time.perf_counter() - started
+            import pandas as pd
+
+            got = pd.read_parquet(f"{base}/stations", storage_options=options)
+            assert int(got["count"].sum()) == rows * DASK_PARTITIONS
+            return {"seconds": seconds, "bytes": rows * DASK_PARTITIONS * 24}
+
+    return measure(run)
+
+
 def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
     workload_op, client = name.split(":")
+    if workload_op == "dask":
+        return run_dask(client, args)
     workload, op = workload_op.split("_")
     endpoint = args.endpoint
     if workload == "parquet":
@@ -137,7 +224,8 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
     chunk = 8192  # float64: 64 KiB per chunk
     shape = (args.chunks * chunk,)
     data = np.random.default_rng(1).random(shape)
-    path = f"zarr/{client}"
+    # A fresh prefix: nothing to delete first (the responder has no batch delete).
+    path = f"zarr/{client}-{time.time_ns()}"
 
     def run_zarr() -> dict[str, Any]:
         if op == "write":
@@ -166,75 +254,126 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
 # -- in the parent ---------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _server(kind: str) -> Iterator[tuple[str, int]]:
+    """The S3 server ``kind`` on 127.0.0.1, with the bucket: (endpoint, pid)."""
+    if kind == "moto":
+        import boto3
+
+        with moto_server() as server:
+            boto3.client("s3", endpoint_url=server.url, region_name="us-east-1").create_bucket(
+                Bucket=BUCKET
+            )
+            yield server.url, server.pid
+        return
+    script = pathlib.Path(__file__).with_name("responders.py")
+    # Objects up to 1100 MiB are kept (the responder's default): every case's data fits.
+    process = subprocess.Popen(
+        [sys.executable, str(script), "s3"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("READY "):
+            raise SystemExit(f"the S3 responder did not start: {line!r}")
+        yield f"http://127.0.0.1:{int(line.split()[1])}", process.pid  # every bucket exists
+    finally:
+        process.kill()
+        process.wait()
+
+
 def main() -> None:
     parser = script_parser(__doc__ or "", CASES, OUT)
     parser.add_argument("--size-mib", type=int, default=256, help="Parquet table size (256)")
     parser.add_argument("--chunks", type=int, default=1000, help="zarr chunks (1000)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per case (1)")
+    parser.add_argument(
+        "--dask-rows", type=int, default=4_000_000, help="rows of the Dask example (4000000)"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per case; the best is kept")
+    parser.add_argument(
+        "--servers", default=",".join(SERVERS), help="comma-separated: moto, responder (both)"
+    )
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
         emit_result(run_case(args.case, args))
         return
-    import os
-
-    import boto3
-
     cases = [c for c in args.cases.split(",") if c]
+    servers = [s for s in args.servers.split(",") if s]
+    for name in (*cases, *servers):
+        if name not in (*CASES, *SERVERS):
+            parser.error(f"unknown case or server {name!r}")
     rows: list[dict[str, Any]] = []
     env = {**os.environ, **FAKE_ENV}
     os.environ.update(FAKE_ENV)
-    with moto_server() as server:
-        boto3.client("s3", endpoint_url=server.url, region_name="us-east-1").create_bucket(
-            Bucket=BUCKET
-        )
-        options = [
-            "--endpoint",
-            server.url,
-            "--size-mib",
-            str(args.size_mib),
-            "--chunks",
-            str(args.chunks),
-        ]
-        for name in cases:
-            runs = []
-            for _ in range(args.repeat):
-                try:
-                    runs.append(run_child(__file__, name, options, env=env, timeout=1800))
-                except CaseFailed as exc:
-                    runs.append({"error": str(exc)})
-            best = min(
-                (r for r in runs if "error" not in r), key=lambda r: r["seconds"], default=runs[0]
-            )
-            rows.append({"case": name, **best})
+    for kind in servers:
+        with _server(kind) as (endpoint, pid):
+            options = [
+                "--endpoint",
+                endpoint,
+                "--size-mib",
+                str(args.size_mib),
+                "--chunks",
+                str(args.chunks),
+                "--dask-rows",
+                str(args.dask_rows),
+            ]
+            for name in cases:
+                runs = []
+                for _ in range(args.repeat):
+                    try:
+                        runs.append(
+                            run_child(
+                                __file__, name, options, env=env, timeout=1800, server_pid=pid
+                            )
+                        )
+                    except CaseFailed as exc:
+                        runs.append({"error": str(exc)})
+                best = min(
+                    (r for r in runs if "error" not in r),
+                    key=lambda r: r["seconds"],
+                    default=runs[0],
+                )
+                rows.append({"case": name, "server": kind, **best})
     lines = []
     for row in rows:
         if "error" in row:
-            lines.append([row["case"], "failed", "", "", row["error"][:60]])
+            lines.append([row["case"], row["server"], "failed", "", "", "", row["error"][:60]])
             continue
         mbs = row["bytes"] / row["seconds"] / 1e6
         lines.append(
             [
                 row["case"],
+                row["server"],
                 f"{row['seconds']:.2f}",
-                f"{mbs:,.0f}",
+                "" if row["case"].startswith("dask") else f"{mbs:,.0f}",
                 f"{row['cpu_seconds']:.2f}",
+                f"{row['server_cpu_seconds']:.2f}",
                 f"{row['peak_rss_mib']:,.0f}",
             ]
         )
     print_table(
-        f"Data stack against moto: Parquet {args.size_mib} MiB, zarr {args.chunks} chunks "
-        "of 64 KiB",
-        ["case", "seconds", "MB/s", "CPU s", "peak RSS MiB"],
+        f"Data stack on S3: Parquet {args.size_mib} MiB, zarr {args.chunks} chunks of 64 KiB, "
+        f"Dask {args.dask_rows:,} rows",
+        ["case", "server", "seconds", "MB/s", "CPU s", "server CPU s", "peak RSS MiB"],
         lines,
-        notes=["best of --repeat runs; moto on the same 2 cores is often the limit"],
+        left=("case", "server"),
+        notes=[
+            f"best of {args.repeat} run(s); CPU s: the client process (Dask: the driver only); "
+            "server CPU s: over the whole child, start-up included",
+            "moto reads the whole object for each ranged GET and is often the limit",
+        ],
     )
     write_json(
         args.out,
         {
-            "machine": machine_info("pandas", "pyarrow", "zarr", "fsspec", "s3fs", "obstore"),
+            "machine": machine_info(
+                "pandas", "pyarrow", "zarr", "fsspec", "s3fs", "obstore", "dask", "distributed"
+            ),
+            "load_average": os.getloadavg(),
             "size_mib": args.size_mib,
             "chunks": args.chunks,
+            "dask_rows": args.dask_rows,
             "rows": rows,
         },
     )

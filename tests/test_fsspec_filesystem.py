@@ -30,6 +30,7 @@ from asyncstore import (
     DigestMismatchError,
     InvalidArgumentError,
     NotFoundError,
+    PreconditionFailedError,
     open_store,
 )
 from asyncstore.fsspec import (
@@ -240,6 +241,77 @@ def test_open_for_reading_serves_small_and_large_files(fs: AsyncStoreFileSystem)
     fs.pipe_file("dir/x", b"1")
     with pytest.raises(IsADirectoryError):
         fs.open("dir", "rb")
+
+
+def test_a_large_file_is_read_in_spans_that_never_overlap(fs: AsyncStoreFileSystem) -> None:
+    data = _pattern(10 * MiB + 3)
+    fs.pipe_file("big", data)
+    fs.full_read_threshold = MiB
+    fetched: list[tuple[int, int]] = []
+    read_span = fs._read_span
+
+    async def traced(path: str, start: int, end: int, etag: str | None) -> list[bytes]:
+        fetched.append((start, end))
+        return await read_span(path, start, end, etag)
+
+    # chunk_size 256 KiB: a span of several ranges, served from their pieces.
+    fs2 = AsyncStoreFileSystem(fs._fixed, chunk_size=256 * 1024, full_read_threshold=MiB)
+    fs2._read_span = traced  # type: ignore[method-assign]
+    with fs2.open("big", "rb", block_size=MiB) as f:
+        assert f.read(3 * MiB) == data[: 3 * MiB]  # a large read: one span, no readahead
+        assert f.read(3 * MiB) == data[3 * MiB : 6 * MiB]
+        assert f.read(10) == data[6 * MiB : 6 * MiB + 10]  # a small one: a block
+        assert f.read(MiB) == data[6 * MiB + 10 : 7 * MiB + 10]  # part held, part fetched
+        f.seek(100_000)
+        assert f.read(200_000) == data[100_000:300_000]  # before the held span: fetched again
+    assert fetched == [
+        (0, 3 * MiB),
+        (3 * MiB, 6 * MiB),
+        (6 * MiB, 7 * MiB),
+        (7 * MiB, 8 * MiB),
+        (100_000, 100_000 + MiB),
+    ]
+    fs2.close()
+
+
+def test_a_file_replaced_while_open_for_reading_is_an_error(fs: AsyncStoreFileSystem) -> None:
+    fs.pipe_file("big", _pattern(3 * MiB))
+    fs.full_read_threshold = MiB
+    with fs.open("big", "rb", block_size=MiB) as f:
+        assert f.read(10) == _pattern(10)
+        fs.pipe_file("big", _pattern(3 * MiB)[::-1])
+        with pytest.raises(PreconditionFailedError, match="replaced") as info:
+            f.read(2 * MiB)
+    assert info.value.key == "big"
+
+
+def test_a_reader_that_skips_the_first_bytes_and_reads_the_end_first_is_verified(
+    tmp_path: Path,
+) -> None:
+    # Parquet's pattern: the footer first, then every column chunk from offset 4 (after
+    # the magic) to the footer. Those reads cover the file: its sha256 is checked.
+    fs = AsyncStoreFileSystem(f"file://{tmp_path}", skip_instance_cache=True)
+    fs.full_read_threshold = MiB
+    size = 5 * MiB
+    fs.pipe_file("t.parquet", _pattern(size))
+
+    def read_like_parquet() -> None:
+        with fs.open("t.parquet", "rb", block_size=MiB) as f:
+            f.seek(size - 64 * 1024)
+            assert f.read(64 * 1024) == _pattern(size)[-64 * 1024 :]
+            f.seek(4)
+            assert f.read(2 * MiB) == _pattern(size)[4 : 2 * MiB + 4]
+            at = f.tell()
+            assert (
+                f.read(size - 64 * 1024 + 100 - at) == _pattern(size)[at : size - 64 * 1024 + 100]
+            )
+
+    read_like_parquet()  # intact: no error
+    _corrupt_in_place(tmp_path / "t.parquet")
+    with pytest.raises(DigestMismatchError) as info:
+        read_like_parquet()
+    assert info.value.key == "t.parquet"
+    fs.close()
 
 
 def test_open_modes_that_object_stores_cannot_do_are_errors(fs: AsyncStoreFileSystem) -> None:

@@ -113,6 +113,23 @@ def test_a_corrupted_parquet_file_fails_the_pandas_read(tmp_path: Path) -> None:
     AsyncStoreFileSystem(**options).close()
 
 
+def test_a_corrupted_large_parquet_file_fails_the_pandas_read(tmp_path: Path) -> None:
+    # Above the whole-read threshold, read_parquet reads the footer, then the column
+    # chunks from offset 4: the spans cover the file, and its sha256 is checked.
+    options = {"root": f"file://{tmp_path}", "full_read_threshold": 64 * 1024}
+    frame = _frame(50_000, seed=5)
+    frame.to_parquet("asyncstore://t.parquet", storage_options=options)
+    assert (tmp_path / "t.parquet").stat().st_size > 4 * 64 * 1024
+    pd.testing.assert_frame_equal(
+        pd.read_parquet("asyncstore://t.parquet", storage_options=options), frame
+    )
+    _corrupt_in_place(tmp_path / "t.parquet")
+    with pytest.raises(DigestMismatchError) as info:
+        pd.read_parquet("asyncstore://t.parquet", storage_options=options)
+    assert info.value.key == "t.parquet"
+    AsyncStoreFileSystem(**options).close()
+
+
 def test_a_corrupted_csv_read_in_order_fails_the_pandas_read(tmp_path: Path) -> None:
     # Above the whole-read threshold, the file is read in ranges: verified in order.
     options = {"root": f"file://{tmp_path}", "full_read_threshold": 64 * 1024}

@@ -3,10 +3,17 @@
 Reading: a file no larger than the filesystem's ``full_read_threshold`` is
 read whole on first access, in one verified transfer, and served from memory
 (a Parquet reader's many small reads then cost one request, and the sha256 is
-checked). A larger file is read in ranges through fsspec's readahead cache;
-every range must come from the version that was opened (its ETag), and when
-the ranges cover the file in order to its end (a CSV reader, ``f.read()``)
-their sha256 is checked against the one recorded at upload.
+checked). A larger file is read in spans (`_SpanCache`): a read that misses
+fetches ``[start, max(end, start + block_size))`` as concurrent ranged reads
+(the Store's ``chunk_size`` ranges, ``max_concurrency`` in flight), so a
+Parquet reader's column-chunk reads of tens of MiB are parallel and a CSV
+reader's small reads share a block; the span is kept as the pieces the Store
+handed over, and a read is one copy out of them. Every span must come from
+the version that was opened (its ETag). When the spans cover the file in
+order to its end (a CSV reader, ``f.read()``, and a Parquet reader reading
+every column: the few bytes it skips before a span are fetched with it, and
+the footer it read first is kept), their sha256 is checked against the one
+recorded at upload.
 
 Writing (``wb``, or ``xb`` to create only): bytes are buffered up to the
 block size and then handed, one block at a time, to one streaming `put` on
@@ -20,6 +27,7 @@ aborts the upload instead of committing part of the file.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import hashlib
 from types import TracebackType
@@ -37,6 +45,76 @@ if TYPE_CHECKING:
     from ._filesystem import AsyncStoreFileSystem
 
 __all__ = ["AsyncStoreFile"]
+
+#: A span that starts at most this far past the verified prefix is fetched from it,
+#: so that a reader which skips a few bytes (Parquet's leading magic) stays verifiable.
+_HASH_GAP = 64 * 1024
+#: Spans read ahead of the verified prefix (a Parquet footer, read first) of at most
+#: this size are kept, up to `_AHEAD_BUDGET` bytes in all, to be hashed when reached.
+_AHEAD_PIECE = 1024 * 1024
+_AHEAD_BUDGET = 4 * 1024 * 1024
+
+
+class _SpanCache(fsspec.caching.BaseCache):  # type: ignore[misc]
+    """fsspec's cache for a large file: the last span fetched, as the pieces it came in.
+
+    A read inside the span is one copy out of its pieces (none when it is exactly
+    one piece); a read past it fetches from where the span ends (or from the
+    read's start) to ``max(end, start + blocksize)``: one span of concurrent
+    ranged reads, no overlap with what is held, no copy of the whole span.
+    """
+
+    name = "asyncstore-spans"
+
+    def __init__(self, blocksize: int, fetcher: Any, size: int) -> None:
+        super().__init__(blocksize, fetcher, size)
+        self._start = 0
+        self._offsets: list[int] = []
+        self._pieces: list[bytes] = []
+        self._end = 0
+
+    def _hold(self, start: int, pieces: list[bytes]) -> None:
+        self._start = start
+        self._offsets = []
+        offset = start
+        for piece in pieces:
+            self._offsets.append(offset)
+            offset += len(piece)
+        self._pieces = pieces
+        self._end = offset
+
+    def _slice(self, start: int, end: int) -> list[memoryview | bytes]:
+        """Views of the held bytes ``[start, end)`` (within the span)."""
+        out: list[memoryview | bytes] = []
+        index = max(0, bisect.bisect_right(self._offsets, start) - 1)
+        while start < end and index < len(self._pieces):
+            piece, offset = self._pieces[index], self._offsets[index]
+            lo, hi = start - offset, min(end - offset, len(piece))
+            out.append(piece if lo == 0 and hi == len(piece) else memoryview(piece)[lo:hi])
+            start = offset + hi
+            index += 1
+        return out
+
+    def _fetch(self, start: int | None, end: int | None) -> bytes:
+        start = 0 if start is None else start
+        end = self.size if end is None else min(end, self.size)
+        if start >= end:
+            return b""
+        self.total_requested_bytes += end - start
+        if self._start <= start and end <= self._end:
+            self.hit_count += 1
+            parts = self._slice(start, end)
+        else:
+            self.miss_count += 1
+            head = self._slice(start, self._end) if self._start <= start < self._end else []
+            fetch_from = self._end if head else start
+            fetch_to = min(self.size, max(end, fetch_from + self.blocksize))
+            span_start, pieces = self.fetcher(fetch_from, fetch_to)
+            self._hold(span_start, pieces)
+            parts = [*head, *self._slice(fetch_from, end)]
+        if len(parts) == 1 and isinstance(parts[0], bytes):
+            return parts[0]
+        return b"".join(parts)
 
 
 class _StreamingPut:
@@ -144,18 +222,22 @@ class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
             if self._expected is not None and not self._read_whole:
                 self._hasher = hashlib.sha256()
             if cache_type is None:
-                cache_type = "none" if self._read_whole else "readahead"
+                cache_type = "none" if self._read_whole else _SpanCache.name
+        self._ahead: list[tuple[int, bytes]] = []
+        spans = cache_type == _SpanCache.name
         super().__init__(
             fs,
             path,
             mode,
             block_size=block_size,
             autocommit=autocommit,
-            cache_type=cache_type or "readahead",
+            cache_type="none" if spans else cache_type or "readahead",
             cache_options=cache_options,
             size=self.details["size"] if mode == "rb" else None,
             **kwargs,
         )
+        if spans:
+            self.cache = _SpanCache(self.blocksize, self._fetch_span, self.size)
 
     def _run(self, func: Any, *args: Any) -> Any:
         return fsspec.asyn.sync(self.fs.loop, func, *args)
@@ -167,11 +249,39 @@ class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
             if self._whole is None:
                 self._whole = self._run(self.fs._cat_file, self.path)
             return self._whole[start:end]
-        data: bytes = self._run(self.fs._read_pinned, self.path, start, end, self._etag)
-        self._check_in_order(start, data)
-        return data
+        span_start, pieces = self._fetch_span(start, end)  # a cache_type of the caller's
+        data = b"".join(pieces)
+        return data[start - span_start :] if span_start < start else data
 
-    def _check_in_order(self, start: int, data: bytes) -> None:
+    def _fetch_span(self, start: int, end: int) -> tuple[int, list[bytes]]:
+        """Fetch ``[start, end)``, from the verified prefix if it ends just before."""
+        if self._hasher is not None and self._hashed < start <= self._hashed + _HASH_GAP:
+            start = self._hashed
+        pieces: list[bytes] = self._run(self.fs._read_span, self.path, start, end, self._etag)
+        self._check_in_order(start, pieces)
+        return start, pieces
+
+    def _check_in_order(self, start: int, pieces: list[bytes]) -> None:
+        """Hash what extends the verified prefix; keep a small span read ahead of it."""
+        if self._hasher is None:
+            return
+        if start > self._hashed:
+            size = sum(len(p) for p in pieces)
+            kept = sum(len(p) for _, p in self._ahead)
+            if size <= _AHEAD_PIECE and kept + size <= _AHEAD_BUDGET:
+                self._ahead.append((start, b"".join(pieces)))
+            return
+        for piece in pieces:
+            self._extend_hash(start, piece)
+            start += len(piece)
+        while self._hasher is not None:
+            reached = [(s, p) for s, p in self._ahead if s <= self._hashed < s + len(p)]
+            self._ahead = [(s, p) for s, p in self._ahead if s + len(p) > self._hashed]
+            if not reached:
+                break
+            self._extend_hash(*reached[0])
+
+    def _extend_hash(self, start: int, data: bytes) -> None:
         if self._hasher is None or not start <= self._hashed < start + len(data):
             return
         self._hasher.update(memoryview(data)[self._hashed - start :])
@@ -179,6 +289,7 @@ class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
         if self._hashed >= self.size:
             actual = "sha256:" + self._hasher.hexdigest()
             self._hasher = None
+            self._ahead = []
             if actual != self._expected:
                 raise DigestMismatchError(
                     f"{self.path!r} is corrupt: its bytes hash to {actual}, but "

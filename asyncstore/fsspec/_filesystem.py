@@ -510,19 +510,19 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
                 tg.start_soon(one, index)
         return out
 
-    async def _read_pinned(self, path: str, start: int, end: int, etag: str | None) -> bytes:
-        """``[start, end)`` of the version whose ETag is ``etag`` (for open files)."""
+    async def _read_span(self, path: str, start: int, end: int, etag: str | None) -> list[bytes]:
+        """``[start, end)`` of the version whose ETag is ``etag`` (for open files), as the
+        pieces the Store hands over: its ranges, read concurrently, never joined here."""
         _, store, key = await self._locate(path)
-        async with store.stream(key, start=start, end=end) as body:
-            pieces = [chunk async for chunk in body]
+        async with store.open(key, start=start, end=end) as body:
             info = body.info
-        if etag is not None and info is not None and info.etag != etag:
-            raise PreconditionFailedError(
-                f"{path!r} was replaced while it was open for reading "
-                f"(ETag {etag!r} is now {info.etag!r})",
-                key=key,
-            )
-        return b"".join(pieces)
+            if etag is not None and info is not None and info.etag != etag:
+                raise PreconditionFailedError(
+                    f"{path!r} was replaced while it was open for reading "
+                    f"(ETag {etag!r} is now {info.etag!r})",
+                    key=key,
+                )
+            return [chunk async for chunk in body]
 
     async def _get_file(
         self, rpath: str, lpath: str, callback: Callback = DEFAULT_CALLBACK, **kwargs: Any
