@@ -22,6 +22,7 @@ from asyncstore._errors import (
     InvalidRangeError,
     NotFoundError,
     PreconditionFailedError,
+    StoreError,
     UploadNotFoundError,
 )
 from asyncstore._types import CommonPrefix, ObjectInfo
@@ -604,13 +605,72 @@ async def test_copy_keeps_metadata(backend: LocalBackend, root: Path) -> None:
     await put(backend, "src", data, content_type="image/png", metadata={"k": "v"})
     result = await backend.copy("src", "dst/copy")
     info = await backend.head("dst/copy")
-    assert info.etag == result.etag != (await backend.head("src")).etag
+    assert info.etag == result.etag
     assert (info.content_type, info.metadata, info.size) == ("image/png", {"k": "v"}, 100_000)
     assert await read_all(backend, "dst/copy") == data
     with pytest.raises(NotFoundError, match="'missing'"):
         await backend.copy("missing", "dst/other")
     assert temp_files(root) == []
     assert not (root / "dst" / "other").exists()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="links through /proc")
+async def test_a_copy_shares_the_file_and_outlives_changes_to_its_source(
+    backend: LocalBackend, root: Path
+) -> None:
+    # An object's file is never written in place, so a copy is a second name for it:
+    # no bytes copied, no fsync of them.
+    data = random.randbytes(3 * MiB)
+    await put(backend, "src", data, metadata={"k": "v"})
+    await backend.copy("src", "dst/copy")
+    assert (root / "src").stat().st_ino == (root / "dst" / "copy").stat().st_ino
+    await put(backend, "src", b"replaced")
+    assert await read_all(backend, "dst/copy") == data
+    assert (await backend.head("dst/copy")).metadata == {"k": "v"}
+    await backend.delete("src")
+    assert await read_all(backend, "dst/copy") == data
+    await backend.copy("dst/copy", "dst/copy")  # onto itself: a no-op that leaves nothing
+    assert await read_all(backend, "dst/copy") == data
+    assert temp_files(root) == []
+    assert sorted(p.name for p in (root / "dst").iterdir()) == ["copy"]
+
+
+@pytest.mark.parametrize("errno_name", ["EXDEV", "EPERM", "EMLINK"])
+async def test_a_copy_copies_the_bytes_where_no_link_can_be_made(
+    backend: LocalBackend, root: Path, monkeypatch: pytest.MonkeyPatch, errno_name: str
+) -> None:
+    import errno
+
+    def no_link(*args: object, **kwargs: object) -> None:
+        raise OSError(getattr(errno, errno_name), "no link here")
+
+    data = random.randbytes(MiB + 3)
+    await put(backend, "src", data, content_type="text/plain")
+    monkeypatch.setattr(os, "link", no_link)
+    await backend.copy("src", "dst")
+    monkeypatch.undo()
+    assert (root / "src").stat().st_ino != (root / "dst").stat().st_ino
+    assert await read_all(backend, "dst") == data
+    assert (await backend.head("dst")).content_type == "text/plain"
+    assert temp_files(root) == []
+
+
+async def test_a_link_that_fails_otherwise_fails_the_copy_and_leaves_nothing(
+    backend: LocalBackend, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    await put(backend, "src", b"abc")
+    monkeypatch.setattr(os, "link", full)
+    with pytest.raises(StoreError, match="'dst'"):
+        await backend.copy("src", "dst")
+    monkeypatch.undo()
+    assert not (root / "dst").exists()
+    assert temp_files(root) == []
+    assert await read_all(backend, "src") == b"abc"
 
 
 # --------------------------------------------------------------------------- key defences

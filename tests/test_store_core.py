@@ -658,6 +658,23 @@ async def test_part_buffers_start_on_a_page(tmp_path: Any) -> None:
     assert set(backend.offsets) == {0}
 
 
+@pytest.mark.skipif(not hasattr(__import__("mmap"), "MAP_PRIVATE"), reason="needs mmap")
+def test_part_buffers_are_mappings_the_kernel_zeroes() -> None:
+    # bytearray(n) zero-fills n bytes holding the GIL (up to 12 ms for 8 MiB: a stall
+    # of the event loop even from a worker thread); a private mapping is zeroed by the
+    # kernel page by page, as a read that released the GIL first fills it.
+    import mmap
+
+    from asyncstore._stream._buffers import BufferPool
+
+    pool = BufferPool(8 * MiB)
+    view = pool.take()
+    assert isinstance(view.obj, mmap.mmap)
+    assert len(view) == 8 * MiB and not view.readonly
+    pool.give(view[:100])
+    assert pool.take() is view  # recycled, whatever slice of it came back
+
+
 async def test_download_ranges_land_in_buffers_that_start_on_a_page() -> None:
     from asyncstore._stream import _download
 

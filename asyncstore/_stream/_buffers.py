@@ -7,18 +7,27 @@ window's ``chunk_size * (max_concurrency + 2)``. Reusing the few buffers a
 window needs keeps RSS at the formula. Only buffers the pool allocated are
 ever recycled (never a caller's own buffer).
 
-Each buffer starts on a page boundary. A large ``bytearray`` starts 16 bytes
-past one (malloc's header), and the kernel's copies out of such a buffer
-(``pwrite`` into the page cache, ``send`` into a socket) cost more than out of
-an aligned one: reading and writing 1 GiB through an 8 MiB buffer took 0.58
-CPU s at that offset and 0.40 aligned (medians of 10, on this machine's AMD
-EPYC). So a buffer is a page-aligned ``memoryview`` into a slightly larger
+Each buffer starts on a page boundary, and is a private anonymous ``mmap``
+where the platform has one:
+
+- A large ``bytearray`` starts 16 bytes past a page (malloc's header), and the
+  kernel's copies out of such a buffer (``pwrite`` into the page cache,
+  ``send`` into a socket) cost more than out of an aligned one: reading and
+  writing 1 GiB through an 8 MiB buffer took 0.58 CPU s at that offset and
+  0.40 aligned (medians of 10, on this machine's AMD EPYC).
+- ``bytearray(n)`` zero-fills its ``n`` bytes while it holds the GIL: up to
+  12 ms for 8 MiB, a stall of the event loop even from a worker thread. A
+  fresh mapping costs microseconds; its pages are zeroed by the kernel as the
+  first read fills them, in a system call that has released the GIL.
+
+Elsewhere a buffer is a page-aligned ``memoryview`` into a slightly larger
 ``bytearray``.
 """
 
 from __future__ import annotations
 
 import ctypes
+import mmap
 
 import anyio.to_thread
 
@@ -30,10 +39,15 @@ ALIGNMENT = 4096
 
 def aligned_buffer(size: int) -> memoryview:
     """A writable ``memoryview`` of ``size`` bytes starting at an `ALIGNMENT` boundary."""
+    if _MAP_PRIVATE is not None and size > 0:
+        return memoryview(mmap.mmap(-1, size, flags=_MAP_PRIVATE))
     raw = bytearray(size + ALIGNMENT - 1)
     address = ctypes.addressof(ctypes.c_char.from_buffer(raw))
     start = -address % ALIGNMENT
     return memoryview(raw)[start : start + size]
+
+
+_MAP_PRIVATE: int | None = getattr(mmap, "MAP_PRIVATE", None)
 
 
 class BufferPool:
@@ -46,7 +60,7 @@ class BufferPool:
     def __init__(self, size: int) -> None:
         self.size = size
         self._free: list[memoryview] = []
-        self._owned: dict[int, memoryview] = {}  # id of the bytearray -> its aligned view
+        self._owned: dict[int, memoryview] = {}  # id of the memory -> its aligned view
 
     def take(self) -> memoryview:
         """A buffer of ``size`` bytes (contents undefined)."""
@@ -58,17 +72,22 @@ class BufferPool:
             return view
 
     async def take_async(self) -> memoryview:
-        """Like `take`, but a new buffer is allocated in a worker thread.
+        """Like `take`, but a new ``bytearray`` buffer is allocated in a worker thread.
 
-        Zero-filling a fresh 16 MiB buffer takes 10-15 ms: too long for the event loop.
+        Zero-filling a fresh 16 MiB ``bytearray`` takes 10-15 ms: too long for the event
+        loop (a fresh mapping, where there is ``mmap``, takes microseconds).
         """
-        if self._free:
-            return self._free.pop()
+        if self._free or _MAP_PRIVATE is not None:
+            return self.take()
         return await anyio.to_thread.run_sync(self.take)
 
     async def reserve(self) -> None:
-        """Make sure one free buffer is ready, allocating it in a worker thread if needed."""
-        if not self._free:
+        """Make sure `take` will not zero-fill a ``bytearray`` on the event loop.
+
+        Without ``mmap``, one free buffer is made ready (in a worker thread); with it,
+        nothing is needed, and nothing is allocated before it is taken.
+        """
+        if not self._free and _MAP_PRIVATE is None:
             self._free.append(await anyio.to_thread.run_sync(self.take))
 
     def give(self, view: memoryview | bytearray) -> None:

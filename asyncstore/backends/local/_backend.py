@@ -45,6 +45,7 @@ from ._files import (
     delete_files,
     discard_temp,
     finish_temp,
+    link_temp,
     open_object,
     open_temp,
     prepare_root,
@@ -421,7 +422,11 @@ class LocalBackend(Backend):
                 await _run(delete_files, p)
 
     async def copy(self, src: str, dst: str) -> WriteResult:
-        """Copy the bytes (``copy_file_range`` where possible) and the metadata.
+        """Copy the object: a hard link to its file where possible, else its bytes.
+
+        An object's file is never written in place, so the copy may share it
+        (`link_temp`); where it cannot, the bytes are copied (``copy_file_range``
+        where possible). The metadata is copied either way.
 
         Raises:
             NotFoundError: ``src`` does not exist.
@@ -441,14 +446,14 @@ class LocalBackend(Backend):
                 await self._settle(src, attempt)
             info = object_info(src, st, record)
             with os_errors(dst, "write"):
-                await _run(open_temp, pd, temp)
+                linked = await _run(link_temp, pd, temp, handle.fileno())
                 position = 0
-                while position < st.st_size:
+                while linked is None and position < st.st_size:
                     assert temp.fd is not None
                     count = min(WRITE_SLICE, st.st_size - position)
                     await _run(copy_range, handle.fileno(), temp.fd, position, count, src)
                     position += count
-                new_st = await _run(finish_temp, temp)
+                new_st = linked if linked is not None else await _run(finish_temp, temp)
             await handle.aclose()
             attrs = WriteAttributes(content_type=info.content_type, metadata=info.metadata)
             return await self._commit(pd, temp, new_st, attrs)

@@ -58,6 +58,7 @@ __all__ = [
     "delete_files",
     "discard_temp",
     "finish_temp",
+    "link_temp",
     "open_object",
     "open_temp",
     "prepare_root",
@@ -121,6 +122,59 @@ def open_temp(p: Paths, temp: Temp) -> None:
     path = os.path.join(parent, new_temp_name())
     fd = create_exclusive(parent, path, os.O_WRONLY, lambda: collision(p))
     temp.path, temp.fd = path, fd
+
+
+#: Why a hard link may not be made, where copying the bytes still works.
+_LINK_FALLBACK_ERRNOS = frozenset(
+    {
+        errno.EXDEV,  # another file system
+        errno.EPERM,  # no hard links here, or protected_hardlinks
+        errno.EACCES,
+        errno.EMLINK,  # too many links to the source
+        errno.ENOENT,  # no /proc, or the source was deleted meanwhile
+        errno.ENOSYS,
+        errno.EOPNOTSUPP,
+        errno.EINVAL,
+    }
+)
+
+
+def link_temp(p: Paths, temp: Temp, src: int) -> os.stat_result | None:
+    """Make the temp file for ``p`` a second name of the open object ``src``; None if not here.
+
+    An object's data file is never written in place (every write is a new file
+    renamed over the key), so two keys may share one: a copy then costs no bytes
+    and no fsync of them. The link is made from the descriptor (``/proc/self/fd``),
+    so it names exactly the file that was opened and checked, even if the source
+    key was replaced since. Where no link can be made, the temp file stays empty
+    and open for the bytes to be copied into it.
+    """
+    open_temp(p, temp)
+    assert temp.path is not None
+    assert temp.fd is not None
+    directory = os.path.dirname(temp.path)
+    second = os.path.join(directory, new_temp_name())
+    try:
+        # A directory descriptor makes os.link call linkat(AT_SYMLINK_FOLLOW), which
+        # follows /proc's link to the open file; plain link(2) would not.
+        dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.link(f"/proc/self/fd/{src}", os.path.basename(second), dst_dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        if exc.errno in _LINK_FALLBACK_ERRNOS:
+            return None
+        raise
+    try:
+        os.replace(second, temp.path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(second)
+        raise
+    os.close(temp.fd)
+    temp.fd = None
+    return os.fstat(src)
 
 
 def finish_temp(temp: Temp) -> os.stat_result:
@@ -198,6 +252,11 @@ def commit_files(p: Paths, temp: Temp, st: os.stat_result, attrs: WriteAttribute
             os.replace(temp.path, target)
         except IsADirectoryError:
             raise directory_conflict(p.key) from None
+        if st.st_nlink > 1:
+            # A linked copy onto a key that already names the same file: rename does
+            # nothing then, and leaves the temp name behind.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp.path)
         temp.path = None
     fsync_dir(parent)
 
