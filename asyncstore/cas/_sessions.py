@@ -381,12 +381,7 @@ class Sessions:
     ) -> _Held:
         for _ in range(_CLAIM_ATTEMPTS):
             state, etag = await self._load(sid, scope)
-            if offset is not None and offset != state.size:
-                raise InvalidOffsetError(
-                    f"upload session {sid}: a chunk at offset {offset} does not follow the "
-                    f"{state.size} bytes already received; resume at offset {state.size}",
-                    key=sid,
-                )
+            _check_offset(sid, offset, state.size)
             now = time.time()
             if state.lease is not None and state.lease.expires > now:
                 raise InvalidOffsetError(
@@ -526,12 +521,7 @@ class Sessions:
             parts, or would outgrow ``inline_limit``): take the leased path.
         """
         state, etag = await self._load(sid, scope)
-        if offset is not None and offset != state.size:
-            raise InvalidOffsetError(
-                f"upload session {sid}: a chunk at offset {offset} does not follow the "
-                f"{state.size} bytes already received; resume at offset {state.size}",
-                key=sid,
-            )
+        _check_offset(sid, offset, state.size)
         if state.lease is not None and state.lease.expires > time.time():
             raise InvalidOffsetError(
                 f"upload session {sid}: another {state.lease.action} is in progress "
@@ -908,3 +898,13 @@ class Sessions:
 
 def _older(info: ObjectInfo, cutoff: float) -> bool:
     return info.last_modified is not None and info.last_modified.timestamp() < cutoff
+
+
+def _check_offset(sid: str, offset: int | None, size: int) -> None:
+    """Raise InvalidOffsetError unless ``offset`` (None: wherever it is) is the session's size."""
+    if offset is not None and offset != size:
+        raise InvalidOffsetError(
+            f"upload session {sid}: a chunk at offset {offset} does not follow the "
+            f"{size} bytes already received; resume at offset {size}",
+            key=sid,
+        )
