@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -612,6 +613,61 @@ async def test_copy_keeps_metadata(backend: LocalBackend, root: Path) -> None:
         await backend.copy("missing", "dst/other")
     assert temp_files(root) == []
     assert not (root / "dst" / "other").exists()
+
+
+def _record_part_opens(
+    monkeypatch: pytest.MonkeyPatch, *, refuse_direct: bool = False
+) -> list[int]:
+    """Record the flags of every open of an upload's temp file (optionally refusing O_DIRECT)."""
+    from asyncstore.backends.local import _uploads
+
+    flags_seen: list[int] = []
+    real_open = os.open
+
+    def recording_open(path: str, flags: int, *args: object, **kwargs: object) -> int:
+        if str(path).endswith(".part") and flags & os.O_WRONLY and not flags & os.O_CREAT:
+            flags_seen.append(flags)
+            if refuse_direct and flags & _uploads.O_DIRECT:
+                raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", recording_open)
+    return flags_seen
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="needs O_DIRECT")
+@pytest.mark.parametrize("refuse_direct", [False, True])
+async def test_large_aligned_parts_are_written_straight_to_disk(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refuse_direct: bool
+) -> None:
+    # The core's part buffers are page-aligned: such a part skips the page-cache copy
+    # (O_DIRECT). A file system that refuses it (tmpfs) gets the same bytes buffered.
+    src = tmp_path / "src.bin"
+    data = random.randbytes(3 * MiB + 5)
+    src.write_bytes(data)
+    store = Store(LocalBackend(root), chunk_size=MiB)
+    flags_seen = _record_part_opens(monkeypatch, refuse_direct=refuse_direct)
+    await store.upload_file(src, "up")
+    monkeypatch.undo()
+    direct = [f for f in flags_seen if f & os.O_DIRECT]
+    assert len(direct) == 3  # the three whole MiB parts; the 5-byte tail is not aligned
+    assert len(flags_seen) == 4 + (3 if refuse_direct else 0)
+    assert await store.get("up") == data
+    assert temp_files(root) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="needs O_DIRECT")
+async def test_parts_of_a_callers_own_buffer_go_through_the_page_cache(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = random.randbytes(3 * MiB)  # bytes: read-only memory, wherever it starts
+    store = Store(LocalBackend(root), chunk_size=MiB)
+    flags_seen = _record_part_opens(monkeypatch)
+    await store.put("up", data)
+    monkeypatch.undo()
+    assert len(flags_seen) == 3
+    assert not any(f & os.O_DIRECT for f in flags_seen)
+    assert await store.get("up") == data
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="links through /proc")

@@ -31,7 +31,7 @@ import mmap
 
 import anyio.to_thread
 
-__all__ = ["ALIGNMENT", "BufferPool", "aligned_buffer"]
+__all__ = ["ALIGNMENT", "BufferPool", "aligned_buffer", "is_aligned"]
 
 #: Where every pooled buffer starts: a multiple of this address (a page).
 ALIGNMENT = 4096
@@ -48,6 +48,17 @@ def aligned_buffer(size: int) -> memoryview:
 
 
 _MAP_PRIVATE: int | None = getattr(mmap, "MAP_PRIVATE", None)
+
+
+def is_aligned(view: memoryview) -> bool:
+    """Whether ``view`` is writable memory that starts at an `ALIGNMENT` boundary.
+
+    Read-only memory (a ``bytes`` source) says False: its address is not needed
+    where it cannot be written, and ctypes only reads addresses of writable buffers.
+    """
+    if view.readonly or not view.c_contiguous or view.nbytes == 0:
+        return False
+    return ctypes.addressof(ctypes.c_char.from_buffer(view)) % ALIGNMENT == 0
 
 
 class BufferPool:

@@ -3,6 +3,16 @@
 The temp file's name (``.asyncstore-<32 hex>.part``) is the upload id, so any
 process on the same root can resume the upload; `finish_upload_file` hands it
 to the same commit as a whole-object write.
+
+A large part in page-aligned memory at an aligned offset (the core's pooled
+part buffers) is written with ``O_DIRECT``: straight from that memory to the
+disk, with no copy into the page cache. The commit fsyncs the file anyway, so
+the bytes must reach the disk before the upload is answered either way; the
+page-cache copy only cost CPU (0.39-2.0 s per GiB here against 0.27-0.30
+direct, the upper end on this VM, whose host must fault freed memory back in)
+and left the object cached for a next read. Where the file system refuses
+``O_DIRECT`` (tmpfs, some FUSE), and for any other part, the write goes
+through the page cache and its writeback starts at once (`start_writeback`).
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import re
 import stat
 
 from ..._errors import UploadNotFoundError
+from ..._stream._buffers import ALIGNMENT, is_aligned
 from ..._stream._files import pwrite_all
 from ._files import Temp, open_temp
 from ._paths import O_CLOEXEC, O_NOFOLLOW, Paths, prune_dirs, real_parent
@@ -56,12 +67,49 @@ def new_upload_file(p: Paths, temp: Temp) -> None:
     os.close(fd)
 
 
+#: ``os.O_DIRECT`` where the platform has it (Linux), else 0.
+O_DIRECT: int = getattr(os, "O_DIRECT", 0)
+#: Parts at least this large may be written with ``O_DIRECT``.
+DIRECT_MIN = 1 << 20
+
+
+def _direct(offset: int, data: memoryview) -> bool:
+    return (
+        O_DIRECT != 0
+        and data.nbytes >= DIRECT_MIN
+        and offset % ALIGNMENT == 0
+        and data.nbytes % ALIGNMENT == 0
+        and is_aligned(data)
+    )
+
+
 def write_part(p: Paths, upload_id: str, offset: int, data: memoryview) -> None:
+    if _direct(offset, data) and _write_direct(p, upload_id, offset, data):
+        return
     _, fd = _open_upload(p, upload_id, os.O_WRONLY)
     try:
         pwrite_all(fd, data, offset, write_behind=True)
     finally:
         os.close(fd)
+
+
+def _write_direct(p: Paths, upload_id: str, offset: int, data: memoryview) -> bool:
+    """Write ``data`` with ``O_DIRECT``; False if the file system refuses it (EINVAL)."""
+    try:
+        _, fd = _open_upload(p, upload_id, os.O_WRONLY | O_DIRECT)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return False
+        raise
+    try:
+        pwrite_all(fd, data, offset)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:  # an alignment this device wants larger
+            return False
+        raise
+    finally:
+        os.close(fd)
+    return True
 
 
 def finish_upload_file(p: Paths, upload_id: str, size: int, temp: Temp) -> os.stat_result:
