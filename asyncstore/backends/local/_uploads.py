@@ -71,6 +71,8 @@ def new_upload_file(p: Paths, temp: Temp) -> None:
 O_DIRECT: int = getattr(os, "O_DIRECT", 0)
 #: Parts at least this large may be written with ``O_DIRECT``.
 DIRECT_MIN = 1 << 20
+#: How a file system says it does not do ``O_DIRECT`` (tmpfs: EINVAL).
+_NO_DIRECT_ERRNOS = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP})
 
 
 def _direct(offset: int, data: memoryview) -> bool:
@@ -94,17 +96,17 @@ def write_part(p: Paths, upload_id: str, offset: int, data: memoryview) -> None:
 
 
 def _write_direct(p: Paths, upload_id: str, offset: int, data: memoryview) -> bool:
-    """Write ``data`` with ``O_DIRECT``; False if the file system refuses it (EINVAL)."""
+    """Write ``data`` with ``O_DIRECT``; False if the file system refuses it."""
     try:
         _, fd = _open_upload(p, upload_id, os.O_WRONLY | O_DIRECT)
     except OSError as exc:
-        if exc.errno == errno.EINVAL:
+        if exc.errno in _NO_DIRECT_ERRNOS:
             return False
         raise
     try:
         pwrite_all(fd, data, offset)
     except OSError as exc:
-        if exc.errno == errno.EINVAL:  # an alignment this device wants larger
+        if exc.errno in _NO_DIRECT_ERRNOS:  # e.g. an alignment this device wants larger
             return False
         raise
     finally:
