@@ -1169,9 +1169,9 @@ async def test_written_ranges_start_their_way_to_disk_before_the_fsync(
         return 0
 
     monkeypatch.setattr(_files, "_sync_file_range", record)
-    from asyncstore.backends.local import LocalBackend, _uploads
+    from asyncstore.backends.local import LocalBackend
 
-    monkeypatch.setattr(_uploads, "O_DIRECT", 0)  # parts through the page cache (as on tmpfs)
+    monkeypatch.setattr(_files, "O_DIRECT", 0)  # through the page cache (as on tmpfs)
 
     store = Store(LocalBackend(tmp_path / "store"), chunk_size=MiB)
     src = tmp_path / "src.bin"
@@ -1194,3 +1194,38 @@ def test_start_writeback_ignores_what_cannot_be_written_back() -> None:
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "O_DIRECT"), reason="needs O_DIRECT")
+@pytest.mark.parametrize("refuse_direct", [False, True])
+async def test_download_file_writes_aligned_ranges_straight_to_disk(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, refuse_direct: bool
+) -> None:
+    # The temp file is fsynced before it is renamed anyway: whole aligned ranges in the
+    # core's page-aligned buffers skip the page-cache copy (O_DIRECT, set per write).
+    # A file system that refuses it (tmpfs) is written through the page cache.
+    import errno
+    import fcntl
+    import os
+
+    from asyncstore._stream import _files
+
+    attempts: list[int] = []
+    real_fcntl = fcntl.fcntl
+
+    def recording(fd: int, cmd: int, arg: int = 0) -> int:
+        if cmd == fcntl.F_SETFL and arg & os.O_DIRECT:
+            attempts.append(fd)
+            if refuse_direct:
+                raise OSError(errno.EINVAL, "Invalid argument")
+        return real_fcntl(fd, cmd, arg)
+
+    store = Store(MemoryBackend(), chunk_size=MiB)
+    data = pattern(3 * MiB + 5)
+    await store.put("k", data)
+    monkeypatch.setattr(fcntl, "fcntl", recording)
+    await store.download_file("k", tmp_path / "out.bin")
+    monkeypatch.undo()
+    assert len(attempts) == (1 if refuse_direct else 3)  # refused once, never tried again
+    assert (tmp_path / "out.bin").read_bytes() == data
+    assert _files.O_DIRECT == os.O_DIRECT

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import secrets
 import sys
@@ -20,8 +21,18 @@ import anyio
 import anyio.to_thread
 
 from .._errors import InvalidArgumentError, PermissionDeniedError
+from ._buffers import ALIGNMENT, is_aligned
 
-__all__ = ["AtomicFile", "fsync_dir", "pwrite_all", "start_writeback"]
+__all__ = [
+    "DIRECT_MIN",
+    "NO_DIRECT_ERRNOS",
+    "O_DIRECT",
+    "AtomicFile",
+    "direct_range",
+    "fsync_dir",
+    "pwrite_all",
+    "start_writeback",
+]
 
 
 def _find_sync_file_range() -> Callable[[int, int, int, int], int] | None:
@@ -52,6 +63,31 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
     if _sync_file_range is not None:
         # Its errors (a pipe, a file system without it) only mean no head start.
         _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+#: ``os.O_DIRECT`` where the platform has it (Linux), else 0.
+O_DIRECT: int = getattr(os, "O_DIRECT", 0)
+#: Writes at least this large, page-aligned in memory, offset and length, may skip
+#: the page cache (`direct_range`).
+DIRECT_MIN = 1 << 20
+#: How a file system says it does not do ``O_DIRECT`` (tmpfs: EINVAL).
+NO_DIRECT_ERRNOS = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP})
+
+
+def direct_range(offset: int, data: memoryview) -> bool:
+    """Whether writing ``data`` at ``offset`` may skip the page cache (``O_DIRECT``).
+
+    A write the commit fsyncs anyway gains nothing from the page cache but a copy
+    into it (0.4 to 2 CPU s per GiB on this VM, whose host must fault freed memory
+    back in; 0.27-0.30 direct). It needs page-aligned memory, offset and length.
+    """
+    return (
+        O_DIRECT != 0
+        and data.nbytes >= DIRECT_MIN
+        and offset % ALIGNMENT == 0
+        and data.nbytes % ALIGNMENT == 0
+        and is_aligned(data)
+    )
 
 
 def pwrite_all(fd: int, data: memoryview, offset: int, *, write_behind: bool = False) -> None:
@@ -92,6 +128,7 @@ class AtomicFile:
         # One write at a time: writes into one file queue on its inode lock, and
         # spin for it in the kernel, burning the CPU the hashing needs.
         self._writing = anyio.Lock()
+        self._direct = O_DIRECT != 0
 
     def _open(self) -> int:
         # abspath may call getcwd(): a syscall, so it runs here, in the worker thread.
@@ -125,7 +162,27 @@ class AtomicFile:
 
     def _write(self, data: memoryview, offset: int) -> None:
         assert self._fd is not None
+        if self._direct and direct_range(offset, data) and self._write_direct(data, offset):
+            return
         pwrite_all(self._fd, data, offset, write_behind=True)
+
+    def _write_direct(self, data: memoryview, offset: int) -> bool:
+        """Write with ``O_DIRECT`` set for this one write; False (and never again) if refused."""
+        import fcntl  # POSIX only, like O_DIRECT itself
+
+        assert self._fd is not None
+        flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+        try:
+            fcntl.fcntl(self._fd, fcntl.F_SETFL, flags | O_DIRECT)
+            pwrite_all(self._fd, data, offset)
+        except OSError as exc:
+            if exc.errno not in NO_DIRECT_ERRNOS:
+                raise
+            self._direct = False
+            return False
+        finally:
+            fcntl.fcntl(self._fd, fcntl.F_SETFL, flags)
+        return True
 
     async def write_at(self, offset: int, data: memoryview) -> None:
         """Write ``data`` at ``offset`` (in a worker thread, one write at a time)."""

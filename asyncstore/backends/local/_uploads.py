@@ -23,8 +23,7 @@ import re
 import stat
 
 from ..._errors import UploadNotFoundError
-from ..._stream._buffers import ALIGNMENT, is_aligned
-from ..._stream._files import pwrite_all
+from ..._stream._files import NO_DIRECT_ERRNOS, O_DIRECT, direct_range, pwrite_all
 from ._files import Temp, open_temp
 from ._paths import O_CLOEXEC, O_NOFOLLOW, Paths, prune_dirs, real_parent
 
@@ -67,26 +66,8 @@ def new_upload_file(p: Paths, temp: Temp) -> None:
     os.close(fd)
 
 
-#: ``os.O_DIRECT`` where the platform has it (Linux), else 0.
-O_DIRECT: int = getattr(os, "O_DIRECT", 0)
-#: Parts at least this large may be written with ``O_DIRECT``.
-DIRECT_MIN = 1 << 20
-#: How a file system says it does not do ``O_DIRECT`` (tmpfs: EINVAL).
-_NO_DIRECT_ERRNOS = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP})
-
-
-def _direct(offset: int, data: memoryview) -> bool:
-    return (
-        O_DIRECT != 0
-        and data.nbytes >= DIRECT_MIN
-        and offset % ALIGNMENT == 0
-        and data.nbytes % ALIGNMENT == 0
-        and is_aligned(data)
-    )
-
-
 def write_part(p: Paths, upload_id: str, offset: int, data: memoryview) -> None:
-    if _direct(offset, data) and _write_direct(p, upload_id, offset, data):
+    if direct_range(offset, data) and _write_direct(p, upload_id, offset, data):
         return
     _, fd = _open_upload(p, upload_id, os.O_WRONLY)
     try:
@@ -100,13 +81,13 @@ def _write_direct(p: Paths, upload_id: str, offset: int, data: memoryview) -> bo
     try:
         _, fd = _open_upload(p, upload_id, os.O_WRONLY | O_DIRECT)
     except OSError as exc:
-        if exc.errno in _NO_DIRECT_ERRNOS:
+        if exc.errno in NO_DIRECT_ERRNOS:
             return False
         raise
     try:
         pwrite_all(fd, data, offset)
     except OSError as exc:
-        if exc.errno in _NO_DIRECT_ERRNOS:  # e.g. an alignment this device wants larger
+        if exc.errno in NO_DIRECT_ERRNOS:  # e.g. an alignment this device wants larger
             return False
         raise
     finally:
