@@ -615,24 +615,33 @@ async def test_copy_keeps_metadata(backend: LocalBackend, root: Path) -> None:
     assert not (root / "dst" / "other").exists()
 
 
-def _record_part_opens(
+def _record_part_writes(
     monkeypatch: pytest.MonkeyPatch, *, refuse_direct: bool = False
-) -> list[int]:
-    """Record the flags of every open of an upload's temp file (optionally refusing O_DIRECT)."""
-    from asyncstore.backends.local import _uploads
+) -> tuple[list[int], list[int]]:
+    """Record the opens of an upload's temp file for a part, and the writes switched to
+    O_DIRECT (``fcntl``, optionally refused as tmpfs does): (opens, direct writes)."""
+    import fcntl
 
-    flags_seen: list[int] = []
-    real_open = os.open
+    opens: list[int] = []
+    direct: list[int] = []
+    real_open, real_fcntl = os.open, fcntl.fcntl
 
     def recording_open(path: str, flags: int, *args: object, **kwargs: object) -> int:
+        fd = real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
         if str(path).endswith(".part") and flags & os.O_WRONLY and not flags & os.O_CREAT:
-            flags_seen.append(flags)
-            if refuse_direct and flags & _uploads.O_DIRECT:
+            opens.append(fd)
+        return fd
+
+    def recording_fcntl(fd: int, cmd: int, arg: int = 0) -> int:
+        if cmd == fcntl.F_SETFL and arg & os.O_DIRECT and fd in opens:
+            direct.append(fd)
+            if refuse_direct:
                 raise OSError(errno.EINVAL, "Invalid argument")
-        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+        return real_fcntl(fd, cmd, arg)
 
     monkeypatch.setattr(os, "open", recording_open)
-    return flags_seen
+    monkeypatch.setattr(fcntl, "fcntl", recording_fcntl)
+    return opens, direct
 
 
 @pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="needs O_DIRECT")
@@ -646,12 +655,11 @@ async def test_large_aligned_parts_are_written_straight_to_disk(
     data = random.randbytes(3 * MiB + 5)
     src.write_bytes(data)
     store = Store(LocalBackend(root), chunk_size=MiB)
-    flags_seen = _record_part_opens(monkeypatch, refuse_direct=refuse_direct)
+    opens, direct = _record_part_writes(monkeypatch, refuse_direct=refuse_direct)
     await store.upload_file(src, "up")
     monkeypatch.undo()
-    direct = [f for f in flags_seen if f & os.O_DIRECT]
     assert len(direct) == 3  # the three whole MiB parts; the 5-byte tail is not aligned
-    assert len(flags_seen) == 4 + (3 if refuse_direct else 0)
+    assert len(opens) == 4  # a refused part is written buffered on the same descriptor
     assert await store.get("up") == data
     assert temp_files(root) == []
 
@@ -662,11 +670,11 @@ async def test_parts_of_a_callers_own_buffer_go_through_the_page_cache(
 ) -> None:
     data = random.randbytes(3 * MiB)  # bytes: read-only memory, wherever it starts
     store = Store(LocalBackend(root), chunk_size=MiB)
-    flags_seen = _record_part_opens(monkeypatch)
+    opens, direct = _record_part_writes(monkeypatch)
     await store.put("up", data)
     monkeypatch.undo()
-    assert len(flags_seen) == 3
-    assert not any(f & os.O_DIRECT for f in flags_seen)
+    assert len(opens) == 3
+    assert direct == []
     assert await store.get("up") == data
 
 

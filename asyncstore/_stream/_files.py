@@ -31,6 +31,7 @@ __all__ = [
     "direct_range",
     "fsync_dir",
     "pwrite_all",
+    "pwrite_direct",
     "start_writeback",
 ]
 
@@ -88,6 +89,28 @@ def direct_range(offset: int, data: memoryview) -> bool:
         and data.nbytes % ALIGNMENT == 0
         and is_aligned(data)
     )
+
+
+def pwrite_direct(fd: int, data: memoryview, offset: int) -> bool:
+    """Write all of ``data`` at ``offset`` with ``O_DIRECT`` set for this one write.
+
+    For a `direct_range`. Returns False, having written nothing, where the file
+    system refuses ``O_DIRECT`` (`NO_DIRECT_ERRNOS`): write it through the page
+    cache then.
+    """
+    import fcntl  # POSIX only, like O_DIRECT itself
+
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | O_DIRECT)
+        pwrite_all(fd, data, offset)
+    except OSError as exc:
+        if exc.errno not in NO_DIRECT_ERRNOS:
+            raise
+        return False
+    finally:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+    return True
 
 
 def pwrite_all(fd: int, data: memoryview, offset: int, *, write_behind: bool = False) -> None:
@@ -167,22 +190,10 @@ class AtomicFile:
         pwrite_all(self._fd, data, offset, write_behind=True)
 
     def _write_direct(self, data: memoryview, offset: int) -> bool:
-        """Write with ``O_DIRECT`` set for this one write; False (and never again) if refused."""
-        import fcntl  # POSIX only, like O_DIRECT itself
-
+        """`pwrite_direct`; refused once, never tried again for this file."""
         assert self._fd is not None
-        flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
-        try:
-            fcntl.fcntl(self._fd, fcntl.F_SETFL, flags | O_DIRECT)
-            pwrite_all(self._fd, data, offset)
-        except OSError as exc:
-            if exc.errno not in NO_DIRECT_ERRNOS:
-                raise
-            self._direct = False
-            return False
-        finally:
-            fcntl.fcntl(self._fd, fcntl.F_SETFL, flags)
-        return True
+        self._direct = pwrite_direct(self._fd, data, offset)
+        return self._direct
 
     async def write_at(self, offset: int, data: memoryview) -> None:
         """Write ``data`` at ``offset`` (in a worker thread, one write at a time)."""

@@ -23,7 +23,7 @@ import re
 import stat
 
 from ..._errors import UploadNotFoundError
-from ..._stream._files import NO_DIRECT_ERRNOS, O_DIRECT, direct_range, pwrite_all
+from ..._stream._files import direct_range, pwrite_all, pwrite_direct
 from ._files import Temp, open_temp
 from ._paths import O_CLOEXEC, O_NOFOLLOW, Paths, prune_dirs, real_parent
 
@@ -67,32 +67,12 @@ def new_upload_file(p: Paths, temp: Temp) -> None:
 
 
 def write_part(p: Paths, upload_id: str, offset: int, data: memoryview) -> None:
-    if direct_range(offset, data) and _write_direct(p, upload_id, offset, data):
-        return
     _, fd = _open_upload(p, upload_id, os.O_WRONLY)
     try:
-        pwrite_all(fd, data, offset, write_behind=True)
+        if not (direct_range(offset, data) and pwrite_direct(fd, data, offset)):
+            pwrite_all(fd, data, offset, write_behind=True)
     finally:
         os.close(fd)
-
-
-def _write_direct(p: Paths, upload_id: str, offset: int, data: memoryview) -> bool:
-    """Write ``data`` with ``O_DIRECT``; False if the file system refuses it."""
-    try:
-        _, fd = _open_upload(p, upload_id, os.O_WRONLY | O_DIRECT)
-    except OSError as exc:
-        if exc.errno in NO_DIRECT_ERRNOS:
-            return False
-        raise
-    try:
-        pwrite_all(fd, data, offset)
-    except OSError as exc:
-        if exc.errno in NO_DIRECT_ERRNOS:  # e.g. an alignment this device wants larger
-            return False
-        raise
-    finally:
-        os.close(fd)
-    return True
 
 
 def finish_upload_file(p: Paths, upload_id: str, size: int, temp: Temp) -> os.stat_result:
