@@ -379,13 +379,22 @@ class LocalReadStream(ReadStream):
         self._position = position
         self._stop = stop
 
+    def _truncated(self) -> PreconditionFailedError:
+        return PreconditionFailedError(
+            f"key {self._key!r} was truncated while being read", key=self._key
+        )
+
     def _read(self, view: memoryview) -> int:
         n = os.preadv(self._handle.fileno(), [view], self._position)
         if not n:
-            raise PreconditionFailedError(
-                f"key {self._key!r} was truncated while being read", key=self._key
-            )
+            raise self._truncated()
         return n
+
+    def _pread(self, count: int) -> bytes:
+        chunk = os.pread(self._handle.fileno(), count, self._position)
+        if not chunk:
+            raise self._truncated()
+        return chunk
 
     async def readinto(self, view: memoryview) -> int:
         count = min(len(view), self._stop - self._position, _READ_INTO_MAX)
@@ -401,9 +410,10 @@ class LocalReadStream(ReadStream):
         if count <= 0:
             await self.aclose()  # at the end, as soon as it is reached
             raise StopAsyncIteration
-        chunk = bytearray(count)
-        n = await self.readinto(memoryview(chunk))
-        return bytes(chunk) if n == count else bytes(chunk[:n])
+        with os_errors(self._key, "read"):
+            chunk = await _run(self._pread, count)  # one copy, into the bytes it returns
+        self._position += len(chunk)
+        return chunk
 
     async def aclose(self) -> None:
         await self._handle.aclose()
