@@ -1,17 +1,28 @@
-"""The cost of one byte: one large object streamed from a loopback responder, client-bound.
+"""The cost of one byte: one large object streamed to and from a loopback responder.
 
 Usage::
 
     python bench/responder_transfers.py [--services s3,gcs,azure] [--size-mib 256]
+                                        [--directions download,upload]
                                         [--repeat 3] [--out bench/results/transfers.json]
 
-Each service's responder (``bench/responders.py``) serves the object from memory at
-almost no cost, so the figures are the client's own: MB/s, client CPU seconds per GiB,
-and the worst event-loop lag while the object streams. asyncstore streams it
-(``async with store.stream(key)``), parallel ranged reads, and checks its sha256 (recorded
-at upload) on every byte; obstore (S3) streams it with one GET and checks nothing. The
-``sha256`` row is hashlib over the same bytes in memory, on one core: the ceiling of any
-verified read on this machine, since a digest is computed in order on one thread.
+Each service's responder (``bench/responders.py``) serves the object from memory, and
+takes uploads (counting their bytes, keeping none of a large one), at almost no cost, so
+the figures are the client's own: MB/s, client CPU seconds per GiB, and the worst
+event-loop lag while the object streams.
+
+* **download**: asyncstore streams it (``async with store.stream(key)``), parallel ranged
+  reads, and checks its sha256 (recorded at upload) on every byte; obstore (S3) streams
+  it with one GET and checks nothing.
+* **upload**: the same number of bytes, from memory, with each client's own way to write
+  a large object: asyncstore's ``put`` (parts in parallel, sha256 computed and recorded,
+  plus the per-part checksum the service checks); obstore's ``put_async`` (multipart,
+  5 MiB parts, 12 at once, no hash); the vendor's async SDK (aiobotocore's one
+  ``put_object``, gcloud-aio-storage's ``upload``, the Azure SDK's ``upload_blob`` with
+  8 blocks at once).
+
+The ``sha256`` row is hashlib over the same bytes in memory, on one core: the ceiling of
+any verified transfer on this machine, since a digest is computed in order on one thread.
 
 The cases run interleaved, each in a fresh child process, ``--repeat`` times; medians.
 """
@@ -19,11 +30,13 @@ The cases run interleaved, each in a fresh child process, ``--repeat`` times; me
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pathlib
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from _harness import (
@@ -40,6 +53,10 @@ from _harness import (
     write_json,
 )
 from small_requests import (
+    AZURITE_ACCOUNT,
+    AZURITE_KEY,
+    BUCKET,
+    CONTAINER,
     FAKE_AWS,
     asyncstore_options,
     asyncstore_url,
@@ -49,24 +66,38 @@ from small_requests import (
 
 DEFAULT_OUT = RESULTS / "transfers.json"
 KEY = "large/object"
+UPLOAD_KEY = "large/upload"
 MiB = 1 << 20
 CLIENTS = {
-    "s3": ("asyncstore-asyncio", "asyncstore-trio", "obstore"),
-    "gcs": ("asyncstore-asyncio", "asyncstore-trio"),
-    "azure": ("asyncstore-asyncio", "asyncstore-trio"),
+    ("s3", "download"): ("asyncstore-asyncio", "asyncstore-trio", "obstore"),
+    ("gcs", "download"): ("asyncstore-asyncio", "asyncstore-trio"),
+    ("azure", "download"): ("asyncstore-asyncio", "asyncstore-trio"),
+    ("s3", "upload"): ("asyncstore-asyncio", "asyncstore-trio", "obstore", "aiobotocore"),
+    ("gcs", "upload"): ("asyncstore-asyncio", "asyncstore-trio", "gcloud-aio-storage"),
+    ("azure", "upload"): ("asyncstore-asyncio", "asyncstore-trio", "azure-aio"),
 }
+#: The vendor's own async client, per service (the uploads' second peer).
+VENDOR = {"s3": "aiobotocore", "gcs": "gcloud-aio-storage", "azure": "azure-aio"}
 
 
 # -- the cases, in the child ---------------------------------------------------------------------
 
 
-def case_asyncstore(service: str, client: str, args: argparse.Namespace) -> dict[str, Any]:
+def upload_body(args: argparse.Namespace) -> bytes:
+    """The bytes every client uploads, made before the clock starts."""
+    return os.urandom(MiB) * args.size_mib
+
+
+def case_asyncstore(
+    service: str, direction: str, client: str, args: argparse.Namespace
+) -> dict[str, Any]:
     import anyio
 
     from asyncstore import open_store
 
     loop = "trio" if client.endswith("-trio") else "asyncio"
     lag = LoopLag()
+    data = upload_body(args) if direction == "upload" else b""
 
     async def run() -> dict[str, Any]:
         async with open_store(asyncstore_url(service, args), **asyncstore_options(service)) as s:
@@ -79,14 +110,19 @@ def case_asyncstore(service: str, client: str, args: argparse.Namespace) -> dict
                         got += len(chunk)
                 return got
 
-            done = await timed(stream, lag)
+            async def upload() -> int:
+                return (await s.put(UPLOAD_KEY, data)).size
+
+            done = await timed(upload if direction == "upload" else stream, lag)
         return {**done.figures(), "bytes": done.result}
 
     return measure(lambda: anyio.run(run, backend=loop), lag)
 
 
-def case_obstore(args: argparse.Namespace) -> dict[str, Any]:
+def case_obstore(direction: str, args: argparse.Namespace) -> dict[str, Any]:
     import obstore
+
+    data = upload_body(args) if direction == "upload" else b""
 
     async def run(lag: LoopLag) -> dict[str, Any]:
         store = obstore_s3(args.endpoint)
@@ -99,10 +135,72 @@ def case_obstore(args: argparse.Namespace) -> dict[str, Any]:
                 got += len(chunk)
             return got
 
-        done = await timed(stream, lag)
+        async def upload() -> int:
+            await obstore.put_async(store, UPLOAD_KEY, data)
+            return len(data)
+
+        done = await timed(upload if direction == "upload" else stream, lag)
         return {**done.figures(), "bytes": done.result}
 
     return measure_asyncio(run)
+
+
+def case_vendor(service: str, args: argparse.Namespace) -> dict[str, Any]:
+    """An upload with the vendor's own async client (one object, from memory)."""
+    data = upload_body(args)
+
+    async def run(lag: LoopLag) -> dict[str, Any]:
+        async with vendor_upload(service, args.endpoint) as upload:
+            await upload(KEY + ".warm", b"x")  # the client's one-time set-up is not timed
+
+            async def once() -> int:
+                await upload(UPLOAD_KEY, data)
+                return len(data)
+
+            done = await timed(once, lag)
+        return {**done.figures(), "bytes": done.result}
+
+    return measure_asyncio(run)
+
+
+@contextlib.asynccontextmanager
+async def vendor_upload(
+    service: str, endpoint: str
+) -> AsyncIterator[Callable[[str, bytes], Awaitable[Any]]]:
+    """``upload(key, data)`` through the vendor's async SDK for ``service``."""
+    if service == "s3":
+        from aiobotocore.config import AioConfig
+        from aiobotocore.session import get_session
+
+        config = AioConfig(
+            request_checksum_calculation="when_required", s3={"addressing_style": "path"}
+        )
+        async with get_session().create_client(
+            "s3", endpoint_url=endpoint, config=config
+        ) as client:
+            yield lambda key, data: client.put_object(Bucket=BUCKET, Key=key, Body=data)
+    elif service == "gcs":
+        import aiohttp
+        from gcloud.aio.storage import Storage
+
+        async with aiohttp.ClientSession() as session:
+            storage = Storage(session=session, api_root=endpoint, api_is_dev=True)
+            yield lambda key, data: storage.upload(BUCKET, key, data, timeout=900)
+    else:
+        from azure.core.credentials import AzureNamedKeyCredential
+        from azure.storage.blob.aio import ContainerClient
+
+        async with ContainerClient(
+            f"{endpoint}/{AZURITE_ACCOUNT}",
+            CONTAINER,
+            credential=AzureNamedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY),
+        ) as container:
+
+            async def upload(key: str, data: bytes) -> Any:
+                blob = container.get_blob_client(key)
+                return await blob.upload_blob(data, overwrite=True, max_concurrency=8)
+
+            yield upload
 
 
 def case_sha256(args: argparse.Namespace) -> dict[str, Any]:
@@ -122,12 +220,14 @@ def case_sha256(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    service, client = name.split(":")
+    service, direction, client = name.split(":")
     if client == "sha256":
         return case_sha256(args)
     if client == "obstore":
-        return case_obstore(args)
-    return case_asyncstore(service, client, args)
+        return case_obstore(direction, args)
+    if client == VENDOR.get(service):
+        return case_vendor(service, args)
+    return case_asyncstore(service, direction, client, args)
 
 
 # -- the parent ------------------------------------------------------------------------------------
@@ -148,13 +248,14 @@ def prepare(service: str, args: argparse.Namespace) -> None:
 
 
 def summarise(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    service, client = name.split(":")
+    service, direction, client = name.split(":")
     rates = [r["bytes"] / r["seconds"] / 1e6 for r in runs]
     cpus = [r["cpu_seconds"] / (r["bytes"] / 2**30) for r in runs]
     row: dict[str, Any] = {
         "case": name,
         "service": service,
-        "workload": f"{service}-download",
+        "direction": direction,
+        "workload": f"{service}-{direction}",
         "client": client,
         "runs": len(runs),
         "mb_per_s": statistics.median(rates),
@@ -172,6 +273,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--services", default="s3,gcs,azure", type=lambda s: s.split(","))
     parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--directions", default="download,upload", type=lambda s: s.split(","))
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
     parser.add_argument("--case", help=argparse.SUPPRESS)
@@ -186,10 +288,15 @@ def main() -> int:
     runs: dict[str, list[dict[str, Any]]] = {}
     load_at_start = list(os.getloadavg())
     for service in args.services:
-        names = [f"{service}:{client}" for client in CLIENTS[service]]
+        names = [
+            f"{service}:{direction}:{client}"
+            for direction in args.directions
+            for client in CLIENTS[service, direction]
+        ]
         if service == args.services[0]:
-            names.append("any:sha256")
-        with responder(service) as (endpoint, pid):
+            names.append("any:-:sha256")
+        keep = str(max(1100, args.size_mib + 1))  # the object downloaded is kept, whatever its size
+        with responder(service, "--keep-max-mib", keep) as (endpoint, pid):
             args.endpoint = endpoint
             prepare(service, args)
             for attempt in range(args.repeat):
@@ -200,16 +307,23 @@ def main() -> int:
                         result = run_child(__file__, name, options, timeout=900, server_pid=pid)
                     except CaseFailed as error:
                         raise SystemExit(f"case {name} failed: {error}") from None
-                    if name != "any:sha256" and result["bytes"] != args.size_mib * MiB:
-                        raise SystemExit(f"case {name} read {result['bytes']} bytes")
+                    if name != "any:-:sha256" and result["bytes"] != args.size_mib * MiB:
+                        raise SystemExit(f"case {name} moved {result['bytes']} bytes")
                     runs.setdefault(name, []).append(result)
     rows = [summarise(name, found) for name, found in runs.items()]
     sha = next(row for row in rows if row["client"] == "sha256")
-    obstore = {row["service"]: row for row in rows if row["client"] == "obstore"}
+    peers = {
+        (row["workload"], row["client"]): row
+        for row in rows
+        if row["client"] in ("obstore", *VENDOR.values())
+    }
     for row in rows:
         row["vs_sha256"] = row["mb_per_s"] / sha["mb_per_s"]
-        if row["service"] in obstore and row is not obstore[row["service"]]:
-            row["vs_obstore"] = row["mb_per_s"] / obstore[row["service"]]["mb_per_s"]
+        if not row["client"].startswith("asyncstore"):
+            continue
+        for peer, figure in (("obstore", "vs_obstore"), (VENDOR[row["service"]], "vs_vendor")):
+            if (row["workload"], peer) in peers:
+                row[figure] = row["mb_per_s"] / peers[row["workload"], peer]["mb_per_s"]
     lines = [
         (
             row["case"],
@@ -220,11 +334,12 @@ def main() -> int:
             f"{row['loop_lag_p99_ms']:.1f}" if "loop_lag_p99_ms" in row else "-",
             f"{row['vs_sha256']:.2f}",
             f"{row['vs_obstore']:.2f}" if "vs_obstore" in row else "-",
+            f"{row['vs_vendor']:.2f}" if "vs_vendor" in row else "-",
         )
         for row in rows
     ]
     print_table(
-        f"one {args.size_mib} MiB object streamed from a loopback responder; "
+        f"one {args.size_mib} MiB object streamed to and from a loopback responder; "
         f"medians of {args.repeat} interleaved runs",
         (
             "case",
@@ -235,10 +350,13 @@ def main() -> int:
             "lag p99 ms",
             "vs sha256",
             "vs obstore",
+            "vs vendor",
         ),
         lines,
         notes=[
-            "asyncstore verifies the recorded sha256 of every byte; obstore verifies nothing",
+            "asyncstore verifies the recorded sha256 of every byte read, and computes and "
+            "records it on every upload; obstore does neither",
+            "vendor: aiobotocore (S3), gcloud-aio-storage (GCS), the azure aio SDK (Azure)",
             "sha256: hashlib over the same bytes in memory, one core (a verified read's ceiling)",
         ],
     )
@@ -246,7 +364,11 @@ def main() -> int:
         args.out,
         {
             "machine": machine_info("anyio", "obstore", load_at_start=load_at_start),
-            "settings": {"size_mib": args.size_mib, "repeat": args.repeat},
+            "settings": {
+                "size_mib": args.size_mib,
+                "repeat": args.repeat,
+                "directions": args.directions,
+            },
             "results": rows,
         },
     )

@@ -552,11 +552,11 @@ def emulator(service: str) -> Iterator[tuple[str, int]]:
 
 
 @contextlib.contextmanager
-def responder(service: str) -> Iterator[tuple[str, int]]:
-    """``bench/responders.py SERVICE`` in a child process: (endpoint, pid)."""
+def responder(service: str, *options: str) -> Iterator[tuple[str, int]]:
+    """``bench/responders.py SERVICE [OPTIONS]`` in a child process: (endpoint, pid)."""
     script = pathlib.Path(__file__).with_name("responders.py")
     process = subprocess.Popen(
-        [sys.executable, str(script), service], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(script), service, *options], stdout=subprocess.PIPE, text=True
     )
     try:
         assert process.stdout is not None
