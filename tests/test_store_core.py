@@ -419,6 +419,49 @@ async def test_part_checksums_are_computed_for_backends_that_ask() -> None:
     assert len(backend.seen) == 4
 
 
+class Crc32cPartBackend(PartChecksumBackend):
+    capabilities = asyncstore.Capabilities(part_checksums=frozenset({"crc32c", "md5"}))
+
+    async def upload_part(
+        self,
+        key: str,
+        upload_id: str,
+        number: int,
+        offset: int,
+        data: memoryview,
+        checksums: Mapping[str, bytes],
+    ) -> CompletedPart:
+        google_crc32c = pytest.importorskip("google_crc32c")
+        assert checksums["crc32c"] == google_crc32c.value(bytes(data)).to_bytes(4, "big")
+        assert checksums["md5"] == hashlib.md5(data).digest()
+        self.seen.append(checksums)
+        return await MemoryBackend.upload_part(
+            self, key, upload_id, number, offset, data, checksums
+        )
+
+
+async def test_a_parts_crc32c_is_computed_a_block_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # google-crc32c reads only bytes: the part is copied a cached block at a time,
+    # never as a whole (a fresh part-sized allocation per part).
+    from asyncstore._stream import _hashing
+
+    real = _hashing._crc32c()
+    handed: list[int] = []
+
+    def counting(crc: int, block: bytes) -> int:
+        handed.append(len(block))
+        return real(crc, block)
+
+    monkeypatch.setattr(_hashing, "_crc32c", lambda: counting)
+    backend = Crc32cPartBackend()
+    await Store(backend).put("k", pattern(3 * MiB + 5), chunk_size=MiB)
+    assert len(backend.seen) == 4
+    assert max(handed) == 256 * 1024
+    assert sum(handed) == 3 * MiB + 5
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 
