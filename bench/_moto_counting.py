@@ -10,7 +10,8 @@ with two additions:
   hashing, storing and the response are all counted; what is not counted is the server's
   own loop (accepting connections, starting a thread per connection);
 * the WSGI application is wrapped to classify each request (PutObject, UploadPart,
-  CompleteMultipartUpload, ...) and to note the headers that can send moto down a costlier
+  CompleteMultipartUpload, ...; a PutObject of 5 MiB or more apart, since moto's cost
+  of one grows with its bytes) and to note the headers that can send moto down a costlier
   path (checksums, ``Content-MD5``, ``aws-chunked``, ``Expect``), by kind.
 
 Each line the parent writes to the child's stdin makes it write what it counted since the
@@ -50,6 +51,8 @@ NOTED = (
     "X_AMZ_CHECKSUM_CRC32C", "X_AMZ_CHECKSUM_SHA1", "X_AMZ_CHECKSUM_SHA256",
     "X_AMZ_CHECKSUM_CRC64NVME", "X_AMZ_TRAILER",
 )
+#: Bodies from this size on are counted apart: a large PutObject costs moto per byte.
+BIG = 5 * 1024 * 1024
 VALUED = ("CONTENT_ENCODING", "TRANSFER_ENCODING", "EXPECT", "X_AMZ_SDK_CHECKSUM_ALGORITHM",
           "X_AMZ_CHECKSUM_ALGORITHM")
 
@@ -93,8 +96,11 @@ class App:
         self.app = app
 
     def __call__(self, environ, start_response):
-        kind = local.kind = kind_of(environ)
+        kind = kind_of(environ)
         local.size = int(environ.get("CONTENT_LENGTH") or 0)
+        if kind == "PutObject" and local.size >= BIG:
+            kind = "PutObject (5 MiB or more)"
+        local.kind = kind
         if kind is not None:
             seen = []
             for name in NOTED:
