@@ -505,10 +505,17 @@ class Engine:
         assert isinstance(remote, Remote)
         store = await stores.open(remote.ref, write=remote is dst)
         part = options.chunk_size or store.chunk_size
-        if isinstance(src, Local):
-            part = self._upload_chunk(job, store) or part
-        part = _part_size(store, part, job.size)
         concurrency = options.max_concurrency or store.max_concurrency
+        if isinstance(src, Local):
+            chunk = self._upload_chunk(job, store)
+            size = job.size
+            if options.chunk_size is None and size is not None and chunk == size > part:
+                # One request for the whole file (`_one_request_chunk`): its buffer, and for
+                # a moment a copy of it, made by the core to compute the body's CRC32C
+                # (google-crc32c takes only bytes); parts make that copy one part at a time.
+                return min(2 * size, options.memory), concurrency
+            part = chunk or part
+        part = _part_size(store, part, job.size)
         return _parts_plan(job.size, part, concurrency, options.memory, streams=streams)
 
     # -- reporting -----------------------------------------------------------------------------
