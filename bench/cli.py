@@ -7,8 +7,8 @@ fresh moto server (``asyncstore.testing.emulators``) and bucket; then the tool s
 is one process of the tool, as a user would start it, with its default settings:
 
 * ``asyncstore -q sync TREE 's3://cli-bench/tree?endpoint=...'`` (16 files at once, each
-  with up to 8 parts in flight, the part buffers of all of them within ``--memory``, 256 MiB;
-  sha256 of every file recorded);
+  in one request up to 64 MiB, else with up to 8 parts in flight, the buffers of all of them
+  within ``--memory``, 256 MiB; sha256 of every file recorded);
 * ``aws --endpoint-url ... s3 sync TREE s3://cli-bench/tree --only-show-errors``: the
   AWS CLI v1 from PyPI (``awscli``), installed on first use into ``bench/.venv-awscli``
   because its botocore pin differs from aiobotocore's (10 requests at once);
