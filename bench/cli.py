@@ -7,13 +7,17 @@ fresh moto server (``asyncstore.testing.emulators``) and bucket; then the tool s
 is one process of the tool, as a user would start it, with its default settings:
 
 * ``asyncstore -q sync TREE 's3://cli-bench/tree?endpoint=...'`` (16 files at once, each
-  with up to 8 parts in flight, the part buffers of all of them within ``--memory``, 256 MiB;
-  sha256 of every file recorded);
+  in one request up to 64 MiB, else with up to 8 parts in flight, the buffers of all of them
+  within ``--memory``, 256 MiB; sha256 of every file recorded);
 * ``aws --endpoint-url ... s3 sync TREE s3://cli-bench/tree --only-show-errors``: the
   AWS CLI v1 from PyPI (``awscli``), installed on first use into ``bench/.venv-awscli``
   because its botocore pin differs from aiobotocore's (10 requests at once);
 * ``rclone sync TREE :s3:cli-bench/tree`` with the endpoint and keys as flags: Debian's
-  ``rclone`` (``apt-get install rclone``; 4 transfers, 8 checkers).
+  ``rclone`` (``apt-get install rclone``; 4 transfers, 8 checkers);
+* ``floor`` (first run only): ``bench/_cli_floor.py``, not a tool but the least work any
+  client can ask of moto for this tree: one ListObjectsV2, then one PutObject per file, 16
+  at once, with no signature, checksum or multipart upload. moto being the limit of the
+  first run, its time is what no client can beat on this machine at that moment.
 
 Reported per run: wall seconds (process start to exit), files/s and MB/s (files and bytes
 the run had to send over wall time; a no-op run sends none, so its files/s counts files
@@ -21,8 +25,15 @@ checked), CPU seconds of the tool (user + sys, from ``wait4``), and moto's CPU s
 (one Python process: at ~1 CPU-second per wall second the server is the limit). After the
 first run the bucket is listed to check that every file arrived with its size.
 
+With ``--count-requests``, moto runs with a wrapper (``bench/_moto_counting.py``) that
+counts the requests of each run by kind (PutObject, UploadPart, ...), with the bytes they
+carried and the CPU time moto's thread spent on each, and notes the headers that can make
+moto work more (checksums, ``Content-MD5``, ``Expect``, ``aws-chunked``); a second table
+shows them per tool, and the JSON keeps them.
+
     .venv/bin/python bench/cli.py                       # all three tools
     .venv/bin/python bench/cli.py --tools asyncstore --small-count 500 --big-count 2
+    .venv/bin/python bench/cli.py --tools asyncstore,aws,floor --count-requests
 """
 
 from __future__ import annotations
@@ -45,7 +56,9 @@ from asyncstore.testing.emulators import moto_server
 MiB = 1024 * 1024
 BUCKET = "cli-bench"
 PREFIX = "tree"
-TOOLS = ("asyncstore", "aws", "rclone")
+TOOLS = ("asyncstore", "aws", "rclone", "floor")
+#: Tools measured on the first run only.
+FIRST_ONLY = ("floor",)
 AWS_VENV = REPO / "bench" / ".venv-awscli"
 TIMEOUT = 3600
 
@@ -101,6 +114,9 @@ def command(tool: str, src: pathlib.Path, endpoint: str) -> list[str]:
     if tool == "aws":
         target = f"s3://{BUCKET}/{PREFIX}"
         return [str(aws_cli()), "--endpoint-url", endpoint, "s3", "sync", str(src), target]
+    if tool == "floor":
+        floor = REPO / "bench" / "_cli_floor.py"
+        return [sys.executable, str(floor), str(src), endpoint, BUCKET, PREFIX]
     rclone = shutil.which("rclone")
     if rclone is None:
         raise FileNotFoundError("rclone is not installed: apt-get install rclone")
@@ -164,18 +180,34 @@ def bucket_contents(endpoint: str) -> tuple[int, int]:
     return count, size
 
 
-def bench_tool(tool: str, src: pathlib.Path, files: int, size: int) -> list[dict[str, Any]]:
-    """A fresh moto, the first sync and the no-op re-run of one tool."""
+def bench_tool(
+    tool: str, src: pathlib.Path, files: int, size: int, *, count: bool = False
+) -> list[dict[str, Any]]:
+    """A fresh moto, the first sync and the no-op re-run of one tool.
+
+    With ``count``, moto counts the requests of each run (``bench/_moto_counting.py``) and
+    each row gets them: ``moto_requests`` (by kind: count, bytes_in, cpu_s, wall_s),
+    ``moto_headers`` and ``moto_connections``.
+    """
     import boto3
+    from _moto_counting import counting_moto
 
     rows: list[dict[str, Any]] = []
-    with moto_server() as server:
+    server_cm = counting_moto(FAKE_ENV) if count else moto_server()
+    with server_cm as server:
         client = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
         argv = command(tool, src, server.url)
-        for run in ("first", "no-op"):
+        for run in ("first",) if tool in FIRST_ONLY else ("first", "no-op"):
             print(f"{tool}: {run} sync ...", file=sys.stderr)
+            if count:
+                server.take()  # the bucket's creation, the previous run's listing
             figures = run_tool(argv, server.pid)
+            if count:
+                counts = server.take()
+                figures["moto_requests"] = counts["kinds"]
+                figures["moto_headers"] = counts["headers"]
+                figures["moto_connections"] = counts["connections"]
             sent_files, sent_bytes = (files, size) if run == "first" else (0, 0)
             wall = figures["seconds"]
             rows.append(
@@ -243,6 +275,66 @@ def print_report(
             "(> 1: asyncstore is faster)",
             "moto CPU s: the server's CPU over the run; moto is one Python process, "
             "so near 1 s per wall s it is the limit",
+            *goal_notes(rows),
+        ],
+    )
+    if any("moto_requests" in row for row in rows):
+        print_requests(rows)
+
+
+def goal_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """Issue 16's goal for the first run (2x aws's speed) beside the floor's time."""
+    first = {row["tool"]: row for row in rows if row["run"] == "first"}
+    notes = []
+    if "aws" in first:
+        notes.append(f"2x aws's speed on the first run: {first['aws']['seconds'] / 2:.1f} s")
+    if "floor" in first:
+        notes.append(
+            "floor: the least any client can ask of moto (one list, one PutObject per file, "
+            f"nothing computed): {first['floor']['seconds']:.1f} s, "
+            f"moto busy {first['floor']['server_cpu_seconds']:.1f} CPU s"
+        )
+    return notes
+
+
+def print_requests(rows: list[dict[str, Any]]) -> None:
+    """The requests moto served in each run, by kind, with the CPU they cost it."""
+    lines = []
+    for row in rows:
+        kinds = row.get("moto_requests") or {}
+        for kind, seen in sorted(kinds.items(), key=lambda item: -item[1]["cpu_s"]):
+            lines.append(
+                (
+                    row["tool"],
+                    row["run"],
+                    kind,
+                    f"{seen['count']:,}",
+                    f"{seen['bytes_in'] / MiB:,.1f}",
+                    f"{seen['cpu_s']:.2f}",
+                    f"{1e3 * seen['cpu_s'] / seen['count']:.2f}",
+                )
+            )
+        counted = sum(seen["cpu_s"] for seen in kinds.values())
+        lines.append(
+            (
+                row["tool"],
+                row["run"],
+                f"(outside requests; {row['moto_connections']:,} connections)",
+                "",
+                "",
+                f"{row['server_cpu_seconds'] - counted:.2f}",
+                "",
+            )
+        )
+    print_table(
+        "requests moto served, by kind, and the CPU its threads spent on them",
+        ("tool", "run", "kind", "requests", "MiB in", "moto CPU s", "ms/request"),
+        lines,
+        left=("tool", "run", "kind"),
+        notes=[
+            "moto CPU s: thread CPU from reading the request line to flushing the answer; "
+            "outside requests: the rest of the process's CPU (accepting connections, one "
+            "thread started per connection)",
         ],
     )
 
@@ -255,6 +347,11 @@ def main() -> int:
     parser.add_argument("--big-mib", type=int, default=64)
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS / "cli.json")
     parser.add_argument("--work", type=pathlib.Path, default=DEFAULT_WORK)
+    parser.add_argument(
+        "--count-requests",
+        action="store_true",
+        help="count moto's requests by kind, with their CPU (bench/_moto_counting.py)",
+    )
     args = parser.parse_args()
     os.environ.update(FAKE_ENV)
     tools = [tool for tool in args.tools.split(",") if tool]
@@ -268,7 +365,7 @@ def main() -> int:
     load_at_start = list(os.getloadavg())
     for tool in tools:
         try:
-            rows += bench_tool(tool, src, files, size)
+            rows += bench_tool(tool, src, files, size, count=args.count_requests)
         except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
             if tool == "asyncstore":
                 raise

@@ -235,3 +235,31 @@ def test_without_a_tight_bound_files_go_in_parallel(
 def test_a_bad_memory_size_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["-s", "memory://m", "sync", ".", ":x", "--memory", "lots"]) == 2
     assert "--memory" in capsys.readouterr().err
+
+
+def test_a_file_sent_in_one_request_reserves_twice_its_size(
+    counted: tuple[str, _CountingBackend],
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Files above the part size (8 MiB) go in one request each in a sync of several; each
+    reserves its buffer and the core's CRC32C copy of it, and the budget holds."""
+    root = tmp_path / "big"
+    root.mkdir()
+    sizes = [9 * MiB + i for i in range(3)]
+    for i, size in enumerate(sizes):
+        (root / f"f{i}.bin").write_bytes(os.urandom(size))
+    (root / "small.txt").write_bytes(b"small")
+    reserved: list[int] = []
+    reserve = MemoryBudget.reserve
+
+    def spy(self: MemoryBudget, amount: int) -> Any:
+        reserved.append(amount)
+        return reserve(self, amount)
+
+    monkeypatch.setattr(MemoryBudget, "reserve", spy)
+    url, backend = counted
+    assert main(["-q", "sync", str(root), f"{url}/t", "--memory", "40M"]) == 0
+    assert sorted(reserved) == [5, *(2 * size for size in sizes)]
+    assert 9 * MiB <= backend.peak <= 40 * MiB  # whole files in one request each
+    assert [backend._objects[f"t/f{i}.bin"].info.size for i in range(3)] == sizes

@@ -320,3 +320,23 @@ def test_a_small_file_is_uploaded_with_a_part_size_near_its_own() -> None:
     assert _small_file_chunk(5 * 1024 * 1024, eight, None) is None  # the store's default
     assert _small_file_chunk(4096, eight, 1024 * 1024) == 1024 * 1024  # --part-size wins
     assert _small_file_chunk(None, eight, None) is None
+
+
+def test_a_file_of_one_round_of_parts_goes_in_one_request_only_among_many() -> None:
+    from asyncstore._cli._transfer import _one_request_chunk
+
+    mib = 1024 * 1024
+    eight, memory, limit = 8 * mib, 256 * mib, 5 * 1024 * mib
+
+    def chunk(size: int | None, *, many: bool = True, concurrency: int = 8) -> int | None:
+        return _one_request_chunk(size, eight, concurrency, memory, limit, many=many)
+
+    assert chunk(9 * mib) == 9 * mib
+    assert chunk(64 * mib) == 64 * mib  # one round of 8 parts of 8 MiB
+    assert chunk(64 * mib + 1) is None  # more than one round: parts
+    assert chunk(32 * mib, concurrency=2) is None  # more than 2 parts of 8 MiB
+    assert chunk(9 * mib, many=False) is None  # a lone file keeps its parts in parallel
+    assert chunk(eight) is None  # one part already
+    assert chunk(None) is None  # size unknown
+    assert _one_request_chunk(40 * mib, eight, 8, 64 * mib, limit, many=True) is None  # > half
+    assert _one_request_chunk(40 * mib, eight, 8, memory, 32 * mib, many=True) is None  # > put

@@ -3,6 +3,7 @@ and a sync interrupted by SIGINT, then run again, that converges."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
 import signal
@@ -197,6 +198,33 @@ def test_sync_checksum_finds_a_change_that_size_and_mtime_hide(
     assert transfers(result) == {str(sneaky): "changed"}
     assert summary(result)["skipped"] == len(TREE) - 1
     assert cli("cat", ":t/a.txt").out == "alphX\n"
+
+
+def test_sync_sends_a_file_of_one_round_of_parts_in_one_request(
+    cli: CLI, tmp_path: pathlib.Path
+) -> None:
+    """With other files in flight, a file above the part size (8 MiB) but within one round
+    of parts (8 x 8 MiB) goes in one request; alone, or with --part-size, in parts."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    big = os.urandom(9 * 1024 * 1024)
+    (tree / "big.bin").write_bytes(big)
+    (tree / "small.txt").write_bytes(b"small")
+    parts = {
+        pathlib.Path(r["src"]).name: r["parts"]
+        for r in cli("--json", "sync", str(tree), ":t").json
+        if r["type"] == "transfer"
+    }
+    assert parts == {"big.bin": 1, "small.txt": 1}
+    digest = cli("--json", "digest", ":t/big.bin").json[0]  # read back whole
+    assert digest["sha256"] == digest["recorded"] == "sha256:" + hashlib.sha256(big).hexdigest()
+    alone = cli("--json", "cp", str(tree / "big.bin"), ":alone.bin").json[0]
+    assert alone["parts"] == 2
+    sized = cli("--json", "sync", str(tree), ":sized", "--part-size", "8M").json
+    assert {pathlib.Path(r["src"]).name: r["parts"] for r in sized if r["type"] == "transfer"} == {
+        "big.bin": 2,
+        "small.txt": 1,
+    }
 
 
 def test_sync_of_a_file_is_a_usage_error(cli: CLI, tree: pathlib.Path) -> None:
