@@ -237,13 +237,14 @@ def test_a_bad_memory_size_is_a_usage_error(capsys: pytest.CaptureFixture[str]) 
     assert "--memory" in capsys.readouterr().err
 
 
-def test_a_file_sent_in_one_request_reserves_twice_its_size(
+def test_a_file_sent_in_one_request_reserves_its_size(
     counted: tuple[str, _CountingBackend],
     tmp_path: pathlib.Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Files above the part size (8 MiB) go in one request each in a sync of several; each
-    reserves its buffer and the core's CRC32C copy of it, and the budget holds."""
+    reserves its one buffer (its checksums are computed from it with no copy), and the
+    budget holds."""
     root = tmp_path / "big"
     root.mkdir()
     sizes = [9 * MiB + i for i in range(3)]
@@ -260,6 +261,6 @@ def test_a_file_sent_in_one_request_reserves_twice_its_size(
     monkeypatch.setattr(MemoryBudget, "reserve", spy)
     url, backend = counted
     assert main(["-q", "sync", str(root), f"{url}/t", "--memory", "40M"]) == 0
-    assert sorted(reserved) == [5, *(2 * size for size in sizes)]
+    assert sorted(reserved) == [5, *sizes]
     assert 9 * MiB <= backend.peak <= 40 * MiB  # whole files in one request each
     assert [backend._objects[f"t/f{i}.bin"].info.size for i in range(3)] == sizes

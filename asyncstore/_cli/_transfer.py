@@ -510,10 +510,8 @@ class Engine:
             chunk = self._upload_chunk(job, store)
             size = job.size
             if options.chunk_size is None and size is not None and chunk == size > part:
-                # One request for the whole file (`_one_request_chunk`): its buffer, and for
-                # a moment a copy of it, made by the core to compute the body's CRC32C
-                # (google-crc32c takes only bytes); parts make that copy one part at a time.
-                return min(2 * size, options.memory), concurrency
+                # One request for the whole file (`_one_request_chunk`): its one buffer.
+                return size, concurrency
             part = chunk or part
         part = _part_size(store, part, job.size)
         return _parts_plan(job.size, part, concurrency, options.memory, streams=streams)
