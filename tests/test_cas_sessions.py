@@ -27,6 +27,7 @@ from test_cas_helpers import (  # noqa: F401 - fixtures
 from asyncstore import (
     CompletedPart,
     DigestMismatchError,
+    IntegrityError,
     InvalidArgumentError,
     InvalidDigestError,
     InvalidOffsetError,
@@ -35,7 +36,7 @@ from asyncstore import (
     Store,
     UploadNotFoundError,
 )
-from asyncstore.cas import ContentStore, UploadStatus
+from asyncstore.cas import ContentStore, UploadStatus, _sessions
 from asyncstore.testing import pattern
 
 pytestmark = pytest.mark.anyio
@@ -82,9 +83,8 @@ async def test_an_s3_like_backend_keeps_small_remainders_as_a_tail() -> None:
         sid = await cas.start()
         data = pattern(2 * PART + 100)
         await cas.append(sid, 0, data[:1000])
-        state_key, tail_key = await keys(store, f"uploads/{sid}/")
-        assert state_key == f"uploads/{sid}/state.json"
-        assert tail_key.startswith(f"uploads/{sid}/tail-1000")
+        # A session without parts keeps its few bytes in its state (see the next test).
+        assert await keys(store, f"uploads/{sid}/") == [f"uploads/{sid}/state.json"]
         await cas.append(sid, 1000, data[1000 : PART + 50])
         await cas.append(sid, PART + 50, data[PART + 50 :])
         assert await keys(store, f"uploads/{sid}/") == [
@@ -96,6 +96,70 @@ async def test_an_s3_like_backend_keeps_small_remainders_as_a_tail() -> None:
         assert await cas.get(desc.digest) == data
         assert isinstance(store.backend, MemoryBackend)
         assert await store.backend.pending_uploads() == []
+
+
+async def test_a_small_session_keeps_its_bytes_in_its_state(cas: ContentStore) -> None:
+    backend = counts(cas.store)
+    data = pattern(3000)
+    sid = await cas.start()
+    state_key = f"uploads/{sid}/state.json"
+    assert await cas.append(sid, 0, data[:1000]) == 1000
+    assert await cas.append(sid, 1000, data[1000:]) == 3000
+    # One write per append (the state, which holds the bytes), and no tail object.
+    assert backend.writes[state_key] == 3
+    assert await keys(cas.store, f"uploads/{sid}/") == [state_key]
+    state = json.loads(await cas.store.get(state_key))
+    assert (state["format"], state["size"], state["tail"]) == (2, 3000, None)
+    assert base64.b64decode(state["inline"]) == data
+    desc = await cas.finish(sid, sha256(data))
+    assert await cas.get(desc.digest) == data
+    assert await keys(cas.store) == [cas.blob_key(desc.digest)]
+
+
+async def test_a_session_with_a_tail_object_is_finished_as_before(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A session appended to by a version that kept small sessions in a tail object
+    # (state format 1), finished by this one.
+    data = pattern(3000)
+    monkeypatch.setattr(_sessions, "INLINE_STATE", 0)
+    older = ContentStore(store)
+    sid = await older.start()
+    await older.append(sid, 0, data[:1000])
+    state = json.loads(await store.get(f"uploads/{sid}/state.json"))
+    assert (state["format"], "inline" in state) == (1, False)
+    assert state["tail"]["key"].startswith(f"uploads/{sid}/tail-1000-")
+    monkeypatch.undo()
+    async with another_process(store) as other:
+        newer = ContentStore(other)
+        # Appending moves the bytes into the state; the tail object goes.
+        assert await newer.append(sid, 1000, data[1000:]) == 3000
+        assert await keys(other, f"uploads/{sid}/") == [f"uploads/{sid}/state.json"]
+        desc = await newer.finish(sid, sha256(data))
+        assert await newer.get(desc.digest) == data
+        assert await keys(other) == [newer.blob_key(desc.digest)]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"inline": "AAAA", "size": 4},  # 3 bytes for a size of 4
+        {"inline": "not base64!"},
+        {"inline": "AAAA", "size": 3, "tail": {"key": "uploads/x/tail-3", "size": 3}},
+    ],
+    ids=["size", "base64", "beside-a-tail"],
+)
+async def test_an_inline_state_that_does_not_add_up_is_refused(
+    cas: ContentStore, change: dict[str, object]
+) -> None:
+    sid = await cas.start()
+    await cas.append(sid, 0, b"abc")
+    key = f"uploads/{sid}/state.json"
+    state = json.loads(await cas.store.get(key))
+    state.update(change)
+    await cas.store.put(key, json.dumps(state).encode())
+    with pytest.raises(IntegrityError, match=f"upload session {sid}: its state.json is not a valid"):
+        await cas.progress(sid)
 
 
 async def test_an_append_at_the_wrong_offset_is_rejected_and_changes_nothing(
@@ -330,7 +394,12 @@ async def test_a_scoped_session_is_invisible_from_another_scope(cas: ContentStor
         await cas.start(scope=5)  # type: ignore[arg-type]
 
 
-async def test_racing_appends_at_one_offset_let_exactly_one_win(cas: ContentStore) -> None:
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "tail-object"])
+async def test_racing_appends_at_one_offset_let_exactly_one_win(
+    cas: ContentStore, inline: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not inline:  # the session's bytes go to a tail object, not into its state
+        monkeypatch.setattr(_sessions, "INLINE_STATE", 100)
     sid = await cas.start()
     await cas.append(sid, 0, b"base")
     winners: list[bytes] = []
@@ -351,8 +420,9 @@ async def test_racing_appends_at_one_offset_let_exactly_one_win(cas: ContentStor
     assert len(winners) == 1
     assert len(losers) == 7
     assert await cas.progress(sid) == 1004
-    # The losers' tail objects are gone: the session holds its state and one tail.
-    assert len(await keys(cas.store, f"uploads/{sid}/")) == 2
+    # The losers' tail objects, if any, are gone: the session holds its state and
+    # its tail object, or only its state (which holds the bytes).
+    assert len(await keys(cas.store, f"uploads/{sid}/")) == (1 if inline else 2)
     desc = await cas.finish(sid, sha256(b"base" + winners[0]))
     assert await cas.get(desc.digest) == b"base" + winners[0]
 

@@ -12,6 +12,11 @@ A session is the folder ``<prefix>uploads/<id>/``:
 * ``tail-<end>`` holds the last bytes of the session when they are fewer than
   the backend's minimum part size (S3: 5 MiB), until more arrive or the
   session finishes (the last part may be small).
+* A session that has no parts and holds at most `INLINE_STATE` bytes keeps
+  them in ``state.json`` itself (``inline``, base64), so a small append is one
+  write (the state) rather than two (a tail object, then the state), and its
+  finish has no tail to read or delete. Such a state is written as format 2;
+  any other as format 1, which older versions read too.
 
 An append or a finish first takes the session's *lease* (a conditional write
 of the state), so a second append at the same offset fails with
@@ -63,10 +68,15 @@ from ._blobs import Blobs
 from ._digest import Digest, Hasher, hash_bytes
 from ._types import Descriptor, UploadStatus
 
-__all__ = ["Sessions", "read_with_etag"]
+__all__ = ["INLINE_STATE", "Sessions", "read_with_etag"]
 
 _ID = re.compile(r"[0-9a-f]{32}")
 _FORMAT = 1
+#: The format of a state that holds its bytes inline (older readers refuse it).
+_FORMAT_INLINE = 2
+#: Most bytes a session without parts keeps inside its state.json (base64) rather
+#: than in a tail object: each append then costs one write instead of two.
+INLINE_STATE = 1024 * 1024
 #: Recorded on the assembled content when its sha256 is not known at completion
 #: (a sha512 session finished in another process); such content is rewritten, never copied.
 _UNKNOWN_SHA256 = "sha256:" + "0" * 64
@@ -117,10 +127,11 @@ class _State:
     tail: _Tail | None = None
     lease: _Lease | None = None
     completed: str | None = None  # the sha256 recorded when the multipart upload was completed
+    inline: bytes | None = None  # the session's bytes, when it has no parts and few of them
 
     def to_bytes(self) -> bytes:
         doc: dict[str, Any] = {
-            "format": _FORMAT,
+            "format": _FORMAT if self.inline is None else _FORMAT_INLINE,
             "id": self.id,
             "created": self.created,
             "updated": self.updated,
@@ -143,15 +154,20 @@ class _State:
             "lease": dataclasses.asdict(self.lease) if self.lease else None,
             "completed": self.completed,
         }
+        if self.inline is not None:
+            doc["inline"] = base64.b64encode(self.inline).decode("ascii")
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes, session_id: str) -> _State:
         try:
             doc = json.loads(raw)
-            if doc["format"] != _FORMAT or doc["id"] != session_id:
+            if doc["format"] not in (_FORMAT, _FORMAT_INLINE) or doc["id"] != session_id:
                 raise ValueError("format or id")
-            return cls(
+            inline = doc.get("inline")
+            if inline is not None and (doc["parts"] or doc["tail"]):
+                raise ValueError("inline bytes beside parts or a tail")
+            state = cls(
                 id=doc["id"],
                 created=float(doc["created"]),
                 updated=float(doc["updated"]),
@@ -171,7 +187,11 @@ class _State:
                 tail=_Tail(**doc["tail"]) if doc["tail"] else None,
                 lease=_Lease(**doc["lease"]) if doc["lease"] else None,
                 completed=doc["completed"],
+                inline=base64.b64decode(inline, validate=True) if inline is not None else None,
             )
+            if state.inline is not None and len(state.inline) != state.size:
+                raise ValueError(f"{len(state.inline)} inline bytes for a size of {state.size}")
+            return state
         except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
             raise IntegrityError(
                 f"upload session {session_id}: its state.json is not a valid session state "
@@ -508,13 +528,14 @@ class Sessions:
     ) -> int | None:
         """Append a small in-memory chunk to a session that has no parts yet, optimistically.
 
-        While the whole session fits ``inline_limit`` it is kept as one tail
-        object (finishing writes it straight to its blob key, with no
-        multipart upload to complete and no copy). The new tail goes to a key
-        of its own, then one conditional write of the state (``if_match`` on
-        the ETag read) commits it: no lease is taken, so the append costs two
-        writes instead of three. Of two racing appenders, the one whose state
-        write loses removes its tail and gets InvalidOffsetError.
+        While the whole session fits `INLINE_STATE` its bytes are kept in the
+        state itself, so the append is one conditional write of the state
+        (``if_match`` on the ETag read). Up to ``inline_limit`` they are kept
+        as one tail object: the new tail goes to a key of its own, then the
+        state is written. Either way no lease is taken, and finishing writes
+        the bytes straight to their blob key, with no multipart upload to
+        complete and no copy. Of two racing appenders, the one whose state
+        write loses (removing its tail, if it wrote one) gets InvalidOffsetError.
 
         Returns:
             The new size, or None when the session does not qualify (it has
@@ -533,15 +554,19 @@ class Sessions:
         if not chunk.nbytes:
             return state.size
         old_tail = state.tail
-        data = (await self._read_tail(state) if old_tail is not None else b"") + chunk
+        data = await self._read_tail(state) + chunk
         hasher = self._cached(sid, state.size) or (Hasher() if state.size == 0 else None)
         if hasher is not None:
             await hasher.update(chunk)
         end = state.size + chunk.nbytes
-        tail_key = f"{self._folder(sid)}tail-{end}-{uuid.uuid4().hex[:12]}"
+        tail_key: str | None = None
         try:
-            await self._store.put(tail_key, data)
-            state.tail = _Tail(tail_key, len(data))
+            if len(data) <= INLINE_STATE:
+                state.inline, state.tail = data, None
+            else:
+                tail_key = f"{self._folder(sid)}tail-{end}-{uuid.uuid4().hex[:12]}"
+                await self._store.put(tail_key, data)
+                state.inline, state.tail = None, _Tail(tail_key, len(data))
             state.size = end
             state.lease = None
             try:
@@ -559,7 +584,8 @@ class Sessions:
                     key=sid,
                 ) from None
         except BaseException:
-            await self._delete_quietly([tail_key])
+            if tail_key is not None:
+                await self._delete_quietly([tail_key])
             raise
         self._remember(sid, hasher)
         if old_tail is not None:
@@ -573,7 +599,7 @@ class Sessions:
         min_part = store.capabilities.min_part_size
         hasher = self._cached(sid, state.size) or (Hasher() if state.size == 0 else None)
         held.hasher = hasher
-        base = state.size - (state.tail.size if state.tail else 0)  # where `pending` starts
+        base = state.size - _held_size(state)  # where `pending` starts
         hashed = state.size  # the hasher covers [0, hashed)
         pending = bytearray()
         stale = held.stale  # tail objects to delete once the state no longer names them
@@ -581,8 +607,7 @@ class Sessions:
         # durable write), and always at the end of the append.
         interval = min(_COMMIT_INTERVAL, self._lease / 4)
         held.next_commit = time.monotonic() + interval
-        if state.tail is not None:
-            pending += await self._read_tail(state)
+        pending += await self._read_tail(state)
 
         async def commit_part(data: bytes | memoryview) -> None:
             nonlocal base, hashed, hasher
@@ -612,6 +637,7 @@ class Sessions:
             if state.tail is not None:
                 stale.append(state.tail.key)
                 state.tail = None
+            state.inline = None
             state.size = base
             if time.monotonic() >= held.next_commit:
                 await self._commit(held)
@@ -641,6 +667,7 @@ class Sessions:
                 if state.tail is not None:
                     stale.append(state.tail.key)
                 state.tail = _Tail(tail_key, len(pending))
+                state.inline = None
                 state.size = end
         state.lease = None
         try:
@@ -652,7 +679,11 @@ class Sessions:
         await self._committed(held)
 
     async def _read_tail(self, state: _State) -> bytes:
-        assert state.tail is not None
+        """The bytes after the session's parts: inline, in its tail object, or none."""
+        if state.inline is not None:
+            return state.inline
+        if state.tail is None:
+            return b""
         data = await self._store.get(state.tail.key)
         if len(data) != state.tail.size:
             raise IntegrityError(
@@ -697,7 +728,7 @@ class Sessions:
         session is only removed once the blob is stored), so this costs one
         write: the blob's.
         """
-        data = await self._read_tail(state) if state.tail is not None else b""
+        data = await self._read_tail(state)
         actual = await hash_bytes(data, want.algorithm)
         if actual != want:
             with anyio.CancelScope(shield=True):
@@ -731,7 +762,7 @@ class Sessions:
         if state.completed is None:
             if not state.parts:
                 # Everything is in the tail (or nothing was sent): small, hash it here.
-                data = await self._read_tail(state) if state.tail is not None else b""
+                data = await self._read_tail(state)
                 actual = await hash_bytes(data, want.algorithm)
                 if actual != want:
                     raise self._mismatch(sid, want, actual)
@@ -751,7 +782,7 @@ class Sessions:
             # assembled object (below), and the tail object stays until the folder goes.
             try:
                 parts = list(state.parts)
-                if state.tail is not None:
+                if _held_size(state):
                     tail = await self._read_tail(state)
                     parts.append(
                         await store.upload_part(
@@ -812,11 +843,17 @@ class Sessions:
         return True
 
     async def _remove(self, state: _State) -> None:
-        """Drop a finished session: the state first (the session is gone), then the rest."""
+        """Drop a finished session: the state first (the session is gone), then the rest.
+
+        A session whose state names no tail object and no multipart upload left
+        nothing else in its folder (its bytes were inline): the folder is not listed.
+        Leftovers of failed writes, if any, are for `purge`.
+        """
         with anyio.CancelScope(shield=True):
             self._hashers.pop(state.id, None)
             await self._store.delete(self._state_key(state.id))
-            await self._delete_folder(state.id)
+            if state.tail is not None or state.upload_id is not None:
+                await self._delete_folder(state.id)
 
     async def _discard(self, state: _State) -> None:
         """Drop an unfinished session: its multipart upload and objects, the state last."""
@@ -894,6 +931,13 @@ class Sessions:
                 await self._store.delete(entry.key)
                 removed += 1
         return removed
+
+
+def _held_size(state: _State) -> int:
+    """How many of the session's bytes are not in its parts (inline or in the tail object)."""
+    if state.inline is not None:
+        return len(state.inline)
+    return state.tail.size if state.tail is not None else 0
 
 
 def _older(info: ObjectInfo, cutoff: float) -> bool:
