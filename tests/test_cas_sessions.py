@@ -35,6 +35,8 @@ from asyncstore import (
     PermissionDeniedError,
     Store,
     UploadNotFoundError,
+    WriteAttributes,
+    WriteResult,
 )
 from asyncstore.cas import ContentStore, UploadStatus, _sessions
 from asyncstore.testing import pattern
@@ -158,8 +160,61 @@ async def test_an_inline_state_that_does_not_add_up_is_refused(
     state = json.loads(await cas.store.get(key))
     state.update(change)
     await cas.store.put(key, json.dumps(state).encode())
-    with pytest.raises(IntegrityError, match=f"upload session {sid}: its state.json is not a valid"):
+    with pytest.raises(IntegrityError, match=f"upload session {sid}: its state.json is not"):
         await cas.progress(sid)
+
+
+async def test_a_small_append_does_not_read_the_state_this_process_wrote(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cas = ContentStore(store)
+    reads: list[str] = []
+    real_read = _sessions.read_with_etag
+
+    async def counting(store: Store, key: str) -> tuple[bytes, str]:
+        reads.append(key)
+        return await real_read(store, key)
+
+    monkeypatch.setattr(_sessions, "read_with_etag", counting)
+    sid = await cas.start()
+    assert await cas.append(sid, 0, b"abc") == 3
+    assert await cas.append(sid, None, b"def") == 6
+    assert reads == []  # both appends were written on the ETag of this process's last write
+    desc = await cas.finish(sid, sha256(b"abcdef"))
+    assert reads == [f"uploads/{sid}/state.json"]  # a finish reads it
+    assert await cas.get(desc.digest) == b"abcdef"
+
+
+async def test_a_small_append_sees_what_another_process_wrote_since(store: Store) -> None:
+    here = ContentStore(store)
+    sid = await here.start()
+    async with another_process(store) as other:
+        there = ContentStore(other)
+        assert await there.append(sid, 0, b"abc") == 3
+        # What this process remembers (size 0) is out of date: the conditional write
+        # fails, the state is read again, and the append lands after the other's.
+        with pytest.raises(InvalidOffsetError, match="resume at offset 3"):
+            await here.append(sid, 0, b"xyz")
+        assert await here.append(sid, 3, b"def") == 6
+        assert await there.append(sid, None, b"ghi") == 9
+        assert await here.append(sid, None, b"jkl") == 12
+        assert await here.append(sid, None, b"") == 12
+        desc = await there.finish(sid, sha256(b"abcdefghijkl"))
+        assert await there.get(desc.digest) == b"abcdefghijkl"
+        # Finished by the other process: this one's memory of the session does not revive it.
+        with pytest.raises(UploadNotFoundError, match=sid):
+            await here.append(sid, None, b"more")
+
+
+async def test_a_small_append_to_a_session_aborted_elsewhere_finds_it_gone(store: Store) -> None:
+    here = ContentStore(store)
+    sid = await here.start()
+    await here.append(sid, 0, b"abc")
+    async with another_process(store) as other:
+        await ContentStore(other).abort(sid)
+    with pytest.raises(UploadNotFoundError, match=sid):
+        await here.append(sid, 3, b"def")
+    assert await keys(store) == []
 
 
 async def test_an_append_at_the_wrong_offset_is_rejected_and_changes_nothing(
@@ -451,6 +506,85 @@ class GatedBackend(MemoryBackend):
             self.waiting.set()
             await self.gate.wait()
         return await super().upload_part(key, upload_id, number, offset, data, checksums)
+
+
+class BlobGateBackend(MemoryBackend):
+    """Writes to blob keys (puts and copies) wait until ``gate`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = anyio.Event()
+
+    async def _wait(self, key: str) -> None:
+        if key.startswith("blobs/"):
+            with anyio.fail_after(10):  # a finish that stored the blob first waits forever
+                await self.gate.wait()
+
+    async def put(
+        self, key: str, data: memoryview, attrs: WriteAttributes, checksums: Mapping[str, bytes]
+    ) -> WriteResult:
+        await self._wait(key)
+        return await super().put(key, data, attrs, checksums)
+
+    async def copy(self, src: str, dst: str) -> WriteResult:
+        await self._wait(dst)
+        return await super().copy(src, dst)
+
+
+@pytest.mark.parametrize("size", [1000, 3 * PART + 5], ids=["small", "multipart"])
+async def test_finish_awaits_verified_while_the_blob_is_stored(size: int) -> None:
+    backend = BlobGateBackend()
+    async with Store(backend, chunk_size=PART) as store:
+        cas = ContentStore(store)
+        data = pattern(size)
+        sid = await cas.start()
+        await cas.append(sid, 0, data)
+        stored_then: list[bool] = []
+
+        async def verified() -> None:
+            stored_then.append(await cas.exists(sha256(data)))
+            backend.gate.set()  # the blob may be written now
+
+        desc = await cas.finish(sid, sha256(data), verified=verified)
+        assert stored_then == [False]
+        assert await cas.get(desc.digest) == data
+        assert await keys(store) == [cas.blob_key(desc.digest)]
+
+
+@pytest.mark.parametrize("size", [1000, 3 * PART + 5], ids=["small", "multipart"])
+async def test_finish_with_the_wrong_digest_does_not_await_verified(
+    cas: ContentStore, size: int
+) -> None:
+    called: list[bool] = []
+
+    async def verified() -> None:
+        called.append(True)
+
+    sid = await cas.start()
+    await cas.append(sid, 0, pattern(size))
+    with pytest.raises(DigestMismatchError):
+        await cas.finish(sid, sha256(b"other"), verified=verified)
+    assert called == []
+    assert await keys(cas.store) == []
+
+
+@pytest.mark.parametrize("size", [1000, 3 * PART + 5], ids=["small", "multipart"])
+async def test_a_failing_verified_fails_the_finish_and_keeps_the_session(
+    cas: ContentStore, size: int
+) -> None:
+    data = pattern(size)
+
+    async def verified() -> None:
+        raise PermissionDeniedError("injected: the link is refused", key="link")
+
+    sid = await cas.start()
+    await cas.append(sid, 0, data)
+    with pytest.raises(PermissionDeniedError, match="injected"):
+        await cas.finish(sid, sha256(data), verified=verified)
+    assert await cas.progress(sid) == len(data)
+    desc = await cas.finish(sid, sha256(data))  # retried
+    assert await cas.get(desc.digest) == data
+    assert await keys(cas.store) == [cas.blob_key(desc.digest)]
 
 
 # A chunk larger than the inline limit (PART) takes the leased path, through parts.

@@ -43,7 +43,8 @@ import json
 import re
 import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -68,7 +69,11 @@ from ._blobs import Blobs
 from ._digest import Digest, Hasher, hash_bytes
 from ._types import Descriptor, UploadStatus
 
-__all__ = ["INLINE_STATE", "Sessions", "read_with_etag"]
+__all__ = ["INLINE_STATE", "Sessions", "Verified", "read_with_etag"]
+
+#: Awaited by a finish once the content is verified, while the blob is stored.
+Verified = Callable[[], Awaitable[object]]
+_T = TypeVar("_T")
 
 _ID = re.compile(r"[0-9a-f]{32}")
 _FORMAT = 1
@@ -82,6 +87,8 @@ INLINE_STATE = 1024 * 1024
 _UNKNOWN_SHA256 = "sha256:" + "0" * 64
 #: Sessions whose running hash is kept in memory, most recently used last.
 _CACHE_SIZE = 1024
+#: Bytes of state.json kept in memory, as this process last wrote them (see `Sessions._known`).
+_STATE_CACHE_BYTES = 8 * 1024 * 1024
 _CLAIM_ATTEMPTS = 5
 #: Most seconds between two commits of the state during one append.
 _COMMIT_INTERVAL = 1.0
@@ -191,13 +198,17 @@ class _State:
             )
             if state.inline is not None and len(state.inline) != state.size:
                 raise ValueError(f"{len(state.inline)} inline bytes for a size of {state.size}")
-            return state
         except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
             raise IntegrityError(
                 f"upload session {session_id}: its state.json is not a valid session state "
                 f"({type(exc).__name__}: {exc})",
                 key=session_id,
             ) from exc
+        return state
+
+
+class _Stale(Exception):
+    """A state remembered by this process turned out to be out of date: read it again."""
 
 
 @dataclasses.dataclass
@@ -322,6 +333,9 @@ class Sessions:
         self._blobs = blobs
         self._lease = lease
         self._hashers: collections.OrderedDict[str, tuple[int, Hasher]] = collections.OrderedDict()
+        #: sid -> (state.json as this process last wrote it, its ETag), most recent last
+        self._states: collections.OrderedDict[str, tuple[bytes, str]] = collections.OrderedDict()
+        self._state_bytes = 0
 
     # -- keys, state ----------------------------------------------------------------------------
 
@@ -368,14 +382,52 @@ class Sessions:
         """
         state.updated = time.time()
         mode: Any = "create" if etag is None else {"if_match": etag}
+        raw = state.to_bytes()
+        self._unknown(state.id)  # until the write is known to have happened
         with anyio.CancelScope(shield=True):
             result = await self._store.put(
                 self._state_key(state.id),
-                state.to_bytes(),
+                raw,
                 content_type="application/json",
                 mode=mode,
             )
+        self._know(state.id, raw, result.etag)
         return result.etag
+
+    def _know(self, sid: str, raw: bytes, etag: str) -> None:
+        """Remember the state this process just wrote (see `_known`)."""
+        self._unknown(sid)
+        if len(raw) > _STATE_CACHE_BYTES // 8:
+            return
+        self._states[sid] = (raw, etag)
+        self._state_bytes += len(raw)
+        while self._state_bytes > _STATE_CACHE_BYTES:
+            _, (dropped, _) = self._states.popitem(last=False)
+            self._state_bytes -= len(dropped)
+
+    def _unknown(self, sid: str) -> None:
+        entry = self._states.pop(sid, None)
+        if entry is not None:
+            self._state_bytes -= len(entry[0])
+
+    def _known(self, sid: str, scope: str | None) -> tuple[_State, str] | None:
+        """The state this process last wrote for ``sid``, with its ETag; None if unknown.
+
+        It may be out of date (another process may have written since), so it
+        only serves writes made conditional on its ETag (``if_match``), which
+        fail if it is: the caller then reads the state from the store.
+        """
+        entry = self._states.get(sid)
+        if entry is None:
+            return None
+        state = _State.from_bytes(entry[0], sid)
+        if state.scope != scope:
+            return None
+        return state, entry[1]
+
+    def _forget(self, sid: str) -> None:
+        self._hashers.pop(sid, None)
+        self._unknown(sid)
 
     async def _commit(self, held: _Held, *, renew: bool = True) -> None:
         """Write the held state; raise if the lease was lost meanwhile."""
@@ -537,21 +589,52 @@ class Sessions:
         complete and no copy. Of two racing appenders, the one whose state
         write loses (removing its tail, if it wrote one) gets InvalidOffsetError.
 
+        The state is not read when this process wrote it last (the POST of
+        docker's POST, PATCH, PUT): the write is conditional on the ETag it
+        remembers, and only if that fails (another process wrote since) is the
+        state read and the append made again.
+
         Returns:
             The new size, or None when the session does not qualify (it has
             parts, or would outgrow ``inline_limit``): take the leased path.
         """
+        known = self._known(sid, scope)
+        if known is not None and known[0].tail is None:
+            try:
+                return await self._append_small_to(sid, offset, chunk, *known, fresh=False)
+            except _Stale:
+                self._unknown(sid)
         state, etag = await self._load(sid, scope)
-        _check_offset(sid, offset, state.size)
-        if state.lease is not None and state.lease.expires > time.time():
-            raise InvalidOffsetError(
-                f"upload session {sid}: another {state.lease.action} is in progress "
-                f"(at offset {state.size}); retry once it is done",
-                key=sid,
-            )
+        return await self._append_small_to(sid, offset, chunk, state, etag, fresh=True)
+
+    async def _append_small_to(
+        self,
+        sid: str,
+        offset: int | None,
+        chunk: memoryview,
+        state: _State,
+        etag: str,
+        *,
+        fresh: bool,
+    ) -> int | None:
+        """`_append_small` on ``state`` as read (``fresh``) or as remembered (raises _Stale)."""
+        try:
+            _check_offset(sid, offset, state.size)
+            if state.lease is not None and state.lease.expires > time.time():
+                raise InvalidOffsetError(
+                    f"upload session {sid}: another {state.lease.action} is in progress "
+                    f"(at offset {state.size}); retry once it is done",
+                    key=sid,
+                )
+        except InvalidOffsetError:
+            if not fresh:
+                raise _Stale from None
+            raise
         if state.parts or state.size + chunk.nbytes > self._blobs.inline_limit:
-            return None
+            return None  # the leased path reads the state again
         if not chunk.nbytes:
+            if not fresh:
+                raise _Stale  # the size to report must be the stored one
             return state.size
         old_tail = state.tail
         data = await self._read_tail(state) + chunk
@@ -572,6 +655,8 @@ class Sessions:
             try:
                 await self._save(state, etag)
             except PreconditionFailedError:
+                if not fresh:
+                    raise _Stale from None
                 if await self._read(sid) is None:
                     raise UploadNotFoundError(
                         f"upload session {sid} was aborted or finished by another caller",
@@ -702,17 +787,22 @@ class Sessions:
         keys.clear()
 
     async def finish(
-        self, session_id: str, want: Digest, scope: str | None, ctype: str | None = None
+        self,
+        session_id: str,
+        want: Digest,
+        scope: str | None,
+        ctype: str | None = None,
+        verified: Verified | None = None,
     ) -> Descriptor:
         sid = _check_id(session_id)
         _check_scope(scope)
         state, _ = await self._load(sid, scope)
         leased = state.lease is not None and state.lease.expires > time.time()
         if not state.parts and not leased:
-            return await self._finish_small(state, want, ctype)
+            return await self._finish_small(state, want, ctype, verified)
         held = await self._claim(sid, scope, "finish")
         try:
-            return await self._finish(held, want, ctype)
+            return await self._finish(held, want, ctype, verified)
         except DigestMismatchError:
             with anyio.CancelScope(shield=True):
                 await self._discard(held.state)
@@ -721,7 +811,28 @@ class Sessions:
             await self._release(held)
             raise
 
-    async def _finish_small(self, state: _State, want: Digest, ctype: str | None) -> Descriptor:
+    @staticmethod
+    async def _storing(store_blob: Awaitable[_T], verified: Verified | None) -> _T:
+        """Await ``store_blob`` and, at the same time, ``verified`` (the content is verified).
+
+        If either fails, the other is cancelled and the error is raised; the
+        caller then keeps the session, so the finish can be retried.
+        """
+        if verified is None:
+            return await store_blob
+        results: list[_T] = []
+
+        async def announce() -> None:
+            await verified()
+
+        async with task_group() as tg:
+            tg.start_soon(announce)
+            results.append(await store_blob)
+        return results[0]
+
+    async def _finish_small(
+        self, state: _State, want: Digest, ctype: str | None, verified: Verified | None
+    ) -> Descriptor:
         """Finish a session that is all tail: hash it, write it to its blob key, remove the session.
 
         No lease is taken (the blob write is idempotent, by digest, and the
@@ -734,7 +845,9 @@ class Sessions:
             with anyio.CancelScope(shield=True):
                 await self._discard(state)
             raise self._mismatch(state.id, want, actual)
-        descriptor = await self._blobs.write_known(memoryview(data), want, ctype)
+        descriptor = await self._storing(
+            self._blobs.write_known(memoryview(data), want, ctype), verified
+        )
         if state.upload_id is not None:
             with anyio.CancelScope(shield=True):
                 with contextlib.suppress(StoreError):
@@ -752,7 +865,9 @@ class Sessions:
             key=self._blobs.blob_key(want),
         )
 
-    async def _finish(self, held: _Held, want: Digest, ctype: str | None) -> Descriptor:
+    async def _finish(
+        self, held: _Held, want: Digest, ctype: str | None, verified: Verified | None
+    ) -> Descriptor:
         state = held.state
         sid = state.id
         store = self._store
@@ -766,7 +881,9 @@ class Sessions:
                 actual = await hash_bytes(data, want.algorithm)
                 if actual != want:
                     raise self._mismatch(sid, want, actual)
-                descriptor = await self._blobs.write_known(memoryview(data), want, ctype)
+                descriptor = await self._storing(
+                    self._blobs.write_known(memoryview(data), want, ctype), verified
+                )
                 if state.upload_id is not None:
                     with anyio.CancelScope(shield=True):
                         with contextlib.suppress(StoreError):
@@ -816,9 +933,10 @@ class Sessions:
                 raise self._mismatch(sid, want, actual)
             recorded_ok = check.digest("sha256") == state.completed
         if recorded_ok:
-            written = await self._blobs.promote(data_key, want, state.size)
+            writing = self._blobs.promote(data_key, want, state.size)
         else:
-            written = await self._rewrite(data_key, want, state.size)
+            writing = self._rewrite(data_key, want, state.size)
+        written = await self._storing(writing, verified)
         descriptor = self._blobs.stored(want, state.size, ctype, written=written)
         await self._remove(state)
         return descriptor
@@ -850,14 +968,14 @@ class Sessions:
         Leftovers of failed writes, if any, are for `purge`.
         """
         with anyio.CancelScope(shield=True):
-            self._hashers.pop(state.id, None)
+            self._forget(state.id)
             await self._store.delete(self._state_key(state.id))
             if state.tail is not None or state.upload_id is not None:
                 await self._delete_folder(state.id)
 
     async def _discard(self, state: _State) -> None:
         """Drop an unfinished session: its multipart upload and objects, the state last."""
-        self._hashers.pop(state.id, None)
+        self._forget(state.id)
         if state.upload_id is not None and state.completed is None:
             with contextlib.suppress(StoreError):
                 await self._store.abort_upload(self._data_key(state.id), state.upload_id)
@@ -885,7 +1003,7 @@ class Sessions:
             if found is not None:
                 await self._discard(found[0])
             else:
-                self._hashers.pop(sid, None)
+                self._forget(sid)
                 await self._delete_folder(sid)
 
     async def purge(self, older_than: float) -> int:
