@@ -181,8 +181,11 @@ async def test_a_small_append_does_not_read_the_state_this_process_wrote(
     assert await cas.append(sid, None, b"def") == 6
     assert reads == []  # both appends were written on the ETag of this process's last write
     desc = await cas.finish(sid, sha256(b"abcdef"))
-    assert reads == [f"uploads/{sid}/state.json"]  # a finish reads it
+    assert reads == []  # the bytes it remembers hash to the digest: they are the blob
     assert await cas.get(desc.digest) == b"abcdef"
+    assert await keys(store) == [cas.blob_key(desc.digest)]
+    with pytest.raises(UploadNotFoundError, match=sid):
+        await cas.finish(sid, sha256(b"abcdef"))  # finished: the memory went with the session
 
 
 async def test_a_small_append_sees_what_another_process_wrote_since(store: Store) -> None:
@@ -199,11 +202,14 @@ async def test_a_small_append_sees_what_another_process_wrote_since(store: Store
         assert await there.append(sid, None, b"ghi") == 9
         assert await here.append(sid, None, b"jkl") == 12
         assert await here.append(sid, None, b"") == 12
-        desc = await there.finish(sid, sha256(b"abcdefghijkl"))
-        assert await there.get(desc.digest) == b"abcdefghijkl"
-        # Finished by the other process: this one's memory of the session does not revive it.
+        assert await there.append(sid, None, b"mno") == 15
+        # This process remembers 12 bytes, which do not hash to the digest of the 15:
+        # the finish reads the state and stores what the other process appended too.
+        desc = await here.finish(sid, sha256(b"abcdefghijklmno"))
+        assert await there.get(desc.digest) == b"abcdefghijklmno"
+        # Finished by this process: the other one's memory does not revive the session.
         with pytest.raises(UploadNotFoundError, match=sid):
-            await here.append(sid, None, b"more")
+            await there.append(sid, None, b"more")
 
 
 async def test_a_small_append_to_a_session_aborted_elsewhere_finds_it_gone(store: Store) -> None:
