@@ -10,6 +10,10 @@ Servers, each a fresh child process on 127.0.0.1 and a free port:
   registry) with filesystem storage and deletes on;
 * ``asyncstore-file-nocache`` (not run unless named in ``--servers``): file:// with
   ``--reference-cache 0``, every tag and link read from the store.
+* any asyncstore server name with ``@baseline`` appended (for example
+  ``asyncstore-file@baseline``): the same server run from the ``asyncstore``
+  package in ``--baseline DIR`` (say ``git archive <commit> asyncstore | tar -x -C
+  DIR``), so that two versions are measured in one interleaved run.
 
 Each row records the 1-minute load average (``os.getloadavg``) before and after its
 case: the machine may be shared.
@@ -117,6 +121,10 @@ def _wait_http(url: str, timeout: float = 60) -> None:
             time.sleep(0.05)
 
 
+#: Where the ``@baseline`` servers' asyncstore package is (``--baseline``).
+BASELINE: pathlib.Path | None = None
+
+
 @contextmanager
 def asyncstore_server(name: str, store_url: str, *extra: str) -> Iterator[Server]:
     command = [
@@ -131,7 +139,9 @@ def asyncstore_server(name: str, store_url: str, *extra: str) -> Iterator[Server
         "warning",
         *extra,
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=REPO)
+    # ``python -m`` puts the working directory first on sys.path: its asyncstore runs.
+    cwd = BASELINE if name.endswith("@baseline") else REPO
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=cwd)
     try:
         assert process.stdout is not None
         line = process.stdout.readline().decode()
@@ -178,15 +188,16 @@ def server_named(name: str, work: pathlib.Path, moto: LocalServer | None) -> Ite
         if name == "docker-registry":
             with docker_registry(folder) as server:
                 yield server
-        elif name == "asyncstore-s3":
+        elif name.removesuffix("@baseline") == "asyncstore-s3":
             assert moto is not None
             prefix = f"registry-{os.urandom(4).hex()}"
             url = f"s3://bench-registry/{prefix}/?endpoint={moto.url}"
             with asyncstore_server(name, url) as server:
                 yield server
         else:
-            extra: tuple[str, ...] = ("--backend", "trio") if name.endswith("trio") else ()
-            if name.endswith("nocache"):
+            base = name.removesuffix("@baseline")
+            extra: tuple[str, ...] = ("--backend", "trio") if base.endswith("trio") else ()
+            if base.endswith("nocache"):
                 extra = ("--reference-cache", "0")
             with asyncstore_server(name, (folder / "store").as_uri(), *extra) as server:
                 yield server
@@ -667,6 +678,11 @@ def main() -> int:
         "--out", type=pathlib.Path, default=REPO / "bench" / "results" / "registry.json"
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs of each case (median kept)")
+    parser.add_argument(
+        "--baseline",
+        type=pathlib.Path,
+        help="a folder holding another version's asyncstore package, for the @baseline servers",
+    )
     parser.add_argument("--serve-variant", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -679,9 +695,14 @@ def main() -> int:
         if name not in SECTIONS:
             parser.error(f"unknown section {name!r} (known: {', '.join(SECTIONS)})")
     for name in servers:
-        if name not in SERVERS + EXTRA_SERVERS:
+        base = name.removesuffix("@baseline")
+        if base not in SERVERS + EXTRA_SERVERS or (base != name and base == "docker-registry"):
             known = ", ".join(SERVERS + EXTRA_SERVERS)
-            parser.error(f"unknown server {name!r} (known: {known})")
+            parser.error(f"unknown server {name!r} (known: {known}, each asyncstore one @baseline)")
+        if base != name and (args.baseline is None or not (args.baseline / "asyncstore").is_dir()):
+            parser.error(f"{name} needs --baseline DIR, a folder holding an asyncstore package")
+    global BASELINE
+    BASELINE = args.baseline.resolve() if args.baseline is not None else None
     missing = [tool for tool in ("skopeo", "docker-registry") if shutil.which(tool) is None]
     if "docker-registry" in missing:
         print("docker-registry is not installed (apt-get install docker-registry): skipped")
@@ -712,7 +733,7 @@ def main() -> int:
             for section in sections:
                 names = VARIANTS if section == "frameworks" else servers
                 for name in names:
-                    if section == "memory" and name == "asyncstore-s3":
+                    if section == "memory" and name.startswith("asyncstore-s3"):
                         continue  # moto keeps every byte in its own memory: 4 GiB for nothing
                     print(f"-- {section}: {name} (run {attempt + 1})", flush=True)
                     row = run_case(section, name, args, layout, moto)

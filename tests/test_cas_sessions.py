@@ -27,6 +27,7 @@ from test_cas_helpers import (  # noqa: F401 - fixtures
 from asyncstore import (
     CompletedPart,
     DigestMismatchError,
+    IntegrityError,
     InvalidArgumentError,
     InvalidDigestError,
     InvalidOffsetError,
@@ -34,8 +35,10 @@ from asyncstore import (
     PermissionDeniedError,
     Store,
     UploadNotFoundError,
+    WriteAttributes,
+    WriteResult,
 )
-from asyncstore.cas import ContentStore, UploadStatus
+from asyncstore.cas import ContentStore, UploadStatus, _sessions
 from asyncstore.testing import pattern
 
 pytestmark = pytest.mark.anyio
@@ -82,9 +85,8 @@ async def test_an_s3_like_backend_keeps_small_remainders_as_a_tail() -> None:
         sid = await cas.start()
         data = pattern(2 * PART + 100)
         await cas.append(sid, 0, data[:1000])
-        state_key, tail_key = await keys(store, f"uploads/{sid}/")
-        assert state_key == f"uploads/{sid}/state.json"
-        assert tail_key.startswith(f"uploads/{sid}/tail-1000")
+        # A session without parts keeps its few bytes in its state (see the next test).
+        assert await keys(store, f"uploads/{sid}/") == [f"uploads/{sid}/state.json"]
         await cas.append(sid, 1000, data[1000 : PART + 50])
         await cas.append(sid, PART + 50, data[PART + 50 :])
         assert await keys(store, f"uploads/{sid}/") == [
@@ -96,6 +98,129 @@ async def test_an_s3_like_backend_keeps_small_remainders_as_a_tail() -> None:
         assert await cas.get(desc.digest) == data
         assert isinstance(store.backend, MemoryBackend)
         assert await store.backend.pending_uploads() == []
+
+
+async def test_a_small_session_keeps_its_bytes_in_its_state(cas: ContentStore) -> None:
+    backend = counts(cas.store)
+    data = pattern(3000)
+    sid = await cas.start()
+    state_key = f"uploads/{sid}/state.json"
+    assert await cas.append(sid, 0, data[:1000]) == 1000
+    assert await cas.append(sid, 1000, data[1000:]) == 3000
+    # One write per append (the state, which holds the bytes), and no tail object.
+    assert backend.writes[state_key] == 3
+    assert await keys(cas.store, f"uploads/{sid}/") == [state_key]
+    state = json.loads(await cas.store.get(state_key))
+    assert (state["format"], state["size"], state["tail"]) == (2, 3000, None)
+    assert base64.b64decode(state["inline"]) == data
+    desc = await cas.finish(sid, sha256(data))
+    assert await cas.get(desc.digest) == data
+    assert await keys(cas.store) == [cas.blob_key(desc.digest)]
+
+
+async def test_a_session_with_a_tail_object_is_finished_as_before(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A session appended to by a version that kept small sessions in a tail object
+    # (state format 1), finished by this one.
+    data = pattern(3000)
+    monkeypatch.setattr(_sessions, "INLINE_STATE", 0)
+    older = ContentStore(store)
+    sid = await older.start()
+    await older.append(sid, 0, data[:1000])
+    state = json.loads(await store.get(f"uploads/{sid}/state.json"))
+    assert (state["format"], "inline" in state) == (1, False)
+    assert state["tail"]["key"].startswith(f"uploads/{sid}/tail-1000-")
+    monkeypatch.undo()
+    async with another_process(store) as other:
+        newer = ContentStore(other)
+        # Appending moves the bytes into the state; the tail object goes.
+        assert await newer.append(sid, 1000, data[1000:]) == 3000
+        assert await keys(other, f"uploads/{sid}/") == [f"uploads/{sid}/state.json"]
+        desc = await newer.finish(sid, sha256(data))
+        assert await newer.get(desc.digest) == data
+        assert await keys(other) == [newer.blob_key(desc.digest)]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"inline": "AAAA", "size": 4},  # 3 bytes for a size of 4
+        {"inline": "not base64!"},
+        {"inline": "AAAA", "size": 3, "tail": {"key": "uploads/x/tail-3", "size": 3}},
+    ],
+    ids=["size", "base64", "beside-a-tail"],
+)
+async def test_an_inline_state_that_does_not_add_up_is_refused(
+    cas: ContentStore, change: dict[str, object]
+) -> None:
+    sid = await cas.start()
+    await cas.append(sid, 0, b"abc")
+    key = f"uploads/{sid}/state.json"
+    state = json.loads(await cas.store.get(key))
+    state.update(change)
+    await cas.store.put(key, json.dumps(state).encode())
+    with pytest.raises(IntegrityError, match=f"upload session {sid}: its state.json is not"):
+        await cas.progress(sid)
+
+
+async def test_a_small_append_does_not_read_the_state_this_process_wrote(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cas = ContentStore(store)
+    reads: list[str] = []
+    real_read = _sessions.read_with_etag
+
+    async def counting(store: Store, key: str) -> tuple[bytes, str]:
+        reads.append(key)
+        return await real_read(store, key)
+
+    monkeypatch.setattr(_sessions, "read_with_etag", counting)
+    sid = await cas.start()
+    assert await cas.append(sid, 0, b"abc") == 3
+    assert await cas.append(sid, None, b"def") == 6
+    assert reads == []  # both appends were written on the ETag of this process's last write
+    desc = await cas.finish(sid, sha256(b"abcdef"))
+    assert reads == []  # the bytes it remembers hash to the digest: they are the blob
+    assert await cas.get(desc.digest) == b"abcdef"
+    assert await keys(store) == [cas.blob_key(desc.digest)]
+    with pytest.raises(UploadNotFoundError, match=sid):
+        await cas.finish(sid, sha256(b"abcdef"))  # finished: the memory went with the session
+
+
+async def test_a_small_append_sees_what_another_process_wrote_since(store: Store) -> None:
+    here = ContentStore(store)
+    sid = await here.start()
+    async with another_process(store) as other:
+        there = ContentStore(other)
+        assert await there.append(sid, 0, b"abc") == 3
+        # What this process remembers (size 0) is out of date: the conditional write
+        # fails, the state is read again, and the append lands after the other's.
+        with pytest.raises(InvalidOffsetError, match="resume at offset 3"):
+            await here.append(sid, 0, b"xyz")
+        assert await here.append(sid, 3, b"def") == 6
+        assert await there.append(sid, None, b"ghi") == 9
+        assert await here.append(sid, None, b"jkl") == 12
+        assert await here.append(sid, None, b"") == 12
+        assert await there.append(sid, None, b"mno") == 15
+        # This process remembers 12 bytes, which do not hash to the digest of the 15:
+        # the finish reads the state and stores what the other process appended too.
+        desc = await here.finish(sid, sha256(b"abcdefghijklmno"))
+        assert await there.get(desc.digest) == b"abcdefghijklmno"
+        # Finished by this process: the other one's memory does not revive the session.
+        with pytest.raises(UploadNotFoundError, match=sid):
+            await there.append(sid, None, b"more")
+
+
+async def test_a_small_append_to_a_session_aborted_elsewhere_finds_it_gone(store: Store) -> None:
+    here = ContentStore(store)
+    sid = await here.start()
+    await here.append(sid, 0, b"abc")
+    async with another_process(store) as other:
+        await ContentStore(other).abort(sid)
+    with pytest.raises(UploadNotFoundError, match=sid):
+        await here.append(sid, 3, b"def")
+    assert await keys(store) == []
 
 
 async def test_an_append_at_the_wrong_offset_is_rejected_and_changes_nothing(
@@ -330,7 +455,12 @@ async def test_a_scoped_session_is_invisible_from_another_scope(cas: ContentStor
         await cas.start(scope=5)  # type: ignore[arg-type]
 
 
-async def test_racing_appends_at_one_offset_let_exactly_one_win(cas: ContentStore) -> None:
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "tail-object"])
+async def test_racing_appends_at_one_offset_let_exactly_one_win(
+    cas: ContentStore, inline: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not inline:  # the session's bytes go to a tail object, not into its state
+        monkeypatch.setattr(_sessions, "INLINE_STATE", 100)
     sid = await cas.start()
     await cas.append(sid, 0, b"base")
     winners: list[bytes] = []
@@ -351,8 +481,9 @@ async def test_racing_appends_at_one_offset_let_exactly_one_win(cas: ContentStor
     assert len(winners) == 1
     assert len(losers) == 7
     assert await cas.progress(sid) == 1004
-    # The losers' tail objects are gone: the session holds its state and one tail.
-    assert len(await keys(cas.store, f"uploads/{sid}/")) == 2
+    # The losers' tail objects, if any, are gone: the session holds its state and
+    # its tail object, or only its state (which holds the bytes).
+    assert len(await keys(cas.store, f"uploads/{sid}/")) == (1 if inline else 2)
     desc = await cas.finish(sid, sha256(b"base" + winners[0]))
     assert await cas.get(desc.digest) == b"base" + winners[0]
 
@@ -381,6 +512,85 @@ class GatedBackend(MemoryBackend):
             self.waiting.set()
             await self.gate.wait()
         return await super().upload_part(key, upload_id, number, offset, data, checksums)
+
+
+class BlobGateBackend(MemoryBackend):
+    """Writes to blob keys (puts and copies) wait until ``gate`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = anyio.Event()
+
+    async def _wait(self, key: str) -> None:
+        if key.startswith("blobs/"):
+            with anyio.fail_after(10):  # a finish that stored the blob first waits forever
+                await self.gate.wait()
+
+    async def put(
+        self, key: str, data: memoryview, attrs: WriteAttributes, checksums: Mapping[str, bytes]
+    ) -> WriteResult:
+        await self._wait(key)
+        return await super().put(key, data, attrs, checksums)
+
+    async def copy(self, src: str, dst: str) -> WriteResult:
+        await self._wait(dst)
+        return await super().copy(src, dst)
+
+
+@pytest.mark.parametrize("size", [1000, 3 * PART + 5], ids=["small", "multipart"])
+async def test_finish_awaits_verified_while_the_blob_is_stored(size: int) -> None:
+    backend = BlobGateBackend()
+    async with Store(backend, chunk_size=PART) as store:
+        cas = ContentStore(store)
+        data = pattern(size)
+        sid = await cas.start()
+        await cas.append(sid, 0, data)
+        stored_then: list[bool] = []
+
+        async def verified() -> None:
+            stored_then.append(await cas.exists(sha256(data)))
+            backend.gate.set()  # the blob may be written now
+
+        desc = await cas.finish(sid, sha256(data), verified=verified)
+        assert stored_then == [False]
+        assert await cas.get(desc.digest) == data
+        assert await keys(store) == [cas.blob_key(desc.digest)]
+
+
+@pytest.mark.parametrize("size", [1000, 3 * PART + 5], ids=["small", "multipart"])
+async def test_finish_with_the_wrong_digest_does_not_await_verified(
+    cas: ContentStore, size: int
+) -> None:
+    called: list[bool] = []
+
+    async def verified() -> None:
+        called.append(True)
+
+    sid = await cas.start()
+    await cas.append(sid, 0, pattern(size))
+    with pytest.raises(DigestMismatchError):
+        await cas.finish(sid, sha256(b"other"), verified=verified)
+    assert called == []
+    assert await keys(cas.store) == []
+
+
+@pytest.mark.parametrize("size", [1000, 3 * PART + 5], ids=["small", "multipart"])
+async def test_a_failing_verified_fails_the_finish_and_keeps_the_session(
+    cas: ContentStore, size: int
+) -> None:
+    data = pattern(size)
+
+    async def verified() -> None:
+        raise PermissionDeniedError("injected: the link is refused", key="link")
+
+    sid = await cas.start()
+    await cas.append(sid, 0, data)
+    with pytest.raises(PermissionDeniedError, match="injected"):
+        await cas.finish(sid, sha256(data), verified=verified)
+    assert await cas.progress(sid) == len(data)
+    desc = await cas.finish(sid, sha256(data))  # retried
+    assert await cas.get(desc.digest) == data
+    assert await keys(cas.store) == [cas.blob_key(desc.digest)]
 
 
 # A chunk larger than the inline limit (PART) takes the leased path, through parts.

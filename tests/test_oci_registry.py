@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import anyio
@@ -22,14 +23,19 @@ from test_cas_helpers import (  # noqa: F401 - store is a fixture
 )
 
 from asyncstore import (
+    BlobNotFoundError,
     DigestMismatchError,
     InvalidArgumentError,
     InvalidDigestError,
     InvalidOffsetError,
+    MemoryBackend,
     NotFoundError,
+    PermissionDeniedError,
     Store,
     TagNotFoundError,
     UploadNotFoundError,
+    WriteAttributes,
+    WriteResult,
 )
 from asyncstore.cas import ContentStore, Descriptor
 from asyncstore.oci import (
@@ -118,6 +124,58 @@ async def test_chunked_push(registry: RegistryStorage) -> None:
     assert await registry.get_blob(REPO, desc.digest) == data
     with pytest.raises(UploadNotFoundError):
         await registry.upload_progress(REPO, sid)
+
+
+class LinkFirstBackend(MemoryBackend):
+    """Writes to blob keys wait until a repository's link to a blob has been written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linked = anyio.Event()
+
+    async def put(
+        self, key: str, data: memoryview, attrs: WriteAttributes, checksums: Mapping[str, bytes]
+    ) -> WriteResult:
+        if key.startswith("blobs/"):
+            with anyio.fail_after(10):  # a finish that linked only after storing waits forever
+                await self.linked.wait()
+        result = await super().put(key, data, attrs, checksums)
+        if "/_layers/" in key:
+            self.linked.set()
+        return result
+
+
+async def test_finish_upload_links_the_blob_while_it_is_stored() -> None:
+    async with Store(LinkFirstBackend(), chunk_size=PART) as store:
+        registry = RegistryStorage(store)
+        sid = await registry.start_upload(REPO)
+        await registry.append_upload(REPO, sid, 0, b"layer")
+        desc = await registry.finish_upload(REPO, sid, sha256(b"layer"))
+        assert await registry.get_blob(REPO, desc.digest) == b"layer"
+
+
+async def test_a_finish_upload_whose_blob_write_fails_reads_as_absent_and_can_be_retried(
+    store: Store,
+) -> None:
+    registry = RegistryStorage(store)
+    sid = await registry.start_upload(REPO)
+    await registry.append_upload(REPO, sid, 0, b"layer")
+    write_known = registry.cas._blobs.write_known
+
+    async def refused(*args: object, **kwargs: object) -> Descriptor:
+        await anyio.sleep(0)
+        raise PermissionDeniedError("injected: the blob write is refused", key="blob")
+
+    registry.cas._blobs.write_known = refused  # type: ignore[method-assign]
+    with pytest.raises(PermissionDeniedError, match="injected"):
+        await registry.finish_upload(REPO, sid, sha256(b"layer"))
+    # The link may be there; without the blob the repository does not hold it.
+    assert not await registry.blob_exists(REPO, sha256(b"layer"))
+    with pytest.raises(BlobNotFoundError):
+        await registry.stat_blob(REPO, sha256(b"layer"))
+    registry.cas._blobs.write_known = write_known  # type: ignore[method-assign]
+    desc = await registry.finish_upload(REPO, sid, sha256(b"layer"))
+    assert await registry.get_blob(REPO, desc.digest) == b"layer"
 
 
 async def test_chunked_push_whose_last_chunk_comes_with_the_finish(

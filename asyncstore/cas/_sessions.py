@@ -12,6 +12,11 @@ A session is the folder ``<prefix>uploads/<id>/``:
 * ``tail-<end>`` holds the last bytes of the session when they are fewer than
   the backend's minimum part size (S3: 5 MiB), until more arrive or the
   session finishes (the last part may be small).
+* A session that has no parts and holds at most `INLINE_STATE` bytes keeps
+  them in ``state.json`` itself (``inline``, base64), so a small append is one
+  write (the state) rather than two (a tail object, then the state), and its
+  finish has no tail to read or delete. Such a state is written as format 2;
+  any other as format 1, which older versions read too.
 
 An append or a finish first takes the session's *lease* (a conditional write
 of the state), so a second append at the same offset fails with
@@ -38,7 +43,8 @@ import json
 import re
 import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -63,15 +69,26 @@ from ._blobs import Blobs
 from ._digest import Digest, Hasher, hash_bytes
 from ._types import Descriptor, UploadStatus
 
-__all__ = ["Sessions", "read_with_etag"]
+__all__ = ["INLINE_STATE", "Sessions", "Verified", "read_with_etag"]
+
+#: Awaited by a finish once the content is verified, while the blob is stored.
+Verified = Callable[[], Awaitable[object]]
+_T = TypeVar("_T")
 
 _ID = re.compile(r"[0-9a-f]{32}")
 _FORMAT = 1
+#: The format of a state that holds its bytes inline (older readers refuse it).
+_FORMAT_INLINE = 2
+#: Most bytes a session without parts keeps inside its state.json (base64) rather
+#: than in a tail object: each append then costs one write instead of two.
+INLINE_STATE = 1024 * 1024
 #: Recorded on the assembled content when its sha256 is not known at completion
 #: (a sha512 session finished in another process); such content is rewritten, never copied.
 _UNKNOWN_SHA256 = "sha256:" + "0" * 64
 #: Sessions whose running hash is kept in memory, most recently used last.
 _CACHE_SIZE = 1024
+#: Bytes of state.json kept in memory, as this process last wrote them (see `Sessions._known`).
+_STATE_CACHE_BYTES = 8 * 1024 * 1024
 _CLAIM_ATTEMPTS = 5
 #: Most seconds between two commits of the state during one append.
 _COMMIT_INTERVAL = 1.0
@@ -117,10 +134,11 @@ class _State:
     tail: _Tail | None = None
     lease: _Lease | None = None
     completed: str | None = None  # the sha256 recorded when the multipart upload was completed
+    inline: bytes | None = None  # the session's bytes, when it has no parts and few of them
 
     def to_bytes(self) -> bytes:
         doc: dict[str, Any] = {
-            "format": _FORMAT,
+            "format": _FORMAT if self.inline is None else _FORMAT_INLINE,
             "id": self.id,
             "created": self.created,
             "updated": self.updated,
@@ -143,15 +161,20 @@ class _State:
             "lease": dataclasses.asdict(self.lease) if self.lease else None,
             "completed": self.completed,
         }
+        if self.inline is not None:
+            doc["inline"] = base64.b64encode(self.inline).decode("ascii")
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes, session_id: str) -> _State:
         try:
             doc = json.loads(raw)
-            if doc["format"] != _FORMAT or doc["id"] != session_id:
+            if doc["format"] not in (_FORMAT, _FORMAT_INLINE) or doc["id"] != session_id:
                 raise ValueError("format or id")
-            return cls(
+            inline = doc.get("inline")
+            if inline is not None and (doc["parts"] or doc["tail"]):
+                raise ValueError("inline bytes beside parts or a tail")
+            state = cls(
                 id=doc["id"],
                 created=float(doc["created"]),
                 updated=float(doc["updated"]),
@@ -171,13 +194,21 @@ class _State:
                 tail=_Tail(**doc["tail"]) if doc["tail"] else None,
                 lease=_Lease(**doc["lease"]) if doc["lease"] else None,
                 completed=doc["completed"],
+                inline=base64.b64decode(inline, validate=True) if inline is not None else None,
             )
+            if state.inline is not None and len(state.inline) != state.size:
+                raise ValueError(f"{len(state.inline)} inline bytes for a size of {state.size}")
         except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
             raise IntegrityError(
                 f"upload session {session_id}: its state.json is not a valid session state "
                 f"({type(exc).__name__}: {exc})",
                 key=session_id,
             ) from exc
+        return state
+
+
+class _Stale(Exception):
+    """A state remembered by this process turned out to be out of date: read it again."""
 
 
 @dataclasses.dataclass
@@ -302,6 +333,9 @@ class Sessions:
         self._blobs = blobs
         self._lease = lease
         self._hashers: collections.OrderedDict[str, tuple[int, Hasher]] = collections.OrderedDict()
+        #: sid -> (state.json as this process last wrote it, its ETag), most recent last
+        self._states: collections.OrderedDict[str, tuple[bytes, str]] = collections.OrderedDict()
+        self._state_bytes = 0
 
     # -- keys, state ----------------------------------------------------------------------------
 
@@ -348,14 +382,52 @@ class Sessions:
         """
         state.updated = time.time()
         mode: Any = "create" if etag is None else {"if_match": etag}
+        raw = state.to_bytes()
+        self._unknown(state.id)  # until the write is known to have happened
         with anyio.CancelScope(shield=True):
             result = await self._store.put(
                 self._state_key(state.id),
-                state.to_bytes(),
+                raw,
                 content_type="application/json",
                 mode=mode,
             )
+        self._know(state.id, raw, result.etag)
         return result.etag
+
+    def _know(self, sid: str, raw: bytes, etag: str) -> None:
+        """Remember the state this process just wrote (see `_known`)."""
+        self._unknown(sid)
+        if len(raw) > _STATE_CACHE_BYTES // 8:
+            return
+        self._states[sid] = (raw, etag)
+        self._state_bytes += len(raw)
+        while self._state_bytes > _STATE_CACHE_BYTES:
+            _, (dropped, _) = self._states.popitem(last=False)
+            self._state_bytes -= len(dropped)
+
+    def _unknown(self, sid: str) -> None:
+        entry = self._states.pop(sid, None)
+        if entry is not None:
+            self._state_bytes -= len(entry[0])
+
+    def _known(self, sid: str, scope: str | None) -> tuple[_State, str] | None:
+        """The state this process last wrote for ``sid``, with its ETag; None if unknown.
+
+        It may be out of date (another process may have written since), so it
+        only serves writes made conditional on its ETag (``if_match``), which
+        fail if it is: the caller then reads the state from the store.
+        """
+        entry = self._states.get(sid)
+        if entry is None:
+            return None
+        state = _State.from_bytes(entry[0], sid)
+        if state.scope != scope:
+            return None
+        return state, entry[1]
+
+    def _forget(self, sid: str) -> None:
+        self._hashers.pop(sid, None)
+        self._unknown(sid)
 
     async def _commit(self, held: _Held, *, renew: bool = True) -> None:
         """Write the held state; raise if the lease was lost meanwhile."""
@@ -508,45 +580,83 @@ class Sessions:
     ) -> int | None:
         """Append a small in-memory chunk to a session that has no parts yet, optimistically.
 
-        While the whole session fits ``inline_limit`` it is kept as one tail
-        object (finishing writes it straight to its blob key, with no
-        multipart upload to complete and no copy). The new tail goes to a key
-        of its own, then one conditional write of the state (``if_match`` on
-        the ETag read) commits it: no lease is taken, so the append costs two
-        writes instead of three. Of two racing appenders, the one whose state
-        write loses removes its tail and gets InvalidOffsetError.
+        While the whole session fits `INLINE_STATE` its bytes are kept in the
+        state itself, so the append is one conditional write of the state
+        (``if_match`` on the ETag read). Up to ``inline_limit`` they are kept
+        as one tail object: the new tail goes to a key of its own, then the
+        state is written. Either way no lease is taken, and finishing writes
+        the bytes straight to their blob key, with no multipart upload to
+        complete and no copy. Of two racing appenders, the one whose state
+        write loses (removing its tail, if it wrote one) gets InvalidOffsetError.
+
+        The state is not read when this process wrote it last (the POST of
+        docker's POST, PATCH, PUT): the write is conditional on the ETag it
+        remembers, and only if that fails (another process wrote since) is the
+        state read and the append made again.
 
         Returns:
             The new size, or None when the session does not qualify (it has
             parts, or would outgrow ``inline_limit``): take the leased path.
         """
+        known = self._known(sid, scope)
+        if known is not None and known[0].tail is None:
+            try:
+                return await self._append_small_to(sid, offset, chunk, *known, fresh=False)
+            except _Stale:
+                self._unknown(sid)
         state, etag = await self._load(sid, scope)
-        _check_offset(sid, offset, state.size)
-        if state.lease is not None and state.lease.expires > time.time():
-            raise InvalidOffsetError(
-                f"upload session {sid}: another {state.lease.action} is in progress "
-                f"(at offset {state.size}); retry once it is done",
-                key=sid,
-            )
+        return await self._append_small_to(sid, offset, chunk, state, etag, fresh=True)
+
+    async def _append_small_to(
+        self,
+        sid: str,
+        offset: int | None,
+        chunk: memoryview,
+        state: _State,
+        etag: str,
+        *,
+        fresh: bool,
+    ) -> int | None:
+        """`_append_small` on ``state`` as read (``fresh``) or as remembered (raises _Stale)."""
+        try:
+            _check_offset(sid, offset, state.size)
+            if state.lease is not None and state.lease.expires > time.time():
+                raise InvalidOffsetError(
+                    f"upload session {sid}: another {state.lease.action} is in progress "
+                    f"(at offset {state.size}); retry once it is done",
+                    key=sid,
+                )
+        except InvalidOffsetError:
+            if not fresh:
+                raise _Stale from None
+            raise
         if state.parts or state.size + chunk.nbytes > self._blobs.inline_limit:
-            return None
+            return None  # the leased path reads the state again
         if not chunk.nbytes:
+            if not fresh:
+                raise _Stale  # the size to report must be the stored one
             return state.size
         old_tail = state.tail
-        data = (await self._read_tail(state) if old_tail is not None else b"") + chunk
+        data = await self._read_tail(state) + chunk
         hasher = self._cached(sid, state.size) or (Hasher() if state.size == 0 else None)
         if hasher is not None:
             await hasher.update(chunk)
         end = state.size + chunk.nbytes
-        tail_key = f"{self._folder(sid)}tail-{end}-{uuid.uuid4().hex[:12]}"
+        tail_key: str | None = None
         try:
-            await self._store.put(tail_key, data)
-            state.tail = _Tail(tail_key, len(data))
+            if len(data) <= INLINE_STATE:
+                state.inline, state.tail = data, None
+            else:
+                tail_key = f"{self._folder(sid)}tail-{end}-{uuid.uuid4().hex[:12]}"
+                await self._store.put(tail_key, data)
+                state.inline, state.tail = None, _Tail(tail_key, len(data))
             state.size = end
             state.lease = None
             try:
                 await self._save(state, etag)
             except PreconditionFailedError:
+                if not fresh:
+                    raise _Stale from None
                 if await self._read(sid) is None:
                     raise UploadNotFoundError(
                         f"upload session {sid} was aborted or finished by another caller",
@@ -559,7 +669,8 @@ class Sessions:
                     key=sid,
                 ) from None
         except BaseException:
-            await self._delete_quietly([tail_key])
+            if tail_key is not None:
+                await self._delete_quietly([tail_key])
             raise
         self._remember(sid, hasher)
         if old_tail is not None:
@@ -573,7 +684,7 @@ class Sessions:
         min_part = store.capabilities.min_part_size
         hasher = self._cached(sid, state.size) or (Hasher() if state.size == 0 else None)
         held.hasher = hasher
-        base = state.size - (state.tail.size if state.tail else 0)  # where `pending` starts
+        base = state.size - _held_size(state)  # where `pending` starts
         hashed = state.size  # the hasher covers [0, hashed)
         pending = bytearray()
         stale = held.stale  # tail objects to delete once the state no longer names them
@@ -581,8 +692,7 @@ class Sessions:
         # durable write), and always at the end of the append.
         interval = min(_COMMIT_INTERVAL, self._lease / 4)
         held.next_commit = time.monotonic() + interval
-        if state.tail is not None:
-            pending += await self._read_tail(state)
+        pending += await self._read_tail(state)
 
         async def commit_part(data: bytes | memoryview) -> None:
             nonlocal base, hashed, hasher
@@ -612,6 +722,7 @@ class Sessions:
             if state.tail is not None:
                 stale.append(state.tail.key)
                 state.tail = None
+            state.inline = None
             state.size = base
             if time.monotonic() >= held.next_commit:
                 await self._commit(held)
@@ -641,6 +752,7 @@ class Sessions:
                 if state.tail is not None:
                     stale.append(state.tail.key)
                 state.tail = _Tail(tail_key, len(pending))
+                state.inline = None
                 state.size = end
         state.lease = None
         try:
@@ -652,7 +764,11 @@ class Sessions:
         await self._committed(held)
 
     async def _read_tail(self, state: _State) -> bytes:
-        assert state.tail is not None
+        """The bytes after the session's parts: inline, in its tail object, or none."""
+        if state.inline is not None:
+            return state.inline
+        if state.tail is None:
+            return b""
         data = await self._store.get(state.tail.key)
         if len(data) != state.tail.size:
             raise IntegrityError(
@@ -671,17 +787,33 @@ class Sessions:
         keys.clear()
 
     async def finish(
-        self, session_id: str, want: Digest, scope: str | None, ctype: str | None = None
+        self,
+        session_id: str,
+        want: Digest,
+        scope: str | None,
+        ctype: str | None = None,
+        verified: Verified | None = None,
     ) -> Descriptor:
         sid = _check_id(session_id)
         _check_scope(scope)
+        known = self._known(sid, scope)
+        if known is not None:
+            # What this process last wrote: if its bytes hash to ``want``, they are
+            # exactly what the client declared, so the blob is sound even if another
+            # process wrote the state since; otherwise read the state and look again.
+            state = known[0]
+            leased = state.lease is not None and state.lease.expires > time.time()
+            if not state.parts and not leased and state.tail is None:
+                actual = await hash_bytes(state.inline or b"", want.algorithm)
+                if actual == want:
+                    return await self._finish_small(state, want, ctype, verified, checked=True)
         state, _ = await self._load(sid, scope)
         leased = state.lease is not None and state.lease.expires > time.time()
         if not state.parts and not leased:
-            return await self._finish_small(state, want, ctype)
+            return await self._finish_small(state, want, ctype, verified)
         held = await self._claim(sid, scope, "finish")
         try:
-            return await self._finish(held, want, ctype)
+            return await self._finish(held, want, ctype, verified)
         except DigestMismatchError:
             with anyio.CancelScope(shield=True):
                 await self._discard(held.state)
@@ -690,20 +822,49 @@ class Sessions:
             await self._release(held)
             raise
 
-    async def _finish_small(self, state: _State, want: Digest, ctype: str | None) -> Descriptor:
+    @staticmethod
+    async def _storing(store_blob: Awaitable[_T], verified: Verified | None) -> _T:
+        """Await ``store_blob`` and, at the same time, ``verified`` (the content is verified).
+
+        If either fails, the other is cancelled and the error is raised; the
+        caller then keeps the session, so the finish can be retried.
+        """
+        if verified is None:
+            return await store_blob
+        results: list[_T] = []
+
+        async def announce() -> None:
+            await verified()
+
+        async with task_group() as tg:
+            tg.start_soon(announce)
+            results.append(await store_blob)
+        return results[0]
+
+    async def _finish_small(
+        self,
+        state: _State,
+        want: Digest,
+        ctype: str | None,
+        verified: Verified | None,
+        *,
+        checked: bool = False,
+    ) -> Descriptor:
         """Finish a session that is all tail: hash it, write it to its blob key, remove the session.
 
         No lease is taken (the blob write is idempotent, by digest, and the
         session is only removed once the blob is stored), so this costs one
-        write: the blob's.
+        write: the blob's. ``checked``: the bytes are known to hash to ``want``.
         """
-        data = await self._read_tail(state) if state.tail is not None else b""
-        actual = await hash_bytes(data, want.algorithm)
+        data = await self._read_tail(state)
+        actual = want if checked else await hash_bytes(data, want.algorithm)
         if actual != want:
             with anyio.CancelScope(shield=True):
                 await self._discard(state)
             raise self._mismatch(state.id, want, actual)
-        descriptor = await self._blobs.write_known(memoryview(data), want, ctype)
+        descriptor = await self._storing(
+            self._blobs.write_known(memoryview(data), want, ctype), verified
+        )
         if state.upload_id is not None:
             with anyio.CancelScope(shield=True):
                 with contextlib.suppress(StoreError):
@@ -721,7 +882,9 @@ class Sessions:
             key=self._blobs.blob_key(want),
         )
 
-    async def _finish(self, held: _Held, want: Digest, ctype: str | None) -> Descriptor:
+    async def _finish(
+        self, held: _Held, want: Digest, ctype: str | None, verified: Verified | None
+    ) -> Descriptor:
         state = held.state
         sid = state.id
         store = self._store
@@ -731,11 +894,13 @@ class Sessions:
         if state.completed is None:
             if not state.parts:
                 # Everything is in the tail (or nothing was sent): small, hash it here.
-                data = await self._read_tail(state) if state.tail is not None else b""
+                data = await self._read_tail(state)
                 actual = await hash_bytes(data, want.algorithm)
                 if actual != want:
                     raise self._mismatch(sid, want, actual)
-                descriptor = await self._blobs.write_known(memoryview(data), want, ctype)
+                descriptor = await self._storing(
+                    self._blobs.write_known(memoryview(data), want, ctype), verified
+                )
                 if state.upload_id is not None:
                     with anyio.CancelScope(shield=True):
                         with contextlib.suppress(StoreError):
@@ -751,7 +916,7 @@ class Sessions:
             # assembled object (below), and the tail object stays until the folder goes.
             try:
                 parts = list(state.parts)
-                if state.tail is not None:
+                if _held_size(state):
                     tail = await self._read_tail(state)
                     parts.append(
                         await store.upload_part(
@@ -785,9 +950,10 @@ class Sessions:
                 raise self._mismatch(sid, want, actual)
             recorded_ok = check.digest("sha256") == state.completed
         if recorded_ok:
-            written = await self._blobs.promote(data_key, want, state.size)
+            writing = self._blobs.promote(data_key, want, state.size)
         else:
-            written = await self._rewrite(data_key, want, state.size)
+            writing = self._rewrite(data_key, want, state.size)
+        written = await self._storing(writing, verified)
         descriptor = self._blobs.stored(want, state.size, ctype, written=written)
         await self._remove(state)
         return descriptor
@@ -812,15 +978,21 @@ class Sessions:
         return True
 
     async def _remove(self, state: _State) -> None:
-        """Drop a finished session: the state first (the session is gone), then the rest."""
+        """Drop a finished session: the state first (the session is gone), then the rest.
+
+        A session whose state names no tail object and no multipart upload left
+        nothing else in its folder (its bytes were inline): the folder is not listed.
+        Leftovers of failed writes, if any, are for `purge`.
+        """
         with anyio.CancelScope(shield=True):
-            self._hashers.pop(state.id, None)
+            self._forget(state.id)
             await self._store.delete(self._state_key(state.id))
-            await self._delete_folder(state.id)
+            if state.tail is not None or state.upload_id is not None:
+                await self._delete_folder(state.id)
 
     async def _discard(self, state: _State) -> None:
         """Drop an unfinished session: its multipart upload and objects, the state last."""
-        self._hashers.pop(state.id, None)
+        self._forget(state.id)
         if state.upload_id is not None and state.completed is None:
             with contextlib.suppress(StoreError):
                 await self._store.abort_upload(self._data_key(state.id), state.upload_id)
@@ -848,7 +1020,7 @@ class Sessions:
             if found is not None:
                 await self._discard(found[0])
             else:
-                self._hashers.pop(sid, None)
+                self._forget(sid)
                 await self._delete_folder(sid)
 
     async def purge(self, older_than: float) -> int:
@@ -894,6 +1066,13 @@ class Sessions:
                 await self._store.delete(entry.key)
                 removed += 1
         return removed
+
+
+def _held_size(state: _State) -> int:
+    """How many of the session's bytes are not in its parts (inline or in the tail object)."""
+    if state.inline is not None:
+        return len(state.inline)
+    return state.tail.size if state.tail is not None else 0
 
 
 def _older(info: ObjectInfo, cutoff: float) -> bool:

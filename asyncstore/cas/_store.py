@@ -377,6 +377,7 @@ class ContentStore:
         *,
         scope: str | None = None,
         media_type: str | None = None,
+        verified: Callable[[], Awaitable[object]] | None = None,
     ) -> Descriptor:
         """Verify the session's content against ``digest`` and store it as that blob.
 
@@ -384,6 +385,18 @@ class ContentStore:
         still in memory and the content is not read again; otherwise (a session
         resumed from another process, or a digest other than sha256) it is
         re-read once from the store to compute the digest.
+
+        Args:
+            session_id: The id `start` returned.
+            digest: The digest the content must have.
+            scope: The scope the session was started in.
+            media_type: The blob's media type, for the descriptor.
+            verified: Awaited once the content is known to hash to ``digest``,
+                while the blob is being stored (never after a mismatch): for
+                work that must follow the verification but need not wait for
+                the blob's write, such as a registry's link of the blob into a
+                repository. If it raises, the finish raises that error and
+                keeps the session (the blob may be stored), so it can be retried.
 
         Returns:
             The blob's descriptor. The session is gone.
@@ -397,7 +410,7 @@ class ContentStore:
         """
         want = Digest(digest)
         ctype = check_media_type(media_type) if media_type is not None else None
-        return await self._sessions.finish(session_id, want, scope, ctype)
+        return await self._sessions.finish(session_id, want, scope, ctype, verified)
 
     async def purge(self, older_than: float) -> int:
         """Remove sessions and staging objects untouched for ``older_than`` seconds.

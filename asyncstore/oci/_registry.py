@@ -444,6 +444,13 @@ class RegistryStorage:
     ) -> Descriptor:
         """Close an upload: append the optional last chunk, verify, store and link the blob.
 
+        The repository's link is written as soon as the content is verified,
+        while the blob itself is stored (two durable writes at once, not one
+        after the other). The client has then proved it holds bytes with this
+        digest, so the link is sound even if storing the blob fails: the
+        finish raises, the session is kept for a retry, and a link to a blob
+        that is not stored reads as absent.
+
         Args:
             repo: The repository.
             session_id: The id `start_upload` returned.
@@ -462,9 +469,9 @@ class RegistryStorage:
         self._repo(repo)
         if chunk is not None:
             await self.cas.append(session_id, offset, chunk, scope=repo)
-        descriptor = await self.cas.finish(session_id, d, scope=repo)
-        await self._link(repo, d)
-        return descriptor
+        return await self.cas.finish(
+            session_id, d, scope=repo, verified=lambda: self._link(repo, d)
+        )
 
     # -- manifests ----------------------------------------------------------------------------
 
