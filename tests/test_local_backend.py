@@ -7,6 +7,7 @@ import json
 import os
 import random
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -291,14 +292,31 @@ async def test_readinto_of_a_file_truncated_under_it_raises(
             await stream.readinto(buf[MiB:])
 
 
-async def test_upload_file_writes_one_part_at_a_time(root: Path, tmp_path: Path) -> None:
-    # Concurrent writes into one file only queue (and spin) on its inode lock.
+async def test_upload_file_writes_two_parts_at_a_time(root: Path, tmp_path: Path) -> None:
+    # More concurrent writes into one file only queue (and spin) on its inode lock.
     src = tmp_path / "src.bin"
     src.write_bytes(random.randbytes(6 * MiB))
-    store = Store(LocalBackend(root), chunk_size=MiB, max_concurrency=8)
+    in_flight = peak = 0
+    second = anyio.Event()
+
+    class Watched(LocalBackend):
+        async def upload_part(self, *args: Any, **kwargs: Any) -> CompletedPart:
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            if in_flight == 2:
+                second.set()
+            try:
+                with anyio.fail_after(30):  # the first part is written once a second is sent
+                    await second.wait()
+                return await super().upload_part(*args, **kwargs)
+            finally:
+                in_flight -= 1
+
+    store = Store(Watched(root), chunk_size=MiB, max_concurrency=8)
     info = await store.upload_file(src, "up")
     assert info.part_count == 6
-    assert info.concurrency == 1
+    assert peak == info.concurrency == 2
     assert await store.get("up") == src.read_bytes()
 
 
