@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import anyio
@@ -244,34 +245,97 @@ def test_open_for_reading_serves_small_and_large_files(fs: AsyncStoreFileSystem)
 
 
 def test_a_large_file_is_read_in_spans_that_never_overlap(fs: AsyncStoreFileSystem) -> None:
+    # A sequential reader's spans double and the next one is read ahead while it
+    # reads the last (few, large requests: s3fs's plan, and moto reads a whole
+    # object per ranged GET); a random read fetches one block.
     data = _pattern(10 * MiB + 3)
     fs.pipe_file("big", data)
-    fs.full_read_threshold = MiB
     fetched: list[tuple[int, int]] = []
-    read_span = fs._read_span
+    read_range = fs._read_range
 
-    async def traced(path: str, start: int, end: int, etag: str | None) -> list[bytes]:
+    async def traced(path: str, start: int, end: int, etag: str | None) -> bytes:
         fetched.append((start, end))
-        return await read_span(path, start, end, etag)
+        return await read_range(path, start, end, etag)
 
-    # chunk_size 256 KiB: a span of several ranges, served from their pieces.
     fs2 = AsyncStoreFileSystem(fs._fixed, chunk_size=256 * 1024, full_read_threshold=MiB)
-    fs2._read_span = traced  # type: ignore[method-assign]
+    fs2._read_range = traced  # type: ignore[method-assign]
     with fs2.open("big", "rb", block_size=MiB) as f:
-        assert f.read(3 * MiB) == data[: 3 * MiB]  # a large read: one span, no readahead
+        assert f.read(3 * MiB) == data[: 3 * MiB]  # from the start: twice the read
         assert f.read(3 * MiB) == data[3 * MiB : 6 * MiB]
-        assert f.read(10) == data[6 * MiB : 6 * MiB + 10]  # a small one: a block
-        assert f.read(MiB) == data[6 * MiB + 10 : 7 * MiB + 10]  # part held, part fetched
+        assert f.read(10) == data[6 * MiB : 6 * MiB + 10]  # the next span, read ahead
+        assert f.read(MiB) == data[6 * MiB + 10 : 7 * MiB + 10]
         f.seek(100_000)
-        assert f.read(200_000) == data[100_000:300_000]  # before the held span: fetched again
+        assert f.read(200_000) == data[100_000:300_000]  # before the held span: a block
+        f.seek(5 * MiB)
+        assert f.read(2 * MiB) == data[5 * MiB : 7 * MiB]  # not in order: at least a block
     assert fetched == [
-        (0, 3 * MiB),
-        (3 * MiB, 6 * MiB),
-        (6 * MiB, 7 * MiB),
-        (7 * MiB, 8 * MiB),
+        (0, 6 * MiB),
+        (6 * MiB, len(data)),
         (100_000, 100_000 + MiB),
+        (5 * MiB, 7 * MiB),
     ]
     fs2.close()
+
+
+def test_a_span_is_read_in_one_request_pinned_to_the_opened_version(
+    fs: AsyncStoreFileSystem,
+) -> None:
+    data = _pattern(3 * MiB)
+    fs.pipe_file("big", data)
+    store = fs._fixed
+    assert store is not None
+    calls: list[dict[str, Any]] = []
+    get = store.get
+
+    async def traced(key: str, **kwargs: Any) -> bytes:
+        calls.append(kwargs)
+        return await get(key, **kwargs)
+
+    store.get = traced  # type: ignore[method-assign]
+    etag = fs.info("big")["etag"]
+    try:
+        assert fs.cat_file("big", 0, 10) == data[:10]  # not an open file: not pinned
+        span = fsspec.asyn.sync(fs.loop, fs._read_range, "big", 5, 2 * MiB + 5, etag)
+        assert span == data[5 : 2 * MiB + 5]
+        fs.pipe_file("big", data[::-1])
+        with pytest.raises(PreconditionFailedError, match="replaced"):
+            fsspec.asyn.sync(fs.loop, fs._read_range, "big", 5, 2 * MiB + 5, etag)
+    finally:
+        store.get = get  # type: ignore[method-assign]
+    assert calls[0] == {"start": 0, "end": 10}
+    assert calls[1]["if_match"] == etag
+    assert calls[1]["chunk_size"] >= 2 * MiB  # one ranged read
+
+
+def test_read_buffer_serves_pyarrow_views_of_the_held_span(fs: AsyncStoreFileSystem) -> None:
+    import pyarrow as pa
+
+    data = _pattern(3 * MiB + 5)
+    fs.pipe_file("big", data)
+    fs.full_read_threshold = MiB
+    with fs.open("big", "rb", block_size=MiB) as f:
+        view = f.read_buffer(MiB)
+        assert isinstance(view, memoryview)
+        assert view == data[:MiB]
+        assert f.tell() == MiB
+        assert bytes(f.read_buffer()) == data[MiB:]
+        assert f.read_buffer(10) == b""
+        served = []
+        read_buffer = f.read_buffer
+
+        def traced(length: int = -1) -> Any:
+            served.append(length)
+            return read_buffer(length)
+
+        f.read_buffer = traced  # type: ignore[method-assign]
+        handle = pa.PythonFile(f, mode="r")
+        handle.seek(7)
+        assert handle.read_buffer(100).to_pybytes() == data[7 : 7 + 100]
+        assert served == [100]  # pyarrow used it: no copy into bytes
+    fs.full_read_threshold = 16 * MiB
+    with fs.open("big", "rb") as f:  # read whole: views of it
+        assert isinstance(f.read_buffer(5), memoryview)
+        assert bytes(f.read_buffer(5)) == data[5:10]
 
 
 def test_a_file_replaced_while_open_for_reading_is_an_error(fs: AsyncStoreFileSystem) -> None:

@@ -37,7 +37,7 @@ from .._errors import (
 )
 from .._meta import public_info
 from .._types import ObjectInfo
-from ._buffers import BufferPool
+from ._buffers import BufferPool, aligned_buffer
 from ._hashing import Sha256
 from ._retry import RetryPolicy, call_with_retry, exhausted
 from ._tasks import task_group
@@ -474,21 +474,46 @@ class ObjectStream:
         self.sha256 = download.verify(hasher) if self._verify else hasher.digest_string()
 
 
-async def read_all(download: Download, *, window: int, verify: bool) -> tuple[bytes, str, int]:
-    """Read a download into memory; return (bytes, sha256, peak ranges in flight)."""
-    hasher = Sha256()
-    if download.stop - download.start <= download.chunk_size:  # one range: no window
-        pieces = await download.read_one(hasher)
-        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        peak = 1
-    else:
-        buffer = bytearray(download.size)
+async def read_all(
+    download: Download, *, window: int, verify: bool
+) -> tuple[bytes, str | None, int]:
+    """Read a download into memory; return (bytes, sha256, peak ranges in flight).
 
-        async def consume(offset: int, piece: memoryview) -> None:
-            await hasher.update(piece)
+    The bytes are hashed only when the download covers the whole object, the one
+    case their digest can be checked against the recorded sha256 (``verify``);
+    the sha256 returned for a range is None. A large range is read in place into
+    one buffer (`Download.fetch` with ``into``), never copied piece by piece.
+    """
+    whole = download.whole
+    if whole or download.size < _SMALL_RANGE:
+        hasher = Sha256()
+        if download.size <= download.chunk_size:  # one range: no window
+            pieces = await download.read_one(hasher)
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            peak = 1
+        else:
+            buffer = aligned_buffer(download.size)  # no zero-fill under the GIL
 
-        peak = await download.fetch(window=window, on_ordered=consume, into=memoryview(buffer))
-        data = await anyio.to_thread.run_sync(bytes, buffer)
-        del buffer
-    sha = download.verify(hasher) if verify else hasher.digest_string()
-    return data, sha, peak
+            async def consume(offset: int, piece: memoryview) -> None:
+                await hasher.update(piece)
+
+            peak = await download.fetch(window=window, on_ordered=consume, into=buffer)
+            data = await anyio.to_thread.run_sync(bytes, buffer)
+            del buffer
+        if not whole:
+            return data, None, peak
+        return data, download.verify(hasher) if verify else hasher.digest_string(), peak
+    buffer = aligned_buffer(download.size)
+
+    async def skip(offset: int, piece: memoryview) -> None:
+        pass
+
+    peak = await download.fetch(window=window, on_ordered=skip, into=buffer)
+    data = await anyio.to_thread.run_sync(bytes, buffer)
+    del buffer
+    return data, None, peak
+
+
+#: A range smaller than this is read as before (one read, hashed inline: cheaper
+#: than a buffer and a thread hop); a larger one goes into one buffer, unhashed.
+_SMALL_RANGE = 256 * 1024

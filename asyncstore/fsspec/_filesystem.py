@@ -37,7 +37,6 @@ from .. import (
     InvalidRangeError,
     NotFoundError,
     ObjectInfo,
-    PreconditionFailedError,
     RetryPolicy,
     Store,
     open_store,
@@ -510,19 +509,13 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
                 tg.start_soon(one, index)
         return out
 
-    async def _read_span(self, path: str, start: int, end: int, etag: str | None) -> list[bytes]:
-        """``[start, end)`` of the version whose ETag is ``etag`` (for open files), as the
-        pieces the Store hands over: its ranges, read concurrently, never joined here."""
+    async def _read_range(self, path: str, start: int, end: int, etag: str | None) -> bytes:
+        """``[start, end)`` of the version whose ETag is ``etag`` (a span of an open file),
+        as one ranged read: an open file's readahead makes its spans large and few."""
         _, store, key = await self._locate(path)
-        async with store.open(key, start=start, end=end) as body:
-            info = body.info
-            if etag is not None and info is not None and info.etag != etag:
-                raise PreconditionFailedError(
-                    f"{path!r} was replaced while it was open for reading "
-                    f"(ETag {etag!r} is now {info.etag!r})",
-                    key=key,
-                )
-            return [chunk async for chunk in body]
+        return await store.get(
+            key, start=start, end=end, if_match=etag, chunk_size=max(store.chunk_size, end - start)
+        )
 
     async def _get_file(
         self, rpath: str, lpath: str, callback: Callback = DEFAULT_CALLBACK, **kwargs: Any
