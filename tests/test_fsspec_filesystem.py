@@ -452,11 +452,49 @@ def test_a_large_written_file_is_one_multipart_upload(
     assert s3fs.info(f"{BUCKET}/{key}")["sha256"] is not None
 
 
+def test_a_written_file_is_sent_in_parts_of_its_block_size() -> None:
+    # Few requests: a file smaller than its block is one PUT, a larger one goes in
+    # parts of the block size, with no more bytes in flight than the store's window.
+    fs = AsyncStoreFileSystem(
+        f"memory://fsspec-{uuid.uuid4().hex[:8]}", chunk_size=MiB, skip_instance_cache=True
+    )
+    assert fs.write_blocksize == 32 * MiB
+    assert (
+        AsyncStoreFileSystem("memory://", block_size=MiB, skip_instance_cache=True).write_blocksize
+        == MiB
+    )
+    store = fs._fixed
+    assert store is not None
+    calls: list[dict[str, Any]] = []
+    put = store.put
+
+    async def traced(key: str, data: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return await put(key, data, **kwargs)
+
+    store.put = traced  # type: ignore[method-assign]
+    with fs.open("small", "wb") as f:
+        f.write(_pattern(3 * MiB))
+    assert calls == [{"mode": "overwrite", "chunk_size": 3 * MiB}]
+    calls.clear()
+    with fs.open("big", "wb", block_size=2 * MiB) as f:
+        for start in range(0, 7 * MiB, MiB):
+            f.write(_pattern(7 * MiB)[start : start + MiB])
+    assert calls == [{"mode": "overwrite", "chunk_size": 2 * MiB, "max_concurrency": 4}]
+    store.put = put  # type: ignore[method-assign]
+    assert fs.cat_file("small") == _pattern(3 * MiB)
+    assert fs.cat_file("big") == _pattern(7 * MiB)
+    fs.close()
+
+
 def test_an_exception_inside_with_aborts_the_write(
     s3fs: AsyncStoreS3FileSystem, s3: S3Server
 ) -> None:
     prefix = _prefix()
-    with pytest.raises(RuntimeError, match="stop"), s3fs.open(f"{BUCKET}/{prefix}/k", "wb") as f:
+    with (
+        pytest.raises(RuntimeError, match="stop"),
+        s3fs.open(f"{BUCKET}/{prefix}/k", "wb", block_size=5 * MiB) as f,
+    ):
         f.write(_pattern(12 * MiB))  # past the block size: the upload has started
         raise RuntimeError("stop")
     assert s3.keys(prefix) == []

@@ -16,10 +16,12 @@ the footer it read first is kept), their sha256 is checked against the one
 recorded at upload.
 
 Writing (``wb``, or ``xb`` to create only): bytes are buffered up to the
-block size and then handed, one block at a time, to one streaming `put` on
-the filesystem's loop, which uploads them as a multipart upload (parts in
-parallel, sha256 computed on the way). Memory stays bounded: the block being
-filled, one block in hand-over, and the upload's window. Nothing is visible
+block size (for written files, default 32 MiB) and then handed, one block at
+a time, to one streaming `put` on the filesystem's loop, which uploads them
+as a multipart upload in parts of the block size (parts in parallel, no more
+bytes in flight than the store's window, sha256 computed on the way). A file
+smaller than a block is one PUT at close. Memory stays bounded: the block
+being filled, one block in hand-over, and the upload's window. Nothing is visible
 at the path until ``close()``; leaving a ``with`` block by an exception
 aborts the upload instead of committing part of the file.
 """
@@ -111,14 +113,24 @@ class _StreamingPut:
         self._send: MemoryObjectSendStream[bytes] | None = None
         self._task: asyncio.Task[PutResult] | None = None
 
-    async def start(self) -> None:
+    async def start(self, part_size: int) -> None:
         _, store, key = await self._fs._locate(self._path)  # on the loop that will use it
         send, receive = anyio.create_memory_object_stream[bytes](1)
         self._send = send
+        # Parts of the file's block size (fewer requests: a server such as moto pays for
+        # each part), with no more bytes in flight than the store's own window.
+        part = max(store.chunk_size, part_size)
+        window = max(2, store.chunk_size * store.max_concurrency // part)
 
         async def run() -> PutResult:
             with receive:
-                return await store.put(key, receive, mode=self._mode)  # type: ignore[arg-type]
+                return await store.put(
+                    key,
+                    receive,
+                    mode=self._mode,  # type: ignore[arg-type]
+                    chunk_size=part,
+                    max_concurrency=window,
+                )
 
         # Owned by this object: awaited by finish() or abort(), which the file always calls.
         self._task = asyncio.get_running_loop().create_task(run())
@@ -352,7 +364,7 @@ class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
         if self.forced:
             return  # the whole file is in the buffer: one put at close
         upload = _StreamingPut(self.fs, self.path, _mode(self.mode))
-        self._run(upload.start)
+        self._run(upload.start, self.blocksize)
         self._upload = upload
 
     def _upload_chunk(self, final: bool = False) -> bool:
@@ -371,8 +383,10 @@ class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
         return True
 
     async def _put_whole(self, data: bytes) -> None:
+        """The whole file, smaller than a block: one request (a single PUT)."""
         _, store, key = await self.fs._locate(self.path)
-        await store.put(key, data, mode=_mode(self.mode))  # type: ignore[arg-type]
+        part = max(store.chunk_size, len(data))
+        await store.put(key, data, mode=_mode(self.mode), chunk_size=part)  # type: ignore[arg-type]
 
     def discard(self) -> None:
         """Abort the upload in progress: nothing is written."""
