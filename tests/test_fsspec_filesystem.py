@@ -274,6 +274,11 @@ def test_a_large_file_is_read_in_spans_that_never_overlap(fs: AsyncStoreFileSyst
         (100_000, 100_000 + MiB),
         (5 * MiB, 7 * MiB),
     ]
+    fetched.clear()
+    with fs2.open("big", "rb", block_size=MiB) as f:  # small reads in order (a CSV reader)
+        while f.read(64 * 1024):
+            pass
+    assert fetched == [(0, 2 * MiB), (2 * MiB, 6 * MiB), (6 * MiB, len(data))]
     fs2.close()
 
 

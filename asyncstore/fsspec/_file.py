@@ -55,7 +55,8 @@ _HASH_GAP = 64 * 1024
 #: this size are kept, up to `_AHEAD_BUDGET` bytes in all, to be hashed when reached.
 _AHEAD_PIECE = 1024 * 1024
 _AHEAD_BUDGET = 4 * 1024 * 1024
-#: The most a sequential reader's span grows to (it doubles from the block size).
+#: The most a sequential reader's span grows to (it doubles, from twice the block size
+#: or its first read).
 _READAHEAD_MAX = 128 * 1024 * 1024
 
 
@@ -284,7 +285,8 @@ class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
             start = self._hashed
         sequential = start in (0, self._next)
         if sequential:  # a reader going on in order: read further ahead each time
-            self._readahead = min(_READAHEAD_MAX, 2 * max(self._readahead, end - start))
+            grown = 2 * max(self._readahead, end - start, self.blocksize)
+            self._readahead = min(_READAHEAD_MAX, grown)
         else:
             self._readahead = self.blocksize
         stop = min(self.size, max(end, start + self._readahead))
