@@ -282,6 +282,36 @@ def test_a_large_file_is_read_in_spans_that_never_overlap(fs: AsyncStoreFileSyst
     fs2.close()
 
 
+def test_spans_are_hashed_in_order_off_the_readers_thread(fs: AsyncStoreFileSystem) -> None:
+    import hashlib
+    import threading
+
+    data = _pattern(10 * MiB + 3)
+    fs.pipe_file("big", data)
+    fs.full_read_threshold = MiB
+    threads: list[str] = []
+
+    class Recording:
+        def __init__(self) -> None:
+            self.inner = hashlib.sha256()
+
+        def update(self, piece: Any) -> None:
+            threads.append(threading.current_thread().name)
+            self.inner.update(piece)
+
+        def hexdigest(self) -> str:
+            return self.inner.hexdigest()
+
+    with fs.open("big", "rb", block_size=MiB) as f:
+        f._hasher = Recording()
+        read = b""
+        while piece := f.read(MiB):
+            read += piece
+    assert read == data  # and verified: no error
+    assert len(threads) == 3  # the spans (0, 2), (2, 6), (6, 10+) MiB
+    assert all(name.startswith("asyncstore-fsspec-sha256") for name in threads)
+
+
 def test_a_span_is_read_in_one_request_pinned_to_the_opened_version(
     fs: AsyncStoreFileSystem,
 ) -> None:
@@ -347,10 +377,13 @@ def test_a_file_replaced_while_open_for_reading_is_an_error(fs: AsyncStoreFileSy
     fs.pipe_file("big", _pattern(3 * MiB))
     fs.full_read_threshold = MiB
     with fs.open("big", "rb", block_size=MiB) as f:
-        assert f.read(10) == _pattern(10)
+        f.seek(MiB)
+        assert f.read(10) == _pattern(MiB + 10)[MiB:]  # not in order: one block, no readahead
         fs.pipe_file("big", _pattern(3 * MiB)[::-1])
+        assert f.read(100) == _pattern(MiB + 110)[MiB + 10 :]  # held: the opened version
+        f.seek(0)
         with pytest.raises(PreconditionFailedError, match="replaced") as info:
-            f.read(2 * MiB)
+            f.read(10)
     assert info.value.key == "big"
 
 

@@ -224,6 +224,7 @@ class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
         self._next = 0  # where the last span fetched ended
         self._readahead = 0
         self._prefetch: tuple[int, int, concurrent.futures.Future[bytes]] | None = None
+        self._hashing: concurrent.futures.ThreadPoolExecutor | None = None
         spans = cache_type == _SpanCache.name
         super().__init__(
             fs,
@@ -294,10 +295,10 @@ class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
         if data is None:
             data = self._run(self.fs._read_range, self.path, start, stop, self._etag)
         self._next = start + len(data)
-        self._check_in_order(start, data)
         if sequential and self._next < self.size:
             ahead = min(_READAHEAD_MAX, 2 * self._readahead)
             self._start_prefetch(self._next, min(self.size, self._next + ahead))
+        self._check_in_order(start, data)
         return start, data
 
     def _start_prefetch(self, start: int, stop: int) -> None:
@@ -323,7 +324,13 @@ class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
         pending, self._prefetch = getattr(self, "_prefetch", None), None
         if pending is not None:
             pending[2].cancel()
+        self._stop_hashing()
         super().close()
+
+    def _stop_hashing(self) -> None:
+        hashing, self._hashing = getattr(self, "_hashing", None), None
+        if hashing is not None:
+            hashing.shutdown(wait=False, cancel_futures=True)
 
     def _check_in_order(self, start: int, data: bytes) -> None:
         """Hash what extends the verified prefix; keep a small span read ahead of it."""
@@ -345,9 +352,22 @@ class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
     def _extend_hash(self, start: int, data: bytes) -> None:
         if self._hasher is None or not start <= self._hashed < start + len(data):
             return
-        self._hasher.update(memoryview(data)[self._hashed - start :])
+        piece = memoryview(data)[self._hashed - start :]
         self._hashed = start + len(data)
-        if self._hashed >= self.size:
+        if self._hashed < self.size:
+            # Hashed in order by the file's one hashing thread, while the reader goes on.
+            if self._hashing is None:
+                self._hashing = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="asyncstore-fsspec-sha256"
+                )
+            self._hashing.submit(self._hasher.update, piece)
+            return
+        if self._hashing is not None:  # the last piece: the check is made here, in the read
+            self._hashing.submit(self._hasher.update, piece).result()
+            self._stop_hashing()
+        else:
+            self._hasher.update(piece)
+        if self._hasher is not None:
             actual = "sha256:" + self._hasher.hexdigest()
             self._hasher = None
             self._ahead = []
