@@ -42,6 +42,7 @@ from asyncstore.fsspec import (
     AsyncStoreS3FileSystem,
     register,
 )
+from asyncstore.fsspec._file import _StreamingPut
 from asyncstore.testing import FaultProxy
 
 MiB = 2**20
@@ -519,7 +520,24 @@ def test_a_written_file_is_sent_in_parts_of_its_block_size() -> None:
         for start in range(0, 7 * MiB, MiB):
             f.write(_pattern(7 * MiB)[start : start + MiB])
     assert calls == [{"mode": "overwrite", "chunk_size": 2 * MiB, "max_concurrency": 4}]
+    calls.clear()
+    fed: list[int] = []
+    feed = _StreamingPut.feed
+
+    async def traced_feed(self: Any, data: bytes) -> None:
+        fed.append(len(data))
+        await feed(self, data)
+
+    _StreamingPut.feed = traced_feed  # type: ignore[method-assign]
+    try:
+        with fs.open("odd", "wb", block_size=2 * MiB) as f:  # writes that straddle blocks
+            for start in range(0, 7 * MiB, 700_000):
+                f.write(memoryview(_pattern(7 * MiB)[start : start + 700_000]))
+    finally:
+        _StreamingPut.feed = feed  # type: ignore[method-assign]
+    assert fed == [2 * MiB, 2 * MiB, 2 * MiB, MiB]  # whole parts: the upload copies none
     store.put = put  # type: ignore[method-assign]
+    assert fs.cat_file("odd") == _pattern(7 * MiB)
     assert fs.cat_file("small") == _pattern(3 * MiB)
     assert fs.cat_file("big") == _pattern(7 * MiB)
     fs.close()

@@ -382,6 +382,20 @@ class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
 
     # -- writing ------------------------------------------------------------------------------
 
+    def write(self, data: Any) -> int:
+        """Buffer ``data``; each block is handed on as soon as it is full, at exactly the
+        block size, so that the upload takes it as a part without copying it again."""
+        view = memoryview(data).cast("B")
+        size = len(view)
+        while self.writable() and not self.closed and not self.forced:
+            room = self.blocksize - self.buffer.tell()
+            if not 0 < room < len(view):
+                break
+            super().write(view[:room])  # fills the block: fsspec flushes it
+            view = view[room:]
+        super().write(view)
+        return size
+
     def _initiate_upload(self) -> None:
         if self.forced:
             return  # the whole file is in the buffer: one put at close
