@@ -18,6 +18,7 @@ from ._errors import (
     ConfigurationError,
     InvalidArgumentError,
     NotFoundError,
+    PreconditionFailedError,
     StoreError,
     TimeoutError,
 )
@@ -683,22 +684,53 @@ class Store:
         chunk_size: int | None = None,
         max_concurrency: int | None = None,
         verify: bool = True,
+        if_match: str | None = None,
     ) -> bytes:
         """Read an object (or the range ``[start, end)``, or its last ``suffix`` bytes).
 
         Large objects are read as parallel ranges pinned to one ETag. When the
-        whole object is read and a sha256 was recorded at upload, it is verified.
+        whole object is read and a sha256 was recorded at upload, it is verified
+        (a range of an object cannot be checked against the object's digest, and
+        is not hashed).
+
+        Args:
+            key: The object's key.
+            start: First byte of the range (default 0).
+            end: End of the range, exclusive (default: the end of the object).
+            suffix: Read the last ``suffix`` bytes instead (not with ``start``/``end``).
+            chunk_size: Range size of the parallel reads (default: the store's).
+            max_concurrency: Ranges in flight (default: the store's).
+            verify: Check a whole read against the recorded sha256.
+            if_match: Read only the version whose ETag (as in `ObjectInfo.etag`)
+                is this: several ranged reads of one object made with the ETag
+                of the first are then all of the same version.
 
         Raises:
             NotFoundError: the key does not exist.
             InvalidRangeError: a negative bound, ``end < start``, or ``start`` past the end.
+            InvalidArgumentError: ``if_match`` is not a str.
             DigestMismatchError: the bytes do not match the recorded sha256.
-            PreconditionFailedError: the object was replaced during the read.
+            PreconditionFailedError: the object was replaced during the read, or its
+                ETag is not ``if_match``.
         """
         validate_key(key)
+        if if_match is not None and not isinstance(if_match, str):
+            raise InvalidArgumentError(
+                f"if_match for key {key!r} must be an ETag (str) or None, "
+                f"not {type(if_match).__name__}",
+                key=key,
+            )
         async with self._operation("get", key):
             part, window = self._sizes(chunk_size, max_concurrency, key)
             download = await self._open(key, start, end, suffix, part)
+            if if_match is not None and download.info.etag != if_match:
+                # The first range (already read) is of another version: nothing is returned.
+                await download.close_first()
+                raise PreconditionFailedError(
+                    f"key {key!r} was replaced: its ETag is {download.info.etag!r}, "
+                    f"not {if_match!r} (if_match)",
+                    key=key,
+                )
             data, _, _ = await read_all(download, window=window, verify=verify)
             return data
 

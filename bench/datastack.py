@@ -205,12 +205,17 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
         fs, bucket = _filesystem(client, endpoint)
         path = f"{bucket}/parquet/{client}.parquet"
 
+        # Every client makes one request before the clock starts (the read case always
+        # did): s3fs and obstore import and build their clients when made, asyncstore
+        # opens its store (and imports its S3 stack) on first use.
+        exists = fs.exists(path)
+
         def run() -> dict[str, Any]:
             if op == "write":
                 started = time.perf_counter()
                 frame.to_parquet(path, filesystem=fs, compression=None)
                 return {"seconds": time.perf_counter() - started, "bytes": fs.size(path)}
-            frame.to_parquet(path, filesystem=fs, compression=None) if not fs.exists(path) else None
+            frame.to_parquet(path, filesystem=fs, compression=None) if not exists else None
             started = time.perf_counter()
             back = pd.read_parquet(path, filesystem=fs)
             seconds = time.perf_counter() - started
@@ -282,6 +287,21 @@ def _server(kind: str) -> Iterator[tuple[str, int]]:
         process.wait()
 
 
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median time (the lower middle one of an even count), with every time."""
+    done = sorted((r for r in runs if "error" not in r), key=lambda r: r["seconds"])
+    if not done:
+        return runs[0]
+    times = [r["seconds"] for r in done]
+    return {
+        **done[(len(done) - 1) // 2],
+        "seconds_min": times[0],
+        "seconds_max": times[-1],
+        "seconds_runs": [r.get("seconds") for r in runs],
+        "failed_runs": len(runs) - len(done),
+    }
+
+
 def main() -> None:
     parser = script_parser(__doc__ or "", CASES, OUT)
     parser.add_argument("--size-mib", type=int, default=256, help="Parquet table size (256)")
@@ -289,7 +309,9 @@ def main() -> None:
     parser.add_argument(
         "--dask-rows", type=int, default=4_000_000, help="rows of the Dask example (4000000)"
     )
-    parser.add_argument("--repeat", type=int, default=1, help="runs per case; the best is kept")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per case, interleaved; the median is shown"
+    )
     parser.add_argument(
         "--servers", default=",".join(SERVERS), help="comma-separated: moto, responder (both)"
     )
@@ -318,27 +340,25 @@ def main() -> None:
                 "--dask-rows",
                 str(args.dask_rows),
             ]
-            for name in cases:
-                runs = []
-                for _ in range(args.repeat):
+            # Interleaved: round r runs every case once, so that a change in the
+            # machine's load falls on every client alike.
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in cases}
+            for _ in range(args.repeat):
+                for name in cases:
                     try:
-                        runs.append(
+                        runs[name].append(
                             run_child(
                                 __file__, name, options, env=env, timeout=1800, server_pid=pid
                             )
                         )
                     except CaseFailed as exc:
-                        runs.append({"error": str(exc)})
-                best = min(
-                    (r for r in runs if "error" not in r),
-                    key=lambda r: r["seconds"],
-                    default=runs[0],
-                )
-                rows.append({"case": name, "server": kind, **best})
+                        runs[name].append({"error": str(exc)})
+            for name in cases:
+                rows.append({"case": name, "server": kind, **_median_run(runs[name])})
     lines = []
     for row in rows:
         if "error" in row:
-            lines.append([row["case"], row["server"], "failed", "", "", "", row["error"][:60]])
+            lines.append([row["case"], row["server"], "failed", "", "", "", "", row["error"][:60]])
             continue
         mbs = row["bytes"] / row["seconds"] / 1e6
         lines.append(
@@ -346,6 +366,7 @@ def main() -> None:
                 row["case"],
                 row["server"],
                 f"{row['seconds']:.2f}",
+                f"{row['seconds_min']:.2f}-{row['seconds_max']:.2f}",
                 "" if row["case"].startswith("dask") else f"{mbs:,.0f}",
                 f"{row['cpu_seconds']:.2f}",
                 f"{row['server_cpu_seconds']:.2f}",
@@ -355,13 +376,15 @@ def main() -> None:
     print_table(
         f"Data stack on S3: Parquet {args.size_mib} MiB, zarr {args.chunks} chunks of 64 KiB, "
         f"Dask {args.dask_rows:,} rows",
-        ["case", "server", "seconds", "MB/s", "CPU s", "server CPU s", "peak RSS MiB"],
+        ["case", "server", "seconds", "range", "MB/s", "CPU s", "server CPU s", "peak RSS MiB"],
         lines,
         left=("case", "server"),
         notes=[
-            f"best of {args.repeat} run(s); CPU s: the client process (Dask: the driver only); "
-            "server CPU s: over the whole child, start-up included",
+            f"median of {args.repeat} run(s), the cases interleaved; range: fastest-slowest; "
+            "CPU s: the client process (Dask: the driver only); server CPU s: over the whole "
+            "child, start-up included",
             "moto reads the whole object for each ranged GET and is often the limit",
+            f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}",
         ],
     )
     write_json(

@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import fsspec
@@ -41,6 +42,7 @@ from asyncstore.fsspec import (
     AsyncStoreS3FileSystem,
     register,
 )
+from asyncstore.fsspec._file import _StreamingPut
 from asyncstore.testing import FaultProxy
 
 MiB = 2**20
@@ -244,44 +246,145 @@ def test_open_for_reading_serves_small_and_large_files(fs: AsyncStoreFileSystem)
 
 
 def test_a_large_file_is_read_in_spans_that_never_overlap(fs: AsyncStoreFileSystem) -> None:
+    # A sequential reader's spans double and the next one is read ahead while it
+    # reads the last (few, large requests: s3fs's plan, and moto reads a whole
+    # object per ranged GET); a random read fetches one block.
+    data = _pattern(10 * MiB + 3)
+    fs.pipe_file("big", data)
+    fetched: list[tuple[int, int]] = []
+    read_range = fs._read_range
+
+    async def traced(path: str, start: int, end: int, etag: str | None) -> bytes:
+        fetched.append((start, end))
+        return await read_range(path, start, end, etag)
+
+    fs2 = AsyncStoreFileSystem(fs._fixed, chunk_size=256 * 1024, full_read_threshold=MiB)
+    fs2._read_range = traced  # type: ignore[method-assign]
+    with fs2.open("big", "rb", block_size=MiB) as f:
+        assert f.read(3 * MiB) == data[: 3 * MiB]  # from the start: twice the read
+        assert f.read(3 * MiB) == data[3 * MiB : 6 * MiB]
+        assert f.read(10) == data[6 * MiB : 6 * MiB + 10]  # the next span, read ahead
+        assert f.read(MiB) == data[6 * MiB + 10 : 7 * MiB + 10]
+        f.seek(100_000)
+        assert f.read(200_000) == data[100_000:300_000]  # before the held span: a block
+        f.seek(5 * MiB)
+        assert f.read(2 * MiB) == data[5 * MiB : 7 * MiB]  # not in order: at least a block
+    assert fetched == [
+        (0, 6 * MiB),
+        (6 * MiB, len(data)),
+        (100_000, 100_000 + MiB),
+        (5 * MiB, 7 * MiB),
+    ]
+    fetched.clear()
+    with fs2.open("big", "rb", block_size=MiB) as f:  # small reads in order (a CSV reader)
+        while f.read(64 * 1024):
+            pass
+    assert fetched == [(0, 2 * MiB), (2 * MiB, 6 * MiB), (6 * MiB, len(data))]
+    fs2.close()
+
+
+def test_spans_are_hashed_in_order_off_the_readers_thread(fs: AsyncStoreFileSystem) -> None:
+    import hashlib
+    import threading
+
     data = _pattern(10 * MiB + 3)
     fs.pipe_file("big", data)
     fs.full_read_threshold = MiB
-    fetched: list[tuple[int, int]] = []
-    read_span = fs._read_span
+    threads: list[str] = []
 
-    async def traced(path: str, start: int, end: int, etag: str | None) -> list[bytes]:
-        fetched.append((start, end))
-        return await read_span(path, start, end, etag)
+    class Recording:
+        def __init__(self) -> None:
+            self.inner = hashlib.sha256()
 
-    # chunk_size 256 KiB: a span of several ranges, served from their pieces.
-    fs2 = AsyncStoreFileSystem(fs._fixed, chunk_size=256 * 1024, full_read_threshold=MiB)
-    fs2._read_span = traced  # type: ignore[method-assign]
-    with fs2.open("big", "rb", block_size=MiB) as f:
-        assert f.read(3 * MiB) == data[: 3 * MiB]  # a large read: one span, no readahead
-        assert f.read(3 * MiB) == data[3 * MiB : 6 * MiB]
-        assert f.read(10) == data[6 * MiB : 6 * MiB + 10]  # a small one: a block
-        assert f.read(MiB) == data[6 * MiB + 10 : 7 * MiB + 10]  # part held, part fetched
-        f.seek(100_000)
-        assert f.read(200_000) == data[100_000:300_000]  # before the held span: fetched again
-    assert fetched == [
-        (0, 3 * MiB),
-        (3 * MiB, 6 * MiB),
-        (6 * MiB, 7 * MiB),
-        (7 * MiB, 8 * MiB),
-        (100_000, 100_000 + MiB),
-    ]
-    fs2.close()
+        def update(self, piece: Any) -> None:
+            threads.append(threading.current_thread().name)
+            self.inner.update(piece)
+
+        def hexdigest(self) -> str:
+            return self.inner.hexdigest()
+
+    with fs.open("big", "rb", block_size=MiB) as f:
+        f._hasher = Recording()
+        read = b""
+        while piece := f.read(MiB):
+            read += piece
+    assert read == data  # and verified: no error
+    assert len(threads) == 3  # the spans (0, 2), (2, 6), (6, 10+) MiB
+    assert all(name.startswith("asyncstore-fsspec-sha256") for name in threads)
+
+
+def test_a_span_is_read_in_one_request_pinned_to_the_opened_version(
+    fs: AsyncStoreFileSystem,
+) -> None:
+    data = _pattern(3 * MiB)
+    fs.pipe_file("big", data)
+    store = fs._fixed
+    assert store is not None
+    calls: list[dict[str, Any]] = []
+    get = store.get
+
+    async def traced(key: str, **kwargs: Any) -> bytes:
+        calls.append(kwargs)
+        return await get(key, **kwargs)
+
+    store.get = traced  # type: ignore[method-assign]
+    etag = fs.info("big")["etag"]
+    try:
+        assert fs.cat_file("big", 0, 10) == data[:10]  # not an open file: not pinned
+        span = fsspec.asyn.sync(fs.loop, fs._read_range, "big", 5, 2 * MiB + 5, etag)
+        assert span == data[5 : 2 * MiB + 5]
+        fs.pipe_file("big", data[::-1])
+        with pytest.raises(PreconditionFailedError, match="replaced"):
+            fsspec.asyn.sync(fs.loop, fs._read_range, "big", 5, 2 * MiB + 5, etag)
+    finally:
+        store.get = get  # type: ignore[method-assign]
+    assert calls[0] == {"start": 0, "end": 10}
+    assert calls[1]["if_match"] == etag
+    assert calls[1]["chunk_size"] >= 2 * MiB  # one ranged read
+
+
+def test_read_buffer_serves_pyarrow_views_of_the_held_span(fs: AsyncStoreFileSystem) -> None:
+    import pyarrow as pa
+
+    data = _pattern(3 * MiB + 5)
+    fs.pipe_file("big", data)
+    fs.full_read_threshold = MiB
+    with fs.open("big", "rb", block_size=MiB) as f:
+        view = f.read_buffer(MiB)
+        assert isinstance(view, memoryview)
+        assert view == data[:MiB]
+        assert f.tell() == MiB
+        assert bytes(f.read_buffer()) == data[MiB:]
+        assert f.read_buffer(10) == b""
+        served = []
+        read_buffer = f.read_buffer
+
+        def traced(length: int = -1) -> Any:
+            served.append(length)
+            return read_buffer(length)
+
+        f.read_buffer = traced  # type: ignore[method-assign]
+        handle = pa.PythonFile(f, mode="r")
+        handle.seek(7)
+        assert handle.read_buffer(100).to_pybytes() == data[7 : 7 + 100]
+        assert served == [100]  # pyarrow used it: no copy into bytes
+    fs.full_read_threshold = 16 * MiB
+    with fs.open("big", "rb") as f:  # read whole: views of it
+        assert isinstance(f.read_buffer(5), memoryview)
+        assert bytes(f.read_buffer(5)) == data[5:10]
 
 
 def test_a_file_replaced_while_open_for_reading_is_an_error(fs: AsyncStoreFileSystem) -> None:
     fs.pipe_file("big", _pattern(3 * MiB))
     fs.full_read_threshold = MiB
     with fs.open("big", "rb", block_size=MiB) as f:
-        assert f.read(10) == _pattern(10)
+        f.seek(MiB)
+        assert f.read(10) == _pattern(MiB + 10)[MiB:]  # not in order: one block, no readahead
         fs.pipe_file("big", _pattern(3 * MiB)[::-1])
+        assert f.read(100) == _pattern(MiB + 110)[MiB + 10 :]  # held: the opened version
+        f.seek(0)
         with pytest.raises(PreconditionFailedError, match="replaced") as info:
-            f.read(2 * MiB)
+            f.read(10)
     assert info.value.key == "big"
 
 
@@ -388,11 +491,66 @@ def test_a_large_written_file_is_one_multipart_upload(
     assert s3fs.info(f"{BUCKET}/{key}")["sha256"] is not None
 
 
+def test_a_written_file_is_sent_in_parts_of_its_block_size() -> None:
+    # Few requests: a file smaller than its block is one PUT, a larger one goes in
+    # parts of the block size, with no more bytes in flight than the store's window.
+    fs = AsyncStoreFileSystem(
+        f"memory://fsspec-{uuid.uuid4().hex[:8]}", chunk_size=MiB, skip_instance_cache=True
+    )
+    assert fs.write_blocksize == 32 * MiB
+    assert (
+        AsyncStoreFileSystem("memory://", block_size=MiB, skip_instance_cache=True).write_blocksize
+        == MiB
+    )
+    store = fs._fixed
+    assert store is not None
+    calls: list[dict[str, Any]] = []
+    put = store.put
+
+    async def traced(key: str, data: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return await put(key, data, **kwargs)
+
+    store.put = traced  # type: ignore[method-assign]
+    with fs.open("small", "wb") as f:
+        f.write(_pattern(3 * MiB))
+    assert calls == [{"mode": "overwrite", "chunk_size": 3 * MiB}]
+    calls.clear()
+    with fs.open("big", "wb", block_size=2 * MiB) as f:
+        for start in range(0, 7 * MiB, MiB):
+            f.write(_pattern(7 * MiB)[start : start + MiB])
+    assert calls == [{"mode": "overwrite", "chunk_size": 2 * MiB, "max_concurrency": 4}]
+    calls.clear()
+    fed: list[int] = []
+    feed = _StreamingPut.feed
+
+    async def traced_feed(self: Any, data: bytes) -> None:
+        fed.append(len(data))
+        await feed(self, data)
+
+    _StreamingPut.feed = traced_feed  # type: ignore[method-assign]
+    try:
+        with fs.open("odd", "wb", block_size=2 * MiB) as f:  # writes that straddle blocks
+            for start in range(0, 7 * MiB, 700_000):
+                f.write(memoryview(_pattern(7 * MiB)[start : start + 700_000]))
+    finally:
+        _StreamingPut.feed = feed  # type: ignore[method-assign]
+    assert fed == [2 * MiB, 2 * MiB, 2 * MiB, MiB]  # whole parts: the upload copies none
+    store.put = put  # type: ignore[method-assign]
+    assert fs.cat_file("odd") == _pattern(7 * MiB)
+    assert fs.cat_file("small") == _pattern(3 * MiB)
+    assert fs.cat_file("big") == _pattern(7 * MiB)
+    fs.close()
+
+
 def test_an_exception_inside_with_aborts_the_write(
     s3fs: AsyncStoreS3FileSystem, s3: S3Server
 ) -> None:
     prefix = _prefix()
-    with pytest.raises(RuntimeError, match="stop"), s3fs.open(f"{BUCKET}/{prefix}/k", "wb") as f:
+    with (
+        pytest.raises(RuntimeError, match="stop"),
+        s3fs.open(f"{BUCKET}/{prefix}/k", "wb", block_size=5 * MiB) as f,
+    ):
         f.write(_pattern(12 * MiB))  # past the block size: the upload has started
         raise RuntimeError("stop")
     assert s3.keys(prefix) == []

@@ -742,6 +742,71 @@ async def test_download_ranges_land_in_buffers_that_start_on_a_page() -> None:
     assert offsets == [0, 0, 0]
 
 
+async def test_a_ranged_get_is_read_in_place_and_not_hashed() -> None:
+    # A range of an object cannot be checked against the object's sha256: hashing it
+    # would be wasted work. A whole read is still hashed (and verified).
+    from asyncstore._stream import _download
+
+    hashed: list[int] = []
+    into: list[bool] = []
+
+    class Counting(_download.Sha256):
+        async def update(self, data: Any, *, part: Any = ()) -> dict[str, bytes]:
+            hashed.append(len(data))
+            return await super().update(data, part=part)
+
+    read_range = _download.Download.read_range
+
+    async def recording(
+        self: Any, start: int, end: int, buffer: memoryview | None = None
+    ) -> memoryview:
+        into.append(buffer is not None)
+        return await read_range(self, start, end, buffer)
+
+    store = Store(MemoryBackend(), chunk_size=MiB)
+    data = pattern(3 * MiB)
+    await store.put("k", data)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_download, "Sha256", Counting)
+        patch.setattr(_download.Download, "read_range", recording)
+        assert await store.get("k", start=5, end=2 * MiB) == data[5 : 2 * MiB]
+        assert await store.get("k", start=5, end=MiB // 2) == data[5 : MiB // 2]  # one range
+        assert hashed == []
+        assert into == [True, True, True]
+        assert await store.get("k") == data
+        assert sum(hashed) == len(data)
+
+
+async def test_a_large_get_lands_in_the_bytes_it_returns() -> None:
+    # The ranges are read into the returned bytes object itself: no buffer to copy
+    # out of (the copy held the GIL and touched every page twice). Without the
+    # CPython maker, a page-mapped buffer and one copy.
+    from asyncstore._stream import _download
+
+    made: list[bytes | None] = []
+    new_bytes = _download._new_bytes
+
+    def recording(size: int) -> tuple[bytes | None, memoryview]:
+        data, view = new_bytes(size)
+        made.append(data)
+        return data, view
+
+    store = Store(MemoryBackend(), chunk_size=MiB)
+    data = pattern(3 * MiB + 3)
+    await store.put("k", data)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_download, "_new_bytes", recording)
+        whole = await store.get("k")
+        part = await store.get("k", start=5, end=2 * MiB)
+        assert whole == data
+        assert part == data[5 : 2 * MiB]
+        assert made[0] is whole
+        assert made[1] is part
+        patch.setattr(_download, "_PY_BYTES", None)
+        assert await store.get("k", start=5, end=2 * MiB) == data[5 : 2 * MiB]
+        assert made[2] is None
+
+
 async def test_download_progress_starts_at_zero_with_the_total(tmp_path: Any) -> None:
     store = Store(MemoryBackend())
     await store.put("k", pattern(3 * MiB))

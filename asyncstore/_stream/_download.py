@@ -17,7 +17,9 @@ at upload when the whole object was read.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
+import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
 from typing import Any
@@ -37,7 +39,7 @@ from .._errors import (
 )
 from .._meta import public_info
 from .._types import ObjectInfo
-from ._buffers import BufferPool
+from ._buffers import BufferPool, aligned_buffer
 from ._hashing import Sha256
 from ._retry import RetryPolicy, call_with_retry, exhausted
 from ._tasks import task_group
@@ -474,21 +476,70 @@ class ObjectStream:
         self.sha256 = download.verify(hasher) if self._verify else hasher.digest_string()
 
 
-async def read_all(download: Download, *, window: int, verify: bool) -> tuple[bytes, str, int]:
-    """Read a download into memory; return (bytes, sha256, peak ranges in flight)."""
-    hasher = Sha256()
-    if download.stop - download.start <= download.chunk_size:  # one range: no window
+async def read_all(
+    download: Download, *, window: int, verify: bool
+) -> tuple[bytes, str | None, int]:
+    """Read a download into memory; return (bytes, sha256, peak ranges in flight).
+
+    The bytes are hashed only when the download covers the whole object, the one
+    case their digest can be checked against the recorded sha256 (``verify``);
+    the sha256 returned for a range is None. A large read lands in place, range by
+    range, in the ``bytes`` object returned (`_new_bytes`): no buffer to copy out of.
+    """
+    whole = download.whole
+    if download.size <= download.chunk_size and (whole or download.size < _SMALL_RANGE):
+        hasher = Sha256()  # one small read: hashed as it arrives, cheaper than a buffer
         pieces = await download.read_one(hasher)
         data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        peak = 1
-    else:
-        buffer = bytearray(download.size)
+        if not whole:
+            return data, None, 1
+        return data, download.verify(hasher) if verify else hasher.digest_string(), 1
+    made, buffer = _new_bytes(download.size)
+    hasher = Sha256()
 
-        async def consume(offset: int, piece: memoryview) -> None:
+    async def consume(offset: int, piece: memoryview) -> None:
+        if whole:
             await hasher.update(piece)
 
-        peak = await download.fetch(window=window, on_ordered=consume, into=memoryview(buffer))
-        data = await anyio.to_thread.run_sync(bytes, buffer)
-        del buffer
-    sha = download.verify(hasher) if verify else hasher.digest_string()
-    return data, sha, peak
+    peak = await download.fetch(window=window, on_ordered=consume, into=buffer)
+    # Not CPython: the bytes are copied out of the buffer, in a thread.
+    data = made if made is not None else await anyio.to_thread.run_sync(bytes, buffer)
+    del buffer
+    if not whole:
+        return data, None, peak
+    return data, download.verify(hasher) if verify else hasher.digest_string(), peak
+
+
+#: A range smaller than this is read as before (one read, hashed inline: cheaper
+#: than a buffer and a thread hop); a larger one goes into one buffer, unhashed.
+_SMALL_RANGE = 256 * 1024
+
+
+def _new_bytes(size: int) -> tuple[bytes | None, memoryview]:
+    """A new ``bytes`` of ``size`` (uninitialised) and a writable view of its contents.
+
+    CPython's ``PyBytes_FromStringAndSize(NULL, size)`` makes a bytes object whose
+    contents its maker fills before handing it on; the reads fill it through the
+    view (which does not keep them alive: the caller holds the bytes while it is
+    used, and drops it before handing them on). That saves copying
+    a large read out of a buffer (under the GIL: ``bytes(buffer)`` holds it while it
+    copies, and touches every page twice). Elsewhere: (None, a page-mapped buffer).
+    """
+    if _PY_BYTES is None or size == 0:
+        return None, aligned_buffer(size) if size else memoryview(bytearray(0))
+    data: bytes = _PY_BYTES(None, size)
+    address = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+    assert address is not None
+    return data, memoryview((ctypes.c_char * size).from_address(address)).cast("B")
+
+
+def _bytes_maker() -> Any:
+    if sys.implementation.name != "cpython":  # pragma: no cover - CPython only in CI
+        return None
+    make = ctypes.pythonapi.PyBytes_FromStringAndSize
+    make.restype = ctypes.py_object
+    make.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
+    return make
+
+
+_PY_BYTES = _bytes_maker()

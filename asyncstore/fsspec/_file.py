@@ -16,10 +16,12 @@ the footer it read first is kept), their sha256 is checked against the one
 recorded at upload.
 
 Writing (``wb``, or ``xb`` to create only): bytes are buffered up to the
-block size and then handed, one block at a time, to one streaming `put` on
-the filesystem's loop, which uploads them as a multipart upload (parts in
-parallel, sha256 computed on the way). Memory stays bounded: the block being
-filled, one block in hand-over, and the upload's window. Nothing is visible
+block size (for written files, default 32 MiB) and then handed, one block at
+a time, to one streaming `put` on the filesystem's loop, which uploads them
+as a multipart upload in parts of the block size (parts in parallel, no more
+bytes in flight than the store's window, sha256 computed on the way). A file
+smaller than a block is one PUT at close. Memory stays bounded: the block
+being filled, one block in hand-over, and the upload's window. Nothing is visible
 at the path until ``close()``; leaving a ``with`` block by an exception
 aborts the upload instead of committing part of the file.
 """
@@ -27,7 +29,7 @@ aborts the upload instead of committing part of the file.
 from __future__ import annotations
 
 import asyncio
-import bisect
+import concurrent.futures
 import contextlib
 import hashlib
 from types import TracebackType
@@ -53,15 +55,17 @@ _HASH_GAP = 64 * 1024
 #: this size are kept, up to `_AHEAD_BUDGET` bytes in all, to be hashed when reached.
 _AHEAD_PIECE = 1024 * 1024
 _AHEAD_BUDGET = 4 * 1024 * 1024
+#: The most a sequential reader's span grows to (it doubles, from twice the block size
+#: or its first read).
+_READAHEAD_MAX = 128 * 1024 * 1024
 
 
 class _SpanCache(fsspec.caching.BaseCache):  # type: ignore[misc]
-    """fsspec's cache for a large file: the last span fetched, as the pieces it came in.
+    """fsspec's cache for a large file: the last span fetched, one ``bytes``.
 
-    A read inside the span is one copy out of its pieces (none when it is exactly
-    one piece); a read past it fetches from where the span ends (or from the
-    read's start) to ``max(end, start + blocksize)``: one span of concurrent
-    ranged reads, no overlap with what is held, no copy of the whole span.
+    A read inside the span is a slice of it (a ``memoryview``, no copy, for
+    `AsyncStoreFile.read_buffer`); a read past it fetches from where the span
+    ends (or from the read's start) on: no overlap with what is held.
     """
 
     name = "asyncstore-spans"
@@ -69,52 +73,35 @@ class _SpanCache(fsspec.caching.BaseCache):  # type: ignore[misc]
     def __init__(self, blocksize: int, fetcher: Any, size: int) -> None:
         super().__init__(blocksize, fetcher, size)
         self._start = 0
-        self._offsets: list[int] = []
-        self._pieces: list[bytes] = []
+        self._data = b""
         self._end = 0
 
-    def _hold(self, start: int, pieces: list[bytes]) -> None:
-        self._start = start
-        self._offsets = []
-        offset = start
-        for piece in pieces:
-            self._offsets.append(offset)
-            offset += len(piece)
-        self._pieces = pieces
-        self._end = offset
-
-    def _slice(self, start: int, end: int) -> list[memoryview | bytes]:
-        """Views of the held bytes ``[start, end)`` (within the span)."""
-        out: list[memoryview | bytes] = []
-        index = max(0, bisect.bisect_right(self._offsets, start) - 1)
-        while start < end and index < len(self._pieces):
-            piece, offset = self._pieces[index], self._offsets[index]
-            lo, hi = start - offset, min(end - offset, len(piece))
-            out.append(piece if lo == 0 and hi == len(piece) else memoryview(piece)[lo:hi])
-            start = offset + hi
-            index += 1
-        return out
-
-    def _fetch(self, start: int | None, end: int | None) -> bytes:
-        start = 0 if start is None else start
-        end = self.size if end is None else min(end, self.size)
+    def view(self, start: int, end: int) -> bytes | memoryview:
+        """The bytes ``[start, end)`` (clamped to the file): a view when they are held."""
+        end = min(end, self.size)
         if start >= end:
             return b""
         self.total_requested_bytes += end - start
         if self._start <= start and end <= self._end:
             self.hit_count += 1
-            parts = self._slice(start, end)
-        else:
-            self.miss_count += 1
-            head = self._slice(start, self._end) if self._start <= start < self._end else []
-            fetch_from = self._end if head else start
-            fetch_to = min(self.size, max(end, fetch_from + self.blocksize))
-            span_start, pieces = self.fetcher(fetch_from, fetch_to)
-            self._hold(span_start, pieces)
-            parts = [*head, *self._slice(fetch_from, end)]
-        if len(parts) == 1 and isinstance(parts[0], bytes):
-            return parts[0]
-        return b"".join(parts)
+            return self._slice(start, end)
+        self.miss_count += 1
+        head = self._slice(start, self._end) if self._start <= start < self._end else b""
+        fetch_from = self._end if head else start
+        self._start, self._data = self.fetcher(fetch_from, end)
+        self._end = self._start + len(self._data)
+        rest = self._slice(fetch_from, end)
+        return bytes(head) + rest if head else rest
+
+    def _slice(self, start: int, end: int) -> bytes | memoryview:
+        lo, hi = start - self._start, min(end, self._end) - self._start
+        if lo == 0 and hi == len(self._data):
+            return self._data
+        return memoryview(self._data)[lo:hi]
+
+    def _fetch(self, start: int | None, end: int | None) -> bytes:
+        data = self.view(0 if start is None else start, self.size if end is None else end)
+        return data if isinstance(data, bytes) else bytes(data)
 
 
 class _StreamingPut:
@@ -127,14 +114,24 @@ class _StreamingPut:
         self._send: MemoryObjectSendStream[bytes] | None = None
         self._task: asyncio.Task[PutResult] | None = None
 
-    async def start(self) -> None:
+    async def start(self, part_size: int) -> None:
         _, store, key = await self._fs._locate(self._path)  # on the loop that will use it
         send, receive = anyio.create_memory_object_stream[bytes](1)
         self._send = send
+        # Parts of the file's block size (fewer requests: a server such as moto pays for
+        # each part), with no more bytes in flight than the store's own window.
+        part = max(store.chunk_size, part_size)
+        window = max(2, store.chunk_size * store.max_concurrency // part)
 
         async def run() -> PutResult:
             with receive:
-                return await store.put(key, receive, mode=self._mode)  # type: ignore[arg-type]
+                return await store.put(
+                    key,
+                    receive,
+                    mode=self._mode,  # type: ignore[arg-type]
+                    chunk_size=part,
+                    max_concurrency=window,
+                )
 
         # Owned by this object: awaited by finish() or abort(), which the file always calls.
         self._task = asyncio.get_running_loop().create_task(run())
@@ -224,6 +221,10 @@ class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
             if cache_type is None:
                 cache_type = "none" if self._read_whole else _SpanCache.name
         self._ahead: list[tuple[int, bytes]] = []
+        self._next = 0  # where the last span fetched ended
+        self._readahead = 0
+        self._prefetch: tuple[int, int, concurrent.futures.Future[bytes]] | None = None
+        self._hashing: concurrent.futures.ThreadPoolExecutor | None = None
         spans = cache_type == _SpanCache.name
         super().__init__(
             fs,
@@ -244,36 +245,103 @@ class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
 
     # -- reading ------------------------------------------------------------------------------
 
+    def read_buffer(self, length: int = -1) -> bytes | memoryview:
+        """Read up to ``length`` bytes (all that is left if negative), without a copy.
+
+        pyarrow's ``PythonFile`` calls this, when a file has it, instead of
+        ``read``: a read within the span held is a ``memoryview`` of it.
+        """
+        if self.mode != "rb":
+            raise ValueError("File not in read mode")
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+        if length < 0:
+            length = self.size - self.loc
+        end = min(self.size, self.loc + length)
+        if self.loc >= end:
+            return b""
+        if self._read_whole:
+            if self._whole is None:
+                self._whole = self._run(self.fs._cat_file, self.path)
+            out: bytes | memoryview = memoryview(self._whole)[self.loc : end]
+        elif isinstance(self.cache, _SpanCache):
+            out = self.cache.view(self.loc, end)
+        else:
+            return self.read(length)
+        self.loc += len(out)
+        return out
+
     def _fetch_range(self, start: int, end: int) -> bytes:
         if self._read_whole:
             if self._whole is None:
                 self._whole = self._run(self.fs._cat_file, self.path)
             return self._whole[start:end]
-        span_start, pieces = self._fetch_span(start, end)  # a cache_type of the caller's
-        data = b"".join(pieces)
-        return data[start - span_start :] if span_start < start else data
+        span_start, data = self._fetch_span(start, end)  # a cache_type of the caller's
+        return data[start - span_start : end - span_start]
 
-    def _fetch_span(self, start: int, end: int) -> tuple[int, list[bytes]]:
-        """Fetch ``[start, end)``, from the verified prefix if it ends just before."""
+    def _fetch_span(self, start: int, end: int) -> tuple[int, bytes]:
+        """Fetch from ``start`` (or the verified prefix, if it ends just before) to at
+        least ``end``, with readahead for a sequential reader, as one ranged read."""
         if self._hasher is not None and self._hashed < start <= self._hashed + _HASH_GAP:
             start = self._hashed
-        pieces: list[bytes] = self._run(self.fs._read_span, self.path, start, end, self._etag)
-        self._check_in_order(start, pieces)
-        return start, pieces
+        sequential = start in (0, self._next)
+        if sequential:  # a reader going on in order: read further ahead each time
+            grown = 2 * max(self._readahead, end - start, self.blocksize)
+            self._readahead = min(_READAHEAD_MAX, grown)
+        else:
+            self._readahead = self.blocksize
+        stop = min(self.size, max(end, start + self._readahead))
+        data = self._prefetched(start, end)
+        if data is None:
+            data = self._run(self.fs._read_range, self.path, start, stop, self._etag)
+        self._next = start + len(data)
+        if sequential and self._next < self.size:
+            ahead = min(_READAHEAD_MAX, 2 * self._readahead)
+            self._start_prefetch(self._next, min(self.size, self._next + ahead))
+        self._check_in_order(start, data)
+        return start, data
 
-    def _check_in_order(self, start: int, pieces: list[bytes]) -> None:
+    def _start_prefetch(self, start: int, stop: int) -> None:
+        """Start reading ``[start, stop)`` on the filesystem's loop, for the next miss."""
+        coro = self.fs._read_range(self.path, start, stop, self._etag)
+        self._prefetch = (start, stop, asyncio.run_coroutine_threadsafe(coro, self.fs.loop))
+
+    def _prefetched(self, start: int, end: int) -> bytes | None:
+        """The prefetched span if it starts at ``start`` and reaches ``end`` (its error,
+        if it failed); else None, and it is cancelled."""
+        pending, self._prefetch = self._prefetch, None
+        if pending is None:
+            return None
+        p_start, p_stop, future = pending
+        if p_start == start and end <= p_stop:
+            data: bytes = future.result()
+            return data
+        future.cancel()
+        return None
+
+    def close(self) -> None:
+        """Close the file: a prefetch in flight is cancelled; a written file is committed."""
+        pending, self._prefetch = getattr(self, "_prefetch", None), None
+        if pending is not None:
+            pending[2].cancel()
+        self._stop_hashing()
+        super().close()
+
+    def _stop_hashing(self) -> None:
+        hashing, self._hashing = getattr(self, "_hashing", None), None
+        if hashing is not None:
+            hashing.shutdown(wait=False, cancel_futures=True)
+
+    def _check_in_order(self, start: int, data: bytes) -> None:
         """Hash what extends the verified prefix; keep a small span read ahead of it."""
         if self._hasher is None:
             return
         if start > self._hashed:
-            size = sum(len(p) for p in pieces)
             kept = sum(len(p) for _, p in self._ahead)
-            if size <= _AHEAD_PIECE and kept + size <= _AHEAD_BUDGET:
-                self._ahead.append((start, b"".join(pieces)))
+            if len(data) <= _AHEAD_PIECE and kept + len(data) <= _AHEAD_BUDGET:
+                self._ahead.append((start, data))
             return
-        for piece in pieces:
-            self._extend_hash(start, piece)
-            start += len(piece)
+        self._extend_hash(start, data)
         while self._hasher is not None:
             reached = [(s, p) for s, p in self._ahead if s <= self._hashed < s + len(p)]
             self._ahead = [(s, p) for s, p in self._ahead if s + len(p) > self._hashed]
@@ -284,9 +352,22 @@ class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
     def _extend_hash(self, start: int, data: bytes) -> None:
         if self._hasher is None or not start <= self._hashed < start + len(data):
             return
-        self._hasher.update(memoryview(data)[self._hashed - start :])
+        piece = memoryview(data)[self._hashed - start :]
         self._hashed = start + len(data)
-        if self._hashed >= self.size:
+        if self._hashed < self.size:
+            # Hashed in order by the file's one hashing thread, while the reader goes on.
+            if self._hashing is None:
+                self._hashing = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="asyncstore-fsspec-sha256"
+                )
+            self._hashing.submit(self._hasher.update, piece)
+            return
+        if self._hashing is not None:  # the last piece: the check is made here, in the read
+            self._hashing.submit(self._hasher.update, piece).result()
+            self._stop_hashing()
+        else:
+            self._hasher.update(piece)
+        if self._hasher is not None:
             actual = "sha256:" + self._hasher.hexdigest()
             self._hasher = None
             self._ahead = []
@@ -301,11 +382,25 @@ class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
 
     # -- writing ------------------------------------------------------------------------------
 
+    def write(self, data: Any) -> int:
+        """Buffer ``data``; each block is handed on as soon as it is full, at exactly the
+        block size, so that the upload takes it as a part without copying it again."""
+        view = memoryview(data).cast("B")
+        size = len(view)
+        while self.writable() and not self.closed and not self.forced:
+            room = self.blocksize - self.buffer.tell()
+            if not 0 < room < len(view):
+                break
+            super().write(view[:room])  # fills the block: fsspec flushes it
+            view = view[room:]
+        super().write(view)
+        return size
+
     def _initiate_upload(self) -> None:
         if self.forced:
             return  # the whole file is in the buffer: one put at close
         upload = _StreamingPut(self.fs, self.path, _mode(self.mode))
-        self._run(upload.start)
+        self._run(upload.start, self.blocksize)
         self._upload = upload
 
     def _upload_chunk(self, final: bool = False) -> bool:
@@ -324,8 +419,10 @@ class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
         return True
 
     async def _put_whole(self, data: bytes) -> None:
+        """The whole file, smaller than a block: one request (a single PUT)."""
         _, store, key = await self.fs._locate(self.path)
-        await store.put(key, data, mode=_mode(self.mode))  # type: ignore[arg-type]
+        part = max(store.chunk_size, len(data))
+        await store.put(key, data, mode=_mode(self.mode), chunk_size=part)  # type: ignore[arg-type]
 
     def discard(self) -> None:
         """Abort the upload in progress: nothing is written."""

@@ -37,7 +37,6 @@ from .. import (
     InvalidRangeError,
     NotFoundError,
     ObjectInfo,
-    PreconditionFailedError,
     RetryPolicy,
     Store,
     open_store,
@@ -69,6 +68,9 @@ _ALIASES: dict[str, dict[str, str]] = {
 _S3_CREDENTIALS = ("key", "secret", "token", "anon", "profile")
 #: Default size below which a file opened for reading is read whole (and so verified).
 FULL_READ_THRESHOLD = 16 * 2**20
+#: Default block size of a file opened for writing: the size of its parts, and the
+#: size below which it is one PUT (s3fs: 50 MiB; a server such as moto pays per part).
+WRITE_BLOCK_SIZE = 32 * 2**20
 
 
 class _CachedUnlessStore(fsspec.spec._Cached):  # type: ignore[misc]
@@ -133,8 +135,11 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
         max_concurrency: Parts / ranges in flight per transfer (default: the backend's).
         retry: The stores' `RetryPolicy`.
         timeout: Seconds one store call may take in all.
-        block_size: Buffer size of files opened with `open` (default: ``chunk_size``,
-            else 8 MiB); a written file is sent in parts of at least this size.
+        block_size: Buffer size of files opened with `open`. Reading: the least a
+            read that misses fetches (default: ``chunk_size``, else 8 MiB; a reader
+            going on in order reads further ahead, up to 128 MiB). Writing: the
+            part size, and the size below which a file is one PUT (default:
+            ``chunk_size`` if larger, else 32 MiB).
         full_read_threshold: Files opened for reading whose size is at most this
             are read whole on first access (one verified transfer, then served from
             memory); larger ones are read in ranges with readahead and verified
@@ -209,6 +214,8 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
                 key="root",
             )
         self.blocksize: int = block_size or chunk_size or 8 * 2**20
+        #: Block (and part) size of files opened for writing.
+        self.write_blocksize: int = block_size or max(chunk_size or 0, WRITE_BLOCK_SIZE)
         self.full_read_threshold: int = full_read_threshold
         for name, value in (
             ("block_size", self.blocksize),
@@ -510,19 +517,13 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
                 tg.start_soon(one, index)
         return out
 
-    async def _read_span(self, path: str, start: int, end: int, etag: str | None) -> list[bytes]:
-        """``[start, end)`` of the version whose ETag is ``etag`` (for open files), as the
-        pieces the Store hands over: its ranges, read concurrently, never joined here."""
+    async def _read_range(self, path: str, start: int, end: int, etag: str | None) -> bytes:
+        """``[start, end)`` of the version whose ETag is ``etag`` (a span of an open file),
+        as one ranged read: an open file's readahead makes its spans large and few."""
         _, store, key = await self._locate(path)
-        async with store.open(key, start=start, end=end) as body:
-            info = body.info
-            if etag is not None and info is not None and info.etag != etag:
-                raise PreconditionFailedError(
-                    f"{path!r} was replaced while it was open for reading "
-                    f"(ETag {etag!r} is now {info.etag!r})",
-                    key=key,
-                )
-            return [chunk async for chunk in body]
+        return await store.get(
+            key, start=start, end=end, if_match=etag, chunk_size=max(store.chunk_size, end - start)
+        )
 
     async def _get_file(
         self, rpath: str, lpath: str, callback: Callback = DEFAULT_CALLBACK, **kwargs: Any
@@ -552,7 +553,7 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
             self,
             path,
             mode,
-            block_size=block_size or self.blocksize,
+            block_size=block_size or (self.blocksize if mode == "rb" else self.write_blocksize),
             autocommit=autocommit,
             cache_options=cache_options,
             **kwargs,

@@ -221,6 +221,22 @@ class StoreConformance:
         chunks = [c async for c in store.stream("r", start=5, end=9_000, chunk_size=1000)]
         assert b"".join(chunks) == data[5:9_000]
 
+    async def test_get_if_match_reads_only_that_version(self, store: Store) -> None:
+        data = pattern(3 * MiB, seed=4)
+        await store.put("pinned", data)
+        etag = (await store.head("pinned")).etag
+        assert await store.get("pinned", start=7, end=MiB + 7, if_match=etag) == data[7 : MiB + 7]
+        assert await store.get("pinned", if_match=etag, chunk_size=MiB) == data
+        assert await store.get("pinned", suffix=5, if_match=etag) == data[-5:]
+        await store.put("pinned", data[::-1])
+        with pytest.raises(PreconditionFailedError, match="pinned") as info:
+            await store.get("pinned", start=7, end=MiB + 7, if_match=etag)
+        assert info.value.key == "pinned"
+        with pytest.raises(PreconditionFailedError):
+            await store.get("pinned", if_match=etag, chunk_size=MiB)
+        with pytest.raises(InvalidArgumentError, match="if_match"):
+            await store.get("pinned", if_match=1)  # type: ignore[arg-type]
+
     async def test_range_end_past_the_end_is_clamped(self, store: Store) -> None:
         await store.put("r", b"0123456789")
         assert await store.get("r", start=5, end=1000) == b"56789"
