@@ -464,6 +464,32 @@ async def test_a_parts_crc32c_is_computed_a_block_at_a_time(
     assert sum(handed) == 9 * MiB + 5
 
 
+async def test_a_small_file_is_opened_read_and_closed_in_one_thread_call(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A many-file sync sends mostly small files: one worker-thread hop each, not three.
+    called: list[str] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counting(func: Any, *args: Any, **kwargs: Any) -> Any:
+        called.append(getattr(func, "__name__", repr(func)))
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    path = tmp_path / "small.bin"
+    path.write_bytes(pattern(10_000))
+    store = Store(MemoryBackend())
+    info = await store.upload_file(path, "k")
+    assert called == ["_open_file"]
+    assert info.sha256 == "sha256:" + hashlib.sha256(pattern(10_000)).hexdigest()
+    assert await store.get("k") == pattern(10_000)
+    called.clear()
+    path.write_bytes(pattern(3 * MiB))  # larger files are read part by part
+    await store.upload_file(path, "big", chunk_size=MiB)
+    assert called.count("_read") == 4  # three parts, then the read that finds the end
+    assert await store.get("big") == pattern(3 * MiB)
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 

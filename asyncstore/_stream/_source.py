@@ -292,6 +292,32 @@ def _open_path(path: os.PathLike[str], key: str) -> tuple[Any, int, os.stat_resu
     return file, st.st_size, st
 
 
+#: A file smaller than this (and than one part) is opened, read and closed in one
+#: worker-thread call, rather than one call each: a many-file sync sends mostly such
+#: files. Larger ones are read into the core's page-aligned buffers, part by part.
+SMALL_FILE = 1 << 20
+
+
+def _open_file(
+    path: os.PathLike[str], key: str, plan: Callable[[int | None], int]
+) -> tuple[Any, bytes | None, int, os.stat_result]:
+    """Open ``path`` and plan its parts: (the open file, or None and its bytes, read
+    whole and the file closed, when it is small; the part size; its stat)."""
+    file, size, st = _open_path(path, key)
+    try:
+        part_size = plan(size)
+        if size < min(SMALL_FILE, part_size):
+            data = file.read(size + 1)
+            if len(data) <= size:  # (a file that grew since its stat is read in parts)
+                file.close()
+                return None, data, part_size, st
+            file.seek(0)
+    except BaseException:
+        file.close()
+        raise
+    return file, None, part_size, st
+
+
 async def open_source(
     data: object, plan: Callable[[int | None], int], *, key: str
 ) -> tuple[PartReader, os.stat_result | None]:
@@ -311,13 +337,10 @@ async def open_source(
             key=key,
         )
     if isinstance(data, os.PathLike):
-        file, size, st = await anyio.to_thread.run_sync(_open_path, data, key)
-        try:
-            part_size = plan(size)
-        except BaseException:
-            await anyio.to_thread.run_sync(file.close)
-            raise
-        return _FileReader(file, part_size, size=size, owned=True), st
+        file, whole, part_size, st = await anyio.to_thread.run_sync(_open_file, data, key, plan)
+        if whole is not None:
+            return _BufferReader(memoryview(whole), part_size), st
+        return _FileReader(file, part_size, size=st.st_size, owned=True), st
     try:
         view = memoryview(data)  # type: ignore[arg-type]
     except TypeError:
