@@ -320,6 +320,37 @@ async def test_upload_file_writes_two_parts_at_a_time(root: Path, tmp_path: Path
     assert await store.get("up") == src.read_bytes()
 
 
+async def test_a_small_put_is_one_worker_thread_call(
+    backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bytes, their fsync, the sidecar and the rename: one hand-off, not two.
+    from asyncstore.backends.local import _backend
+
+    await put(backend, "warm", b"x")  # the root is checked on first use
+    called: list[str] = []
+    run = _backend._run
+
+    async def counting(func: Any, *args: Any) -> Any:
+        called.append(getattr(func, "__name__", repr(func)))
+        return await run(func, *args)
+
+    monkeypatch.setattr(_backend, "_run", counting)
+    etag = await put(backend, "k", b"small", metadata={"a": "b"})
+    assert called == ["write_small"]
+    info = await backend.head("k")
+    assert info.etag == etag
+    assert info.metadata["a"] == "b"
+    with pytest.raises(PreconditionFailedError, match="'k'"):  # conditions hold as before
+        await put(backend, "k", b"other", if_match="nope")
+    with pytest.raises(AlreadyExistsError, match="'k'"):
+        await put(backend, "k", b"other", if_none_match=True)
+    async with await backend.read("k") as stream:
+        assert b"".join([c async for c in stream]) == b"small"
+    assert [
+        name for name in os.listdir(backend.root) if "asyncstore" in name and name.endswith(".part")
+    ] == []
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 async def test_read_closes_file(backend: LocalBackend) -> None:
     await put(backend, "big", bytes(3 * MiB))

@@ -35,6 +35,7 @@ from ..._errors import (
 from ..._stream._files import pwrite_all
 from ..._types import CommonPrefix, ObjectInfo
 from ._files import (
+    SMALL_WRITE,
     WRITE_SLICE,
     FileHandle,
     LocalReadStream,
@@ -50,6 +51,7 @@ from ._files import (
     open_temp,
     prepare_root,
     stat_object,
+    write_small,
     write_temp,
 )
 from ._listing import walk
@@ -289,6 +291,11 @@ class LocalBackend(Backend):
         view = byte_view(data)
         temp = Temp()
         try:
+            if view.nbytes <= SMALL_WRITE:  # one hand-off, under the key's lock
+                async with self._locked(p.key):
+                    with os_errors(key, "write"):
+                        st = await _run(write_small, p, temp, view, attrs)
+                return WriteResult(etag=etag(st))
             with os_errors(key, "write"):
                 if view.nbytes <= WRITE_SLICE:
                     st = await _run(write_temp, p, temp, view)
