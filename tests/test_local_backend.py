@@ -351,6 +351,39 @@ async def test_a_small_put_is_one_worker_thread_call(
     ] == []
 
 
+async def test_a_small_read_is_one_worker_thread_call(
+    backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Open, read and close: one hand-off for a range of at most 256 KiB.
+    from asyncstore.backends.local import _backend, _files
+
+    data = random.randbytes(200_000)
+    etag = await put(backend, "k", data)
+    await put(backend, "big", bytes(2 * MiB))
+    called: list[str] = []
+    run = _backend._run
+
+    async def counting(func: Any, *args: Any) -> Any:
+        called.append(getattr(func, "__name__", repr(func)))
+        return await run(func, *args)
+
+    monkeypatch.setattr(_backend, "_run", counting)
+    monkeypatch.setattr(_files, "_run", counting)
+    async with await backend.read("k", if_match=etag) as stream:
+        assert b"".join([c async for c in stream]) == data
+    assert called == ["open_object"]
+    stream = await backend.read("k", 1000, 5000)
+    view = memoryview(bytearray(10_000))
+    assert await stream.readinto(view) == 4000
+    assert view[:4000] == data[1000:5000]
+    assert await stream.readinto(view) == 0
+    await stream.aclose()
+    assert called == ["open_object", "open_object"]
+    async with await backend.read("big") as stream:  # larger ranges: read as they go
+        assert sum([len(c) async for c in stream]) == 2 * MiB
+    assert called.count("_pread") == 2
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 async def test_read_closes_file(backend: LocalBackend) -> None:
     await put(backend, "big", bytes(3 * MiB))

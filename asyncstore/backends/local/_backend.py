@@ -244,7 +244,8 @@ class LocalBackend(Backend):
         The file is opened once; the ETag check, the range check and every
         read (one worker-thread call each: at most 1 MiB iterated, up to 16 MiB
         straight into the core's buffer by ``readinto``) are about that
-        file, even if the key is replaced meanwhile.
+        file, even if the key is replaced meanwhile. A range of at most 256 KiB
+        is read by the call that opens the file, which then closes it.
 
         Raises:
             NotFoundError: The key does not exist (or is a directory).
@@ -258,7 +259,9 @@ class LocalBackend(Backend):
             handle = FileHandle()
             try:
                 with os_errors(key, "read", not_a_directory=NotFoundError):
-                    st, record, retry = await _run(open_object, p, handle, start, if_match)
+                    st, record, retry, data = await _run(
+                        open_object, p, handle, start, end, if_match
+                    )
                 if retry and attempt < META_ATTEMPTS - 1:
                     await handle.aclose()
                     await self._settle(key, attempt)
@@ -268,7 +271,8 @@ class LocalBackend(Backend):
                 raise
             size = st.st_size
             stop = size if end is None else max(start, min(end, size))
-            return LocalReadStream(object_info(key, st, record), handle, key, start, stop)
+            info = object_info(key, st, record)
+            return LocalReadStream(info, handle, key, start, stop, data)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ---- writes
@@ -446,7 +450,7 @@ class LocalBackend(Backend):
         try:
             for attempt in range(META_ATTEMPTS):
                 with os_errors(src, "copy", not_a_directory=NotFoundError):
-                    st, record, retry = await _run(open_object, ps, handle, 0, None)
+                    st, record, retry, _ = await _run(open_object, ps, handle, 0, None, None, False)
                 if not retry or attempt == META_ATTEMPTS - 1:
                     break
                 await handle.aclose()

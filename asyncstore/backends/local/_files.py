@@ -293,6 +293,11 @@ class FileHandle:
             raise StoreError("read from a closed local file")
         return self._fd
 
+    def close_now(self) -> None:
+        """Close the fd on this thread (a worker's: `aclose` then has nothing to do)."""
+        if self._finalizer is not None and self._finalizer.detach() is not None:
+            _close_quietly(self._fd)
+
     async def aclose(self) -> None:
         if self._finalizer is None or self._finalizer.detach() is None:
             return
@@ -305,10 +310,25 @@ def _close_quietly(fd: int) -> None:
         os.close(fd)
 
 
+#: A range this small is read by the call that opens the file, which then closes it:
+#: one worker-thread call for a small read instead of three (open, read, close).
+SMALL_READ = 256 * 1024
+
+
 def open_object(
-    p: Paths, handle: FileHandle, start: int, if_match: str | None
-) -> tuple[os.stat_result, Record | None, bool]:
-    """Open the object for reading; check the precondition and range on that very file."""
+    p: Paths,
+    handle: FileHandle,
+    start: int,
+    end: int | None,
+    if_match: str | None,
+    read_small: bool = True,
+) -> tuple[os.stat_result, Record | None, bool, bytes | None]:
+    """Open the object for reading; check the precondition and range on that very file.
+
+    Returns its stat, sidecar record, whether to retry (the sidecar is being
+    replaced), and, with ``read_small``, the bytes ``[start, end)`` read then if
+    at most `SMALL_READ` (the file is then closed).
+    """
     real = real_object(p)
     handle.attach(os.open(real, os.O_RDONLY | O_CLOEXEC | O_NONBLOCK))
     st = os.fstat(handle.fileno())
@@ -324,7 +344,12 @@ def open_object(
             key=p.key,
         )
     record, retry = load_sidecar(p, st)
-    return st, record, retry
+    stop = st.st_size if end is None else max(start, min(end, st.st_size))
+    if retry or not read_small or stop - start > SMALL_READ:
+        return st, record, retry, None
+    data = os.pread(handle.fileno(), stop - start, start)
+    handle.close_now()
+    return st, record, retry, data
 
 
 def stat_object(p: Paths) -> tuple[os.stat_result, Record | None, bool]:
@@ -385,13 +410,22 @@ class LocalReadStream(ReadStream):
     """
 
     def __init__(
-        self, info: ObjectInfo, handle: FileHandle, key: str, position: int, stop: int
+        self,
+        info: ObjectInfo,
+        handle: FileHandle,
+        key: str,
+        position: int,
+        stop: int,
+        data: bytes | None = None,
     ) -> None:
         self.info = info
         self._handle = handle
         self._key = key
         self._position = position
         self._stop = stop
+        #: The whole range, read when the file was opened (`SMALL_READ`), else None.
+        self._data = data
+        self._start = position
 
     def _truncated(self) -> PreconditionFailedError:
         return PreconditionFailedError(
@@ -410,10 +444,24 @@ class LocalReadStream(ReadStream):
             raise self._truncated()
         return chunk
 
+    def _take(self, most: int) -> bytes:
+        """Up to ``most`` bytes of the range read at open (`SMALL_READ`)."""
+        assert self._data is not None
+        offset = self._position - self._start
+        chunk = self._data[offset : offset + most]
+        if not chunk:
+            raise self._truncated()  # the file was shorter than its stat when read
+        self._position += len(chunk)
+        return chunk
+
     async def readinto(self, view: memoryview) -> int:
         count = min(len(view), self._stop - self._position, _READ_INTO_MAX)
         if count <= 0:
             return 0
+        if self._data is not None:
+            chunk = self._take(count)
+            view[: len(chunk)] = chunk
+            return len(chunk)
         with os_errors(self._key, "read"):
             n = await _run(self._read, view[:count])
         self._position += n
@@ -424,6 +472,12 @@ class LocalReadStream(ReadStream):
         if count <= 0:
             await self.aclose()  # at the end, as soon as it is reached
             raise StopAsyncIteration
+        if self._data is not None:
+            data = self._data
+            if self._position == self._start and len(data) == count:  # the whole range
+                self._position += count
+                return data
+            return self._take(count)
         with os_errors(self._key, "read"):
             chunk = await _run(self._pread, count)  # one copy, into the bytes it returns
         self._position += len(chunk)
