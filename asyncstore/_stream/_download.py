@@ -304,6 +304,7 @@ class Download:
                     slots.release()
         finally:
             await self.close_first()
+            await pool.aclose()
         return peak
 
 

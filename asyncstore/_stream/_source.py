@@ -118,6 +118,7 @@ class _FileReader:
     async def aclose(self) -> None:
         if self._owned:
             await anyio.to_thread.run_sync(self._file.close)
+        await self._pool.aclose()
 
 
 class _Assembler:
@@ -214,6 +215,7 @@ class _AsyncIterableReader:
         aclose = getattr(self._it, "aclose", None)
         if aclose is not None:
             await aclose()
+        await self._assembler.pool.aclose()
 
 
 class _SyncIterableReader(_AsyncIterableReader):
@@ -253,6 +255,7 @@ class _SyncIterableReader(_AsyncIterableReader):
         close = getattr(self._sync_it, "close", None)
         if close is not None:
             await anyio.to_thread.run_sync(close)
+        await self._assembler.pool.aclose()
 
 
 class _AsyncFileReader(_AsyncIterableReader):
