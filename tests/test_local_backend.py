@@ -320,13 +320,11 @@ async def test_upload_file_writes_two_parts_at_a_time(root: Path, tmp_path: Path
     assert await store.get("up") == src.read_bytes()
 
 
-async def test_a_small_put_is_one_worker_thread_call(
-    backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The bytes, their fsync, the sidecar and the rename: one hand-off, not two.
-    from asyncstore.backends.local import _backend
+@pytest.fixture
+def thread_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the functions the local backend hands to worker threads, in order."""
+    from asyncstore.backends.local import _backend, _files
 
-    await put(backend, "warm", b"x")  # the root is checked on first use
     called: list[str] = []
     run = _backend._run
 
@@ -335,6 +333,17 @@ async def test_a_small_put_is_one_worker_thread_call(
         return await run(func, *args)
 
     monkeypatch.setattr(_backend, "_run", counting)
+    monkeypatch.setattr(_files, "_run", counting)
+    return called
+
+
+async def test_a_small_put_is_one_worker_thread_call(
+    backend: LocalBackend, thread_calls: list[str]
+) -> None:
+    # The bytes, their fsync, the sidecar and the rename: one hand-off, not two.
+    await put(backend, "warm", b"x")  # the root is checked on first use
+    called = thread_calls
+    called.clear()
     etag = await put(backend, "k", b"small", metadata={"a": "b"})
     assert called == ["write_small"]
     info = await backend.head("k")
@@ -352,23 +361,14 @@ async def test_a_small_put_is_one_worker_thread_call(
 
 
 async def test_a_small_read_is_one_worker_thread_call(
-    backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
+    backend: LocalBackend, thread_calls: list[str]
 ) -> None:
     # Open, read and close: one hand-off for a range of at most 256 KiB.
-    from asyncstore.backends.local import _backend, _files
-
     data = random.randbytes(200_000)
     etag = await put(backend, "k", data)
     await put(backend, "big", bytes(2 * MiB))
-    called: list[str] = []
-    run = _backend._run
-
-    async def counting(func: Any, *args: Any) -> Any:
-        called.append(getattr(func, "__name__", repr(func)))
-        return await run(func, *args)
-
-    monkeypatch.setattr(_backend, "_run", counting)
-    monkeypatch.setattr(_files, "_run", counting)
+    called = thread_calls
+    called.clear()
     async with await backend.read("k", if_match=etag) as stream:
         assert b"".join([c async for c in stream]) == data
     assert called == ["open_object"]
