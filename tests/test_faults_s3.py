@@ -19,6 +19,7 @@ import anyio.to_thread
 import pytest
 from _servers import BUCKET, S3Server
 
+from asyncstore import TransportError
 from asyncstore._backend import MiB
 from asyncstore.backends.s3 import S3Backend
 from asyncstore.testing import FaultConformance, FaultProxy, Seen
@@ -138,4 +139,41 @@ class TestS3Faults(FaultConformance):
         assert result.sha256 == "sha256:" + hashlib.sha256(data).hexdigest()
         assert await self.stored_digest(place, "once") == result.sha256
         assert await self.objects(place) == ["once"]
+        assert await self.leftovers(place) == []
+
+    async def test_a_completion_that_fails_inside_its_200_answer_is_retried(
+        self, place: Place, proxy: FaultProxy
+    ) -> None:
+        """S3 may fail CompleteMultipartUpload after its 200 has begun: the error is in the
+        body. It is a 500 to asyncstore (as to botocore): retried, and the upload lands."""
+        injected = proxy.add("status", match=is_complete, status=200, body=INTERNAL)
+        async with self.make_store(place, proxy) as store:
+            with anyio.fail_after(self.hang_guard):
+                result = await store.put("completed", self.data())
+        assert injected.fired == 1
+        assert len([seen for seen in proxy.seen if is_complete(seen)]) == 2
+        assert result.sha256 == self.digest()
+        assert await self.stored_digest(place, "completed") == self.digest()
+        assert await self.leftovers(place) == []
+
+    async def test_an_unreadable_answer_to_create_is_an_error_naming_the_key(
+        self, place: Place, proxy: FaultProxy
+    ) -> None:
+        """A 200 to CreateMultipartUpload whose body is no InitiateMultipartUploadResult: a
+        TransportError that names the key and what was wrong, retried, and then raised."""
+        injected = proxy.add(
+            "status",
+            match=lambda seen: seen.method == "POST" and "uploads" in seen.target,
+            status=200,
+            body=b"<html>a captive portal</html>",
+            content_type="text/html",
+            times=None,
+        )
+        async with self.make_store(place, proxy) as store:
+            with anyio.fail_after(self.hang_guard), pytest.raises(TransportError) as raised:
+                await store.put("unread", self.data())
+        assert injected.fired >= 2  # retried before giving up
+        message = str(raised.value)
+        assert "'unread'" in message and "could not be read" in message
+        assert await self.objects(place) == []
         assert await self.leftovers(place) == []

@@ -642,6 +642,62 @@ async def test_multipart_sends_crc32c_per_part_and_tags_the_whole_sha256(
     assert await store.get("multi") == data
 
 
+async def test_a_large_objects_whole_path_goes_on_the_lean_path(
+    s3: S3Server, store: Store, prefix: str
+) -> None:
+    """Create, parts, complete, the sha256's tags, and a fresh reader's tag lookup: all sent
+    by asyncstore (botocore's user agent on none), all signed as botocore would (the proxy
+    checks), on an awkward key; the bodies are what the SDK would send."""
+    key = "d i r/a+b%20é&<x>"
+    data = pattern(2 * 5 * MiB + 7, seed=21)
+    recorder = Recorder(s3)
+    result = await store.put(key, data, chunk_size=5 * MiB, metadata={"m": "v"})
+    async with Store(S3Backend(BUCKET, prefix, endpoint=s3.endpoint)) as fresh:  # no cached tag
+        assert (await fresh.head(key)).sha256 == digest(data)
+        assert await fresh.get(key) == data
+    operations = [op for op, _, _ in recorder.requests]
+    for operation in (
+        "CreateMultipartUpload",
+        "UploadPart",
+        "CompleteMultipartUpload",
+        "PutObjectTagging",
+        "GetObjectTagging",
+    ):
+        assert operation in operations
+    agents = [headers.get("user-agent", "") for _, headers, _ in recorder.requests]
+    assert not [agent for agent in agents if "botocore" in agent.lower()]
+    (create,) = recorder.of("CreateMultipartUpload")
+    assert create["x-amz-meta-m"] == "v"
+    assert create["x-amz-checksum-algorithm"] == "CRC32C"
+    (complete,) = recorder.bodies("CompleteMultipartUpload")
+    assert complete.count(b"<Part>") == 3
+    assert complete.count(b"<ChecksumCRC32C>") == 3
+    (tagging,) = recorder.bodies("PutObjectTagging")
+    (tagging_headers,) = recorder.of("PutObjectTagging")
+    assert (
+        tagging_headers["content-md5"] == base64.b64encode(hashlib.md5(tagging).digest()).decode()
+    )
+    tags = s3.boto.get_object_tagging(Bucket=BUCKET, Key=f"{prefix}/{key}")["TagSet"]
+    assert {tag["Key"]: tag["Value"] for tag in tags} == {
+        SHA256_TAG: digest(data),
+        ETAG_TAG: result.etag,
+    }
+
+
+async def test_a_tag_lookup_needs_no_slot_of_the_request_limit(
+    s3: S3Server, store: Store, prefix: str
+) -> None:
+    """A read holds its slot while it looks up the sha256 tag: with one slot in all, the
+    lookup must not wait for a slot (it would wait for itself)."""
+    data = pattern(11 * MiB, seed=22)
+    await store.put("multi", data, chunk_size=5 * MiB)
+    async with Store(S3Backend(BUCKET, prefix, endpoint=s3.endpoint, max_connections=1)) as one:
+        with anyio.fail_after(60):
+            async with one.stream("multi") as body:
+                got = b"".join([chunk async for chunk in body])
+    assert got == data
+
+
 async def test_multipart_sha256_tag_is_verified_on_read(
     s3: S3Server, store: Store, prefix: str
 ) -> None:

@@ -467,6 +467,8 @@ class HttpPool:
         target: str,
         headers: Iterable[tuple[str, str]] | Mapping[str, str] = (),
         body: bytes | memoryview | Sequence[bytes | memoryview] | None = None,
+        *,
+        bounded: bool = True,
     ) -> Response:
         """Send a request and return the response once its head has arrived.
 
@@ -476,6 +478,10 @@ class HttpPool:
             headers: Headers to send besides ``Host`` and ``Content-Length``.
             body: The body: a buffer, or buffers sent one after another (sent from
                 the buffers as they are, in writes of at most `SEND_BLOCK` bytes).
+            bounded: Whether the request waits for a slot of the limit of requests
+                in flight. A lookup made by a caller that holds a slot already (and
+                would otherwise wait for the slots of callers doing the same) is
+                sent unbounded: there are never more of those than slots.
 
         Raises:
             OSError: the connection failed or broke (`ConnectionClosed`).
@@ -494,13 +500,15 @@ class HttpPool:
         else:
             lines.append(b"\r\n")
         head = b"".join(lines)
-        token = object()
-        slots = self.slots
-        await slots.acquire_on_behalf_of(token)
+        token: object | None = None
+        if bounded:
+            token = object()
+            await self.slots.acquire_on_behalf_of(token)
         try:
             conn = await self._checkout()
         except BaseException:
-            slots.release_on_behalf_of(token)
+            if token is not None:
+                self.slots.release_on_behalf_of(token)
             raise
         conn.token = token
         try:

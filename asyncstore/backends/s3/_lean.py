@@ -1,9 +1,13 @@
-"""The lean request path of S3: GET, HEAD, PUT and UploadPart, signed and sent by asyncstore.
+"""The lean request path of S3: the requests that carry and describe the bytes, sent by asyncstore.
 
 aiobotocore spends most of a small request's CPU in botocore's per-call
 machinery (event hooks, parameter validation, endpoint rules, the signer,
 response parsing), not on the wire. For the requests that carry the bytes,
-which a service sends by the thousand, the backend builds the request itself,
+which a service sends by the thousand (GetObject, HeadObject, PutObject,
+UploadPart, ListObjectsV2), and for the rest of a large object's path
+(CreateMultipartUpload, CompleteMultipartUpload, and the tags that record a
+multipart object's sha256: PutObjectTagging, GetObjectTagging), the backend
+builds the request itself,
 signs it with `Signer` (SigV4, ``UNSIGNED-PAYLOAD`` plus the signed
 ``x-amz-checksum-sha256`` header) and sends it on the small HTTP/1.1 client of
 ``backends/_http.py``, under asyncio and trio alike. The response's headers are
@@ -28,9 +32,10 @@ from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
+from xml.sax.saxutils import escape
 
 from ..._stream._tasks import Slots
 from .._http import HttpPool, Response, Target, proxied
@@ -52,10 +57,15 @@ class WrongRegion(Exception):
 
 
 def _operation(method: str, query: Mapping[str, str] | None) -> str:
-    if query and "list-type" in query:
+    query = query or {}
+    if "list-type" in query:
         return "ListObjectsV2"
+    if "tagging" in query:
+        return "PutObjectTagging" if method == "PUT" else "GetObjectTagging"
+    if method == "POST":
+        return "CreateMultipartUpload" if "uploads" in query else "CompleteMultipartUpload"
     if method == "PUT":
-        return "UploadPart" if query and "partNumber" in query else "PutObject"
+        return "UploadPart" if "partNumber" in query else "PutObject"
     return "HeadObject" if method == "HEAD" else "GetObject"
 
 
@@ -100,17 +110,11 @@ def list_page(body: bytes, *, url_encoded: bool) -> dict[str, Any]:
     Raises:
         ValueError: the body is not a ListBucketResult.
     """
-    from xml.etree import ElementTree
-
-    root = ElementTree.fromstring(body)
-    ns = _S3_NS if root.tag.startswith(_S3_NS) else ""
-    if root.tag != ns + "ListBucketResult":
-        raise ValueError(f"not a ListBucketResult: {root.tag!r}")
+    root, ns = _xml_root(body, "ListBucketResult")
     decode = unquote_plus if url_encoded else str
 
     def text(node: Any, name: str) -> str:
-        found = node.find(ns + name)
-        return "" if found is None or found.text is None else str(found.text)
+        return _text(node, ns + name)
 
     contents = []
     for item in root.iterfind(ns + "Contents"):
@@ -137,21 +141,121 @@ def list_page(body: bytes, *, url_encoded: bool) -> dict[str, Any]:
     return page
 
 
+def _xml_root(body: bytes, expected: str) -> tuple[Any, str]:
+    """The root element of an S3 answer and its namespace prefix.
+
+    Raises:
+        ValueError: the body is not XML, or its root is not ``expected``.
+    """
+    from xml.etree import ElementTree
+
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError as exc:
+        raise ValueError(f"not XML: {exc}") from exc
+    ns = _S3_NS if root.tag.startswith(_S3_NS) else ""
+    if root.tag != ns + expected:
+        raise ValueError(f"not a {expected}: {root.tag!r}")
+    return root, ns
+
+
+def _text(node: Any, name: str) -> str:
+    found = node.find(name)
+    return "" if found is None or found.text is None else str(found.text)
+
+
+def upload_id_of(body: bytes) -> str:
+    """The ``UploadId`` of a CreateMultipartUpload answer.
+
+    Raises:
+        ValueError: the body is not an InitiateMultipartUploadResult with an UploadId.
+    """
+    root, ns = _xml_root(body, "InitiateMultipartUploadResult")
+    upload_id = _text(root, ns + "UploadId")
+    if not upload_id:
+        raise ValueError("the answer names no UploadId")
+    return upload_id
+
+
+def completed_etag(body: bytes) -> str:
+    """The ``ETag`` of a CompleteMultipartUploadResult (quoted, as S3 sends it).
+
+    Raises:
+        ValueError: the body is not a CompleteMultipartUploadResult with an ETag.
+    """
+    root, ns = _xml_root(body, "CompleteMultipartUploadResult")
+    etag = _text(root, ns + "ETag")
+    if not etag:
+        raise ValueError("the answer names no ETag")
+    return etag
+
+
+def complete_body(parts: Iterable[Mapping[str, Any]]) -> bytes:
+    """A CompleteMultipartUpload request body of parts in the SDK's shape
+    (``PartNumber``, ``ETag``, optional ``ChecksumCRC32C``)."""
+    items = []
+    for part in parts:
+        fields = [
+            f"<PartNumber>{int(part['PartNumber'])}</PartNumber>",
+            f"<ETag>{escape(part['ETag'])}</ETag>",
+        ]
+        if "ChecksumCRC32C" in part:
+            fields.append(f"<ChecksumCRC32C>{escape(part['ChecksumCRC32C'])}</ChecksumCRC32C>")
+        items.append("<Part>" + "".join(fields) + "</Part>")
+    return (
+        f'<CompleteMultipartUpload xmlns="{_S3_NS[1:-1]}">'
+        + "".join(items)
+        + "</CompleteMultipartUpload>"
+    ).encode()
+
+
+def tagging_body(tags: Iterable[Mapping[str, str]]) -> bytes:
+    """A PutObjectTagging request body of tags in the SDK's shape (``Key``, ``Value``)."""
+    items = "".join(
+        f"<Tag><Key>{escape(tag['Key'])}</Key><Value>{escape(tag['Value'])}</Value></Tag>"
+        for tag in tags
+    )
+    return f'<Tagging xmlns="{_S3_NS[1:-1]}"><TagSet>{items}</TagSet></Tagging>'.encode()
+
+
+def tag_set(body: bytes) -> list[dict[str, str]]:
+    """The tags of a GetObjectTagging answer, in the SDK's shape.
+
+    Raises:
+        ValueError: the body is not a Tagging document.
+    """
+    root, ns = _xml_root(body, "Tagging")
+    return [
+        {"Key": _text(tag, ns + "Key"), "Value": _text(tag, ns + "Value")}
+        for tag in root.iterfind(f"{ns}TagSet/{ns}Tag")
+    ]
+
+
 def client_error(
-    response: Response, body: bytes, operation: str, headers: Mapping[str, str]
+    response: Response,
+    body: bytes,
+    operation: str,
+    headers: Mapping[str, str],
+    *,
+    status: int | None = None,
 ) -> Exception:
-    """A botocore ClientError of an error response, as the SDK would raise it."""
+    """A botocore ClientError of an error response, as the SDK would raise it.
+
+    ``status`` overrides the response's (an error in the body of a 200 answer is a 500,
+    as botocore makes it, so that it is retried).
+    """
     import botocore.exceptions  # type: ignore[import-untyped,unused-ignore]
 
+    status = response.status if status is None else status
     code = _CODE.search(body)
     message = _MESSAGE.search(body)
     request_id = _REQUEST_ID.search(body)
     error = {
-        "Code": code.group(1).decode("utf-8", "replace") if code else str(response.status),
+        "Code": code.group(1).decode("utf-8", "replace") if code else str(status),
         "Message": message.group(1).decode("utf-8", "replace") if message else response.reason,
     }
     metadata: dict[str, Any] = {
-        "HTTPStatusCode": response.status,
+        "HTTPStatusCode": status,
         "HTTPHeaders": dict(headers),
         "RequestId": headers.get("x-amz-request-id")
         or (request_id.group(1).decode("utf-8", "replace") if request_id else None),
@@ -234,12 +338,14 @@ class LeanS3:
         *,
         query: Mapping[str, str] | None = None,
         headers: dict[str, str] | None = None,
-        body: memoryview | None = None,
+        body: bytes | memoryview | None = None,
+        bounded: bool = True,
     ) -> Response:
         """Sign and send a request for ``key`` (the full key, prefix included).
 
         Returns the response of any status; an error status is for the caller
-        to turn into an error (`raise_for_status`).
+        to turn into an error (`raise_for_status`). With ``bounded`` False, the
+        request takes no slot of the limit (a lookup made while holding one).
         """
         frozen = self._frozen
         if frozen is None:
@@ -262,7 +368,7 @@ class LeanS3:
             )
         )
         target = f"{path}?{query_string}" if query_string else path
-        return await self.pool.request(method, target, sent, body)
+        return await self.pool.request(method, target, sent, body, bounded=bounded)
 
     async def raise_for_status(
         self, response: Response, method: str, query: Mapping[str, str] | None = None
