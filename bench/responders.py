@@ -183,6 +183,9 @@ class Responder:
                 if request.path == "/__stats":
                     body = json.dumps(self.stats.document()).encode()
                     response = Response(200, [("Content-Type", "application/json")], body)
+                elif request.path == "/__keep":  # from now on, keep bodies up to ?mib=N
+                    self.keep_max = int(request.query["mib"]) * MiB
+                    response = Response(204)
                 elif request.path == "/__reset":
                     self.stats = Stats()
                     self.stats.connections = 1
