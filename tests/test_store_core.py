@@ -464,6 +464,34 @@ async def test_a_parts_crc32c_is_computed_a_block_at_a_time(
     assert sum(handed) == 9 * MiB + 5
 
 
+async def test_costly_part_checksums_are_computed_apart_from_the_in_order_sha256(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The object's sha256 is one pass in part order; an MD5 per part (Azure's) costs
+    # more than that pass, so each part's worker computes its own, parts in parallel,
+    # and the in-order pass carries only the cheap CRC beside the sha256.
+    from asyncstore._stream import _hashing
+
+    real = _hashing._digest_part
+    calls: list[tuple[tuple[str, ...], bool]] = []
+
+    def recording(data: memoryview, names: Any, whole: Any = None) -> dict[str, bytes]:
+        names = tuple(names)
+        calls.append((tuple(sorted(names)), whole is not None))
+        return real(data, names, whole)
+
+    monkeypatch.setattr(_hashing, "_digest_part", recording)
+    backend = Crc32cPartBackend()
+    data = pattern(9 * MiB + 5)
+    result = await Store(backend).put("k", data, chunk_size=4 * MiB)
+    assert len(backend.seen) == 3  # each part's crc32c and md5 checked by the backend
+    assert result.sha256 == "sha256:" + hashlib.sha256(data).hexdigest()
+    in_order = [names for names, whole in calls if whole]
+    apart = [names for names, whole in calls if not whole]
+    assert in_order == [("crc32c",)] * 3
+    assert apart == [("md5",)] * 3
+
+
 async def test_a_small_file_is_opened_read_and_closed_in_one_thread_call(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -31,7 +31,7 @@ from .._errors import (
     UploadNotFoundError,
 )
 from .._meta import SHA256, public_info
-from ._hashing import Sha256
+from ._hashing import INLINE_CHECKSUMS, Sha256, part_checksums_async
 from ._retry import RetryPolicy, call_with_retry
 from ._source import PartReader
 from ._tasks import task_group
@@ -195,6 +195,8 @@ async def upload(
     """Stream ``reader`` to ``key``: one put if it fits in one part, else a multipart upload."""
     caps = backend.capabilities
     checks = caps.part_checksums
+    inline = checks & INLINE_CHECKSUMS  # in the in-order pass; the others by each part's worker
+    apart = tuple(checks - INLINE_CHECKSUMS)
     hasher = Sha256()
     window = _Window()
     first = await reader.read_part()
@@ -236,6 +238,8 @@ async def upload(
 
         async def send_one(number: int, offset: int, data: memoryview, sums: Any) -> None:
             window.start()
+            if apart:
+                sums = {**sums, **await part_checksums_async(data, apart)}
 
             async def attempt() -> CompletedPart:
                 return await backend.upload_part(key, upload_id, number, offset, data, sums)
@@ -273,7 +277,7 @@ async def upload(
                 while True:
                     if number > caps.max_parts:
                         raise _too_many_parts(key, caps.max_parts, part_size)
-                    sums = await hasher.update(part_data, part=checks)
+                    sums = await hasher.update(part_data, part=inline)
                     if workers < concurrency:
                         tg.start_soon(worker)
                         workers += 1
