@@ -379,7 +379,10 @@ class Store:
             key: Where to write.
             data: bytes or any buffer; a path (``pathlib.Path``, ``anyio.Path``);
                 a binary file object (sync or async ``read``); or a sync or async
-                iterable of bytes. A ``str`` is rejected: encode it first.
+                iterable of bytes-like chunks. A ``str`` is rejected: encode it first.
+                A chunk that is not ``bytes`` (a bytearray, a memoryview) is copied
+                before the next one is asked for, so the iterable may refill and
+                yield the same buffer again; ``bytes`` chunks are used as they are.
             content_type: MIME type to record.
             metadata: User metadata (lowercase ASCII names, printable ASCII values, 2 KiB).
             mode: ``"overwrite"``, ``"create"`` (AlreadyExistsError if the key

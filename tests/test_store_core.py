@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -462,6 +462,35 @@ async def test_a_parts_crc32c_is_computed_a_block_at_a_time(
     assert len(backend.seen) == 3
     assert max(handed) == MiB  # parts of 4 MiB, read a block at a time
     assert sum(handed) == 9 * MiB + 5
+
+
+async def test_an_iterable_may_refill_and_yield_the_same_buffer_again() -> None:
+    # The put's documented promise: a chunk that is not bytes is copied before the next
+    # is asked for (asyncstore's fsspec files hand their block buffers on this way).
+    data = pattern(5 * MiB + 123)
+    step = 700_000  # chunks that straddle the parts
+
+    async def refilled() -> AsyncIterator[memoryview]:
+        buffer = bytearray(step)
+        for start in range(0, len(data), step):
+            piece = data[start : start + step]
+            buffer[: len(piece)] = piece
+            yield memoryview(buffer)[: len(piece)]
+            buffer[:] = bytes(step)  # the caller reuses it at once
+
+    def refilled_sync() -> Iterator[bytearray]:
+        buffer = bytearray(step)
+        for start in range(0, len(data), step):
+            buffer[:] = data[start : start + step].ljust(step, b"\0")
+            yield buffer if start + step <= len(data) else buffer[: len(data) - start]
+            buffer[:] = bytes(step)
+
+    async with Store(MemoryBackend()) as store:
+        result = await store.put("async", refilled(), chunk_size=MiB)
+        assert result.part_count == 6
+        assert await store.get("async") == data
+        await store.put("sync", refilled_sync(), chunk_size=MiB)
+        assert await store.get("sync") == data
 
 
 async def test_costly_part_checksums_are_computed_apart_from_the_in_order_sha256(
