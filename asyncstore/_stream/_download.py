@@ -251,6 +251,7 @@ class Download:
         on_ordered: Sink,
         on_ready: Sink | None = None,
         into: memoryview | None = None,
+        fresh: bool = False,
     ) -> int:
         """Read every range, at most ``window`` at once, and hand them over in order.
 
@@ -258,6 +259,9 @@ class Download:
         soon as it is complete (e.g. a positional file write); ``on_ordered``
         is awaited in order of offset. A range's buffer is dropped after both.
         With ``into`` (a buffer of ``self.size``), ranges are read in place.
+        With ``fresh``, each range is read into a new ``bytes`` (`_new_bytes`)
+        that ``on_ordered`` receives and may keep (a view where that trick is not
+        available): no pooled buffer to copy it out of.
 
         Returns:
             The most ranges that were in flight at once.
@@ -276,14 +280,20 @@ class Download:
             nonlocal in_flight, peak
             in_flight += 1
             peak = max(peak, in_flight)
+            made: bytes | None = None
             if into is not None:
                 target = into[start - self.start : end - self.start]
+            elif fresh:
+                made, target = _new_bytes(end - start)
             else:
                 target = memoryview(await pool.take_async())[: end - start]
-            data = await self.read_range(start, end, target)
+            data: Any = await self.read_range(start, end, target)
             if on_ready is not None:
                 await on_ready(start, data)
             in_flight -= 1
+            if made is not None:
+                del data, target  # the bytes are filled: only the object is handed on
+                data = made
             results[index] = data
             ready[index].set()
 
@@ -299,7 +309,7 @@ class Download:
                     await ready[index].wait()
                     data = results.pop(index)
                     await on_ordered(start, data)
-                    pool.give(data)
+                    pool.give(data)  # a no-op for buffers the pool did not make
                     del data
                     slots.release()
         finally:
@@ -413,12 +423,16 @@ class ObjectStream:
     async def _produce(self, download: Download, send: anyio.abc.ObjectSendStream[Any]) -> None:
         hasher = Sha256()
 
-        async def deliver(offset: int, data: memoryview) -> None:
-            await send.send(await hasher.update_and_copy(data))
+        async def deliver(offset: int, data: bytes | memoryview) -> None:
+            if isinstance(data, bytes):  # read into its own bytes: hashed, not copied
+                await hasher.update(data)
+                await send.send(data)
+            else:
+                await send.send(await hasher.update_and_copy(data))
 
         async with send:
             try:
-                await download.fetch(window=self._window, on_ordered=deliver)
+                await download.fetch(window=self._window, on_ordered=deliver, fresh=True)
                 self.sha256 = download.verify(hasher) if self._verify else hasher.digest_string()
             except Exception as exc:  # handed to the consumer, raised from __anext__
                 await send.send(_Failure(exc))
