@@ -120,6 +120,23 @@ def _b64md5(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
+def _b64crc64(data: bytes) -> str:
+    """Azure's x-ms-content-crc64: CRC-64/NVME, little-endian (azure-storage-blob's own
+    function, when its checksum extension is there; else a bitwise reference)."""
+    value = 0xFFFFFFFFFFFFFFFF
+    for byte in data:
+        value ^= byte
+        for _ in range(8):
+            value = (value >> 1) ^ (0x9A6C9329AC4BC9B5 if value & 1 else 0)
+    return base64.b64encode((value ^ 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")).decode()
+
+
+def test_the_crc64_reference_is_crc64_nvme() -> None:
+    # The catalogue's check value of CRC-64/NVME, over "123456789".
+    check = base64.b64decode(_b64crc64(b"123456789"))
+    assert int.from_bytes(check, "little") == 0xAE8B14860A799888
+
+
 def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -423,7 +440,7 @@ async def test_metadata_written_by_other_tools_is_reported_unchanged(
 # --------------------------------------------------------------------------- uploads
 
 
-async def test_blocks_are_staged_with_md5_and_committed_with_attributes(
+async def test_blocks_are_staged_with_crc64_and_committed_with_attributes(
     azurite: Azurite, container: str
 ) -> None:
     transport = RecordingTransport()
@@ -437,13 +454,14 @@ async def test_blocks_are_staged_with_md5_and_committed_with_attributes(
     assert len(staged) == 3
     ids = [parse_qs(urlsplit(url).query)["blockid"][0] for url, _ in staged]
     assert len({len(i) for i in ids}) == 1  # equal-length block ids
-    pieces = {  # Content-MD5 of every block is the MD5 of its bytes
-        base64.b64decode(i).decode(): headers["content-md5"]
+    pieces = {  # the x-ms-content-crc64 of every block is the CRC-64 of its bytes
+        base64.b64decode(i).decode(): headers["x-ms-content-crc64"]
         for i, (_, headers) in zip(ids, staged, strict=True)
     }
+    assert not any("content-md5" in headers for _, headers in staged)
     upload_id = next(iter(pieces)).split("-")[0]
     for number, start in enumerate(range(0, len(data), MiB), start=1):
-        assert pieces[block_id(upload_id, number)] == _b64md5(data[start : start + MiB])
+        assert pieces[block_id(upload_id, number)] == _b64crc64(data[start : start + MiB])
     ((_, commit),) = transport.find("PUT", "blocklist")
     assert commit["x-ms-blob-content-type"] == "application/x-test"
     assert commit["x-ms-meta-asyncstore_sha256"] == _digest(data)
@@ -451,7 +469,7 @@ async def test_blocks_are_staged_with_md5_and_committed_with_attributes(
     assert "if-none-match" not in commit
 
 
-async def test_small_put_is_one_request_with_md5_and_sha256(
+async def test_small_put_is_one_request_with_crc64_and_sha256(
     azurite: Azurite, container: str
 ) -> None:
     transport = RecordingTransport()
@@ -460,19 +478,30 @@ async def test_small_put_is_one_request_with_md5_and_sha256(
     puts = transport.find("PUT")
     assert len(puts) == 1
     _, headers = puts[0]
-    assert headers["content-md5"] == _b64md5(b"hello")
+    assert headers["x-ms-content-crc64"] == _b64crc64(b"hello")
     assert headers["x-ms-meta-asyncstore_sha256"] == _digest(b"hello")
     assert headers["if-none-match"] == "*"
 
 
-async def test_the_service_rejects_a_block_whose_md5_does_not_match(
-    azurite: Azurite, container: str
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [("crc64nvme", "Crc64Mismatch"), ("md5", "Md5Mismatch")],
+)
+async def test_the_service_rejects_a_block_whose_checksum_does_not_match(
+    azurite: Azurite, container: str, name: str, code: str
 ) -> None:
+    # CRC-64 is what the core sends; an MD5 from a direct caller is still honoured.
+    other = b"other bytes"
+    digest = (
+        base64.b64decode(_b64crc64(other))[::-1]  # network order, as the core gives it
+        if name == "crc64nvme"
+        else hashlib.md5(other).digest()
+    )
     async with Store(_backend(azurite, container)) as store:
         backend = store.backend
         upload_id = await backend.create_upload("k", WriteAttributes())
-        wrong = {"md5": hashlib.md5(b"other bytes").digest()}
-        with pytest.raises(IntegrityError, match="Md5Mismatch") as info:
+        wrong = {name: digest}
+        with pytest.raises(IntegrityError, match=code) as info:
             await backend.upload_part("k", upload_id, 1, 0, memoryview(b"bytes"), wrong)
         assert isinstance(info.value.__cause__, HttpResponseError)
         with pytest.raises(IntegrityError):

@@ -49,7 +49,7 @@ CASES: dict[str, dict[str, Any]] = {
         "method": "PUT",
         "name": "p/k",
         "query": {"comp": "block", "blockid": "ZjAxMjM0NTY3ODlhYmNkZWYtMDAwMDE+/="},
-        "headers": {"content-md5": "1B2M2Y8AsgTpgAmY7PhCfg=="},
+        "headers": {"x-ms-content-crc64": "AAAAAAAAAAA="},
         "length": 8 * 1024 * 1024,
     },
     "an empty Put Blob": {

@@ -23,7 +23,10 @@ THREAD_THRESHOLD = 256 * 1024
 #: sha256 (hardware CRCs: a few % of sha256's cost, and each block read from cache).
 #: The others (MD5: 1.4 CPU s/GiB, more than sha256's 0.6) are computed by each part's
 #: own worker, parts in parallel, so that the one in-order pass is sha256 alone.
-INLINE_CHECKSUMS = frozenset({"crc32c"})
+#: Digests are bytes in network order (a backend re-orders them if its header asks).
+INLINE_CHECKSUMS = frozenset({"crc32c", "crc64nvme"})
+#: The part checksums that are CRCs (the others are hashlib's names).
+_CRCS = frozenset({"crc32c", "crc64nvme"})
 
 #: A part's digests are computed a block at a time, every digest over one block
 #: before the next, so each block is read from memory once and from cache after.
@@ -42,6 +45,18 @@ def _crc32c() -> Callable[[int, bytes], int]:
     return cast("Callable[[int, bytes], int]", google_crc32c.extend)
 
 
+def _crc64nvme() -> Callable[[bytes | memoryview, int], int]:
+    """awscrt's ``crc64nvme(chunk, crc)``: hardware CRC-64/NVME (0.02 CPU s/GiB here), from
+    any buffer. Azure's ``x-ms-content-crc64`` is this CRC (little-endian on the wire)."""
+    try:
+        from awscrt import checksums  # type: ignore[import-untyped,unused-ignore]
+    except ImportError as exc:  # pragma: no cover - only with the azure extra
+        raise ImportError(
+            "crc64nvme part checksums need awscrt: pip install 'asyncstore[azure]'"
+        ) from exc
+    return cast("Callable[[bytes | memoryview, int], int]", checksums.crc64nvme)
+
+
 def _digest_part(
     data: memoryview, names: Iterable[str], whole: hashlib._Hash | None = None
 ) -> dict[str, bytes]:
@@ -56,12 +71,15 @@ def _digest_part(
         if whole is not None:
             whole.update(data)
         return {}
-    hashes = [hashlib.new(name) for name in names if name != "crc32c"]
+    hashes = [hashlib.new(name) for name in names if name not in _CRCS]
     feeds = [h.update for h in hashes] + ([whole.update] if whole is not None else [])
     crc = _crc32c() if "crc32c" in names else None
-    value = 0
+    crc64 = _crc64nvme() if "crc64nvme" in names else None
+    value = value64 = 0
     for start in range(0, max(data.nbytes, 1), _BLOCK):
         block: bytes | memoryview = data[start : start + _BLOCK]
+        if crc64 is not None:
+            value64 = crc64(block, value64)
         if crc is not None:
             block = bytes(block)
             value = crc(value, block)
@@ -70,6 +88,8 @@ def _digest_part(
     out = {h.name: h.digest() for h in hashes}
     if crc is not None:
         out["crc32c"] = value.to_bytes(4, "big")
+    if crc64 is not None:
+        out["crc64nvme"] = value64.to_bytes(8, "big")
     return {name: out[name] for name in names}
 
 

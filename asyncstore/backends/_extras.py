@@ -18,7 +18,7 @@ __all__ = ["EXTRA_MODULES", "missing_extra_message", "require"]
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "s3": ("botocore", "aiobotocore", "aiohttp"),
     "gcs": ("gcloud.aio.storage", "google_crc32c", "httpx", "aiohttp"),
-    "azure": ("azure.core", "azure.storage.blob", "httpx", "aiohttp"),
+    "azure": ("azure.core", "azure.storage.blob", "httpx", "aiohttp", "awscrt"),
 }
 
 
