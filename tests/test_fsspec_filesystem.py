@@ -565,6 +565,11 @@ def test_a_written_files_block_buffers_are_reused(monkeypatch: pytest.MonkeyPatc
             f.write(data[start : start + 300_000])
     assert fs.cat_file("big") == data
     assert 1 <= len(made) <= 4  # the one being written, one queued, one being copied (+1)
+    made.clear()
+    with fs.open("small", "wb", block_size=MiB) as f:  # one block: fsspec's own buffer
+        f.write(data[: MiB - 1])
+    assert fs.cat_file("small") == data[: MiB - 1]
+    assert made == []  # (a block-sized buffer per small file cost 20 ms of CPU each)
     fs.close()
 
 

@@ -32,8 +32,10 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import io
+import mmap
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -114,12 +116,12 @@ class _StreamingPut:
         self._path = path
         self._mode = mode
         self._blocks = blocks
-        self._send: MemoryObjectSendStream[_BlockBuffer] | None = None
+        self._send: MemoryObjectSendStream[_BlockBuffer | io.BytesIO] | None = None
         self._task: asyncio.Task[PutResult] | None = None
 
     async def start(self, part_size: int) -> None:
         _, store, key = await self._fs._locate(self._path)  # on the loop that will use it
-        send, receive = anyio.create_memory_object_stream[_BlockBuffer](1)
+        send, receive = anyio.create_memory_object_stream[_BlockBuffer | io.BytesIO](1)
         self._send = send
         # Parts of the file's block size (fewer requests: a server such as moto pays for
         # each part), with no more bytes in flight than the store's own window.
@@ -139,7 +141,7 @@ class _StreamingPut:
         # Owned by this object: awaited by finish() or abort(), which the file always calls.
         self._task = asyncio.get_running_loop().create_task(run())
 
-    async def feed(self, data: _BlockBuffer) -> None:
+    async def feed(self, data: _BlockBuffer | io.BytesIO) -> None:
         assert self._send is not None
         assert self._task is not None
         try:
@@ -172,19 +174,21 @@ class _BlockBuffer:
     fresh one, so every block's pages were faulted in anew, then copied out by
     ``getvalue``: 0.7 CPU s/GiB on this machine, more than the sha256 of the same
     bytes. A file's block buffers are reused instead (`_Blocks`): 0.17 CPU s/GiB.
+    The buffer is an anonymous mapping, whose pages the kernel provides as they are
+    first written: a small file's block costs the pages it uses, not its full size.
     """
 
     __slots__ = ("_buf", "_pos")
 
     def __init__(self, size: int) -> None:
-        self._buf = memoryview(bytearray(size))
+        self._buf = memoryview(mmap.mmap(-1, max(size, 1)))
         self._pos = 0
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         end = self._pos + len(view)
         if end > len(self._buf):  # more than a block (the file's writes never ask it)
-            grown = memoryview(bytearray(end))
+            grown = memoryview(mmap.mmap(-1, end))
             grown[: self._pos] = self._buf[: self._pos]
             self._buf = grown
         self._buf[self._pos : end] = view
@@ -230,11 +234,13 @@ class _Blocks:
     def give_back(self, block: _BlockBuffer) -> None:
         self._free.append(block)
 
-    async def chunks(self, receive: MemoryObjectReceiveStream[_BlockBuffer]) -> Any:
-        """The blocks ``receive`` brings, as views; each given back when the next is asked."""
+    async def chunks(self, receive: MemoryObjectReceiveStream[_BlockBuffer | io.BytesIO]) -> Any:
+        """The blocks ``receive`` brings, as views; each given back when the next is asked
+        (the first block, written to fsspec's BytesIO, as its bytes)."""
         async for block in receive:
             yield block.getvalue()
-            self.give_back(block)
+            if isinstance(block, _BlockBuffer):
+                self.give_back(block)
 
 
 class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
@@ -278,7 +284,6 @@ class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
                 key=path,
             )
         self._upload: _StreamingPut | None = None
-        self._blocks: _Blocks | None = None
         self._whole: bytes | None = None
         self._hasher: Any = None
         self._hashed = 0
@@ -475,17 +480,22 @@ class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
         return size
 
     def _block_buffer(self) -> None:
-        """fsspec starts each block on a fresh BytesIO: an empty one becomes a `_BlockBuffer`."""
-        if isinstance(self.buffer, io.BytesIO) and not self.buffer.tell():
-            if self._blocks is None:
-                self._blocks = _Blocks(self.blocksize)
+        """fsspec starts each block on a fresh BytesIO: after the first block (a file of
+        one block is one PUT of that BytesIO's bytes), an empty one becomes a `_BlockBuffer`."""
+        if (
+            self.offset is not None
+            and isinstance(self.buffer, io.BytesIO)
+            and not self.buffer.tell()
+        ):
             self.buffer = self._blocks.take()
+
+    @functools.cached_property
+    def _blocks(self) -> _Blocks:
+        return _Blocks(self.blocksize)
 
     def _initiate_upload(self) -> None:
         if self.forced:
             return  # the whole file is in the buffer: one put at close
-        if self._blocks is None:
-            self._blocks = _Blocks(self.blocksize)
         upload = _StreamingPut(self.fs, self.path, _mode(self.mode), self._blocks)
         self._run(upload.start, self.blocksize)
         self._upload = upload
