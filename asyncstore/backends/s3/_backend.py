@@ -73,11 +73,10 @@ from ._lean import (
     WrongRegion,
     client_error,
     complete_body,
-    completed_etag,
     list_page,
+    result_field,
     tag_set,
     tagging_body,
-    upload_id_of,
 )
 from ._options import S3Options
 from ._translate import error_code, s3_errors, translate
@@ -502,7 +501,9 @@ class S3Backend(Backend):
             shaped = _sdk_shape(response, with_body=False)
             try:
                 if method == "create_multipart_upload":
-                    shaped["UploadId"] = upload_id_of(answer)
+                    shaped["UploadId"] = result_field(
+                        answer, "InitiateMultipartUploadResult", "UploadId"
+                    )
                 elif method == "complete_multipart_upload":
                     if b"<Error>" in answer[:512]:
                         # S3 may fail a completion after its 200 has started: botocore makes
@@ -514,7 +515,7 @@ class S3Backend(Backend):
                             response.headers,
                             status=500,
                         )
-                    shaped["ETag"] = completed_etag(answer)
+                    shaped["ETag"] = result_field(answer, "CompleteMultipartUploadResult", "ETag")
                 elif method == "get_object_tagging":
                     shaped["TagSet"] = tag_set(answer)
             except ValueError as exc:

@@ -164,30 +164,19 @@ def _text(node: Any, name: str) -> str:
     return "" if found is None or found.text is None else str(found.text)
 
 
-def upload_id_of(body: bytes) -> str:
-    """The ``UploadId`` of a CreateMultipartUpload answer.
+def result_field(body: bytes, result: str, field: str) -> str:
+    """The text of ``field`` in an S3 answer whose root is ``result``: the ``UploadId`` of
+    an InitiateMultipartUploadResult, the ``ETag`` (quoted, as S3 sends it) of a
+    CompleteMultipartUploadResult.
 
     Raises:
-        ValueError: the body is not an InitiateMultipartUploadResult with an UploadId.
+        ValueError: the body is not such an answer, or it has no such field.
     """
-    root, ns = _xml_root(body, "InitiateMultipartUploadResult")
-    upload_id = _text(root, ns + "UploadId")
-    if not upload_id:
-        raise ValueError("the answer names no UploadId")
-    return upload_id
-
-
-def completed_etag(body: bytes) -> str:
-    """The ``ETag`` of a CompleteMultipartUploadResult (quoted, as S3 sends it).
-
-    Raises:
-        ValueError: the body is not a CompleteMultipartUploadResult with an ETag.
-    """
-    root, ns = _xml_root(body, "CompleteMultipartUploadResult")
-    etag = _text(root, ns + "ETag")
-    if not etag:
-        raise ValueError("the answer names no ETag")
-    return etag
+    root, ns = _xml_root(body, result)
+    value = _text(root, ns + field)
+    if not value:
+        raise ValueError(f"the answer names no {field}")
+    return value
 
 
 def complete_body(parts: Iterable[Mapping[str, Any]]) -> bytes:
