@@ -307,6 +307,52 @@ async def test_a_backend_naming_part_writers_gets_no_more_parts_at_once() -> Non
     assert backend.peak == 2
 
 
+async def test_parts_are_hashed_ahead_while_a_backends_few_writers_are_busy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A backend with one writer and a window of 4: while the writer holds part 1, the
+    # next part waits hashed, and the one after is hashed too. Handed over only when a
+    # writer is free, part 3 would not be hashed until part 1 is written (a deadlock here).
+    from asyncstore._stream import _hashing
+
+    hashed = 0
+    third = anyio.Event()
+    update = _hashing.Sha256.update
+
+    async def counting(
+        self: _hashing.Sha256, data: bytes | memoryview, *, part: Any = ()
+    ) -> dict[str, bytes]:
+        nonlocal hashed
+        result = await update(self, data, part=part)
+        hashed += 1
+        if hashed == 3:
+            third.set()
+        return result
+
+    class OneWriter(MemoryBackend):
+        capabilities = asyncstore.Capabilities(part_writers=1)
+
+        async def upload_part(
+            self,
+            key: str,
+            upload_id: str,
+            number: int,
+            offset: int,
+            data: memoryview,
+            checksums: Mapping[str, bytes],
+        ) -> CompletedPart:
+            if number == 1:
+                with anyio.fail_after(30):
+                    await third.wait()
+            return await super().upload_part(key, upload_id, number, offset, data, checksums)
+
+    monkeypatch.setattr(_hashing.Sha256, "update", counting)
+    data = pattern(6 * MiB)
+    result = await Store(OneWriter()).put("k", data, chunk_size=MiB, max_concurrency=4)
+    assert result.part_count == 6
+    assert result.sha256 == "sha256:" + hashlib.sha256(data).hexdigest()
+
+
 async def test_the_next_part_is_read_while_this_one_is_hashed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

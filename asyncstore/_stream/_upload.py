@@ -222,10 +222,15 @@ async def upload(
 
     window.take(len(second))
     next_part: memoryview = second
+    writers = concurrency
     if not caps.parallel_parts:
-        concurrency = 1
+        writers = 1
     elif caps.part_writers is not None:
-        concurrency = min(concurrency, caps.part_writers)
+        writers = min(concurrency, caps.part_writers)
+    # A backend with fewer writers than the window (the local one's two): up to as many
+    # parts as there are writers, hashed while the writers are busy, wait for them here
+    # (within the window), so the hashing and the writing absorb each other's hiccups.
+    queued = min(concurrency - writers, writers)
 
     async def create() -> str:
         return await backend.create_upload(key, attrs)
@@ -233,7 +238,7 @@ async def upload(
     upload_id = await call_with_retry(retry, "create upload", key, create)
     parts: list[CompletedPart] = []
     try:
-        send, receive = anyio.create_memory_object_stream[tuple[int, int, memoryview, Any]](0)
+        send, receive = anyio.create_memory_object_stream[tuple[int, int, memoryview, Any]](queued)
         read_send, read_receive = anyio.create_memory_object_stream[memoryview](0)
 
         async def send_one(number: int, offset: int, data: memoryview, sums: Any) -> None:
@@ -278,7 +283,7 @@ async def upload(
                     if number > caps.max_parts:
                         raise _too_many_parts(key, caps.max_parts, part_size)
                     sums = await hasher.update(part_data, part=inline)
-                    if workers < concurrency:
+                    if workers < writers:
                         tg.start_soon(worker)
                         workers += 1
                     await send.send((number, offset, part_data, sums))
