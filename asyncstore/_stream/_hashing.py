@@ -24,9 +24,8 @@ THREAD_THRESHOLD = 256 * 1024
 #: The others (MD5: 1.4 CPU s/GiB, more than sha256's 0.6) are computed by each part's
 #: own worker, parts in parallel, so that the one in-order pass is sha256 alone.
 #: Digests are bytes in network order (a backend re-orders them if its header asks).
+#: These are the CRCs `_digest_part` computes itself; every other name is hashlib's.
 INLINE_CHECKSUMS = frozenset({"crc32c", "crc64nvme"})
-#: The part checksums that are CRCs (the others are hashlib's names).
-_CRCS = frozenset({"crc32c", "crc64nvme"})
 
 #: A part's digests are computed a block at a time, every digest over one block
 #: before the next, so each block is read from memory once and from cache after.
@@ -71,7 +70,7 @@ def _digest_part(
         if whole is not None:
             whole.update(data)
         return {}
-    hashes = [hashlib.new(name) for name in names if name not in _CRCS]
+    hashes = [hashlib.new(name) for name in names if name not in INLINE_CHECKSUMS]
     feeds = [h.update for h in hashes] + ([whole.update] if whole is not None else [])
     crc = _crc32c() if "crc32c" in names else None
     crc64 = _crc64nvme() if "crc64nvme" in names else None
