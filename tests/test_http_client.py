@@ -392,3 +392,63 @@ async def test_requests_and_bodies_cross_tls_and_reuse_the_connection() -> None:
                 got += n
             assert bytes(view[:got]) == body + word
     assert server.connections == 1
+
+
+class _CountingSocket:
+    """A socket's reads counted, including those that found nothing to read yet."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self.reads = 0
+        self.empty = 0
+
+    def fileno(self) -> int:
+        return int(self._sock.fileno())
+
+    def send(self, data: Any) -> int:
+        return int(self._sock.send(data))
+
+    def _counted(self, read: Callable[[Any], Any], arg: Any) -> Any:
+        self.reads += 1
+        try:
+            return read(arg)
+        except BlockingIOError:
+            self.empty += 1
+            raise
+
+    def recv(self, most: int) -> bytes:
+        return bytes(self._counted(self._sock.recv, most))
+
+    def recv_into(self, view: memoryview) -> int:
+        return int(self._counted(self._sock.recv_into, view))
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_under_trio_the_answer_is_waited_for_before_it_is_read() -> None:
+    """A request's answer is a round trip away: trio's connection waits for the socket
+    to be readable first, rather than failing a read (a system call and an exception)."""
+    release = anyio.Event()
+
+    async def handler(peer: Peer) -> None:
+        while await peer.request() is not None:
+            await release.wait()  # the answer comes once the client is surely waiting
+            await peer.send(answer(b"pong"))
+
+    async with serving(handler) as (_, pool):
+        conn = await pool._checkout()
+        counting = _CountingSocket(conn._raw)  # type: ignore[attr-defined]
+        conn._raw = counting  # type: ignore[attr-defined]
+        await pool._give_back(conn, reusable=True)
+        bodies = []
+
+        async def get() -> None:
+            response = await pool.request("GET", "/k")
+            bodies.append(await response.read())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(get)
+            await anyio.wait_all_tasks_blocked()
+            release.set()
+        assert bodies == [b"pong"]
+        assert counting.reads >= 1
+        assert counting.empty == 0

@@ -350,12 +350,43 @@ class _AsyncioConnection(Connection):
 
 
 class _StreamConnection(Connection):
-    __slots__ = ("_raw", "_stream")
+    """A connection on an anyio socket stream: trio's, in practice.
+
+    Under trio the waits go to trio itself (``trio.lowlevel.wait_readable``, a
+    ``trio.CancelScope`` for the deadline), not through anyio's wrappers: each
+    wrapper layer cost more than the request's own parsing. And after a request
+    is sent, the answer is a round trip away: the first read waits for the socket
+    to be readable before it asks, rather than failing a ``recv`` first (a system
+    call and an exception per request).
+    """
+
+    __slots__ = (
+        "_answer_due",
+        "_raw",
+        "_scope",
+        "_stream",
+        "_time",
+        "_wait_readable",
+        "_wait_writable",
+    )
 
     def __init__(self, stream: anyio.abc.ByteStream, raw: socket.socket | None) -> None:
         super().__init__()
         self._stream = stream
         self._raw = raw
+        self._answer_due = False
+        if sniffio.current_async_library() == "trio":
+            import trio
+
+            self._scope: Callable[..., Any] = trio.CancelScope
+            self._time: Callable[[], float] = trio.current_time
+            self._wait_readable: Callable[[Any], Awaitable[None]] = trio.lowlevel.wait_readable
+            self._wait_writable: Callable[[Any], Awaitable[None]] = trio.lowlevel.wait_writable
+        else:
+            self._scope = anyio.CancelScope
+            self._time = anyio.current_time
+            self._wait_readable = anyio.wait_readable
+            self._wait_writable = anyio.wait_writable
 
     @classmethod
     async def open(
@@ -372,6 +403,9 @@ class _StreamConnection(Connection):
     def fileno(self) -> int | None:
         return self._raw.fileno() if self._raw is not None else None
 
+    def _now(self) -> float:
+        return self._time()
+
     async def send(self, data: bytes | memoryview) -> None:
         raw = self._raw
         if raw is None:  # TLS: the stream encrypts
@@ -387,11 +421,12 @@ class _StreamConnection(Connection):
             try:
                 sent = raw.send(view)
             except BlockingIOError:
-                await self._within(anyio.wait_writable, raw)
+                await self._within(self._wait_writable, raw)
                 continue
             except OSError as exc:
                 raise ConnectionClosed(f"the connection broke: {exc}") from exc
             view = view[sent:]
+        self._answer_due = True
 
     async def receive(self, most: int) -> bytes:
         raw = self._raw
@@ -410,7 +445,7 @@ class _StreamConnection(Connection):
         """``await wait(arg)``, given up with TimeoutError at the connection's deadline."""
         if self._until is None:
             return await wait(arg)
-        with anyio.CancelScope(deadline=self._until):
+        with self._scope(deadline=self._until):
             return await wait(arg)
         raise self._timeout()  # reached only when the scope's deadline cancelled the wait
 
@@ -425,11 +460,14 @@ class _StreamConnection(Connection):
     async def _read_raw(self, raw: socket.socket, read: Callable[[Any], T], arg: Any) -> T:
         """``read(arg)`` (``recv`` or ``recv_into``) once the socket is readable: what it
         returned, never empty."""
+        if self._answer_due:  # the answer to what was just sent is a round trip away
+            self._answer_due = False
+            await self._within(self._wait_readable, raw)
         while True:
             try:
                 got = read(arg)
             except BlockingIOError:
-                await self._within(anyio.wait_readable, raw)
+                await self._within(self._wait_readable, raw)
                 continue
             except OSError as exc:
                 raise ConnectionClosed(f"the connection broke: {exc}") from exc
