@@ -28,11 +28,12 @@ import functools
 import hashlib
 import hmac
 import re
+import time
 from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 from urllib.parse import quote, urlsplit
 
-from .._http import HttpPool, Response, proxied, target_of
+from .._http import HttpPool, Response, proxied, quoted, target_of
 
 __all__ = ["LeanAzure", "SharedKeySigner", "http_error"]
 
@@ -69,6 +70,18 @@ def _header_order(names: tuple[str, ...]) -> tuple[str, ...]:
     from azure.storage.blob._shared.authentication import _storage_header_sort
 
     return tuple(name for name, _ in _storage_header_sort([(name, "") for name in names]))
+
+
+_date: tuple[int, str] = (0, "")
+
+
+def _date_now() -> str:
+    """``x-ms-date``: the time now as an HTTP date, made once per second."""
+    global _date
+    second = int(time.time())
+    if _date[0] != second:
+        _date = (second, email.utils.formatdate(second, usegmt=True))
+    return _date[1]
 
 
 class SharedKeySigner:
@@ -203,10 +216,10 @@ class LeanAzure:
 
         ``headers`` have lower-case names. Returns the response of any status.
         """
-        path = self.prefix + quote(name, safe="/~")
+        path = self.prefix + quoted(name, "/~")
         sent = headers if headers is not None else {}
         sent["x-ms-version"] = self.version
-        sent["x-ms-date"] = email.utils.formatdate(usegmt=True)
+        sent["x-ms-date"] = _date_now()
         params = dict(query or {})
         if self.signer is not None:
             length = (

@@ -28,6 +28,7 @@ with an invalid escape...) is reported exactly as Azure returns it.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 
@@ -84,6 +85,7 @@ def encode_name(name: str, *, key: str | None = None) -> str:
     )
 
 
+@functools.lru_cache(maxsize=1024)  # each read decodes the same few names
 def decode_name(stored: str) -> str:
     """The asyncstore name for a stored Azure metadata name (foreign names as they are)."""
     if stored.startswith(_STORED_RESERVED):

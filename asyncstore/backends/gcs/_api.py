@@ -28,7 +28,7 @@ from ..._backend import WriteAttributes
 from ..._errors import PreconditionFailedError, StoreError, TransportError
 from ..._stream._tasks import Slots
 from ..._types import ObjectInfo
-from .._http import HttpPool, Response
+from .._http import HttpPool, Response, quoted
 from ._http import CompatSession, TokenSource
 from ._translate import Where, gcs_errors, raise_for_status
 
@@ -199,7 +199,7 @@ class GCSApi:
 
     def object_url(self, name: str) -> str:
         """The JSON API URL of the object called ``name``."""
-        return f"{self.objects_url}/{quote(name, safe='')}"
+        return f"{self.objects_url}/{quoted(name, '')}"
 
     def object_path(self, name: str) -> str:
         """The path of `object_url` (for batch requests)."""

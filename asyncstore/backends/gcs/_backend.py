@@ -595,7 +595,7 @@ def _info_from_headers(
     metadata = {
         name[len(_META_HEADER) :]: value
         for name, value in headers.items()
-        if name.lower().startswith(_META_HEADER)
+        if name.startswith(_META_HEADER)  # lower-case names (the lean client's, httpx's)
     }
     content_type = headers.get("content-type")
     return ObjectInfo(
