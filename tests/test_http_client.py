@@ -401,6 +401,7 @@ class _CountingSocket:
         self._sock = sock
         self.reads = 0
         self.empty = 0
+        self.largest = 0  # the largest buffer a read was given
 
     def fileno(self) -> int:
         return int(self._sock.fileno())
@@ -420,6 +421,7 @@ class _CountingSocket:
         return bytes(self._counted(self._sock.recv, most))
 
     def recv_into(self, view: memoryview) -> int:
+        self.largest = max(self.largest, len(view))
         return int(self._counted(self._sock.recv_into, view))
 
 
@@ -452,3 +454,39 @@ async def test_under_trio_the_answer_is_waited_for_before_it_is_read() -> None:
         assert bodies == [b"pong"]
         assert counting.reads >= 1
         assert counting.empty == 0
+
+
+async def test_one_read_copies_at_most_a_slice_into_the_callers_buffer() -> None:
+    """A large body is received into the caller's buffer a slice per socket read: the
+    copy runs on the event loop's thread, and one turn of the loop serves every ready
+    connection, so a read of all a socket holds (MiBs) would stall the loop."""
+    from asyncstore.backends import _connections
+
+    body = bytes(range(256)) * (12 * 1024)  # 3 MiB
+
+    async def handler(peer: Peer) -> None:
+        await every_request(peer, lambda line, headers, _: answer(body))
+
+    async with serving(handler) as (_, pool):
+        conn = await pool._checkout()
+        proto = getattr(conn, "_proto", None)
+        if proto is not None:  # asyncio: the protocol hands the transport a slice
+            target = memoryview(bytearray(len(body)))
+            proto.target, proto.filled = target, 0
+            assert len(proto.get_buffer(-1)) == _connections.READ_SLICE
+            proto.filled = len(body) - 10
+            assert len(proto.get_buffer(-1)) == 10
+            proto.target, proto.filled = None, 0
+        else:  # trio: recv_into is given a slice
+            counting = _CountingSocket(conn._raw)  # type: ignore[attr-defined]
+            conn._raw = counting  # type: ignore[attr-defined]
+        await pool._give_back(conn, reusable=True)
+        response = await pool.request("GET", "/big")
+        view = memoryview(bytearray(len(body)))
+        got = 0
+        while n := await response.readinto(view[got:]):
+            assert n <= _connections.READ_SLICE
+            got += n
+        assert bytes(view) == body
+        if proto is None:
+            assert counting.largest <= _connections.READ_SLICE
