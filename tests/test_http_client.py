@@ -524,3 +524,57 @@ async def test_a_reader_is_woken_per_wake_bytes_not_per_slice() -> None:
         await asyncio.sleep(0)
         arrive()
         assert await reader == _connections.READ_SLICE
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_under_trio_a_read_of_a_whole_slice_lets_other_tasks_run_before_the_next() -> None:
+    """A body already in the socket (MiBs) is not drained in one step of the event loop:
+    after a read that filled a whole slice, the next waits for the socket first (a
+    checkpoint), as it would have had the socket been empty."""
+    import array
+    import fcntl
+    import socket
+    import termios
+
+    from asyncstore.backends import _connections
+
+    body = bytes(range(256)) * (12 * 1024)  # 3 MiB: 12 slices
+    sent = anyio.Event()
+
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        await peer.send(answer(body))
+        sent.set()
+        await anyio.sleep_forever()
+
+    async with serving(handler) as (_, pool):
+        conn = await pool._checkout()
+        raw = conn._raw  # type: ignore[attr-defined]
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+        waits = 0
+        wait_readable = conn._wait_readable  # type: ignore[attr-defined]
+
+        async def counted(sock: Any) -> None:
+            nonlocal waits
+            waits += 1
+            await wait_readable(sock)
+
+        conn._wait_readable = counted  # type: ignore[attr-defined]
+        await pool._give_back(conn, reusable=True)
+        response = await pool.request("GET", "/big")
+        await sent.wait()
+        queued = array.array("i", [0])
+        with anyio.fail_after(30):
+            while True:  # the whole body is in the client's socket: no read would wait
+                fcntl.ioctl(raw.fileno(), termios.FIONREAD, queued)
+                if queued[0] + len(response._conn.buffer) >= len(body):  # type: ignore[union-attr]
+                    break
+                await anyio.sleep(0.01)
+        waits = 0
+        view = memoryview(bytearray(len(body)))
+        got = 0
+        while n := await response.readinto(view[got:]):
+            got += n
+        assert bytes(view) == body
+        full_slices = (len(body) - len(body) % _connections.READ_SLICE) // _connections.READ_SLICE
+        assert waits >= full_slices - 1
