@@ -42,9 +42,8 @@ HIGH_WATER = 4 * 1024 * 1024
 #: The most bytes one read copies into a caller's buffer. The copy (and the first touch
 #: of the buffer's pages) runs on the event loop's thread, and the loop serves every
 #: connection that is ready in one turn: eight ranges that each took the several MiB
-#: a loopback socket holds made one turn last 5-30 ms (asyncio, 256 MiB streamed from
-#: the S3 responder: loop lag p99 5.6-7.6 ms with 1 MiB reads, 3.6-4.6 with 256 KiB,
-#: at 0.0-0.06 CPU s/GiB more).
+#: a loopback socket holds made one turn last 5-30 ms (figures: docs/design.md). Under
+#: trio a reader reads on while bytes are there, so the slice bounds the copy, not the turn.
 READ_SLICE = 256 * 1024
 #: A reader waiting for bytes into its buffer (asyncio) is woken once this many have
 #: arrived, its buffer is full or the connection ends: a wake-up per slice cost 0.1
