@@ -27,6 +27,7 @@ import base64
 import builtins
 import contextlib
 import dataclasses
+import datetime
 import hashlib
 import http.client
 import http.server
@@ -1565,3 +1566,35 @@ def test_os_environ_is_left_alone() -> None:
     before = dict(os.environ)
     from_url(_split("gs://bucket-1"))
     assert dict(os.environ) == before
+
+
+_UTC = datetime.timezone.utc
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-05-01T12:00:00.123Z", datetime.datetime(2024, 5, 1, 12, 0, 0, 123000, _UTC)),
+        ("2024-05-01T12:00:00.1z", datetime.datetime(2024, 5, 1, 12, 0, 0, 100000, _UTC)),
+        ("2024-05-01T12:00:00.123456789Z", datetime.datetime(2024, 5, 1, 12, 0, 0, 123456, _UTC)),
+        ("2024-05-01T12:00:00Z", datetime.datetime(2024, 5, 1, 12, 0, 0, 0, _UTC)),
+        ("2024-05-01T12:00:00", datetime.datetime(2024, 5, 1, 12, 0, 0, 0, _UTC)),
+        (
+            "2024-05-01T14:00:00.5+02:00",
+            datetime.datetime(2024, 5, 1, 12, 0, 0, 500000, _UTC),
+        ),
+        ("yesterday", None),
+        ("", None),
+        (["2024-05-01T12:00:00Z"], None),
+        (None, None),
+    ],
+)
+def test_gcs_timestamps_are_read_whatever_their_fraction_and_zone(
+    text: object, expected: datetime.datetime | None
+) -> None:
+    from asyncstore.backends.gcs._api import parse_time
+
+    for _ in range(2):  # the second time from the cache: the same answer
+        parsed = parse_time(text)
+        assert parsed == expected
+        assert parsed is None or parsed.tzinfo is not None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import re
 import uuid
@@ -57,10 +58,15 @@ def parse_time(value: object) -> datetime.datetime | None:
     """A datetime from GCS's RFC 3339 timestamps (``2024-05-01T12:00:00.123Z``)."""
     if not isinstance(value, str) or not value:
         return None
+    return _parse_rfc3339(value)
+
+
+@functools.lru_cache(maxsize=1024)  # listings and HEADs see the same few times again and again
+def _parse_rfc3339(value: str) -> datetime.datetime | None:
     text = value.replace("Z", "+00:00").replace("z", "+00:00")
     date, sep, rest = text.partition(".")
     if sep:  # Python 3.10's fromisoformat wants 0, 3 or 6 fraction digits
-        digits = "".join(ch for ch in rest if ch.isdigit())
+        digits = rest[: len(rest) - len(rest.lstrip("0123456789"))]  # the fraction's
         zone = rest[len(digits) :]
         text = f"{date}.{(digits + '000000')[:6]}{zone}"
     try:
