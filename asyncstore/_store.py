@@ -21,6 +21,7 @@ from ._errors import (
     PreconditionFailedError,
     StoreError,
     TimeoutError,
+    TransportError,
 )
 from ._keys import validate_key, validate_prefix
 from ._meta import MODE, MTIME, SHA256, check_user_metadata, is_sha256_digest, public_info
@@ -28,7 +29,7 @@ from ._opening import Opening
 from ._stream._download import Download, ObjectStream, check_range, open_download, read_all
 from ._stream._files import AtomicFile
 from ._stream._hashing import Sha256, part_checksums_async
-from ._stream._retry import RetryPolicy, call_with_retry
+from ._stream._retry import RetryPolicy, call_with_retry, exhausted
 from ._stream._source import open_source
 from ._stream._tasks import Slots
 from ._stream._upload import ProgressReporter, plan_part_size, upload
@@ -828,8 +829,13 @@ class Store:
         With ``delimiter`` (normally ``"/"``), keys that contain it after the
         prefix are rolled up into one `CommonPrefix` each, like folders.
 
+        A listing cut short by a transport error (a connection reset between two
+        pages) is listed again and goes on after the last entry it gave, as the
+        store's `RetryPolicy` allows: no entry is given twice or skipped.
+
         Raises:
             InvalidKeyError: the prefix is not acceptable.
+            TransportError: the listing kept failing after the retries.
         """
         validate_prefix(prefix)
         if delimiter is not None and (not isinstance(delimiter, str) or delimiter == ""):
@@ -841,16 +847,34 @@ class Store:
     async def _list(
         self, prefix: str, delimiter: str | None
     ) -> AsyncIterator[ObjectInfo | CommonPrefix]:
-        entries = self.backend.list(prefix, delimiter=delimiter)
-        try:
-            async for entry in entries:
-                yield public_info(entry) if isinstance(entry, ObjectInfo) else entry
-        finally:
-            # When the caller stops early, close the backend's listing (and any page
-            # request it has open) with this generator, rather than leaving it to GC.
-            aclose = getattr(entries, "aclose", None)
-            if aclose is not None:
-                await aclose()
+        """The listing; one cut by a TransportError (a connection reset between two pages)
+        is listed again and resumes after the last entry it yielded (listings come in key
+        order), as long as the store's retry policy allows failures in a row."""
+        last: str | None = None
+        failures = 0
+        while True:
+            entries = self.backend.list(prefix, delimiter=delimiter)
+            try:
+                async for entry in entries:
+                    name = entry.key if isinstance(entry, ObjectInfo) else entry.prefix
+                    if last is not None and name <= last:
+                        continue  # yielded before the listing was cut
+                    failures = 0
+                    last = name
+                    yield public_info(entry) if isinstance(entry, ObjectInfo) else entry
+            except TransportError as exc:
+                failures += 1
+                if failures >= self.retry.attempts:
+                    raise exhausted(exc, "list", prefix or None, failures) from exc
+                await anyio.sleep(self.retry.delay(failures))
+            else:
+                return
+            finally:
+                # When the caller stops early, close the backend's listing (and any page
+                # request it has open) with this generator, rather than leaving it to GC.
+                aclose = getattr(entries, "aclose", None)
+                if aclose is not None:
+                    await aclose()
 
     async def download_file(
         self,

@@ -12,9 +12,11 @@ import pytest
 
 import asyncstore
 from asyncstore import (
+    CommonPrefix,
     CompletedPart,
     InvalidArgumentError,
     MemoryBackend,
+    ObjectInfo,
     PermissionDeniedError,
     ReadStream,
     RetryPolicy,
@@ -1044,6 +1046,67 @@ async def test_stopping_a_listing_early_closes_the_backend_listing() -> None:
         break
     await listing.aclose()  # type: ignore[attr-defined]
     assert backend.closed
+
+
+class CutListBackend(MemoryBackend):
+    """A memory backend whose listings break (a connection reset between two pages)
+    after ``cut_after`` entries, ``cuts`` times."""
+
+    def __init__(self, cut_after: int, cuts: int) -> None:
+        super().__init__()
+        self.cut_after = cut_after
+        self.cuts = cuts
+        self.listings = 0
+
+    async def list(
+        self, prefix: str = "", *, delimiter: str | None = None
+    ) -> AsyncIterator[ObjectInfo | CommonPrefix]:
+        self.listings += 1
+        inner = super().list(prefix, delimiter=delimiter)
+        count = 0
+        try:
+            async for entry in inner:
+                if count == self.cut_after and self.cuts > 0:
+                    self.cuts -= 1
+                    raise TransportError("injected reset of a listing", key=prefix or None)
+                count += 1
+                yield entry
+        finally:
+            await inner.aclose()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("delimiter", [None, "/"])
+async def test_a_listing_cut_short_resumes_after_the_last_entry_it_gave(
+    delimiter: str | None,
+) -> None:
+    backend = CutListBackend(cut_after=3, cuts=2)
+    store = Store(backend, retry=FAST_RETRY)
+    keys = [f"a{i}" for i in range(4)] + ["d/x", "d/y"] + [f"z{i}" for i in range(3)]
+    for key in keys:
+        await store.put(key, b"x")
+    names = [
+        entry.key if isinstance(entry, ObjectInfo) else entry.prefix
+        async for entry in store.list(delimiter=delimiter)
+    ]
+    whole = sorted(keys) if delimiter is None else [k for k in sorted(keys) if "/" not in k]
+    if delimiter is not None:
+        whole = sorted([*whole, "d/"])
+    assert names == whole  # every entry once, in key order
+    assert backend.listings == 3  # two cuts, each listed again
+
+
+async def test_a_listing_that_keeps_failing_gives_up_after_the_retry_policy() -> None:
+    backend = CutListBackend(cut_after=1, cuts=10)
+    store = Store(backend, retry=FAST_RETRY)
+    for key in ("a", "b", "c"):
+        await store.put(key, b"x")
+    seen = []
+    with pytest.raises(TransportError, match=r"^list failed after 3 attempt\(s\): injected reset"):
+        async for entry in store.list():
+            assert isinstance(entry, ObjectInfo)
+            seen.append(entry.key)
+    assert seen == ["a"]  # what came before each cut, once
+    assert backend.listings == FAST_RETRY.attempts
 
 
 async def test_entering_a_stream_of_one_range_starts_no_tasks() -> None:
