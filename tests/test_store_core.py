@@ -1019,44 +1019,16 @@ async def test_a_parallel_stream_hands_on_each_range_in_the_bytes_it_was_read_in
     assert all(any(chunk is own for own in made) for chunk in chunks)
 
 
-class ClosingListBackend(MemoryBackend):
-    def __init__(self) -> None:
-        super().__init__()
-        self.closed = False
-
-    async def list(
-        self, prefix: str = "", *, delimiter: str | None = None
-    ) -> AsyncIterator[asyncstore.ObjectInfo | asyncstore.CommonPrefix]:
-        inner = super().list(prefix, delimiter=delimiter)
-        try:
-            async for entry in inner:
-                yield entry
-        finally:
-            self.closed = True
-            await inner.aclose()  # type: ignore[attr-defined]
-
-
-async def test_stopping_a_listing_early_closes_the_backend_listing() -> None:
-    backend = ClosingListBackend()
-    store = Store(backend)
-    for i in range(5):
-        await store.put(f"k{i}", b"x")
-    listing = store.list()
-    async for _ in listing:
-        break
-    await listing.aclose()  # type: ignore[attr-defined]
-    assert backend.closed
-
-
 class CutListBackend(MemoryBackend):
     """A memory backend whose listings break (a connection reset between two pages)
-    after ``cut_after`` entries, ``cuts`` times."""
+    after ``cut_after`` entries, ``cuts`` times; ``closed`` tells a listing was closed."""
 
-    def __init__(self, cut_after: int, cuts: int) -> None:
+    def __init__(self, cut_after: int = 0, cuts: int = 0) -> None:
         super().__init__()
         self.cut_after = cut_after
         self.cuts = cuts
         self.listings = 0
+        self.closed = False
 
     async def list(
         self, prefix: str = "", *, delimiter: str | None = None
@@ -1072,7 +1044,20 @@ class CutListBackend(MemoryBackend):
                 count += 1
                 yield entry
         finally:
+            self.closed = True
             await inner.aclose()  # type: ignore[attr-defined]
+
+
+async def test_stopping_a_listing_early_closes_the_backend_listing() -> None:
+    backend = CutListBackend()
+    store = Store(backend)
+    for i in range(5):
+        await store.put(f"k{i}", b"x")
+    listing = store.list()
+    async for _ in listing:
+        break
+    await listing.aclose()  # type: ignore[attr-defined]
+    assert backend.closed
 
 
 @pytest.mark.parametrize("delimiter", [None, "/"])
