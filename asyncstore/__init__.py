@@ -55,7 +55,7 @@ from ._registry import known_schemes, open_store, open_store_async, register_bac
 from ._store import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY, Store
 from ._stream._download import ObjectStream
 from ._stream._retry import RetryPolicy
-from ._types import CommonPrefix, ObjectInfo, Progress, PutMode, PutResult, TransferInfo
+from ._types import CommonPrefix, LentBuffer, ObjectInfo, Progress, PutMode, PutResult, TransferInfo
 from .backends.memory import MemoryBackend
 from .cas import ContentStore, Descriptor, Digest
 from .oci import RegistryStorage
@@ -84,6 +84,7 @@ __all__ = [
     "InvalidOffsetError",
     "InvalidRangeError",
     "IteratorReadStream",
+    "LentBuffer",
     "ManifestNotFoundError",
     "MemoryBackend",
     "NotFoundError",

@@ -383,7 +383,8 @@ class Store:
                 iterable of bytes-like chunks. A ``str`` is rejected: encode it first.
                 A chunk that is not ``bytes`` (a bytearray, a memoryview) is copied
                 before the next one is asked for, so the iterable may refill and
-                yield the same buffer again; ``bytes`` chunks are used as they are.
+                yield the same buffer again; ``bytes`` chunks are used as they are,
+                and so are `LentBuffer` chunks, given back when no longer needed.
             content_type: MIME type to record.
             metadata: User metadata (lowercase ASCII names, printable ASCII values, 2 KiB).
             mode: ``"overwrite"``, ``"create"`` (AlreadyExistsError if the key

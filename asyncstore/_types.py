@@ -9,6 +9,7 @@ from typing import Literal, TypeAlias
 
 __all__ = [
     "CommonPrefix",
+    "LentBuffer",
     "ObjectInfo",
     "Progress",
     "PutMode",
@@ -79,6 +80,28 @@ class PutResult:
     etag: str
     sha256: str
     part_count: int = 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LentBuffer:
+    """A chunk of a streamed `Store.put` that the store may keep without copying it.
+
+    A chunk that is not ``bytes`` is copied before the next one is asked for,
+    since the iterable may refill its buffer. A ``LentBuffer`` is lent instead:
+    its bytes go out as they are (each whole part of them is a part of the
+    upload, hashed and sent from this memory), and the lender gets the buffer
+    back through ``release``, so that a producer with its own buffers (a
+    file's write blocks) costs no copy per byte, and no fresh part buffers.
+
+    Attributes:
+        data: The bytes; not to be changed until ``release`` is called.
+        release: Called once, with no argument, when the store no longer needs
+            the bytes: once its parts are stored, or when the put ends
+            (returned, failed or cancelled). It runs on the event loop.
+    """
+
+    data: memoryview | bytearray | bytes
+    release: Callable[[], object]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -573,6 +573,43 @@ def test_a_written_files_block_buffers_are_reused(monkeypatch: pytest.MonkeyPatc
     fs.close()
 
 
+def test_a_written_files_blocks_are_sent_as_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each full block is lent to the put (asyncstore.LentBuffer): its part goes out from
+    # the block's own memory, and the block comes back for reuse once it is stored.
+    from asyncstore.fsspec import _file
+
+    blocks: list[object] = []
+    real = _file._BlockBuffer.__init__
+
+    def recording(self: Any, size: int) -> None:
+        real(self, size)
+        blocks.append(self._buf.obj)
+
+    monkeypatch.setattr(_file._BlockBuffer, "__init__", recording)
+    fs = AsyncStoreFileSystem(
+        f"memory://fsspec-{uuid.uuid4().hex[:8]}", chunk_size=MiB, skip_instance_cache=True
+    )
+    store = fs._fixed
+    assert store is not None
+    sent: list[object] = []
+    upload_part = store.backend.upload_part
+
+    async def recording_part(key: str, upload_id: str, number: int, *args: Any) -> Any:
+        sent.append((number, args[1].obj))
+        return await upload_part(key, upload_id, number, *args)
+
+    monkeypatch.setattr(store.backend, "upload_part", recording_part)
+    data = _pattern(6 * MiB + 5)
+    with fs.open("big", "wb", block_size=MiB) as f:
+        for start in range(0, len(data), 300_000):
+            f.write(data[start : start + 300_000])
+    assert fs.cat_file("big") == data
+    assert [number for number, _ in sorted(sent)] == list(range(1, 8))
+    # Part 1 is fsspec's first buffer (bytes); parts 2-7 are the blocks themselves.
+    assert all(any(obj is block for block in blocks) for number, obj in sent if number > 1)
+    fs.close()
+
+
 def test_an_exception_inside_with_aborts_the_write(
     s3fs: AsyncStoreS3FileSystem, s3: S3Server
 ) -> None:

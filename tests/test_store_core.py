@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import mmap
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -531,6 +532,122 @@ async def test_an_iterable_may_refill_and_yield_the_same_buffer_again() -> None:
         assert await store.get("async") == data
         await store.put("sync", refilled_sync(), chunk_size=MiB)
         assert await store.get("sync") == data
+
+
+class LendingSource:
+    """Lends ``data`` to a put in buffers of ``step`` bytes (whole parts or not), each
+    one its own mmap, and records what is given back and what the store sent."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data = data
+        self.step = step
+        self.buffers: list[mmap.mmap] = []
+        self.returned: list[int] = []  # indexes of the buffers given back, in order
+        self.out: set[int] = set()  # lent, not yet given back
+
+    def _lend(self, index: int) -> asyncstore.LentBuffer:
+        piece = self.data[index * self.step : (index + 1) * self.step]
+        buffer = mmap.mmap(-1, len(piece))
+        buffer[:] = piece
+        self.buffers.append(buffer)
+        self.out.add(index)
+        return asyncstore.LentBuffer(memoryview(buffer), lambda: self._give_back(index))
+
+    def _give_back(self, index: int) -> None:
+        assert index in self.out, f"buffer {index} given back twice, or never lent"
+        self.out.discard(index)
+        self.returned.append(index)
+        self.buffers[index][:] = bytes(len(self.buffers[index]))  # the lender reuses it
+
+    def count(self) -> int:
+        return -(-len(self.data) // self.step)
+
+    async def chunks(self) -> AsyncIterator[asyncstore.LentBuffer]:
+        for index in range(self.count()):
+            yield self._lend(index)
+
+    def chunks_sync(self) -> Iterator[asyncstore.LentBuffer]:
+        for index in range(self.count()):
+            yield self._lend(index)
+
+
+class PartSourceBackend(MemoryBackend):
+    """Records the memory each part and single put was sent from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent_from: list[object] = []
+        self.fail_part: int | None = None
+
+    async def upload_part(
+        self,
+        key: str,
+        upload_id: str,
+        number: int,
+        offset: int,
+        data: memoryview,
+        checksums: Mapping[str, bytes],
+    ) -> CompletedPart:
+        if number == self.fail_part:
+            raise asyncstore.PermissionDeniedError(f"injected refusal of part {number}", key=key)
+        self.sent_from.append(data.obj)
+        return await super().upload_part(key, upload_id, number, offset, data, checksums)
+
+    async def put(
+        self, key: str, data: memoryview, attrs: WriteAttributes, checksums: Mapping[str, bytes]
+    ) -> WriteResult:
+        self.sent_from.append(data.obj)
+        return await super().put(key, data, attrs, checksums)
+
+
+@pytest.mark.parametrize("sync", [False, True])
+async def test_lent_buffers_of_whole_parts_are_sent_as_they_are_and_given_back(
+    sync: bool,
+) -> None:
+    data = pattern(4 * MiB + 100_000)
+    source = LendingSource(data, MiB)  # four whole parts, then a tail that ends the stream
+    backend = PartSourceBackend()
+    async with Store(backend) as store:
+        chunks = source.chunks_sync() if sync else source.chunks()
+        result = await store.put("k", chunks, chunk_size=MiB, max_concurrency=2)
+        assert result.part_count == 5
+        assert await store.get("k") == data  # read back after every buffer was zeroed
+    # Every part went out from the lender's own memory: none was copied.
+    assert [id(obj) for obj in backend.sent_from] == [id(b) for b in source.buffers]
+    assert sorted(source.returned) == list(range(5)) and not source.out
+
+
+async def test_lent_buffers_that_straddle_parts_are_copied_and_given_back_once() -> None:
+    data = pattern(5 * MiB + 321)
+    source = LendingSource(data, 700_000)
+    backend = PartSourceBackend()
+    async with Store(backend) as store:
+        result = await store.put("k", source.chunks(), chunk_size=MiB)
+        assert result.part_count == 6
+        assert await store.get("k") == data
+    assert sorted(source.returned) == list(range(source.count())) and not source.out
+
+
+async def test_a_lent_buffer_of_one_part_is_one_put_from_its_memory() -> None:
+    data = pattern(300_000)
+    source = LendingSource(data, len(data))
+    backend = PartSourceBackend()
+    async with Store(backend) as store:
+        await store.put("k", source.chunks(), chunk_size=MiB)
+        assert await store.get("k") == data
+    assert backend.sent_from == [source.buffers[0]]
+    assert source.returned == [0]
+
+
+async def test_a_failed_put_gives_every_lent_buffer_back() -> None:
+    source = LendingSource(pattern(6 * MiB), MiB)
+    backend = PartSourceBackend()
+    backend.fail_part = 3
+    store = Store(backend, retry=FAST_RETRY)
+    with pytest.raises(asyncstore.PermissionDeniedError, match="part 3"):
+        await store.put("k", source.chunks(), chunk_size=MiB, max_concurrency=2)
+    assert source.returned and not source.out  # lent ones all back, each once
+    assert not await store.exists("k")
 
 
 async def test_costly_part_checksums_are_computed_apart_from_the_in_order_sha256(

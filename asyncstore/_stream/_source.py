@@ -3,9 +3,9 @@
 Accepted sources: a buffer (bytes, bytearray, memoryview, array, mmap ...),
 a path (``str``-free: ``os.PathLike`` such as ``pathlib.Path`` or
 ``anyio.Path``), a binary file object (sync ``read`` or async ``read``), and a
-sync or async iterable of buffers. Parts of a buffer, and of ``bytes`` items
-at least one part long, are zero-copy views; everything else is copied into a
-fresh ``bytearray`` per part, which the caller owns until it drops it.
+sync or async iterable of buffers. Parts of a buffer, of ``bytes`` items at
+least one part long, and of `LentBuffer` items, are zero-copy views; everything
+else is copied into a pooled part buffer, reused once its part is stored.
 
 Sync file reads and sync iterators run in worker threads, so a slow source
 never blocks the event loop.
@@ -16,12 +16,14 @@ from __future__ import annotations
 import inspect
 import io
 import os
+import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import anyio.to_thread
 
 from .._errors import InvalidArgumentError
+from .._types import LentBuffer
 from ._buffers import BufferPool
 
 __all__ = ["PartReader", "open_source"]
@@ -121,12 +123,26 @@ class _FileReader:
         await self._pool.aclose()
 
 
+class _Loan:
+    """A `LentBuffer` being used as parts: given back once its last part is released."""
+
+    __slots__ = ("lent", "parts", "returned")
+
+    def __init__(self, lent: LentBuffer) -> None:
+        self.lent = lent
+        self.parts = 0  # parts of it handed out and not yet released
+        self.returned = False
+
+
 class _Assembler:
     """Cuts a stream of buffers of any sizes into parts of exactly ``part_size``.
 
     Parts are filled into pooled buffers; a ``bytes`` item holding one or more
     whole parts is sliced instead (zero-copy: bytes cannot change under us,
-    unlike a bytearray the caller may reuse).
+    unlike a bytearray the caller may reuse), and so is a `LentBuffer` that
+    starts a part: its whole parts, and its tail if the stream ends there, are
+    views of the lender's memory, and the lender gets it back (``release``)
+    once the last of them is released or the assembler is closed.
     """
 
     def __init__(self, part_size: int, key: str) -> None:
@@ -134,9 +150,65 @@ class _Assembler:
         self._key = key
         self._buf: memoryview | None = None
         self._fill = 0
+        self._loans: dict[int, tuple[memoryview, _Loan]] = {}  # id(part) -> (part, loan)
+        self._tail: tuple[memoryview, _Loan] | None = None  # a lent tail, not yet a part
+        # Parts are cut in a worker thread for a sync iterable, and released on the loop.
+        self._lock = threading.Lock()
+
+    def _lend(self, part: memoryview, loan: _Loan) -> memoryview:
+        with self._lock:
+            loan.parts += 1
+            self._loans[id(part)] = (part, loan)
+        return part
+
+    def _done_with(self, loan: _Loan, parts: int) -> None:
+        """Release ``loan`` if none of its parts is out and no tail of it is pending."""
+        with self._lock:
+            loan.parts -= parts
+            pending = self._tail is not None and self._tail[1] is loan
+            done = not (loan.parts or pending or loan.returned)
+            loan.returned |= done
+        if done:
+            loan.lent.release()
+
+    def release(self, part: memoryview) -> None:
+        """``part`` is no longer needed: back to the pool, or to its lender."""
+        with self._lock:
+            held = self._loans.pop(id(part), None)
+        if held is None:
+            self.pool.give(part)
+        else:
+            self._done_with(held[1], 1)
+
+    def close(self) -> None:
+        """Give every lent buffer still held back to its lender (the put is over)."""
+        with self._lock:
+            held = [loan for _, loan in self._loans.values()]
+            held += [self._tail[1]] if self._tail is not None else []
+            loans = {id(loan): loan for loan in held if not loan.returned}
+            for loan in loans.values():
+                loan.returned = True
+            self._loans, self._tail = {}, None
+        for loan in loans.values():
+            loan.lent.release()
+
+    def _settle_tail(self) -> None:
+        """More is coming after a lent tail: copy it into a part buffer of our own."""
+        assert self._tail is not None
+        view, loan = self._tail
+        self._buf = self.pool.take()
+        self._buf[: len(view)] = view
+        self._fill = len(view)
+        self._tail = None
+        self._done_with(loan, 0)
 
     def feed(self, item: object) -> Iterator[memoryview]:
-        if isinstance(item, str) or not isinstance(item, (bytes, bytearray, memoryview)):
+        if self._tail is not None:
+            self._settle_tail()
+        loan = None
+        if isinstance(item, LentBuffer):
+            loan, item = _Loan(item), item.data
+        elif isinstance(item, str) or not isinstance(item, (bytes, bytearray, memoryview)):
             try:
                 item = memoryview(item)  # type: ignore[arg-type]
             except TypeError:
@@ -154,23 +226,36 @@ class _Assembler:
             self._fill += len(take)
             view = view[len(take) :]
             if self._fill < size:
+                if loan is not None:
+                    self._done_with(loan, 0)  # copied whole
                 return
             part, self._buf, self._fill = memoryview(self._buf), None, 0
             yield part
         while len(view) >= size:
             if zero_copy:
                 yield view[:size]
+            elif loan is not None:
+                yield self._lend(view[:size], loan)
             else:
                 buf = self.pool.take()
                 buf[:] = view[:size]
                 yield memoryview(buf)
             view = view[size:]
-        if len(view):
+        if len(view) and loan is not None:
+            self._tail = (view, loan)  # a part of its own if the stream ends here
+        elif len(view):
             self._buf = self.pool.take()
             self._buf[: len(view)] = view
             self._fill = len(view)
+        if loan is not None:
+            self._done_with(loan, 0)
 
     def flush(self) -> memoryview | None:
+        if self._tail is not None:
+            view, loan = self._tail
+            self._lend(view, loan)
+            self._tail = None
+            return view
         if self._buf is None:
             return None
         part = memoryview(self._buf)[: self._fill]
@@ -188,7 +273,7 @@ class _AsyncIterableReader:
         self.size: int | None = None
 
     def release(self, part: memoryview) -> None:
-        self._assembler.pool.give(part)
+        self._assembler.release(part)
 
     async def _next_item(self) -> tuple[bool, object]:
         try:
@@ -212,6 +297,7 @@ class _AsyncIterableReader:
         return self._ready.pop(0)
 
     async def aclose(self) -> None:
+        self._assembler.close()
         aclose = getattr(self._it, "aclose", None)
         if aclose is not None:
             await aclose()
@@ -252,6 +338,7 @@ class _SyncIterableReader(_AsyncIterableReader):
         return self._ready.pop(0)
 
     async def aclose(self) -> None:
+        self._assembler.close()
         close = getattr(self._sync_it, "close", None)
         if close is not None:
             await anyio.to_thread.run_sync(close)

@@ -43,7 +43,7 @@ import anyio
 import fsspec.asyn
 import fsspec.spec
 
-from .. import AlreadyExistsError, DigestMismatchError, InvalidArgumentError, PutResult
+from .. import AlreadyExistsError, DigestMismatchError, InvalidArgumentError, LentBuffer, PutResult
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -216,9 +216,10 @@ class _BlockBuffer:
 class _Blocks:
     """A written file's block buffers: the one being written, and those with the upload.
 
-    A buffer comes back once the upload has asked for the next block: `Store.put` copies
-    every chunk that is not ``bytes`` before it asks for the next one. Taken by the file's
-    thread, given back on the filesystem's loop (a deque is safe for both).
+    Each full block is lent to `Store.put` (a `LentBuffer`): its parts are sent from
+    the block itself, with no copy, and the store gives it back once they are
+    stored. Taken by the file's thread, given back on the filesystem's loop (a deque
+    is safe for both). The upload's window bounds how many are out at once.
     """
 
     def __init__(self, size: int) -> None:
@@ -235,12 +236,13 @@ class _Blocks:
         self._free.append(block)
 
     async def chunks(self, receive: MemoryObjectReceiveStream[_BlockBuffer | io.BytesIO]) -> Any:
-        """The blocks ``receive`` brings, as views; each given back when the next is asked
-        (the first block, written to fsspec's BytesIO, as its bytes)."""
+        """The blocks ``receive`` brings, each lent to the put (the first block, written
+        to fsspec's BytesIO, as its bytes)."""
         async for block in receive:
-            yield block.getvalue()
             if isinstance(block, _BlockBuffer):
-                self.give_back(block)
+                yield LentBuffer(block.getvalue(), functools.partial(self.give_back, block))
+            else:
+                yield block.getvalue()
 
 
 class AsyncStoreFile(fsspec.spec.AbstractBufferedFile):  # type: ignore[misc]
