@@ -497,7 +497,7 @@ def test_a_written_file_is_sent_in_parts_of_its_block_size() -> None:
     fs = AsyncStoreFileSystem(
         f"memory://fsspec-{uuid.uuid4().hex[:8]}", chunk_size=MiB, skip_instance_cache=True
     )
-    assert fs.write_blocksize == 32 * MiB
+    assert fs.write_blocksize == 16 * MiB
     assert (
         AsyncStoreFileSystem("memory://", block_size=MiB, skip_instance_cache=True).write_blocksize
         == MiB

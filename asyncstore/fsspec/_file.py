@@ -16,7 +16,7 @@ the footer it read first is kept), their sha256 is checked against the one
 recorded at upload.
 
 Writing (``wb``, or ``xb`` to create only): bytes are buffered up to the
-block size (for written files, default 32 MiB) and then handed, one block at
+block size (for written files, default 16 MiB) and then handed, one block at
 a time, to one streaming `put` on the filesystem's loop, which uploads them
 as a multipart upload in parts of the block size (parts in parallel, no more
 bytes in flight than the store's window, sha256 computed on the way). A file

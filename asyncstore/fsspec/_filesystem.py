@@ -69,8 +69,11 @@ _S3_CREDENTIALS = ("key", "secret", "token", "anon", "profile")
 #: Default size below which a file opened for reading is read whole (and so verified).
 FULL_READ_THRESHOLD = 16 * 2**20
 #: Default block size of a file opened for writing: the size of its parts, and the
-#: size below which it is one PUT (s3fs: 50 MiB; a server such as moto pays per part).
-WRITE_BLOCK_SIZE = 32 * 2**20
+#: size below which it is one PUT (s3fs: 50 MiB). 16 MiB, not 32: with the default
+#: window (8 MiB x 8) four parts are in flight, not two, and a 277 MB ``to_parquet``
+#: took 0.59 s against 0.64 on the loopback responder, 1.46-1.59 against 1.77-2.02
+#: on moto (docs/datastack.md).
+WRITE_BLOCK_SIZE = 16 * 2**20
 
 
 class _CachedUnlessStore(fsspec.spec._Cached):  # type: ignore[misc]
@@ -139,7 +142,7 @@ class AsyncStoreFileSystem(fsspec.asyn.AsyncFileSystem, metaclass=_CachedUnlessS
             read that misses fetches (default: ``chunk_size``, else 8 MiB; a reader
             going on in order reads further ahead, up to 128 MiB). Writing: the
             part size, and the size below which a file is one PUT (default:
-            ``chunk_size`` if larger, else 32 MiB).
+            ``chunk_size`` if larger, else 16 MiB).
         full_read_threshold: Files opened for reading whose size is at most this
             are read whole on first access (one verified transfer, then served from
             memory); larger ones are read in ranges with readahead and verified
