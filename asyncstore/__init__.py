@@ -53,6 +53,7 @@ from ._errors import (
 from ._opening import Opening
 from ._registry import known_schemes, open_store, open_store_async, register_backend
 from ._store import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY, Store
+from ._stream._buffers import set_buffer_cache
 from ._stream._download import ObjectStream
 from ._stream._retry import RetryPolicy
 from ._types import CommonPrefix, LentBuffer, ObjectInfo, Progress, PutMode, PutResult, TransferInfo
@@ -113,4 +114,5 @@ __all__ = [
     "open_store",
     "open_store_async",
     "register_backend",
+    "set_buffer_cache",
 ]

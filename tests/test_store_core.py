@@ -704,10 +704,19 @@ async def test_a_small_file_is_opened_read_and_closed_in_one_thread_call(
     assert await store.get("big") == pattern(3 * MiB)
 
 
-async def test_part_buffers_are_unmapped_off_the_event_loop(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Unmapping eight touched 8 MiB buffers takes about 5 ms: not on the event loop.
+@pytest.fixture
+def fresh_buffer_cache() -> Iterator[None]:
+    """An empty buffer cache of the default limit, and the default again afterwards."""
+    asyncstore.set_buffer_cache(0)
+    asyncstore.set_buffer_cache(64 * MiB)
+    yield
+    asyncstore.set_buffer_cache(64 * MiB)
+
+
+@pytest.fixture
+def made_buffers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every part or range buffer mapped from now on; each appends the thread that
+    unmaps it to the list when that happens."""
     import threading
     import weakref
 
@@ -719,9 +728,27 @@ async def test_part_buffers_are_unmapped_off_the_event_loop(
     def watched(size: int) -> memoryview:
         view = aligned(size)
         weakref.finalize(view.obj, lambda: freed_in.append(threading.current_thread().name))
+        watched.made += 1  # type: ignore[attr-defined]
         return view
 
+    watched.made = 0  # type: ignore[attr-defined]
     monkeypatch.setattr(_buffers, "aligned_buffer", watched)
+    return freed_in
+
+
+def _made() -> int:
+    from asyncstore._stream import _buffers
+
+    return int(_buffers.aligned_buffer.made)  # type: ignore[attr-defined]
+
+
+async def test_part_buffers_are_unmapped_off_the_event_loop(
+    tmp_path: Any, fresh_buffer_cache: None, made_buffers: list[str]
+) -> None:
+    # Unmapping eight touched 8 MiB buffers takes about 5 ms: not on the event loop.
+    import threading
+
+    asyncstore.set_buffer_cache(0)  # none kept: every buffer is unmapped at the end
     loop_thread = threading.current_thread().name
     store = Store(MemoryBackend(), chunk_size=MiB, max_concurrency=4)
     src = tmp_path / "src.bin"
@@ -729,8 +756,70 @@ async def test_part_buffers_are_unmapped_off_the_event_loop(
     await store.upload_file(src, "k")
     await store.download_file("k", tmp_path / "out.bin")
     assert (tmp_path / "out.bin").read_bytes() == pattern(6 * MiB)
-    assert len(freed_in) >= 4  # the upload's buffers and the download's
-    assert loop_thread not in freed_in
+    assert len(made_buffers) >= 4  # the upload's buffers and the download's
+    assert loop_thread not in made_buffers
+
+
+async def test_a_transfers_buffers_are_kept_for_the_next_one(
+    tmp_path: Any, fresh_buffer_cache: None, made_buffers: list[str]
+) -> None:
+    # Fresh pages cost the kernel 0.4-0.8 CPU s/GiB: a later transfer of the same part
+    # size takes the buffers an earlier one gave back, and maps none of its own.
+    store = Store(MemoryBackend(), chunk_size=MiB, max_concurrency=4)
+    src = tmp_path / "src.bin"
+    src.write_bytes(pattern(6 * MiB))
+    await store.upload_file(src, "k")
+    await store.download_file("k", tmp_path / "out.bin")
+    first = _made()
+    assert first >= 2
+    await store.upload_file(src, "k2")
+    await store.download_file("k2", tmp_path / "out2.bin")
+    assert _made() == first  # the second upload and download: none mapped
+    assert (tmp_path / "out.bin").read_bytes() == pattern(6 * MiB)
+    assert (tmp_path / "out2.bin").read_bytes() == pattern(6 * MiB)
+    assert not made_buffers  # and none unmapped: they are kept
+
+
+async def test_the_buffer_cache_keeps_no_more_than_its_limit(
+    tmp_path: Any, fresh_buffer_cache: None, made_buffers: list[str]
+) -> None:
+    from asyncstore._stream import _buffers
+
+    asyncstore.set_buffer_cache(2 * MiB)
+    store = Store(MemoryBackend(), chunk_size=MiB, max_concurrency=4)
+    src = tmp_path / "src.bin"
+    src.write_bytes(pattern(6 * MiB))
+    await store.upload_file(src, "k")
+    assert _buffers._SPARES._bytes == 2 * MiB  # two kept, the others unmapped
+    made = _made()
+    assert len(made_buffers) == made - 2
+    await store.upload_file(src, "k2")
+    assert _made() == made + (made - 2)  # the two kept are used again
+    asyncstore.set_buffer_cache(0)
+    assert _buffers._SPARES._bytes == 0
+    assert len(made_buffers) == _made()  # lowering the limit unmapped the rest
+
+
+async def test_a_buffer_not_given_back_is_never_kept(fresh_buffer_cache: None) -> None:
+    # A buffer still held elsewhere (a transfer that failed midway) must not be handed
+    # to another transfer, which would write into it.
+    from asyncstore._stream._buffers import BufferPool
+
+    pool = BufferPool(MiB)
+    given, held = pool.take(), pool.take()
+    pool.give(given)
+    await pool.aclose()
+    later = BufferPool(MiB)
+    first, second = later.take(), later.take()
+    assert first.obj is given.obj
+    assert second.obj is not held.obj
+    await later.aclose()
+
+
+@pytest.mark.parametrize("limit", [-1, 1.5, True, "64"])
+def test_a_bad_buffer_cache_limit_is_refused(limit: Any) -> None:
+    with pytest.raises(ValueError, match="buffer cache limit"):
+        asyncstore.set_buffer_cache(limit)
 
 
 # -- bad input -------------------------------------------------------------------------------
