@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import types
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
+import anyio
 import pytest
 
 from asyncstore import (
@@ -14,6 +16,7 @@ from asyncstore import (
     MemoryBackend,
     NotFoundError,
     ObjectInfo,
+    PermissionDeniedError,
     ReadStream,
     Store,
     TagNotFoundError,
@@ -186,3 +189,124 @@ async def test_a_blob_pushed_here_is_served_without_looking_up_its_link(
     before = backend.reads
     assert await registry.get_blob(REPO, blob.digest) == b"layer bytes"
     assert backend.reads - before == 1  # the blob's bytes only
+
+
+class GatedBackend(ReadCountingBackend):
+    """Reads of keys under ``gated_prefix`` count, wait for ``gate``, and the first ``fail``
+    of them raise PermissionDeniedError (never retried) once it opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gated_prefix = "\0"  # nothing, until a test says
+        self.gate = anyio.Event()
+        self.gated = 0
+        self.fail = 0
+
+    async def _wait(self, key: str) -> None:
+        if key.startswith(self.gated_prefix):
+            self.gated += 1
+            await self.gate.wait()
+            if self.fail:
+                self.fail -= 1
+                raise PermissionDeniedError("injected refusal of a gated read", key=key)
+
+    async def read(
+        self, key: str, start: int = 0, end: int | None = None, *, if_match: str | None = None
+    ) -> ReadStream:
+        await self._wait(key)
+        return await super().read(key, start, end, if_match=if_match)
+
+    async def head(self, key: str) -> ObjectInfo:
+        await self._wait(key)
+        return await super().head(key)
+
+
+async def _at_once(count: int, call: Callable[[], Awaitable[Any]], gate: anyio.Event) -> list[Any]:
+    """``count`` calls started together; the gate opens once they all wait. Each one's
+    result, or the exception it raised."""
+    results: list[Any] = [None] * count
+
+    async def one(index: int) -> None:
+        try:
+            results[index] = await call()
+        except Exception as exc:
+            results[index] = exc
+
+    async with anyio.create_task_group() as tg:
+        for index in range(count):
+            tg.start_soon(one, index)
+        await anyio.wait_all_tasks_blocked()
+        gate.set()
+    return results
+
+
+async def _gated_registry(backend: GatedBackend, store: Store, ttl: float) -> RegistryStorage:
+    registry = RegistryStorage(store, reference_cache=ttl)  # nothing cached yet
+    backend.gated_prefix = f"{registry.prefix}repositories/"
+    return registry
+
+
+@pytest.mark.parametrize("what", ["tag", "blob link"])
+async def test_concurrent_misses_of_one_reference_share_one_store_read(what: str) -> None:
+    # A cached tag expiring under load: every request missed at once and read the store
+    # (1,000 connections asking for one tag under wrk: 1,000 reads a second).
+    backend = GatedBackend()
+    async with Store(backend) as store:
+        pushed = await push_image(RegistryStorage(store), 1, ("v1",))
+        layer = await RegistryStorage(store).put_blob(REPO, b"a layer of its own")
+        registry = await _gated_registry(backend, store, 60)
+        if what == "tag":
+            found = await _at_once(50, lambda: registry.stat_manifest(REPO, "v1"), backend.gate)
+            assert [d.digest for d in found] == [pushed.digest] * 50
+            assert backend.gated == 2  # the tag, then its revision link: once for all fifty
+        else:
+            found = await _at_once(
+                50, lambda: registry.blob_exists(REPO, layer.digest), backend.gate
+            )
+            assert found == [True] * 50
+            assert backend.gated == 1  # the repository's link to the blob
+
+
+async def test_without_the_cache_concurrent_lookups_each_read_the_store() -> None:
+    backend = GatedBackend()
+    async with Store(backend) as store:
+        pushed = await push_image(RegistryStorage(store), 1, ("v1",))
+        registry = await _gated_registry(backend, store, 0)
+        found = await _at_once(10, lambda: registry.stat_manifest(REPO, "v1"), backend.gate)
+        assert [d.digest for d in found] == [pushed.digest] * 10
+        assert backend.gated == 20  # every call read the tag and the revision link
+
+
+async def test_when_the_shared_read_fails_the_others_read_for_themselves() -> None:
+    backend = GatedBackend()
+    async with Store(backend) as store:
+        pushed = await push_image(RegistryStorage(store), 1, ("v1",))
+        registry = await _gated_registry(backend, store, 60)
+        backend.fail = 1  # the first read (the one shared) is refused
+        found = await _at_once(10, lambda: registry.stat_manifest(REPO, "v1"), backend.gate)
+        refused = [r for r in found if isinstance(r, PermissionDeniedError)]
+        assert len(refused) == 1  # only its own caller sees its error
+        assert [d.digest for d in found if d not in refused] == [pushed.digest] * 9
+
+
+async def test_a_read_begun_before_a_write_is_not_shared_after_it() -> None:
+    backend = GatedBackend()
+    async with Store(backend) as store:
+        writer = RegistryStorage(store)
+        one = await push_image(writer, 1, ("latest",))
+        registry = await _gated_registry(backend, store, 60)
+        results: list[Descriptor] = []
+
+        async def look() -> None:
+            results.append(await registry.stat_manifest(REPO, "latest"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(look)  # its read starts, and waits at the gate
+            await anyio.wait_all_tasks_blocked()
+            backend.gated_prefix = "\0"  # the write and what follows are not gated
+            two = await push_image(registry, 2, ("latest",))  # a write through this object
+            with anyio.fail_after(30):  # (joining the read at the gate would never return)
+                assert (await registry.stat_manifest(REPO, "latest")).digest == two.digest
+            backend.gate.set()
+        assert results[0].digest in (one.digest, two.digest)
+        assert (await registry.stat_manifest(REPO, "latest")).digest == two.digest

@@ -8,8 +8,8 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import anyio
 
@@ -44,6 +44,20 @@ __all__ = ["RegistryStorage", "TagList"]
 _LOOKUP_CONCURRENCY = 16
 #: Most entries of the reference cache (resolved tags and revisions, blob links).
 _REFERENCE_ENTRIES = 4096
+
+_T = TypeVar("_T")
+
+
+class _Flight:
+    """One store read of a cached reference, which the callers that want it meanwhile share."""
+
+    __slots__ = ("done", "generation", "ok", "value")
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.done = anyio.Event()
+        self.ok = False
+        self.value: Any = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -143,6 +157,8 @@ class RegistryStorage:
         self._cache_limit = manifest_cache
         self._cache_bytes = 0
         self._cache: collections.OrderedDict[Digest, bytes] = collections.OrderedDict()
+        #: The store reads of cached references under way (see `_shared`).
+        self._flights: dict[tuple[str, str, str], _Flight] = {}
 
     def _remember(self, digest: Digest, body: bytes) -> None:
         if len(body) > self._cache_limit // 4 or digest in self._cache:
@@ -173,6 +189,37 @@ class RegistryStorage:
         self._refs.move_to_end((kind, repo, ref))
         while len(self._refs) > _REFERENCE_ENTRIES:
             self._refs.popitem(last=False)
+
+    async def _shared(
+        self, key: tuple[str, str, str], generation: int, read: Callable[[], Awaitable[_T]]
+    ) -> _T:
+        """``read()``, or the result of the same read already under way.
+
+        When a cached reference expires under load, every request for it missed at
+        once and read the store: 1,000 connections asking for one tag made 1,000
+        reads a second (each a worker-thread hop on file://). With the cache on,
+        the callers that want a reference while a read of it is under way wait for
+        that read, if it began after the last write through this object. If it
+        fails (a miss is never cached, and an error is its own caller's), each
+        reads for itself. Without the cache every call reads the store.
+        """
+        if not self._ttl:
+            return await read()
+        flight = self._flights.get(key)
+        if flight is not None and flight.generation == generation:
+            await flight.done.wait()
+            if flight.ok:
+                return flight.value  # type: ignore[no-any-return]
+            return await read()
+        flight = self._flights[key] = _Flight(generation)
+        try:
+            flight.value = await read()
+            flight.ok = True
+            return flight.value  # type: ignore[no-any-return]
+        finally:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+            flight.done.set()
 
     def _forget(self, repo: str, kind: str | None = None, ref: str | None = None) -> None:
         """Drop cached references of ``repo`` (all, or one) after a write through this object."""
@@ -222,7 +269,10 @@ class RegistryStorage:
         if self._cached_ref("link", repo, str(digest)) is not None:
             return True
         generation = self._generation
-        found = await self.store.exists(self._layer_key(repo, digest))
+        key = self._layer_key(repo, digest)
+        found = await self._shared(
+            ("link", repo, str(digest)), generation, lambda: self.store.exists(key)
+        )
         if found:
             self._cache_ref(generation, "link", repo, str(digest), None)
         return found
@@ -500,7 +550,9 @@ class RegistryStorage:
         if cached is not None and cached[1] is not None:
             return cached[1]
         generation = self._generation
-        descriptor = await self._read_reference(repo, reference)
+        descriptor = await self._shared(
+            ("ref", repo, reference), generation, lambda: self._read_reference(repo, reference)
+        )
         self._cache_ref(generation, "ref", repo, reference, descriptor)
         return descriptor
 
