@@ -4,8 +4,9 @@ Each case runs in a fresh interpreter (its own CPU time and peak RSS) against ea
 server of ``--servers`` on 127.0.0.1: ``moto`` (``asyncstore.testing.emulators``; it
 reads a whole object for every ranged GET and saturates a core, so it favours fewer,
 larger requests) and ``responder`` (``bench/responders.py s3``, which answers from
-memory at almost no cost, so the clients' own costs show). The server's CPU time over
-each case is reported beside the client's.
+memory at almost no cost, so the clients' own costs show; a fresh one for each case,
+since it keeps what is written to it). The server's CPU time over each case is
+reported beside the client's.
 
 * ``parquet_write:<client>`` / ``parquet_read:<client>``: ``DataFrame.to_parquet`` and
   ``pandas.read_parquet`` of a table of ``--size-mib`` MiB (default 256) of float64
@@ -329,32 +330,33 @@ def main() -> None:
     env = {**os.environ, **FAKE_ENV}
     os.environ.update(FAKE_ENV)
     for kind in servers:
-        with _server(kind) as (endpoint, pid):
-            options = [
-                "--endpoint",
-                endpoint,
-                "--size-mib",
-                str(args.size_mib),
-                "--chunks",
-                str(args.chunks),
-                "--dask-rows",
-                str(args.dask_rows),
-            ]
-            # Interleaved: round r runs every case once, so that a change in the
-            # machine's load falls on every client alike.
-            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in cases}
+        # Interleaved: round r runs every case once, so that a change in the machine's
+        # load falls on every client alike. The responder keeps every object written to
+        # it (a run's Parquet files alone came to several GB, and later cases slowed for
+        # every client): a fresh one per case. moto: one for the whole run.
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in cases}
+        fresh = kind == "responder"
+        with contextlib.ExitStack() as whole_run:
+            shared = None if fresh else whole_run.enter_context(_server(kind))
             for _ in range(args.repeat):
                 for name in cases:
-                    try:
-                        runs[name].append(
-                            run_child(
-                                __file__, name, options, env=env, timeout=1800, server_pid=pid
+                    with _server(kind) if fresh else contextlib.nullcontext(shared) as server:
+                        assert server is not None
+                        endpoint, pid = server
+                        options = [
+                            *("--endpoint", endpoint, "--size-mib", str(args.size_mib)),
+                            *("--chunks", str(args.chunks), "--dask-rows", str(args.dask_rows)),
+                        ]
+                        try:
+                            runs[name].append(
+                                run_child(
+                                    __file__, name, options, env=env, timeout=1800, server_pid=pid
+                                )
                             )
-                        )
-                    except CaseFailed as exc:
-                        runs[name].append({"error": str(exc)})
-            for name in cases:
-                rows.append({"case": name, "server": kind, **_median_run(runs[name])})
+                        except CaseFailed as exc:
+                            runs[name].append({"error": str(exc)})
+        for name in cases:
+            rows.append({"case": name, "server": kind, **_median_run(runs[name])})
     lines = []
     for row in rows:
         if "error" in row:
