@@ -196,11 +196,15 @@ class _Assembler:
         """More is coming after a lent tail: copy it into a part buffer of our own."""
         assert self._tail is not None
         view, loan = self._tail
+        self._begin_part(view)
+        self._tail = None
+        self._done_with(loan, 0)
+
+    def _begin_part(self, view: memoryview) -> None:
+        """Copy ``view`` (less than a part) into a part buffer, to be filled by what follows."""
         self._buf = self.pool.take()
         self._buf[: len(view)] = view
         self._fill = len(view)
-        self._tail = None
-        self._done_with(loan, 0)
 
     def feed(self, item: object) -> Iterator[memoryview]:
         if self._tail is not None:
@@ -244,9 +248,7 @@ class _Assembler:
         if len(view) and loan is not None:
             self._tail = (view, loan)  # a part of its own if the stream ends here
         elif len(view):
-            self._buf = self.pool.take()
-            self._buf[: len(view)] = view
-            self._fill = len(view)
+            self._begin_part(view)
         if loan is not None:
             self._done_with(loan, 0)
 
