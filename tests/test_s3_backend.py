@@ -25,10 +25,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import gc
 import hashlib
 import io
 import os
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -346,6 +348,44 @@ async def test_concurrent_first_calls_share_one_client(s3: S3Server, prefix: str
             tg.start_soon(first)
     assert len({id(client) for client in clients}) == 1
     await backend.aclose()
+
+
+async def test_beside_the_lean_path_the_sdk_client_is_made_only_when_a_request_needs_it(
+    s3: S3Server, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The set-up's botocore session (with the S3 model and endpoint rules it loaded: some
+    35,000 objects every full garbage collection walks) is dropped once the lean path is
+    made; a request only the SDK sends makes the client again, once."""
+    from asyncstore.backends.s3 import _client
+
+    sessions: list[weakref.ref[Any]] = []
+    prepare = _client._prepare_session
+
+    def spied(options: Any) -> tuple[Any, str]:
+        session, region = prepare(options)
+        sessions.append(weakref.ref(session))
+        return session, region
+
+    monkeypatch.setattr(_client, "_prepare_session", spied)
+    backend = s3.backend(prefix)
+    factory = backend._clients
+    async with Store(backend, chunk_size=5 * MiB) as store:
+        await store.put("small", b"v")
+        await store.put("large", pattern(11 * MiB, seed=5))  # multipart, tagged
+        assert (await store.head("small")).size == 1
+        assert len(await store.get("large")) == 11 * MiB
+        assert [info.key async for info in store.list()] == ["large", "small"]
+        assert factory.lean is not None
+        assert not factory.sdk_client_open
+        gc.collect()
+        assert len(sessions) == 1 and sessions[0]() is None  # its models went with it
+
+        await store.delete("small")  # DeleteObject: the SDK's
+        await store.delete("large")
+        assert factory.sdk_client_open
+        assert len(sessions) == 2 and sessions[1]() is not None  # made once, and kept
+        assert not await store.exists("small")
+    assert not factory.sdk_client_open
 
 
 @pytest.mark.parametrize("http_client", ["aiohttp", "httpx"])

@@ -415,7 +415,7 @@ class S3Backend(Backend):
         the answer says so with ``_LEAN``. A ``lookup`` is made outside the limit,
         like `_lookup`'s.
         """
-        await self._clients.get()
+        await self._clients.ready()
         lean = self._clients.lean
         if lean is not None and method in _LEAN_REQUESTS:
             try:
