@@ -359,12 +359,14 @@ async def test_beside_the_lean_path_the_sdk_client_is_made_only_when_a_request_n
     from asyncstore.backends.s3 import _client
 
     sessions: list[weakref.ref[Any]] = []
+    data: list[list[Any]] = []  # the JSON data each session loaded
     prepare = _client._prepare_session
 
-    def spied(options: Any) -> tuple[Any, str]:
-        session, region = prepare(options)
-        sessions.append(weakref.ref(session))
-        return session, region
+    def spied(options: Any) -> tuple[Any, str, list[Any]]:
+        made = prepare(options)
+        sessions.append(weakref.ref(made[0]))
+        data.append(made[2])
+        return made
 
     monkeypatch.setattr(_client, "_prepare_session", spied)
     backend = s3.backend(prefix)
@@ -377,6 +379,8 @@ async def test_beside_the_lean_path_the_sdk_client_is_made_only_when_a_request_n
         assert [info.key async for info in store.list()] == ["large", "small"]
         assert factory.lean is not None
         assert not factory.sdk_client_open
+        # Emptied, so freed at once, not left in the closed client's cycles for the collector.
+        assert data[0] and not any(data[0])
         gc.collect()
         assert len(sessions) == 1 and sessions[0]() is None  # its models went with it
 
@@ -384,6 +388,7 @@ async def test_beside_the_lean_path_the_sdk_client_is_made_only_when_a_request_n
         await store.delete("large")
         assert factory.sdk_client_open
         assert len(sessions) == 2 and sessions[1]() is not None  # made once, and kept
+        assert all(data[1])
         assert not await store.exists("small")
     assert not factory.sdk_client_open
 
@@ -1236,7 +1241,7 @@ def test_the_session_looks_for_no_service_but_s3() -> None:
     from asyncstore.backends.s3._client import _prepare_session
     from asyncstore.backends.s3._options import S3Options
 
-    session, _ = _prepare_session(S3Options(bucket="some-bucket", region="eu-west-1"))
+    session, _, _ = _prepare_session(S3Options(bucket="some-bucket", region="eu-west-1"))
     loader = session.get_component("data_loader")
     assert loader.list_available_services("service-2") == ["s3"]
     assert loader.list_available_services("endpoint-rule-set-1") == ["s3"]
@@ -1252,5 +1257,5 @@ def test_the_session_keeps_the_aws_data_path(
     from asyncstore.backends.s3._options import S3Options
 
     monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))
-    session, _ = _prepare_session(S3Options(bucket="some-bucket", region="eu-west-1"))
+    session, _, _ = _prepare_session(S3Options(bucket="some-bucket", region="eu-west-1"))
     assert str(tmp_path) in session.get_component("data_loader").search_paths

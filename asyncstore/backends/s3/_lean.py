@@ -275,7 +275,8 @@ class LeanS3:
         # Credentials that never refresh (keys from the environment or a file) are frozen
         # once; refreshable ones are asked before each request, as the SDK does.
         self._frozen: Any = None
-        self._refreshes = hasattr(credentials, "refresh_needed")
+        #: Whether the credentials refresh (they are asked before each request).
+        self.refreshes = hasattr(credentials, "refresh_needed")
         self._host = pool.target.host_header
 
     @classmethod
@@ -339,7 +340,7 @@ class LeanS3:
         frozen = self._frozen
         if frozen is None:
             frozen = await self._credentials.get_frozen_credentials()
-            if not self._refreshes:
+            if not self.refreshes:
                 self._frozen = frozen
         path = self.prefix + encode_path(key)
         query_string = canonical_query(query.items()) if query else ""
