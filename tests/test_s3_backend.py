@@ -393,6 +393,63 @@ async def test_beside_the_lean_path_the_sdk_client_is_made_only_when_a_request_n
     assert not factory.sdk_client_open
 
 
+async def test_assumed_role_credentials_work_and_refresh_through_the_set_up_session(
+    s3: S3Server,
+    prefix: str,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    blockbuster: Any,
+) -> None:
+    """A profile that assumes a role makes the session create an STS client (the loader
+    once knew only S3's folder: "Unknown service: 'sts'"); such credentials refresh through
+    that session, so its data is kept whole. moto answers STS at its own endpoint; the
+    role's 900 s are within botocore's refresh window, so each ask refreshes them.
+
+    aiobotocore's credential chain reads the source profile's credentials file on the
+    event loop, in its own code (``raw_config_parse``): that read is let through here;
+    the STS models, which it would also read there, are loaded in the set-up's thread.
+    """
+    (tmp_path / "config").write_text(
+        "[profile assumer]\nrole_arn = arn:aws:iam::123456789012:role/asyncstore\n"
+        "source_profile = base\nduration_seconds = 900\nregion = us-east-1\n"
+    )
+    (tmp_path / "credentials").write_text(
+        "[base]\naws_access_key_id = AKIDBASE\naws_secret_access_key = base-secret\n"
+    )
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_PROFILE", "assumer")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", s3.moto_endpoint)
+    for call in ("os.stat", "io.BufferedReader.read", "io.TextIOWrapper.read"):
+        blockbuster.functions[call].can_block_in("botocore/configloader.py", "raw_config_parse")
+    from asyncstore.backends.s3 import _client
+
+    data: list[list[Any]] = []
+    prepare = _client._prepare_session
+
+    def spied(options: Any) -> tuple[Any, str, list[Any]]:
+        made = prepare(options)
+        data.append(made[2])
+        return made
+
+    monkeypatch.setattr(_client, "_prepare_session", spied)
+    backend = S3Backend(BUCKET, prefix, endpoint=s3.moto_endpoint)  # moto checks no signature
+    async with Store(backend) as store:
+        await store.put("k", b"assumed")
+        assert await store.get("k") == b"assumed"
+        lean = backend._clients.lean
+        assert lean is not None
+        assert lean.refreshes
+        assert all(data[0])  # kept whole: the refreshes make STS clients with it
+        first = await lean._credentials.get_frozen_credentials()
+        second = await lean._credentials.get_frozen_credentials()
+        assert first.access_key != second.access_key  # refreshed, through STS
+        assert "AKIDBASE" not in (first.access_key, second.access_key)  # the role's keys
+        await store.delete("k")
+
+
 @pytest.mark.parametrize("http_client", ["aiohttp", "httpx"])
 async def test_each_http_library_works(
     s3: S3Server, prefix: str, anyio_backend: str, http_client: str
@@ -1236,18 +1293,36 @@ async def test_listing_goes_on_the_lean_path_and_keeps_awkward_keys(
     assert sent and all("botocore" not in h.get("user-agent", "").lower() for h in sent)
 
 
-def test_the_session_looks_for_no_service_but_s3() -> None:
-    """Preparing the client lists S3's model folder only, not the 400 services botocore has."""
+def test_the_session_looks_in_one_services_folder_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whether a service has a model is checked in that service's folder only, not by
+    listing the 400 services botocore has; any service can be loaded (STS, SSO: the
+    credential chain's clients), and a full listing is still there for error messages."""
     from asyncstore.backends.s3._client import _prepare_session
     from asyncstore.backends.s3._options import S3Options
 
     session, _, _ = _prepare_session(S3Options(bucket="some-bucket", region="eu-west-1"))
     loader = session.get_component("data_loader")
-    assert loader.list_available_services("service-2") == ["s3"]
-    assert loader.list_available_services("endpoint-rule-set-1") == ["s3"]
-    assert loader.list_available_services("no-such-model-9") == []
+    names = loader.list_available_services("service-2")
+    listed: list[str] = []
+    listdir = os.listdir
+
+    def counting(path: Any = ".") -> list[str]:
+        listed.append(str(path))
+        return listdir(path)
+
+    monkeypatch.setattr(os, "listdir", counting)
+    assert "s3" in names
+    assert "sts" in names
+    assert "no-such-service" not in names
+    assert "s3" not in loader.list_available_services("no-such-model-9")
+    assert 0 < len(listed) < 20  # the folders of the services asked about, no more
+    monkeypatch.setattr(os, "listdir", listdir)
+    assert {"s3", "sts"} <= set(names)  # iterated: botocore's whole listing
     # The models the client reads are loaded (from botocore's own data).
     assert loader.load_service_model("s3", "service-2")["metadata"]["serviceId"] == "S3"
+    assert loader.load_service_model("sts", "service-2")["metadata"]["serviceId"] == "STS"
 
 
 def test_the_session_keeps_the_aws_data_path(

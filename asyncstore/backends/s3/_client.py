@@ -36,7 +36,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import re
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import anyio
@@ -113,27 +115,51 @@ _CLIENT_DATA = ("_retry", "endpoints", "partitions", "sdk-default-configuration"
 _CLIENT_MODELS = ("service-2", "endpoint-rule-set-1")
 
 
-def _s3_loader(search_paths: str | None) -> Any:
-    """botocore's data loader for a session that only ever makes S3 clients.
+class _ServiceNames:
+    """What botocore's loader asks of ``list_available_services``, one folder at a time.
 
-    botocore's own loader checks that a service exists by listing every
-    service's folder (over 400) once per kind of model loaded; this one looks
-    in S3's folder only. Everything else (search paths, ``AWS_DATA_PATH``,
-    ``~/.aws/models``, the newest API version) is botocore's.
+    botocore checks ``service_name in known_services`` before it loads a model:
+    this answers by looking in that service's folder only. Listed (for an error
+    message), it is botocore's whole listing.
     """
-    from botocore.exceptions import DataNotFoundError  # type: ignore[import-untyped,unused-ignore]
+
+    def __init__(self, loader: Any, type_name: str, listing: Any) -> None:
+        self._loader = loader
+        self._type_name = type_name
+        self._listing = listing
+
+    def __contains__(self, name: object) -> bool:
+        from botocore.exceptions import (  # type: ignore[import-untyped,unused-ignore]
+            DataNotFoundError,
+        )
+
+        if not isinstance(name, str):
+            return False
+        try:
+            self._loader.determine_latest_version(name, self._type_name)
+        except DataNotFoundError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._listing(self._type_name))
+
+
+def _s3_loader(search_paths: str | None) -> Any:
+    """botocore's data loader, checking that a service exists in that service's folder only.
+
+    botocore's own loader lists every service's folder (over 400) once per kind
+    of model loaded, to check that the one asked for is among them; this one
+    looks in the folder of the service asked for (S3's, and STS's or SSO's when
+    the credentials are an assumed role or single sign-on). Everything else
+    (search paths, ``AWS_DATA_PATH``, ``~/.aws/models``, the newest API
+    version) is botocore's.
+    """
     from botocore.loaders import create_loader  # type: ignore[import-untyped,unused-ignore]
 
     loader = create_loader(search_paths)
-
-    def list_available_services(type_name: str) -> list[str]:
-        try:
-            loader.determine_latest_version("s3", type_name)
-        except DataNotFoundError:
-            return []
-        return ["s3"]
-
-    loader.list_available_services = list_available_services
+    listing = loader.list_available_services
+    loader.list_available_services = lambda type_name: _ServiceNames(loader, type_name, listing)
     return loader
 
 
@@ -161,7 +187,22 @@ def _prepare_session(options: S3Options) -> tuple[Any, str, list[Any]]:
     for model in _CLIENT_MODELS:
         # Called as botocore's client creator calls it: the loader caches by arguments.
         loaded.append(loader.load_service_model("s3", model, api_version=None))
+    # The credential chain makes clients of its own on the event loop (STS for an assumed
+    # role, SSO for single sign-on): their models are read here, where reading blocks nothing.
+    for service in _credential_services(session.get_scoped_config()):
+        for model in _CLIENT_MODELS:
+            loader.load_service_model(service, model, api_version=None)
     return session, region, loaded
+
+
+def _credential_services(profile: dict[str, Any]) -> list[str]:
+    """The services whose clients the credential chain will make for ``profile``."""
+    services = []
+    if {"role_arn", "web_identity_token_file"} & profile.keys() or os.environ.get("AWS_ROLE_ARN"):
+        services.append("sts")
+    if {"sso_start_url", "sso_session"} & profile.keys():
+        services += ["sso", "sso-oidc"]
+    return services
 
 
 def _release(loaded: list[Any]) -> None:
@@ -298,6 +339,9 @@ class S3ClientFactory:
             extra["http_session_cls"] = HttpxSession
             # Waiting for a free pooled connection is backpressure, not a failure.
             extra["connector_args"] = {"pool_timeout": None, "write_timeout": read_timeout}
+            # The clients the credential chain makes (STS for an assumed role) too: under
+            # trio, aiobotocore's default (aiohttp) cannot run.
+            session.set_default_client_config(AioConfig(http_session_cls=HttpxSession))
         s3_config: dict[str, Any] = {"payload_signing_enabled": False}
         if options.use_path_style is not None:
             s3_config["addressing_style"] = "path" if options.use_path_style else "virtual"
