@@ -189,9 +189,15 @@ def _prepare_session(options: S3Options) -> tuple[Any, str, list[Any]]:
         loaded.append(loader.load_service_model("s3", model, api_version=None))
     # The credential chain makes clients of its own on the event loop (STS for an assumed
     # role, SSO for single sign-on): their models are read here, where reading blocks nothing.
+    from botocore.exceptions import (  # type: ignore[import-untyped,unused-ignore]
+        DataNotFoundError,
+        UnknownServiceError,
+    )
+
     for service in _credential_services(session.get_scoped_config()):
         for model in _CLIENT_MODELS:
-            loader.load_service_model(service, model, api_version=None)
+            with contextlib.suppress(DataNotFoundError, UnknownServiceError):  # then: botocore's
+                loader.load_service_model(service, model, api_version=None)
     return session, region, loaded
 
 
