@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime
 import gc
 import hashlib
@@ -350,25 +351,37 @@ async def test_concurrent_first_calls_share_one_client(s3: S3Server, prefix: str
     await backend.aclose()
 
 
+@dataclasses.dataclass
+class PreparedSession:
+    """A botocore session the S3 set-up prepared: a weak reference, and the JSON data loaded."""
+
+    session: weakref.ref[Any]
+    data: list[Any]
+
+
+@pytest.fixture
+def prepared(monkeypatch: pytest.MonkeyPatch) -> list[PreparedSession]:
+    """Every botocore session the S3 backend prepares from now on, in order."""
+    from asyncstore.backends.s3 import _client
+
+    made: list[PreparedSession] = []
+    prepare = _client._prepare_session
+
+    def spied(options: Any) -> tuple[Any, str, list[Any]]:
+        session, region, data = prepare(options)
+        made.append(PreparedSession(weakref.ref(session), data))
+        return session, region, data
+
+    monkeypatch.setattr(_client, "_prepare_session", spied)
+    return made
+
+
 async def test_beside_the_lean_path_the_sdk_client_is_made_only_when_a_request_needs_it(
-    s3: S3Server, prefix: str, monkeypatch: pytest.MonkeyPatch
+    s3: S3Server, prefix: str, prepared: list[PreparedSession]
 ) -> None:
     """The set-up's botocore session (with the S3 model and endpoint rules it loaded: some
     35,000 objects every full garbage collection walks) is dropped once the lean path is
     made; a request only the SDK sends makes the client again, once."""
-    from asyncstore.backends.s3 import _client
-
-    sessions: list[weakref.ref[Any]] = []
-    data: list[list[Any]] = []  # the JSON data each session loaded
-    prepare = _client._prepare_session
-
-    def spied(options: Any) -> tuple[Any, str, list[Any]]:
-        made = prepare(options)
-        sessions.append(weakref.ref(made[0]))
-        data.append(made[2])
-        return made
-
-    monkeypatch.setattr(_client, "_prepare_session", spied)
     backend = s3.backend(prefix)
     factory = backend._clients
     async with Store(backend, chunk_size=5 * MiB) as store:
@@ -380,15 +393,15 @@ async def test_beside_the_lean_path_the_sdk_client_is_made_only_when_a_request_n
         assert factory.lean is not None
         assert not factory.sdk_client_open
         # Emptied, so freed at once, not left in the closed client's cycles for the collector.
-        assert data[0] and not any(data[0])
+        assert prepared[0].data and not any(prepared[0].data)
         gc.collect()
-        assert len(sessions) == 1 and sessions[0]() is None  # its models went with it
+        assert len(prepared) == 1 and prepared[0].session() is None  # its models went with it
 
         await store.delete("small")  # DeleteObject: the SDK's
         await store.delete("large")
         assert factory.sdk_client_open
-        assert len(sessions) == 2 and sessions[1]() is not None  # made once, and kept
-        assert all(data[1])
+        assert len(prepared) == 2 and prepared[1].session() is not None  # made once, and kept
+        assert all(prepared[1].data)
         assert not await store.exists("small")
     assert not factory.sdk_client_open
 
@@ -399,6 +412,7 @@ async def test_assumed_role_credentials_work_and_refresh_through_the_set_up_sess
     tmp_path: Any,
     monkeypatch: pytest.MonkeyPatch,
     blockbuster: Any,
+    prepared: list[PreparedSession],
 ) -> None:
     """A profile that assumes a role makes the session create an STS client (the loader
     once knew only S3's folder: "Unknown service: 'sts'"); such credentials refresh through
@@ -424,17 +438,6 @@ async def test_assumed_role_credentials_work_and_refresh_through_the_set_up_sess
     monkeypatch.setenv("AWS_ENDPOINT_URL_STS", s3.moto_endpoint)
     for call in ("os.stat", "io.BufferedReader.read", "io.TextIOWrapper.read"):
         blockbuster.functions[call].can_block_in("botocore/configloader.py", "raw_config_parse")
-    from asyncstore.backends.s3 import _client
-
-    data: list[list[Any]] = []
-    prepare = _client._prepare_session
-
-    def spied(options: Any) -> tuple[Any, str, list[Any]]:
-        made = prepare(options)
-        data.append(made[2])
-        return made
-
-    monkeypatch.setattr(_client, "_prepare_session", spied)
     backend = S3Backend(BUCKET, prefix, endpoint=s3.moto_endpoint)  # moto checks no signature
     async with Store(backend) as store:
         await store.put("k", b"assumed")
@@ -442,7 +445,7 @@ async def test_assumed_role_credentials_work_and_refresh_through_the_set_up_sess
         lean = backend._clients.lean
         assert lean is not None
         assert lean.refreshes
-        assert all(data[0])  # kept whole: the refreshes make STS clients with it
+        assert all(prepared[0].data)  # kept whole: the refreshes make STS clients with it
         first = await lean._credentials.get_frozen_credentials()
         second = await lean._credentials.get_frozen_credentials()
         assert first.access_key != second.access_key  # refreshed, through STS

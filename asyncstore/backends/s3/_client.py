@@ -177,7 +177,7 @@ def _prepare_session(options: S3Options) -> tuple[Any, str, list[Any]]:
     session.get_component("response_parser_factory").set_parser_defaults(
         timestamp_parser=parse_timestamp
     )
-    session.get_scoped_config()  # parses the shared config / credentials files once
+    profile = session.get_scoped_config()  # parses the shared config / credentials files once
     loader = _s3_loader(session.get_config_variable("data_path"))
     session.register_component("data_loader", loader)
     region = options.region or session.get_config_variable("region") or "us-east-1"
@@ -194,7 +194,7 @@ def _prepare_session(options: S3Options) -> tuple[Any, str, list[Any]]:
         UnknownServiceError,
     )
 
-    for service in _credential_services(session.get_scoped_config()):
+    for service in _credential_services(profile):
         for model in _CLIENT_MODELS:
             with contextlib.suppress(DataNotFoundError, UnknownServiceError):  # then: botocore's
                 loader.load_service_model(service, model, api_version=None)
