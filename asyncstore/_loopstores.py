@@ -23,23 +23,13 @@ from collections.abc import Callable
 import anyio.to_thread
 
 from . import Store
+from ._backend import current_loop
 
 __all__ = ["LoopStores", "current_loop"]
 
 # Stores inherited from a parent process: kept referenced so that garbage
 # collection never runs their clients' finalizers in the child.
 _inherited: list[Store] = []
-
-
-def current_loop() -> object:
-    """The running event loop (asyncio) or trio run (its token), for keying clients."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    import trio  # already imported when a trio run is active
-
-    return trio.lowlevel.current_trio_token()
 
 
 class LoopStores:
