@@ -98,6 +98,8 @@ class SigV4Proxy:
         split = urlsplit(upstream)
         self.upstream = (split.hostname or "127.0.0.1", split.port or 80)
         self.secret_key = secret_key
+        #: The secrets of other access keys (a test that serves credentials of its own).
+        self.secrets: dict[str, str] = {}
         self.sent: list[Sent] = []
         self.failures: list[str] = []
         self.checked = 0
@@ -142,7 +144,10 @@ class SigV4Proxy:
     # -- checking ------------------------------------------------------------------------------
 
     def _secret(self, access_key: str) -> str:
-        """The secret of ``access_key``: the environment's when a test put its keys there."""
+        """The secret of ``access_key``: the environment's when a test put its keys there,
+        or the one in `secrets`."""
+        if access_key in self.secrets:
+            return self.secrets[access_key]
         if access_key == os.environ.get("AWS_ACCESS_KEY_ID"):
             return os.environ.get("AWS_SECRET_ACCESS_KEY", self.secret_key)
         return self.secret_key

@@ -26,10 +26,15 @@ import base64
 import contextlib
 import dataclasses
 import datetime
+import functools
 import gc
 import hashlib
+import http.server
 import io
+import json
 import os
+import re
+import threading
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Iterator
@@ -451,6 +456,286 @@ async def test_assumed_role_credentials_work_and_refresh_through_the_set_up_sess
         assert first.access_key != second.access_key  # refreshed, through STS
         assert "AKIDBASE" not in (first.access_key, second.access_key)  # the role's keys
         await store.delete("k")
+
+
+class CredentialService:
+    """Credentials served on 127.0.0.1 as AWS serves them, from a thread: to containers
+    (ECS, EKS Pod Identity: ``GET /creds``, with an ``Authorization`` token when one is set)
+    and to EC2 instances (IMDSv2: ``PUT /latest/api/token``, then the role's name and its
+    credentials, each asked with that token).
+
+    Every answer of credentials gives new keys (``ASIA...n``) that expire ``lifetime``
+    seconds later; their secrets go into ``secrets`` (for `SigV4Proxy`, which checks the
+    signatures with them). A request without what AWS requires is answered 401 and kept in
+    ``refused``.
+    """
+
+    ROLE = "asyncstore-role"
+
+    def __init__(self) -> None:
+        self.lifetime = 900
+        self.authorization: str | None = None
+        #: What each answer of credentials gave: (access key, secret, token).
+        self.served: list[tuple[str, str, str]] = []
+        self.secrets: dict[str, str] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.refused: list[str] = []
+        self._tokens: set[str] = set()
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            timeout = 10  # a connection that stalls does not hold a thread for longer
+
+            def do_GET(self) -> None:
+                owner._answer(self)
+
+            def do_PUT(self) -> None:
+                owner._answer(self)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        serve = functools.partial(self.server.serve_forever, poll_interval=0.05)
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+    def _credentials(self) -> dict[str, str]:
+        with self._lock:
+            n = len(self.served) + 1
+            keys = (f"ASIASERVED{n:06d}", f"served-secret-{n}", f"served-token-{n}")
+            self.served.append(keys)
+            self.secrets[keys[0]] = keys[1]
+        expiry = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
+            seconds=self.lifetime
+        )
+        return {
+            "AccessKeyId": keys[0],
+            "SecretAccessKey": keys[1],
+            "Token": keys[2],
+            "Expiration": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+
+    def _answer(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+        method, path, headers = handler.command, handler.path, handler.headers
+        if path.startswith("http://"):  # absolute-form, as aiobotocore's httpx session sends
+            path = urlsplit(path).path
+        with self._lock:
+            self.requests.append((method, path))
+        roles = "/latest/meta-data/iam/security-credentials/"
+        body: str | None = None
+        if method == "GET" and path == "/creds":
+            if headers.get("Authorization") == self.authorization:
+                body = json.dumps(self._credentials())
+        elif method == "PUT" and path == "/latest/api/token":
+            ttl = headers.get("X-aws-ec2-metadata-token-ttl-seconds", "")
+            if ttl.isdigit() and 1 <= int(ttl) <= 21600:
+                body = f"imds-token-{uuid.uuid4().hex}"
+                with self._lock:
+                    self._tokens.add(body)
+        elif method == "GET" and headers.get("X-aws-ec2-metadata-token") in self._tokens:
+            if path == roles:
+                body = self.ROLE
+            elif path == roles + self.ROLE:
+                body = json.dumps({"Code": "Success", "Type": "AWS-HMAC", **self._credentials()})
+        if body is None:
+            with self._lock:
+                self.refused.append(f"{method} {path}")
+            handler.send_error(401)
+            return
+        data = body.encode()
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+
+@pytest.fixture
+def credential_service(
+    s3: S3Server, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, blockbuster: Any
+) -> Iterator[CredentialService]:
+    """A `CredentialService`, and an environment in which nothing else gives credentials:
+    no keys, no profile, empty configuration files; the metadata services to be pointed at
+    it by the test. The moto proxy checks signatures with the secrets it serves.
+
+    The providers that come before the metadata services in aiobotocore's chain
+    (``AioSharedCredentialProvider.load``, ``AioConfigProvider.load``,
+    ``AioBotoProvider.load``) look for their files on the event loop, in botocore's code
+    (``raw_config_parse``): those calls are let through here, as in the assumed-role test.
+    """
+    for call in ("os.stat", "io.BufferedReader.read", "io.TextIOWrapper.read"):
+        blockbuster.functions[call].can_block_in("botocore/configloader.py", "raw_config_parse")
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CREDENTIAL_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE",
+        "AWS_EC2_METADATA_V1_DISABLED",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "BOTO_CONFIG"):
+        monkeypatch.setenv(name, str(empty))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # the IMDS test turns it on
+    service = CredentialService()
+    assert s3.proxy is not None
+    monkeypatch.setattr(s3.proxy, "secrets", service.secrets)
+    try:
+        yield service
+    finally:
+        service.close()
+
+
+def signed_with(recorder: Recorder) -> list[tuple[str, str]]:
+    """The access key and session token of each request recorded (in order)."""
+    keys = []
+    for _, headers, _ in recorder.requests:
+        match = re.search(r"Credential=([^/]+)/", headers.get("authorization", ""))
+        assert match is not None, headers
+        keys.append((match[1], headers.get("x-amz-security-token", "")))
+    return keys
+
+
+def one_http_client_under_trio(anyio_backend: str, http_client: str) -> None:
+    if anyio_backend == "trio" and http_client != "auto":
+        pytest.skip("under trio, 'auto' is httpx")
+
+
+@pytest.mark.parametrize("http_client", ["auto", "httpx"])
+@pytest.mark.parametrize("authorization", [None, "token", "token file"])
+async def test_container_credentials_work_and_refresh(
+    s3: S3Server,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    credential_service: CredentialService,
+    anyio_backend: str,
+    http_client: str,
+    authorization: str | None,
+    tmp_path: Any,
+    blockbuster: Any,
+) -> None:
+    """Credentials from the container credentials endpoint (ECS; with an authorization
+    token, from the environment or, as EKS Pod Identity gives it, from a file) sign the lean
+    path's requests and the SDK's, with aiohttp under asyncio, and with httpx under asyncio
+    and trio (the set-up makes httpx the session's default, so that aiobotocore picks its
+    anyio providers). Their 900 s are within botocore's refresh window, so each ask fetches
+    new keys from the endpoint, and the next request is signed with them.
+
+    aiobotocore's provider reads the token file on the event loop before each fetch, in
+    botocore's code (``ContainerProvider._build_headers``, called by the ``fetch_creds`` of
+    ``AioContainerProvider._create_fetcher``): that read is let through here.
+    """
+    one_http_client_under_trio(anyio_backend, http_client)
+    service = credential_service
+    monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", f"{service.url}/creds")
+    if authorization == "token":
+        service.authorization = "Bearer ecs-token"
+        monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", service.authorization)
+    elif authorization == "token file":
+        service.authorization = "Bearer eks-pod-identity-token"
+        (tmp_path / "token").write_text(service.authorization)
+        monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", str(tmp_path / "token"))
+        blockbuster.functions["io.TextIOWrapper.read"].can_block_in(
+            "botocore/credentials.py", "_build_headers"
+        )
+    recorder = Recorder(s3)
+    # Through the proxy: the signatures are checked with the secrets served.
+    backend = s3.backend(prefix, http_client=http_client)
+    async with Store(backend) as store:
+        await store.put("k", b"container")
+        assert await store.get("k") == b"container"
+        lean = backend._clients.lean
+        assert lean is not None and lean.refreshes
+        # aiobotocore's anyio credentials (and providers) with httpx, its asyncio ones else.
+        anyio_chain = type(lean._credentials).__name__.startswith("Anyio")
+        assert anyio_chain == (backend.http_library == "httpx")
+        fetched = len(service.served)
+        first = await lean._credentials.get_frozen_credentials()
+        second = await lean._credentials.get_frozen_credentials()
+        assert len(service.served) == fetched + 2  # each ask fetched them again
+        assert [first[:3], second[:3]] == service.served[-2:]
+        assert await store.get("k") == b"container"
+        assert signed_with(recorder)[-1] == service.served[-1][::2]  # the keys fetched for it
+        await store.delete("k")  # the SDK's client: a chain of its own, the same endpoint
+    assert not service.refused
+    assert all(key in service.secrets for key, _ in signed_with(recorder))
+    assert ("DeleteObject", service.served[-1][::2]) in [
+        (operation, keys)
+        for (operation, _, _), keys in zip(recorder.requests, signed_with(recorder), strict=True)
+    ]
+
+
+@pytest.mark.parametrize("http_client", ["auto", "httpx"])
+async def test_instance_metadata_credentials_work_and_refresh(
+    s3: S3Server,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    credential_service: CredentialService,
+    anyio_backend: str,
+    http_client: str,
+) -> None:
+    """Credentials from EC2's instance metadata service (IMDSv2: a session token, then the
+    role's credentials) sign the lean path's requests and the SDK's, with aiohttp under
+    asyncio, and with httpx (aiobotocore's anyio fetcher) under asyncio and trio.
+
+    botocore pushes the expiry of instance credentials that expire within 17-25 minutes
+    further off (it takes them for an outage of the service), so these last 6 hours, as
+    AWS's do, and the clock of the lean path's credentials is moved on to 12 minutes before
+    their expiry: each ask then fetches new ones, and the next request is signed with them.
+    """
+    one_http_client_under_trio(anyio_backend, http_client)
+    service = credential_service
+    service.lifetime = 6 * 3600
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "false")
+    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", service.url)
+    recorder = Recorder(s3)
+    backend = s3.backend(prefix, http_client=http_client)
+    async with Store(backend) as store:
+        await store.put("k", b"instance")
+        assert await store.get("k") == b"instance"
+        lean = backend._clients.lean
+        assert lean is not None and lean.refreshes
+        # aiobotocore's anyio credentials (and providers) with httpx, its asyncio ones else.
+        anyio_chain = type(lean._credentials).__name__.startswith("Anyio")
+        assert anyio_chain == (backend.http_library == "httpx")
+        assert len(service.served) == 1  # fetched once: far from their expiry
+        assert set(signed_with(recorder)) == {service.served[0][::2]}
+        clock = lean._credentials._time_fetcher
+        later = datetime.timedelta(seconds=service.lifetime - 12 * 60)
+        lean._credentials._time_fetcher = lambda: clock() + later
+        first = await lean._credentials.get_frozen_credentials()
+        second = await lean._credentials.get_frozen_credentials()
+        assert len(service.served) == 3  # each ask fetched them again
+        assert [first[:3], second[:3]] == service.served[-2:]
+        assert await store.get("k") == b"instance"
+        assert signed_with(recorder)[-1] == service.served[-1][::2]
+        await store.delete("k")  # the SDK's client: a chain of its own, the same service
+    assert not service.refused
+    assert ("PUT", "/latest/api/token") in service.requests  # IMDSv2 (v1's GETs are refused)
+    assert ("DeleteObject", service.served[-1][::2]) in [
+        (operation, keys)
+        for (operation, _, _), keys in zip(recorder.requests, signed_with(recorder), strict=True)
+    ]
 
 
 @pytest.mark.parametrize("http_client", ["aiohttp", "httpx"])
