@@ -22,7 +22,15 @@ import asyncio
 import builtins
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
 from typing import Generic, TypeVar
 
@@ -65,6 +73,11 @@ class Capabilities:
         part_writers: The most parts of one upload worth sending at once, whatever
             ``max_concurrency`` asks (None: no cap). A local file system gains
             nothing from concurrent writes into one file: they queue on its lock.
+        streamed_upload: Whether `Backend.upload_stream` sends a whole upload (made by
+            `Backend.create_stream_upload`) in one request, fed part by part as it goes
+            (a GCS resumable session). The core then streams a file of more than one
+            part that way: its bytes can be read again from any offset, so a broken
+            request resumes where the service stands.
     """
 
     parallel_parts: bool = True
@@ -74,6 +87,7 @@ class Capabilities:
     max_single_put: int = 5 * GiB
     part_checksums: frozenset[str] = frozenset()
     part_writers: int | None = None
+    streamed_upload: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -282,6 +296,34 @@ class Backend(abc.ABC):
         Raises:
             UploadNotFoundError: The upload does not exist.
         """
+
+    async def create_stream_upload(self, key: str, attrs: WriteAttributes) -> str:
+        """Start an upload for `upload_stream` and return its id (default: `create_upload`).
+
+        For a backend whose streamed uploads take another mechanism than its parts.
+        """
+        return await self.create_upload(key, attrs)
+
+    async def upload_stream(
+        self,
+        key: str,
+        upload_id: str,
+        size: int,
+        chunks: Callable[[int], AsyncGenerator[memoryview, None]],
+    ) -> None:
+        """Send all ``size`` bytes of an upload in one request (`Capabilities.streamed_upload`).
+
+        ``chunks(offset)`` yields the object's bytes from ``offset`` to its end, read
+        (and hashed, the first time) by the core as the request sends them; the caller
+        closes it. A new upload starts at 0; a call after a failed one starts where the
+        service says the upload stands (bytes it persisted are not sent again). On
+        success the upload holds every byte, ready for `complete_upload`.
+
+        Raises:
+            UploadNotFoundError: The upload does not exist.
+            TransportError: The request broke (the core calls again, to resume).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no streamed uploads")
 
     @abc.abstractmethod
     async def complete_upload(

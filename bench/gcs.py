@@ -13,8 +13,9 @@ object, and deleted ones, in memory), and one for the small GETs. Two workloads:
 * **large**: ``upload_file`` then ``download_file`` of one ``--size-mib`` MiB
   file (generated once under ``bench/.work``), parts / ranges of 16 MiB, 4 in
   flight over at most 4 connections (see ``POOL``), for asyncstore with each
-  multipart mechanism of the GCS backend (``composite``, ``resumable``) under
-  asyncio and under trio; and
+  upload mechanism of the GCS backend (``auto``, the default, and ``resumable``:
+  the file in one streamed request to a session; ``composite``: parts in
+  parallel, then composed) under asyncio and under trio; and
   gcloud-aio-storage's own ``upload()`` (an open file: one resumable session,
   one streamed PUT) and ``download_stream()`` (written to a file);
 * **small**: ``--small-count`` GETs of ``--small-kib`` KiB objects (over
@@ -93,7 +94,7 @@ CONCURRENCY = 4
 POOL = 4
 ASYNCSTORE = tuple(
     f"asyncstore-{loop}-{method}"
-    for method in ("composite", "resumable")
+    for method in ("auto", "composite", "resumable")
     for loop in ("asyncio", "trio")
 )
 LARGE_CLIENTS = (*ASYNCSTORE, "gcloud-aio-storage", "gcsfs", "obstore")

@@ -55,6 +55,7 @@ from asyncstore import (
     ConfigurationError,
     ConnectionError,
     IntegrityError,
+    InvalidArgumentError,
     InvalidKeyError,
     InvalidOffsetError,
     InvalidRangeError,
@@ -460,6 +461,13 @@ class TestGCSConformance(StoreConformance):
         )
 
 
+class TestGCSAutoConformance(TestGCSConformance):
+    """The same suite with the default: files in one request to a session, other
+    sources (and the caller's own uploads) as composite uploads."""
+
+    upload = "auto"
+
+
 class TestGCSResumableConformance(TestGCSConformance):
     """The same suite with resumable upload sessions."""
 
@@ -517,14 +525,17 @@ def test_gcs_scheme_and_keyword_options() -> None:
     assert from_url(_split("gs://bucket-1/a%20b")).options.prefix == "a b"
 
 
-def test_defaults_are_composite_and_the_stores_own_sizes() -> None:
+def test_defaults_are_auto_and_the_stores_own_sizes() -> None:
     backend = from_url(_split("gs://bucket-1"))
-    assert backend.upload_method == "composite"
-    assert backend.capabilities.parallel_parts
+    assert backend.upload_method == "auto"
+    assert backend.capabilities.parallel_parts  # parts go as composite uploads
+    assert backend.capabilities.streamed_upload  # files in one request to a session
     assert backend.capabilities.max_parts == 1024
     resumable = from_url(_split("gs://bucket-1?upload=resumable")).capabilities
     assert not resumable.parallel_parts
+    assert resumable.streamed_upload
     assert resumable.min_part_size == 256 * KiB
+    assert not from_url(_split("gs://bucket-1?upload=composite")).capabilities.streamed_upload
     assert backend.capabilities.min_part_size == 1
     assert backend.capabilities.part_checksums == frozenset({"crc32c"})
     assert backend.default_chunk_size is None
@@ -825,6 +836,138 @@ class TestMultipartPaths:
             assert await store.get("once") == data
         ranges = [s.headers.get("content-range") for s in proxy.of("chunk")]
         assert ranges[:3] == [f"bytes 0-{MiB - 1}/*", "bytes */*", f"bytes {MiB}-{2 * MiB - 1}/*"]
+
+    async def test_a_file_goes_to_a_resumable_session_in_one_request(
+        self, bucket: str, proxy: Proxy, emulator: Emulator, tmp_path: Any
+    ):
+        """A file's bytes can be read again from any offset, so the whole file goes in one
+        streamed request (a buffer's parts still go one request each, above), holding one
+        part at a time; its crc32c is checked and its sha256 patched in as for parts."""
+        data = pattern(3 * MiB + 1000, seed=21)
+        path = tmp_path / "big.bin"
+        path.write_bytes(data)
+        seen: list[int] = []
+        async with _store(bucket, proxy, upload="resumable") as store:
+            info = await store.upload_file(
+                path, "big", chunk_size=MiB, progress=lambda done, total: seen.append(done)
+            )
+            assert await store.get("big") == data
+        assert info.part_count == 4  # parts read, hashed and sent in order
+        assert 0 < info.peak_buffered <= MiB  # one part held at a time
+        assert info.sha256 == "sha256:" + hashlib.sha256(data).hexdigest()
+        assert seen[-1] == len(data) and seen == sorted(seen)
+        assert len(proxy.of("resumable-start")) == 1
+        (chunk,) = proxy.of("chunk")
+        assert chunk.headers["content-range"] == f"bytes 0-{len(data) - 1}/{len(data)}"
+        assert chunk.size == len(data)
+        assert not proxy.of("compose") and not proxy.of("multipart")
+        (patch,) = proxy.of("patch")
+        assert json.loads(patch.body)["metadata"]["asyncstore-sha256"] == info.sha256
+        resource = await anyio.to_thread.run_sync(emulator.resource, bucket, "p/big")
+        assert resource["metadata"]["asyncstore-sha256"] == info.sha256
+
+    async def test_by_default_a_file_streams_to_a_session_and_a_buffer_composes(
+        self, bucket: str, proxy: Proxy, tmp_path: Any
+    ):
+        """``upload=auto``: a file (its bytes can be read again from any offset) goes in
+        one request to a resumable session; a buffer's parts go in parallel as a
+        composite upload; and the caller's own uploads are composite (parts in any order)."""
+        data = pattern(3 * MiB + 11, seed=25)
+        path = tmp_path / "auto.bin"
+        path.write_bytes(data)
+        async with _store(bucket, proxy) as store:
+            assert store.backend.upload_method == "auto"  # type: ignore[attr-defined]
+            await store.upload_file(path, "file", chunk_size=MiB)
+            assert [s.kind for s in proxy.seen if s.name.endswith("file")] == [
+                "resumable-start",
+                "chunk",
+                "patch",
+            ]
+            proxy.clear()
+            await store.put("buffer", data, chunk_size=MiB)
+            assert len(proxy.of("multipart")) == 4 and len(proxy.of("compose")) == 1
+            assert not proxy.of("resumable-start")
+            upload_id = await store.create_upload("caller")
+            assert upload_id.startswith("gcs-composite.")
+            await store.abort_upload("caller", upload_id)
+            assert await store.get("file") == data
+            assert await store.get("buffer") == data
+
+    async def test_a_broken_streamed_request_resumes_where_the_session_stands(
+        self, bucket: str, proxy: Proxy, tmp_path: Any
+    ):
+        """GCS keeps what a broken request brought (here: its first MiB, which the proxy
+        hands the emulator as a chunk before it hangs up); the retry asks the session and
+        sends only the rest, read again from the file and not hashed twice."""
+        data = pattern(3 * MiB + 77, seed=22)
+        path = tmp_path / "resumed.bin"
+        path.write_bytes(data)
+
+        def persist_a_prefix(handler: _Handler, seen: Seen) -> None:
+            connection = http.client.HTTPConnection(*proxy.upstream, timeout=60)
+            try:
+                connection.request(
+                    "PUT",
+                    handler.path,
+                    body=seen.full_body[:MiB],
+                    headers={"Content-Range": f"bytes 0-{MiB - 1}/*"},
+                )
+                assert connection.getresponse().status == 308
+            finally:
+                connection.close()
+            handler.hang_up()
+
+        proxy.on(lambda s: s.kind == "chunk" and s.size == len(data), persist_a_prefix)
+        async with _store(bucket, proxy, upload="resumable") as store:
+            info = await store.upload_file(path, "resumed", chunk_size=MiB)
+            assert await store.get("resumed") == data
+            assert (await store.head("resumed")).sha256 == info.sha256
+        assert info.sha256 == "sha256:" + hashlib.sha256(data).hexdigest()
+        ranges = [(s.headers.get("content-range"), s.size) for s in proxy.of("chunk")]
+        assert ranges == [
+            (f"bytes 0-{len(data) - 1}/{len(data)}", len(data)),
+            ("bytes */*", 0),
+            (f"bytes {MiB}-{len(data) - 1}/{len(data)}", len(data) - MiB),
+        ]
+
+    async def test_a_streamed_file_changed_in_transit_is_deleted(
+        self, bucket: str, proxy: Proxy, tmp_path: Any
+    ):
+        """The streamed request cannot carry the file's crc32c (its head goes first): the
+        crc32c GCS computed is compared with the parts' afterwards, and a mismatch
+        deletes the object (pinned to its generation)."""
+        data = pattern(2 * MiB + 5, seed=23)
+        path = tmp_path / "flipped.bin"
+        path.write_bytes(data)
+
+        def flip_a_byte(handler: _Handler, seen: Seen) -> None:
+            seen.full_body = bytes([seen.full_body[0] ^ 1]) + seen.full_body[1:]
+            handler.reply(*handler.forward(seen))
+
+        proxy.on(lambda s: s.kind == "chunk" and s.size == len(data), flip_a_byte)
+        async with _store(bucket, proxy, upload="resumable") as store:
+            with pytest.raises(IntegrityError, match=r"'flipped'.*crc32c"):
+                await store.upload_file(path, "flipped", chunk_size=MiB)
+            assert not await store.exists("flipped")
+        deletes = [s for s in proxy.seen if s.method == "DELETE" and "/o/" in s.path]
+        assert deletes and "ifGenerationMatch" in deletes[0].query
+
+    async def test_a_file_that_shrinks_while_it_streams_fails_and_leaves_nothing(
+        self, bucket: str, proxy: Proxy, tmp_path: Any
+    ):
+        data = pattern(3 * MiB, seed=24)
+        path = tmp_path / "shrinks.bin"
+        path.write_bytes(data)
+
+        def shrink(done: int, total: int | None) -> None:
+            if done == MiB:  # the first part is sent: the rest of the file goes away
+                os.truncate(path, MiB + 10)
+
+        async with _store(bucket, proxy, upload="resumable") as store:
+            with pytest.raises(InvalidArgumentError, match=r"'shrinks'.*ended at byte"):
+                await store.upload_file(path, "shrinks", chunk_size=MiB, progress=shrink)
+            assert not await store.exists("shrinks")
+        assert len(proxy.of("session-delete")) == 1  # the session was cancelled
 
     async def test_resumable_upload_continues_in_another_backend(self, bucket: str):
         data = pattern(2 * MiB + 3, seed=8)

@@ -15,9 +15,10 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 import pytest
 
-from asyncstore.backends._http import ConnectionClosed, HttpPool, Target, http_date
+from asyncstore.backends._http import ConnectionClosed, HttpPool, StreamedBody, Target, http_date
 
 pytestmark = pytest.mark.anyio
 
@@ -364,6 +365,34 @@ async def test_a_body_of_several_buffers_is_sent_whole() -> None:
         await (await pool.request("POST", "/k", {}, pieces)).read()
         await (await pool.request("POST", "/k", {}, [b"small", b"-one"])).read()
     assert received == [b"".join(bytes(p) for p in pieces), b"small-one"]
+
+
+async def test_a_streamed_body_is_sent_as_its_chunks_come_and_must_have_its_length() -> None:
+    """A `StreamedBody`'s chunks are awaited between writes (here each from a worker
+    thread, as the core reads a file); one that ends short of its ``Content-Length``
+    is an error, and its connection, with a request cut short, is never reused."""
+    received: list[bytes] = []
+
+    async def handler(peer: Peer) -> None:
+        while (request := await peer.request()) is not None:
+            received.append(request[2])
+            await peer.send(answer(b""))
+
+    blocks = [bytes([n]) * (700 * 1024) for n in range(5)]
+
+    async def chunks(count: int) -> AsyncIterator[memoryview]:
+        for block in blocks[:count]:
+            yield memoryview(await anyio.to_thread.run_sync(bytes, block))
+
+    whole = sum(len(b) for b in blocks)
+    async with serving(handler) as (server, pool):
+        await (await pool.request("PUT", "/k", {}, StreamedBody(whole, chunks(5)))).read()
+        with pytest.raises(ValueError, match=f"{whole} bytes was given {whole - len(blocks[4])}"):
+            await pool.request("PUT", "/k", {}, StreamedBody(whole, chunks(4)))
+        await (await pool.request("PUT", "/k", {}, b"after")).read()
+    assert received[0] == b"".join(blocks)
+    assert received[-1] == b"after"
+    assert server.connections == 2  # the cut-short request's connection was closed
 
 
 def test_http_date_reads_a_last_modified_header_as_an_aware_datetime() -> None:

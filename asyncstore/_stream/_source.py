@@ -49,6 +49,10 @@ class PartReader(Protocol):
         """The caller is done with ``part``: its buffer may be reused for a later part."""
         ...
 
+    def seek(self, offset: int) -> bool:
+        """Read on from ``offset`` (a file opened here); False if the source cannot."""
+        ...
+
 
 class _BufferReader:
     def __init__(self, data: memoryview, part_size: int) -> None:
@@ -59,6 +63,9 @@ class _BufferReader:
 
     def release(self, part: memoryview) -> None:
         return None  # parts are views of the caller's buffer: never recycled
+
+    def seek(self, offset: int) -> bool:
+        return False  # the parts' path: views of the caller's buffer, sent as they are
 
     async def read_part(self) -> memoryview | None:
         if self._pos >= len(self._data):
@@ -111,6 +118,13 @@ class _FileReader:
 
     def release(self, part: memoryview) -> None:
         self._pool.give(part)
+
+    def seek(self, offset: int) -> bool:
+        if not self._owned or self.size is None:
+            return False  # a caller's file object: its position is the caller's
+        self._file.seek(offset)  # a regular file's lseek: no wait
+        self._eof = False
+        return True
 
     async def read_part(self) -> memoryview | None:
         if self._eof:
@@ -297,6 +311,9 @@ class _AsyncIterableReader:
                 if last is not None:
                     self._ready.append(last)
         return self._ready.pop(0)
+
+    def seek(self, offset: int) -> bool:
+        return False  # a stream is read once
 
     async def aclose(self) -> None:
         self._assembler.close()

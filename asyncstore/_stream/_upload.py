@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -27,6 +27,7 @@ from .._errors import (
     AlreadyExistsError,
     InvalidArgumentError,
     PreconditionFailedError,
+    StoreError,
     TransportError,
     UploadNotFoundError,
 )
@@ -197,6 +198,16 @@ async def upload(
     checks = caps.part_checksums
     inline = checks & INLINE_CHECKSUMS  # in the in-order pass; the others by each part's worker
     apart = tuple(checks - INLINE_CHECKSUMS)
+    if (
+        caps.streamed_upload
+        and not apart
+        and reader.size is not None
+        and reader.size > part_size
+        and reader.seek(0)
+    ):
+        return await _upload_streamed(
+            backend, key, reader, attrs, reader.size, retry=retry, progress=progress
+        )
     hasher = Sha256()
     window = _Window()
     first = await reader.read_part()
@@ -316,3 +327,87 @@ async def upload(
         window.peak_held,
         result.request_id,
     )
+
+
+async def _upload_streamed(
+    backend: Backend,
+    key: str,
+    reader: PartReader,
+    attrs: WriteAttributes,
+    size: int,
+    *,
+    retry: RetryPolicy,
+    progress: ProgressReporter,
+) -> UploadOutcome:
+    """Send ``size`` bytes of a seekable source as one request (`Capabilities.streamed_upload`).
+
+    The request's body is read a part at a time, and each part's bytes are hashed
+    (the sha256 and the backend's in-order part checksums) the first time they are
+    read, before they are sent: the backend's request never holds more than the part
+    being sent. A broken request is retried like any part: the backend asks the
+    service where the upload stands, and the source is read again from there (bytes
+    hashed already are not hashed twice). The parts read are reported to
+    `Backend.complete_upload` as the upload's parts, with their checksums.
+    """
+    inline = backend.capabilities.part_checksums & INLINE_CHECKSUMS
+    hasher = Sha256()
+    window = _Window()
+    parts: list[CompletedPart] = []
+
+    async def chunks(offset: int) -> AsyncGenerator[memoryview, None]:
+        if not 0 <= offset <= hasher.size:
+            raise StoreError(
+                f"key {key!r}: the upload stands at byte {offset}, but only {hasher.size} "
+                "were sent",
+                key=key,
+            )
+        reader.seek(offset)
+        position = offset
+        while position < size:
+            data = await reader.read_part()
+            if data is None:
+                raise InvalidArgumentError(
+                    f"key {key!r}: the file ended at byte {position} of {size} while it was "
+                    "being uploaded",
+                    key=key,
+                )
+            window.take(len(data))
+            try:
+                body = data[: size - position]  # a file that grew since its stat: its size
+                end = position + len(body)
+                fresh = end - max(position, hasher.size)
+                if fresh > 0:  # bytes read for the first time: hashed before they are sent
+                    sums = await hasher.update(body[len(body) - fresh :], part=inline)
+                    number = len(parts) + 1
+                    parts.append(CompletedPart(number, end - fresh, fresh, str(number), sums))
+                window.start()
+                yield body
+                window.in_flight -= 1
+                if fresh > 0:
+                    await progress.advance(fresh)
+            finally:
+                window.held -= len(data)
+                reader.release(data)
+            position = end
+
+    async def create() -> str:
+        return await backend.create_stream_upload(key, attrs)
+
+    upload_id = await call_with_retry(retry, "create upload", key, create)
+    try:
+
+        async def send() -> None:
+            await backend.upload_stream(key, upload_id, size, chunks)
+
+        await call_with_retry(retry, "upload", key, send)
+        sha = hasher.digest_string()
+        final = _with_sha(attrs, sha)
+
+        async def complete() -> WriteResult:
+            return await backend.complete_upload(key, upload_id, parts, final)
+
+        result = await _commit(backend, key, "complete upload", complete, final, size, retry)
+    except BaseException:
+        await abort_quietly(backend, key, upload_id, retry)
+        raise
+    return UploadOutcome(size, result.etag, sha, len(parts), 1, window.peak_held, result.request_id)

@@ -29,7 +29,7 @@ import functools
 import ssl
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from urllib.parse import quote, urlsplit
 
@@ -49,6 +49,7 @@ __all__ = [
     "HttpPool",
     "Response",
     "ResponseStream",
+    "StreamedBody",
     "Target",
     "http_date",
     "proxied",
@@ -89,6 +90,19 @@ IDLE_SECONDS = 15.0
 SMALL_BODY = 64 * 1024
 #: Bytes per write of a larger body.
 SEND_BLOCK = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StreamedBody:
+    """A request body of known length whose bytes come from an async iterable, sent as they come.
+
+    Attributes:
+        length: Its ``Content-Length``: the iterable must yield exactly that many bytes.
+        chunks: The bytes, in order.
+    """
+
+    length: int
+    chunks: AsyncIterable[bytes | memoryview]
 
 
 def proxied(url: str) -> bool:
@@ -477,7 +491,7 @@ class HttpPool:
         method: str,
         target: str,
         headers: Iterable[tuple[str, str]] | Mapping[str, str] = (),
-        body: bytes | memoryview | Sequence[bytes | memoryview] | None = None,
+        body: bytes | memoryview | Sequence[bytes | memoryview] | StreamedBody | None = None,
         *,
         bounded: bool = True,
     ) -> Response:
@@ -488,7 +502,9 @@ class HttpPool:
             target: The path and query, already percent-encoded.
             headers: Headers to send besides ``Host`` and ``Content-Length``.
             body: The body: a buffer, or buffers sent one after another (sent from
-                the buffers as they are, in writes of at most `SEND_BLOCK` bytes).
+                the buffers as they are, in writes of at most `SEND_BLOCK` bytes), or a
+                `StreamedBody` (each write, and the wait for the answer, then has a
+                read timeout of its own: the whole upload may take longer).
             bounded: Whether the request waits for a slot of the limit of requests
                 in flight. A lookup made by a caller that holds a slot already (and
                 would otherwise wait for the slots of callers doing the same) is
@@ -502,7 +518,11 @@ class HttpPool:
         lines = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), self._host_line]
         lines += [f"{name}: {value}\r\n".encode("latin-1") for name, value in items]
         pieces: list[memoryview] = []
-        if body is not None:
+        streamed: StreamedBody | None = None
+        if isinstance(body, StreamedBody):
+            streamed = body
+            lines.append(b"Content-Length: %d\r\n\r\n" % body.length)
+        elif body is not None:
             given = [body] if isinstance(body, (bytes, bytearray, memoryview)) else body
             pieces = [memoryview(piece).cast("B") for piece in given]
             lines.append(b"Content-Length: %d\r\n\r\n" % sum(len(p) for p in pieces))
@@ -522,6 +542,8 @@ class HttpPool:
                 self.slots.release_on_behalf_of(token)
             raise
         conn.token = token
+        if streamed is not None:
+            return await self._send_streamed(conn, method, head, streamed)
         try:
             # One deadline for the request and the response's head (each write and read of
             # a large body gets its own): a scope per socket call costs more than the call.
@@ -534,6 +556,36 @@ class HttpPool:
                         for start in range(0, len(piece), SEND_BLOCK):
                             with conn.deadline(self.read_timeout):
                                 await conn.send(piece[start : start + SEND_BLOCK])
+                response = await self._read_head(conn, method)
+        except BaseException:
+            await self._give_back(conn, reusable=False)
+            raise
+        if response.complete:
+            await response._finish()
+        return response
+
+    async def _send_streamed(
+        self, conn: Connection, method: str, head: bytes, body: StreamedBody
+    ) -> Response:
+        """`request`'s sending of a `StreamedBody`: the chunks are awaited between writes."""
+        try:
+            with conn.deadline(self.read_timeout):
+                await conn.send(head)
+            sent = 0
+            async for chunk in body.chunks:
+                view = memoryview(chunk).cast("B")
+                sent += view.nbytes
+                if sent > body.length:
+                    break
+                for start in range(0, view.nbytes, SEND_BLOCK):
+                    with conn.deadline(self.read_timeout):
+                        await conn.send(view[start : start + SEND_BLOCK])
+            if sent != body.length:
+                raise ValueError(
+                    f"a request body of {body.length} bytes was given "
+                    f"{'more' if sent > body.length else sent}"
+                )
+            with conn.deadline(self.read_timeout):
                 response = await self._read_head(conn, method)
         except BaseException:
             await self._give_back(conn, reusable=False)

@@ -273,6 +273,9 @@ class _ReadAhead:
     def release(self, part: memoryview) -> None:
         self._inner.release(part)
 
+    def seek(self, offset: int) -> bool:
+        return False  # a part may be in flight
+
     async def aclose(self) -> None:
         await self._inner.aclose()
 
@@ -294,6 +297,14 @@ class _Pushback:
 
     def release(self, part: memoryview) -> None:
         self._inner.release(part)
+
+    def seek(self, offset: int) -> bool:
+        if not self._inner.seek(offset):
+            return False
+        if self._first is not None:  # read again from the source
+            self._inner.release(self._first)
+            self._first = None
+        return True
 
     async def aclose(self) -> None:
         await self._inner.aclose()

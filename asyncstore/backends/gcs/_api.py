@@ -29,7 +29,7 @@ from ..._backend import WriteAttributes
 from ..._errors import PreconditionFailedError, StoreError, TransportError
 from ..._stream._tasks import Slots
 from ..._types import ObjectInfo
-from .._http import HttpPool, Response, quoted
+from .._http import HttpPool, Response, StreamedBody, quoted
 from ._http import CompatSession, TokenSource
 from ._translate import Where, gcs_errors, raise_for_status
 
@@ -125,6 +125,18 @@ class _Slices:
         except StopIteration:
             raise StopAsyncIteration from None
         return piece  # type: ignore[return-value]  # h11 takes any bytes-like object
+
+
+class _StreamedByteStream(httpx.AsyncByteStream):
+    """A `StreamedBody` as httpx's request stream (where the lean path cannot go)."""
+
+    def __init__(self, body: StreamedBody) -> None:
+        self._body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._body.chunks:
+            for start in range(0, len(chunk), _PIECE):
+                yield chunk[start : start + _PIECE]  # type: ignore[misc]  # h11 takes any buffer
 
 
 def check_generation(value: str, key: str) -> str:
@@ -236,7 +248,7 @@ class GCSApi:
         *,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
-        content: bytes | BodyPieces | None = None,
+        content: bytes | BodyPieces | StreamedBody | None = None,
         ok: Sequence[int] = (),
         raw: bool = False,
     ) -> tuple[httpx.Response | Response, bytes]:
@@ -250,7 +262,7 @@ class GCSApi:
         target = self._lean_target(url, params)
         if target is not None:
             return await self._send_lean(method, target, where, headers, content, ok)
-        if content is not None and not isinstance(content, BodyPieces):
+        if isinstance(content, (bytes, bytearray, memoryview)):
             content = BodyPieces(content)  # never an httpx generator that a cut-off leaves open
         async with self.limiter:
             sent = await self.headers(headers)
@@ -259,6 +271,10 @@ class GCSApi:
                     sent["Content-Length"] = str(content.size)
                     request = self.client.build_request(method, url, params=params, headers=sent)
                     request.stream = content
+                elif isinstance(content, StreamedBody):  # its chunks are closed by its owner
+                    sent["Content-Length"] = str(content.length)
+                    request = self.client.build_request(method, url, params=params, headers=sent)
+                    request.stream = _StreamedByteStream(content)
                 else:
                     request = self.client.build_request(
                         method, url, params=params, headers=sent, content=content
@@ -333,7 +349,7 @@ class GCSApi:
         target: str,
         where: Where,
         headers: Mapping[str, str] | None,
-        content: bytes | BodyPieces | None,
+        content: bytes | BodyPieces | StreamedBody | None,
         ok: Sequence[int],
     ) -> tuple[Response, bytes]:
         assert self.pool is not None

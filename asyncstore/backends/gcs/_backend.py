@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import heapq
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -69,6 +70,9 @@ _COMPOSITE = Capabilities(
     max_single_put=5 * 1024 * MiB,
     part_checksums=frozenset({"crc32c"}),
 )
+#: ``upload=auto``: parts as composite uploads, a file in one streamed request to a
+#: resumable session (`create_stream_upload`), the fastest way measured for both.
+_AUTO = dataclasses.replace(_COMPOSITE, streamed_upload=True)
 _RESUMABLE = Capabilities(
     parallel_parts=False,
     min_part_size=256 * KiB,  # chunks of a session are multiples of 256 KiB
@@ -76,6 +80,7 @@ _RESUMABLE = Capabilities(
     max_parts=1_000_000,
     max_single_put=5 * 1024 * MiB,
     part_checksums=frozenset({"crc32c"}),
+    streamed_upload=True,  # a file in one request: see Uploads.stream
 )
 
 
@@ -105,8 +110,11 @@ class GCSBackend(Backend):
         api_root: ``http(s)://host[:port]`` of the JSON API (default:
             ``STORAGE_EMULATOR_HOST`` when set, else ``https://storage.googleapis.com``).
         service_file: A credentials JSON file (default: Application Default Credentials).
-        upload: ``"composite"`` (parallel composite uploads) or ``"resumable"``
-            (resumable sessions) for objects of more than one part.
+        upload: For objects of more than one part: ``"auto"`` (the default: a file
+            in one streamed request to a resumable session, anything else as a
+            parallel composite upload), ``"composite"`` (parallel composite uploads)
+            or ``"resumable"`` (resumable sessions: a file in one request, other
+            sources in parts, in order).
         concurrency: The store's default parts / ranges in flight.
         part_size_mb: The store's default part / range size, in MiB.
         max_connections: The most HTTP connections open at once.
@@ -137,7 +145,7 @@ class GCSBackend(Backend):
         project: str | None = None,
         api_root: str | None = None,
         service_file: str | None = None,
-        upload: UploadMethod = "composite",
+        upload: UploadMethod = "auto",
         concurrency: int | None = None,
         part_size_mb: int | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
@@ -166,7 +174,9 @@ class GCSBackend(Backend):
             options.read_timeout or default_read,
         )
         self.api_root, self.anonymous = resolve_api_root(options.api_root)
-        self.capabilities = _RESUMABLE if options.upload == "resumable" else _COMPOSITE
+        self.capabilities = {"auto": _AUTO, "composite": _COMPOSITE, "resumable": _RESUMABLE}[
+            options.upload
+        ]
         if options.part_size_mb is not None:
             self.default_chunk_size = options.part_size_mb * MiB
         if options.concurrency is not None:
@@ -177,7 +187,7 @@ class GCSBackend(Backend):
 
     @property
     def upload_method(self) -> UploadMethod:
-        """How uploads of more than one part are made (``composite`` or ``resumable``)."""
+        """How uploads of more than one part are made (``auto``, ``composite`` or ``resumable``)."""
         return self.options.upload
 
     def describe(self) -> str:
@@ -428,7 +438,14 @@ class GCSBackend(Backend):
 
     async def create_upload(self, key: str, attrs: WriteAttributes) -> str:
         _, uploads = await self._ready()
-        return await uploads.create(key, self.name(key), attrs, self.upload_method)
+        resumable = self.upload_method == "resumable"  # auto: parts go as composite uploads
+        return await uploads.create(
+            key, self.name(key), attrs, "resumable" if resumable else "composite"
+        )
+
+    async def create_stream_upload(self, key: str, attrs: WriteAttributes) -> str:
+        _, uploads = await self._ready()
+        return await uploads.create(key, self.name(key), attrs, "resumable")
 
     async def upload_part(
         self,
@@ -441,6 +458,16 @@ class GCSBackend(Backend):
     ) -> CompletedPart:
         _, uploads = await self._ready()
         return await uploads.part(key, self.name(key), upload_id, number, offset, data, checksums)
+
+    async def upload_stream(
+        self,
+        key: str,
+        upload_id: str,
+        size: int,
+        chunks: Callable[[int], AsyncGenerator[memoryview, None]],
+    ) -> None:
+        _, uploads = await self._ready()
+        await uploads.stream(key, self.name(key), upload_id, size, chunks)
 
     async def complete_upload(
         self, key: str, upload_id: str, parts: Sequence[CompletedPart], attrs: WriteAttributes

@@ -1,6 +1,6 @@
 """The options of a GCS store, from a ``gs://`` URL, keyword arguments and the environment.
 
-``gs://bucket/prefix?project=...&api_root=...&service_file=...&upload=composite``
+``gs://bucket/prefix?project=...&api_root=...&service_file=...&upload=auto``
 (``gcs://`` is the same):
 
 * bucket = the URL's host; prefix = its path without leading or trailing ``/``
@@ -11,10 +11,12 @@
   ``STORAGE_EMULATOR_HOST`` when set, else ``https://storage.googleapis.com``);
 * ``service_file``: a service-account (or other credentials) JSON file; default:
   Application Default Credentials;
-* ``upload``: how objects larger than one part are uploaded: ``composite``
-  (parallel composite upload: parts in parallel as temporary objects, then
-  composed; the default) or ``resumable`` (one resumable upload session,
-  parts in order);
+* ``upload``: how objects larger than one part are uploaded: ``auto`` (the
+  default: a file in one streamed request to a resumable session, anything
+  else as a composite upload), ``composite`` (parallel composite upload: parts
+  in parallel as temporary objects, then composed) or ``resumable`` (one
+  resumable upload session: a file in one streamed request, other sources in
+  parts, in order);
 * ``concurrency``: the store's default parts / ranges in flight, 1..100;
 * ``part_size_mb``: the store's default part / range size in MiB, 1..5120;
 * ``max_connections``: the most HTTP connections open at once, 1..1000 (default 64);
@@ -74,8 +76,8 @@ OPTION_NAMES = (
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 DEFAULT_API_ROOT = "https://storage.googleapis.com"
 
-UploadMethod = Literal["composite", "resumable"]
-_UPLOAD_METHODS: tuple[UploadMethod, ...] = ("composite", "resumable")
+UploadMethod = Literal["auto", "composite", "resumable"]
+_UPLOAD_METHODS: tuple[UploadMethod, ...] = ("auto", "composite", "resumable")
 _CONCURRENCY = (1, 100)
 _PART_SIZE_MB = (1, 5120)
 _MAX_CONNECTIONS = (1, 1000)
@@ -102,8 +104,9 @@ class GCSOptions:
         api_root: The JSON API root given explicitly, or None (see `resolve_api_root`).
         service_file: Path of a credentials JSON file, or None for Application
             Default Credentials.
-        upload: How multipart uploads are made: ``"composite"`` (the default) or
-            ``"resumable"``.
+        upload: How objects of more than one part are uploaded: ``"auto"`` (the
+            default: files by a resumable session in one request, the rest as
+            composite uploads), ``"composite"`` or ``"resumable"``.
         concurrency: The store's default transfers in flight, or None.
         part_size_mb: The store's default part / range size in MiB, or None.
         max_connections: The most HTTP connections open at once.
@@ -118,7 +121,7 @@ class GCSOptions:
     project: str | None = None
     api_root: str | None = None
     service_file: str | None = None
-    upload: UploadMethod = "composite"
+    upload: UploadMethod = "auto"
     concurrency: int | None = None
     part_size_mb: int | None = None
     max_connections: int = DEFAULT_MAX_CONNECTIONS
@@ -259,7 +262,7 @@ def _upload(value: object, where: str) -> UploadMethod:
         if value == method:
             return method
     raise ConfigurationError(
-        f"option 'upload' of {where} must be 'composite' or 'resumable', not {value!r}",
+        f"option 'upload' of {where} must be 'auto', 'composite' or 'resumable', not {value!r}",
         key="upload",
     )
 
@@ -326,7 +329,7 @@ def parse_options(url: SplitResult, options: Mapping[str, object]) -> GCSOptions
         project=_option(values, "project", _project, where),
         api_root=_option(values, "api_root", _api_root, where),
         service_file=_option(values, "service_file", _service_file, where),
-        upload=_option(values, "upload", _upload, where) or "composite",
+        upload=_option(values, "upload", _upload, where) or "auto",
         concurrency=_option(values, "concurrency", _concurrency, where),
         part_size_mb=_option(values, "part_size_mb", _part_size_mb, where),
         max_connections=_option(values, "max_connections", _max_connections, where)

@@ -46,7 +46,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Literal
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
@@ -66,6 +66,7 @@ from ..._errors import (
 )
 from ..._meta import SHA256
 from ..._stream._tasks import task_group
+from .._http import StreamedBody
 from ._api import JSON, JSON_TIMEOUT, BodyPieces, GCSApi, conditions, decode_json
 from ._crc32c import combine_all, from_base64, to_base64
 from ._objects import delete_names, write_resource
@@ -139,12 +140,14 @@ class _Session:
         tail: Bytes accepted from parts but not sent yet (less than 256 KiB,
             unless a send failed).
         done: The object resource, once the session has been finalised.
+        create: Whether the session creates its object only if the key is absent.
     """
 
     committed: int | None = None
     tail_start: int = 0
     tail: bytes = b""
     done: JSON | None = None
+    create: bool = False
     lock: anyio.Lock = dataclasses.field(default_factory=anyio.Lock)
 
     @property
@@ -223,6 +226,65 @@ class Uploads:
         return await self._session_part(
             key, name, upload_id, token, number, offset, data, checksums
         )
+
+    async def stream(
+        self,
+        key: str,
+        name: str,
+        upload_id: str,
+        size: int,
+        chunks: Callable[[int], AsyncGenerator[memoryview, None]],
+    ) -> None:
+        """Send a session all its bytes in one request, from where the session stands.
+
+        The request's ``Content-Range`` gives the object's size, so the session is
+        finished when the request is; ``complete`` then checks its crc32c against the
+        parts' and patches in the sha256. A request that broke is resumed by the next
+        call, from the session's committed offset (asked of it, as after a broken part).
+        """
+        kind, token = self._parse(key, name, upload_id)
+        if kind != "resumable":
+            raise InvalidArgumentError(
+                f"upload {upload_id!r} of key {key!r} is a composite upload: its parts are "
+                "uploaded one by one",
+                key=key,
+            )
+        api = self._api
+        session = self._known(upload_id)
+        async with session.lock:
+            await self._refresh(key, name, token, session)
+            if session.done is not None:
+                return  # finished by an attempt whose answer was lost
+            assert session.committed is not None
+            start = session.committed
+            try:
+                async with contextlib.aclosing(chunks(start)) as body:
+                    response, answer = await api.send(
+                        "PUT",
+                        api.upload_url,
+                        self._where(key, upload=True, create=session.create),
+                        params=self._session_params(name, token),
+                        headers={
+                            "Content-Range": (
+                                f"bytes {start}-{size - 1}/{size}"
+                                if start < size
+                                else f"bytes */{size}"
+                            )
+                        },
+                        content=StreamedBody(size - start, body) if start < size else b"",
+                        ok=(308,),
+                    )
+            except BaseException:
+                session.committed = None  # ask the session before sending more
+                raise
+            if response.status_code == 308:
+                session.committed = None
+                raise TransportError(
+                    f"the upload session of key {key!r} did not take all {size} bytes (it has "
+                    f"{_committed(response.headers.get('range'))})",
+                    key=key,
+                )
+            session.done = decode_json(answer, self._where(key))
 
     async def complete(
         self,
@@ -518,7 +580,7 @@ class Uploads:
                 key=key,
             )
         upload_id = f"gcs-resumable.{_tag(name)}.{quote(tokens[0], safe='')}"
-        self._sessions[upload_id] = _Session(committed=0)
+        self._sessions[upload_id] = _Session(committed=0, create=attrs.if_none_match)
         return upload_id
 
     async def _query(self, key: str, name: str, token: str) -> tuple[int, JSON | None]:
