@@ -534,6 +534,31 @@ async def test_an_iterable_may_refill_and_yield_the_same_buffer_again() -> None:
         assert await store.get("sync") == data
 
 
+async def test_a_cancelled_upload_closes_the_file_and_the_iterator_it_opened(
+    tmp_path: Any,
+) -> None:
+    """The source is closed in a shielded scope: a cancelled upload's own cancellation
+    does not skip it (under trio the file was left to the collector, a ResourceWarning)."""
+    path = tmp_path / "big.bin"
+    path.write_bytes(pattern(4 * MiB))
+    closed: list[bool] = []
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            for _ in range(4):
+                yield bytes(MiB)
+        finally:
+            closed.append(True)
+
+    async with Store(MemoryBackend()) as store:
+        for source in (path, chunks()):
+            with anyio.CancelScope() as scope:
+                await store.put("k", source, chunk_size=MiB, progress=lambda d, t: scope.cancel())
+            assert scope.cancelled_caught
+        assert closed == [True]
+        assert not await store.exists("k")
+
+
 class LendingSource:
     """Lends ``data`` to a put in buffers of ``step`` bytes (whole parts or not), each
     one its own mmap, and records what is given back and what the store sent."""

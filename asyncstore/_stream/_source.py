@@ -133,7 +133,8 @@ class _FileReader:
 
     async def aclose(self) -> None:
         if self._owned:
-            await anyio.to_thread.run_sync(self._file.close)
+            with anyio.CancelScope(shield=True):  # closed even when the upload was cancelled
+                await anyio.to_thread.run_sync(self._file.close)
         await self._pool.aclose()
 
 
@@ -360,7 +361,8 @@ class _SyncIterableReader(_AsyncIterableReader):
         self._assembler.close()
         close = getattr(self._sync_it, "close", None)
         if close is not None:
-            await anyio.to_thread.run_sync(close)
+            with anyio.CancelScope(shield=True):  # closed even when the upload was cancelled
+                await anyio.to_thread.run_sync(close)
         await self._assembler.pool.aclose()
 
 

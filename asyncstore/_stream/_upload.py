@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+from anyio.streams.memory import MemoryObjectSendStream
 
 from .._backend import Backend, CompletedPart, MiB, WriteAttributes, WriteResult
 from .._errors import (
@@ -329,6 +330,115 @@ async def upload(
     )
 
 
+#: A part for a streamed request: (its buffer, the bytes to send, how many are new).
+_Piece = tuple[memoryview, memoryview, int]
+
+
+class _Feed:
+    """The body of a streamed upload: the source read a part ahead, in a task of its own.
+
+    ``chunks(offset)`` (the backend's, one per attempt) starts a reader task at
+    ``offset`` and yields what it reads, so that the next part is read and hashed
+    while this one is sent. The reader hashes each byte the first time it reads
+    it (sha256 and the in-order part checksums, recorded as the upload's parts),
+    and stops when its attempt's generator is closed; a new attempt waits for the
+    last reader to stop first, so one reader at a time touches the source and the
+    hash, and a hash is never interrupted half-way.
+    """
+
+    def __init__(
+        self,
+        tg: anyio.abc.TaskGroup,
+        reader: PartReader,
+        key: str,
+        size: int,
+        inline: frozenset[str],
+        progress: ProgressReporter,
+    ) -> None:
+        self._tg = tg
+        self._reader = reader
+        self._key = key
+        self._size = size
+        self._inline = inline
+        self._progress = progress
+        self.hasher = Sha256()
+        self.parts: list[CompletedPart] = []
+        self.window = _Window()
+        self._stopped: anyio.Event | None = None
+
+    async def _read(self, offset: int, send: MemoryObjectSendStream[_Piece]) -> None:
+        reader, hasher, size, key = self._reader, self.hasher, self._size, self._key
+        with send:
+            reader.seek(offset)
+            position = offset
+            while position < size:
+                data = await reader.read_part()
+                if data is None:
+                    raise InvalidArgumentError(
+                        f"key {key!r}: the file ended at byte {position} of {size} while it "
+                        "was being uploaded",
+                        key=key,
+                    )
+                self.window.take(len(data))
+                body = data[: size - position]  # a file that grew since its stat: its size
+                fresh = position + len(body) - max(position, hasher.size)
+                if fresh > 0:  # read for the first time: hashed before it is sent
+                    sums = await hasher.update(body[len(body) - fresh :], part=self._inline)
+                    number = len(self.parts) + 1
+                    start = hasher.size - fresh
+                    self.parts.append(CompletedPart(number, start, fresh, str(number), sums))
+                position += len(body)
+                try:
+                    await send.send((data, body, max(fresh, 0)))
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    self._release(data)  # the attempt ended: this part goes back unsent
+                    return
+
+    def _release(self, data: memoryview) -> None:
+        self.window.held -= len(data)
+        self._reader.release(data)
+
+    async def _run(
+        self, offset: int, send: MemoryObjectSendStream[_Piece], stopped: anyio.Event
+    ) -> None:
+        try:
+            await self._read(offset, send)
+        finally:
+            stopped.set()
+
+    async def chunks(self, offset: int) -> AsyncGenerator[memoryview, None]:
+        """The object's bytes from ``offset`` to its end, a part at a time."""
+        if self._stopped is not None:
+            await self._stopped.wait()  # the last attempt's reader has let go
+        if not 0 <= offset <= self.hasher.size:
+            raise StoreError(
+                f"key {self._key!r}: the upload stands at byte {offset}, but only "
+                f"{self.hasher.size} were sent",
+                key=self._key,
+            )
+        send, receive = anyio.create_memory_object_stream[_Piece](1)
+        stopped = self._stopped = anyio.Event()
+        self._tg.start_soon(self._run, offset, send, stopped)
+        try:
+            async for data, body, fresh in receive:
+                try:
+                    self.window.start()
+                    yield body
+                    self.window.in_flight -= 1
+                    if fresh:
+                        await self._progress.advance(fresh)
+                finally:
+                    self._release(data)
+        finally:  # what the reader holds goes back, and it stops at its next part
+            while True:
+                try:
+                    data, _, _ = receive.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+                self._release(data)
+            receive.close()
+
+
 async def _upload_streamed(
     backend: Backend,
     key: str,
@@ -341,73 +451,38 @@ async def _upload_streamed(
 ) -> UploadOutcome:
     """Send ``size`` bytes of a seekable source as one request (`Capabilities.streamed_upload`).
 
-    The request's body is read a part at a time, and each part's bytes are hashed
-    (the sha256 and the backend's in-order part checksums) the first time they are
-    read, before they are sent: the backend's request never holds more than the part
-    being sent. A broken request is retried like any part: the backend asks the
-    service where the upload stands, and the source is read again from there (bytes
-    hashed already are not hashed twice). The parts read are reported to
-    `Backend.complete_upload` as the upload's parts, with their checksums.
+    The request's body is the source read a part at a time (a part sent, the
+    next one read and hashed meanwhile: `_Feed`). A broken request is retried like
+    any part: the backend asks the service where the upload stands, and the source
+    is read again from there (bytes hashed already are not hashed twice). The parts
+    read are reported to `Backend.complete_upload` as the upload's parts, with
+    their checksums.
     """
     inline = backend.capabilities.part_checksums & INLINE_CHECKSUMS
-    hasher = Sha256()
-    window = _Window()
-    parts: list[CompletedPart] = []
-
-    async def chunks(offset: int) -> AsyncGenerator[memoryview, None]:
-        if not 0 <= offset <= hasher.size:
-            raise StoreError(
-                f"key {key!r}: the upload stands at byte {offset}, but only {hasher.size} "
-                "were sent",
-                key=key,
-            )
-        reader.seek(offset)
-        position = offset
-        while position < size:
-            data = await reader.read_part()
-            if data is None:
-                raise InvalidArgumentError(
-                    f"key {key!r}: the file ended at byte {position} of {size} while it was "
-                    "being uploaded",
-                    key=key,
-                )
-            window.take(len(data))
-            try:
-                body = data[: size - position]  # a file that grew since its stat: its size
-                end = position + len(body)
-                fresh = end - max(position, hasher.size)
-                if fresh > 0:  # bytes read for the first time: hashed before they are sent
-                    sums = await hasher.update(body[len(body) - fresh :], part=inline)
-                    number = len(parts) + 1
-                    parts.append(CompletedPart(number, end - fresh, fresh, str(number), sums))
-                window.start()
-                yield body
-                window.in_flight -= 1
-                if fresh > 0:
-                    await progress.advance(fresh)
-            finally:
-                window.held -= len(data)
-                reader.release(data)
-            position = end
 
     async def create() -> str:
         return await backend.create_stream_upload(key, attrs)
 
     upload_id = await call_with_retry(retry, "create upload", key, create)
     try:
+        async with task_group() as tg:
+            feed = _Feed(tg, reader, key, size, frozenset(inline), progress)
 
-        async def send() -> None:
-            await backend.upload_stream(key, upload_id, size, chunks)
+            async def send() -> None:
+                await backend.upload_stream(key, upload_id, size, feed.chunks)
 
-        await call_with_retry(retry, "upload", key, send)
-        sha = hasher.digest_string()
+            await call_with_retry(retry, "upload", key, send)
+        sha = feed.hasher.digest_string()
         final = _with_sha(attrs, sha)
 
         async def complete() -> WriteResult:
-            return await backend.complete_upload(key, upload_id, parts, final)
+            return await backend.complete_upload(key, upload_id, feed.parts, final)
 
         result = await _commit(backend, key, "complete upload", complete, final, size, retry)
     except BaseException:
         await abort_quietly(backend, key, upload_id, retry)
         raise
-    return UploadOutcome(size, result.etag, sha, len(parts), 1, window.peak_held, result.request_id)
+    window = feed.window
+    return UploadOutcome(
+        size, result.etag, sha, len(feed.parts), 1, window.peak_held, result.request_id
+    )
