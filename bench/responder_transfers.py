@@ -3,7 +3,7 @@
 Usage::
 
     python bench/responder_transfers.py [--services s3,gcs,azure] [--size-mib 256]
-                                        [--directions download,upload]
+                                        [--directions download,upload[,upload-file]]
                                         [--repeat 3] [--out bench/results/transfers.json]
 
 Each service's responder (``bench/responders.py``) serves the object from memory, and
@@ -20,6 +20,10 @@ event-loop lag while the object streams.
   5 MiB parts, 12 at once, no hash); the vendor's async SDK (aiobotocore's one
   ``put_object``, gcloud-aio-storage's ``upload``, the Azure SDK's ``upload_blob`` with
   8 blocks at once).
+* **upload-file** (GCS only, when named in ``--directions``): a file of the same size
+  (just written, so in the page cache) with ``upload_file``: by default one streamed
+  request to a resumable session, or (``-composite`` clients) a parallel composite
+  upload; gcloud-aio-storage's ``upload`` of the open file (one streamed request).
 
 The ``sha256`` row is hashlib over the same bytes in memory, on one core: the ceiling of
 any verified transfer on this machine, since a digest is computed in order on one thread.
@@ -37,8 +41,9 @@ import os
 import pathlib
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from _harness import (
@@ -78,6 +83,15 @@ CLIENTS = {
     ("s3", "upload"): ("asyncstore-asyncio", "asyncstore-trio", "obstore", "aiobotocore"),
     ("gcs", "upload"): ("asyncstore-asyncio", "asyncstore-trio", "gcloud-aio-storage"),
     ("azure", "upload"): ("asyncstore-asyncio", "asyncstore-trio", "azure-aio"),
+    # A file (upload_file): GCS's default sends it in one request to a resumable
+    # session; "-composite" asks for a parallel composite upload instead.
+    ("gcs", "upload-file"): (
+        "asyncstore-asyncio",
+        "asyncstore-trio",
+        "asyncstore-asyncio-composite",
+        "asyncstore-trio-composite",
+        "gcloud-aio-storage",
+    ),
 }
 #: The vendor's own async client, per service (the uploads' second peer).
 VENDOR = {"s3": "aiobotocore", "gcs": "gcloud-aio-storage", "azure": "azure-aio"}
@@ -91,6 +105,15 @@ def upload_body(args: argparse.Namespace) -> bytes:
     return os.urandom(MiB) * args.size_mib
 
 
+@contextlib.contextmanager
+def upload_file(args: argparse.Namespace) -> Iterator[pathlib.Path]:
+    """A file of ``--size-mib`` MiB, just written (so in the page cache); removed after."""
+    with tempfile.TemporaryDirectory(prefix="asyncstore-bench-") as folder:
+        path = pathlib.Path(folder) / "upload.bin"
+        path.write_bytes(upload_body(args))
+        yield path
+
+
 def case_asyncstore(
     service: str, direction: str, client: str, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -98,12 +121,15 @@ def case_asyncstore(
 
     from asyncstore import open_store
 
-    loop = "trio" if client.endswith("-trio") else "asyncio"
+    loop = "trio" if "-trio" in client else "asyncio"
     lag = LoopLag()
     data = upload_body(args) if direction == "upload" else b""
+    url = asyncstore_url(service, args)
+    if client.endswith("-composite"):
+        url += "&upload=composite"
 
-    async def run() -> dict[str, Any]:
-        async with open_store(asyncstore_url(service, args), **asyncstore_options(service)) as s:
+    async def run(path: pathlib.Path | None) -> dict[str, Any]:
+        async with open_store(url, **asyncstore_options(service)) as s:
             await s.head(KEY)  # the client's one-time set-up is not part of the run
 
             async def stream() -> int:
@@ -114,12 +140,17 @@ def case_asyncstore(
                 return got
 
             async def upload() -> int:
+                if path is not None:
+                    return (await s.upload_file(path, UPLOAD_KEY)).bytes_transferred
                 return (await s.put(UPLOAD_KEY, data)).size
 
-            done = await timed(upload if direction == "upload" else stream, lag)
+            done = await timed(stream if direction == "download" else upload, lag)
         return {**done.figures(), "bytes": done.result}
 
-    return measure(lambda: anyio.run(run, backend=loop), lag)
+    if direction == "upload-file":
+        with upload_file(args) as path:
+            return measure(lambda: anyio.run(run, path, backend=loop), lag)
+    return measure(lambda: anyio.run(run, None, backend=loop), lag)
 
 
 def case_obstore(direction: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -148,22 +179,29 @@ def case_obstore(direction: str, args: argparse.Namespace) -> dict[str, Any]:
     return measure_asyncio(run)
 
 
-def case_vendor(service: str, args: argparse.Namespace) -> dict[str, Any]:
-    """An upload with the vendor's own async client (one object, from memory)."""
-    data = upload_body(args)
+def case_vendor(service: str, direction: str, args: argparse.Namespace) -> dict[str, Any]:
+    """An upload with the vendor's own async client (one object, from memory or a file)."""
+    data = upload_body(args) if direction == "upload" else b""
 
-    async def run(lag: LoopLag) -> dict[str, Any]:
+    async def run(lag: LoopLag, path: pathlib.Path | None) -> dict[str, Any]:
         async with vendor_upload(service, args.endpoint) as upload:
             await upload(KEY + ".warm", b"x")  # the client's one-time set-up is not timed
 
             async def once() -> int:
-                await upload(UPLOAD_KEY, data)
-                return len(data)
+                if path is None:
+                    await upload(UPLOAD_KEY, data)
+                    return len(data)
+                with open(path, "rb") as file:  # gcloud-aio-storage streams an open file
+                    await upload(UPLOAD_KEY, file)
+                return path.stat().st_size
 
             done = await timed(once, lag)
         return {**done.figures(), "bytes": done.result}
 
-    return measure_asyncio(run)
+    if direction == "upload-file":
+        with upload_file(args) as path:
+            return measure_asyncio(lambda lag: run(lag, path))
+    return measure_asyncio(lambda lag: run(lag, None))
 
 
 @contextlib.asynccontextmanager
@@ -229,7 +267,7 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if client == "obstore":
         return case_obstore(direction, args)
     if client == VENDOR.get(service):
-        return case_vendor(service, args)
+        return case_vendor(service, direction, args)
     return case_asyncstore(service, direction, client, args)
 
 
@@ -297,7 +335,7 @@ def main() -> int:
         names = [
             f"{service}:{direction}:{client}"
             for direction in args.directions
-            for client in CLIENTS[service, direction]
+            for client in CLIENTS.get((service, direction), ())
         ]
         if service == args.services[0]:
             names.append("any:-:sha256")
