@@ -542,21 +542,25 @@ class HttpPool:
                 self.slots.release_on_behalf_of(token)
             raise
         conn.token = token
-        if streamed is not None:
-            return await self._send_streamed(conn, method, head, streamed)
         try:
-            # One deadline for the request and the response's head (each write and read of
-            # a large body gets its own): a scope per socket call costs more than the call.
-            with conn.deadline(self.read_timeout):
-                if sum(len(piece) for piece in pieces) <= SMALL_BODY:
-                    await conn.send(b"".join([head, *pieces]))
-                else:
-                    await conn.send(head)
-                    for piece in pieces:
-                        for start in range(0, len(piece), SEND_BLOCK):
-                            with conn.deadline(self.read_timeout):
-                                await conn.send(piece[start : start + SEND_BLOCK])
-                response = await self._read_head(conn, method)
+            if streamed is not None:
+                await self._send_streamed(conn, head, streamed)
+                with conn.deadline(self.read_timeout):
+                    response = await self._read_head(conn, method)
+            else:
+                # One deadline for the request and the response's head (each write and read
+                # of a large body gets its own): a scope per socket call costs more than the
+                # call.
+                with conn.deadline(self.read_timeout):
+                    if sum(len(piece) for piece in pieces) <= SMALL_BODY:
+                        await conn.send(b"".join([head, *pieces]))
+                    else:
+                        await conn.send(head)
+                        for piece in pieces:
+                            for start in range(0, len(piece), SEND_BLOCK):
+                                with conn.deadline(self.read_timeout):
+                                    await conn.send(piece[start : start + SEND_BLOCK])
+                    response = await self._read_head(conn, method)
         except BaseException:
             await self._give_back(conn, reusable=False)
             raise
@@ -564,35 +568,27 @@ class HttpPool:
             await response._finish()
         return response
 
-    async def _send_streamed(
-        self, conn: Connection, method: str, head: bytes, body: StreamedBody
-    ) -> Response:
-        """`request`'s sending of a `StreamedBody`: the chunks are awaited between writes."""
-        try:
-            with conn.deadline(self.read_timeout):
-                await conn.send(head)
-            sent = 0
-            async for chunk in body.chunks:
-                view = memoryview(chunk).cast("B")
-                sent += view.nbytes
-                if sent > body.length:
-                    break
-                for start in range(0, view.nbytes, SEND_BLOCK):
-                    with conn.deadline(self.read_timeout):
-                        await conn.send(view[start : start + SEND_BLOCK])
-            if sent != body.length:
-                raise ValueError(
-                    f"a request body of {body.length} bytes was given "
-                    f"{'more' if sent > body.length else sent}"
-                )
-            with conn.deadline(self.read_timeout):
-                response = await self._read_head(conn, method)
-        except BaseException:
-            await self._give_back(conn, reusable=False)
-            raise
-        if response.complete:
-            await response._finish()
-        return response
+    async def _send_streamed(self, conn: Connection, head: bytes, body: StreamedBody) -> None:
+        """Send the head and a `StreamedBody`, its chunks awaited between the writes.
+
+        Each write has a deadline of its own (nothing else may be awaited inside one).
+        """
+        with conn.deadline(self.read_timeout):
+            await conn.send(head)
+        sent = 0
+        async for chunk in body.chunks:
+            view = memoryview(chunk).cast("B")
+            sent += view.nbytes
+            if sent > body.length:
+                break
+            for start in range(0, view.nbytes, SEND_BLOCK):
+                with conn.deadline(self.read_timeout):
+                    await conn.send(view[start : start + SEND_BLOCK])
+        if sent != body.length:
+            raise ValueError(
+                f"a request body of {body.length} bytes was given "
+                f"{'more' if sent > body.length else sent}"
+            )
 
     async def _read_head(self, conn: Connection, method: str) -> Response:
         while True:
