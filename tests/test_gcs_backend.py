@@ -930,6 +930,38 @@ class TestMultipartPaths:
             (f"bytes {MiB}-{len(data) - 1}/{len(data)}", len(data) - MiB),
         ]
 
+    async def test_a_streamed_request_whose_answer_is_lost_is_not_sent_again(
+        self, bucket: str, proxy: Proxy, emulator: Emulator, tmp_path: Any
+    ):
+        """The request reached GCS and finished the session, but its answer was lost: the
+        retry's status query gets the object (200 with its resource, as GCS answers; the
+        emulator forgets a finished session and answers 404, so the proxy answers for
+        it), and the upload completes without sending the file again."""
+        data = pattern(2 * MiB + 9, seed=27)
+        path = tmp_path / "lost.bin"
+        path.write_bytes(data)
+
+        def lose_the_answer(handler: _Handler, seen: Seen) -> None:
+            handler.forward(seen)
+            handler.hang_up()
+
+        def answer_with_the_object(handler: _Handler, seen: Seen) -> None:
+            resource = emulator.resource(bucket, "p/lost")
+            handler.reply(
+                200, [("Content-Type", "application/json")], json.dumps(resource).encode()
+            )
+
+        proxy.on(lambda s: s.kind == "chunk" and s.size == len(data), lose_the_answer)
+        proxy.on(
+            lambda s: s.kind == "chunk" and s.headers.get("content-range") == "bytes */*",
+            answer_with_the_object,
+        )
+        async with _store(bucket, proxy) as store:
+            info = await store.upload_file(path, "lost", chunk_size=MiB)
+            assert await store.get("lost") == data
+            assert (await store.head("lost")).sha256 == info.sha256
+        assert [s.size for s in proxy.of("chunk")] == [len(data), 0]  # the file went once
+
     async def test_a_streamed_file_changed_in_transit_is_deleted(
         self, bucket: str, proxy: Proxy, tmp_path: Any
     ):
