@@ -893,6 +893,21 @@ class TestMultipartPaths:
             assert await store.get("file") == data
             assert await store.get("buffer") == data
 
+    async def test_without_the_lean_client_httpx_streams_the_file_in_one_request(
+        self, bucket: str, proxy: Proxy, tmp_path: Any
+    ):
+        data = pattern(2 * MiB + 3, seed=28)
+        path = tmp_path / "httpx.bin"
+        path.write_bytes(data)
+        async with _store(bucket, proxy, lean=False) as store:
+            info = await store.upload_file(path, "httpx", chunk_size=MiB)
+            assert await store.get("httpx") == data
+            assert (await store.head("httpx")).sha256 == info.sha256
+        (chunk,) = proxy.of("chunk")
+        assert chunk.headers["content-range"] == f"bytes 0-{len(data) - 1}/{len(data)}"
+        assert chunk.size == len(data)
+        assert "python-httpx" in chunk.headers.get("user-agent", "")  # not the lean client
+
     async def test_a_broken_streamed_request_resumes_where_the_session_stands(
         self, bucket: str, proxy: Proxy, tmp_path: Any
     ):

@@ -71,7 +71,7 @@ _COMPOSITE = Capabilities(
     part_checksums=frozenset({"crc32c"}),
 )
 #: ``upload=auto``: parts as composite uploads, a file in one streamed request to a
-#: resumable session (`create_stream_upload`), the fastest way measured for both.
+#: resumable session (`create_stream_upload`); docs/backends/gcs.md says why, measured.
 _AUTO = dataclasses.replace(_COMPOSITE, streamed_upload=True)
 _RESUMABLE = Capabilities(
     parallel_parts=False,
