@@ -299,12 +299,7 @@ class _Pushback:
         self._inner.release(part)
 
     def seek(self, offset: int) -> bool:
-        if not self._inner.seek(offset):
-            return False
-        if self._first is not None:  # read again from the source
-            self._inner.release(self._first)
-            self._first = None
-        return True
+        return False  # a part was taken from the source already
 
     async def aclose(self) -> None:
         await self._inner.aclose()
